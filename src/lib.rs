@@ -1,1 +1,25 @@
-//! ferrocorn
+//! ferrocorn: a gunicorn-style WSGI server. A Rust master owns the sockets,
+//! speaks HTTP and balances requests over pre-forked Python workers.
+//!
+//! Module map:
+//! - [`cli`]: the command line, built from the settings table
+//! - [`config`]: the settings table, layers (defaults < TOML < env < CLI), validation, rendering
+//! - [`master`]: the event loop, the arbiter (worker lifecycle), policies, signals
+//! - [`worker`]: spawning a Python worker, its boot handshake, its states, the embedded program
+//! - [`dispatch`]: idle lanes, least-loaded pick, the bounded wait queue
+//! - [`http`]: listeners, hyper connections, the request service, the trip to a worker, status mapping
+//! - [`protocol`]: master <-> worker frames, handshake, environ encoding, lane sockets
+//! - [`logging`]: error log and access log
+//! - [`exit`]: process exit codes
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod exit;
+pub mod http;
+pub mod logging;
+pub mod master;
+pub mod protocol;
+pub mod worker;

@@ -1,1 +1,106 @@
-fn main() {}
+//! The `ferrocorn` command: parse the settings, bind, run the master, and
+//! map how it ended to an exit code. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use ferrocorn::config::{self, Mode, Settings};
+use ferrocorn::exit::ExitCode as Exit;
+use ferrocorn::http::listener;
+use ferrocorn::logging::{self, LogConfig, LogLevel};
+use ferrocorn::master;
+
+fn main() -> ExitCode {
+    let loaded = match config::load(std::env::args_os(), &config::process_env) {
+        Ok(loaded) => loaded,
+        Err(config::ConfigError::Clap(err)) => {
+            let _ = err.print();
+            return ExitCode::from(err.exit_code() as u8);
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(err.exit_code() as u8);
+        }
+    };
+    match loaded.mode {
+        Mode::PrintConfig => {
+            print!("{}", config::render_effective(&loaded));
+            return ExitCode::SUCCESS;
+        }
+        Mode::CheckConfig => {
+            println!("configuration is valid");
+            return ExitCode::SUCCESS;
+        }
+        Mode::Serve => {}
+    }
+    match serve(&loaded.settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            code.into()
+        }
+    }
+}
+
+fn serve(settings: &Settings) -> Result<(), (Exit, String)> {
+    let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            (
+                Exit::Runtime,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    let _pidfile = match &settings.pidfile {
+        Some(path) => Some(PidFile::create(path).map_err(|e| (Exit::Usage, e))?),
+        None => None,
+    };
+    let outcome = runtime.block_on(async {
+        // Bind before any worker exists: the port stays open across worker restarts.
+        let listeners = listener::bind_all(&settings.bind, settings.backlog)
+            .map_err(|e| (Exit::Runtime, e.to_string()))?;
+        master::run(settings, listeners, logging)
+            .await
+            .map_err(|e| (Exit::Runtime, format!("cannot listen for signals: {e}")))
+    })?;
+    // Workers die with the master (parent-death signal); don't wait for
+    // tasks stuck on their sockets.
+    runtime.shutdown_background();
+    match (outcome.code, outcome.message) {
+        (Exit::Clean, _) => Ok(()),
+        (code, message) => Err((code, message.unwrap_or_else(|| "server stopped".into()))),
+    }
+}
+
+fn log_config(settings: &Settings) -> LogConfig {
+    LogConfig {
+        level: match settings.log_level {
+            config::LogLevel::Debug => LogLevel::Debug,
+            config::LogLevel::Info => LogLevel::Info,
+            config::LogLevel::Warning => LogLevel::Warning,
+            config::LogLevel::Error => LogLevel::Error,
+            config::LogLevel::Critical => LogLevel::Critical,
+        },
+        error_logfile: settings.error_logfile.clone(),
+        access_logfile: settings.access_logfile.clone(),
+        access_log_format: settings.access_log_format.clone(),
+    }
+}
+
+/// `--pid FILE`: written at start, removed at exit.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> Result<PidFile, String> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

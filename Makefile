@@ -1,0 +1,26 @@
+# The two commands a fresh machine needs (see README.md):
+#   make serve   - serve the example Flask app on 127.0.0.1:8000
+#   make test    - run every test (Rust unit + integration, Python worker)
+# Both create the project-local .venv with Flask first.
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.flask-installed
+
+.PHONY: serve test bench
+
+$(STAMP):
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check flask
+	touch $(STAMP)
+
+serve: $(STAMP)
+	cargo build --release
+	./target/release/ferrocorn -w 2 --threads 2 -b 127.0.0.1:8000 --python $(PYTHON) examples.flask_app:app
+
+test: $(STAMP)
+	$(PYTHON) -m unittest discover -s python/tests
+	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) cargo test
+
+bench:
+	bash benches/run.sh

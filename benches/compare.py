@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Throughput, latency and memory of ferrocorn next to gunicorn and Granian.
+
+Runs each server x app on 127.0.0.1 with the same worker count and the same load generator
+(wrk), one at a time: start the server in its own session, poll GET until 200, warm up, measure
+while sampling the memory of its process tree, stop it (TERM, then KILL its process group).
+Writes raw results (CSV, wrk output, server logs) and a Markdown summary into a results folder.
+A benchmark, not a test: it prints figures and asserts nothing about speed. A server that fails
+to start is reported as such and the run goes on.
+
+Every step is bounded in time, traffic goes only to 127.0.0.1, and only processes started here
+are signalled. Setup on a fresh machine and a full run: benches/run.sh. Stdlib only; the parts
+live in benches/harness/ (module map in its __init__.py).
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from harness.measure import MemorySampler, cpu_snapshot, cpu_usage, sample_memory
+from harness.options import APPS, URL_PATH, Config, check_setup, parse_args
+from harness.process import command_output, free_port, log_excerpt, start_server, stop_server, wait_ready
+from harness.report import RunResult, machine_info, progress_line, summary_markdown, write_csv
+from harness.wrk import parse_wrk, run_wrk, wrk_command
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """How one server is started for one app."""
+
+    server: str
+    app: str
+    port: int
+    argv: tuple[str, ...]
+    cwd: Path
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def server_command(config: Config, server: str, app: str, port: int, gunicorn_flags: Sequence[str]) -> ServerCommand:
+    """The command lines compared: same workers, same app, same bind address."""
+    target, bind, workers = APPS[app], f"127.0.0.1:{port}", str(config.workers)
+    gunicorn, chdir = str(config.venv_bin("gunicorn")), str(config.apps_dir)
+    if server == "ferrocorn":
+        argv = [str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads), "-b", bind,
+                "--python", str(config.venv_bin("python")), "--chdir", chdir, target]
+    elif server == "gunicorn-sync":
+        argv = [gunicorn, "-w", workers, "-k", "sync", *gunicorn_flags, "--chdir", chdir, "-b", bind, target]
+    elif server == "gunicorn-gthread":
+        argv = [gunicorn, "-w", workers, "-k", "gthread", "--threads", str(config.gthread_threads),
+                *gunicorn_flags, "--chdir", chdir, "-b", bind, target]
+    elif server == "granian":
+        argv = [str(config.venv_bin("granian")), "--interface", "wsgi", "--workers", workers,
+                "--blocking-threads", "1", "--host", "127.0.0.1", "--port", str(port), "--working-dir", chdir, target]
+    else:
+        raise ValueError(f"unknown server {server!r}")
+    return ServerCommand(server=server, app=app, port=port, argv=tuple(argv), cwd=config.apps_dir)
+
+
+def gunicorn_flags(config: Config) -> tuple[str, ...]:
+    """Recent gunicorn opens a control socket at a fixed path in ~/.gunicorn; keep ours off it."""
+    help_text = command_output([str(config.venv_bin("gunicorn")), "--help"], first_line=False)
+    return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
+
+
+def load(config: Config, port: int, seconds: int) -> list[str]:
+    url = f"http://127.0.0.1:{port}{URL_PATH}"
+    return wrk_command(config.wrk, config.wrk_threads, config.connections, seconds, url)
+
+
+def run_one(config: Config, command: ServerCommand) -> RunResult:
+    """Start, wait for 200, warm up, measure, stop. Never raises for a misbehaving server."""
+    stem = f"{command.app}-{command.server}"
+    log_path = config.out / "logs" / f"{stem}.log"
+    result = RunResult(server=command.server, app=command.app, status="ok", command=command.shell())
+    try:
+        proc = start_server(command.argv, command.cwd, log_path)
+    except OSError as e:
+        result.status, result.detail = "failed to start", f"{type(e).__name__}: {e}"
+        return result
+    try:
+        not_ready = wait_ready(proc, command.port, URL_PATH, config.ready_timeout)
+        if not_ready is not None:
+            result.status, result.detail = "failed to start", f"{not_ready}\n{log_excerpt(log_path)}"
+            return result
+        idle = sample_memory(proc.pid)
+        if config.warmup:
+            warmup = load(config, command.port, config.warmup)
+            run_wrk(warmup, config.warmup, config.out / "wrk" / f"{stem}.warmup.txt")
+        measured = load(config, command.port, config.duration)
+        result.wrk_command = shlex.join(measured)
+        before = cpu_snapshot(proc.pid)
+        with MemorySampler(proc.pid) as sampler:
+            output = run_wrk(measured, config.duration, config.out / "wrk" / f"{stem}.txt")
+        result.cpu = cpu_usage(before, cpu_snapshot(proc.pid))
+        result.memory = sampler.usage(idle)
+        result.wrk = parse_wrk(output)
+        if proc.poll() is not None:
+            result.status = "crashed"
+            result.detail = f"server exited with code {proc.returncode} during the run\n{log_excerpt(log_path)}"
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+        result.status, result.detail = "load failed", f"{e}\n{log_excerpt(log_path)}"
+    finally:
+        stop_server(proc)
+    return result
+
+
+def raise_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str]) -> int:
+    config = parse_args(argv[1:])
+    problems = check_setup(config)
+    if problems:
+        for problem in problems:
+            print(f"compare.py: {problem}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, raise_on_term)  # so the `finally` in run_one stops the running server
+    for sub in ("logs", "wrk"):
+        (config.out / sub).mkdir(parents=True, exist_ok=True)
+    machine = machine_info(config)
+    flags = gunicorn_flags(config)
+    command_line = [sys.executable, *argv]
+    results: list[RunResult] = []
+    total = len(config.apps) * len(config.servers)
+    print(f"results -> {config.out}", flush=True)
+    try:
+        for app in config.apps:
+            for server in config.servers:
+                command = server_command(config, server, app, free_port(), flags)
+                print(f"[{len(results) + 1}/{total}] {app} {server}: {command.shell()}", flush=True)
+                results.append(run_one(config, command))
+                print("    " + progress_line(results[-1]), flush=True)
+    finally:
+        write_csv(config, results, config.out / "results.csv")
+        summary = summary_markdown(config, command_line, machine, results)
+        (config.out / "summary.md").write_text(summary)
+    print()
+    print(summary)
+    print(f"raw results: {config.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

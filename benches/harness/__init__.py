@@ -1,0 +1,8 @@
+"""The parts of benches/compare.py, one job per module.
+
+- options.py  command line -> Config; setup checks that name their fix
+- process.py  start a server in its own session, wait for 200, stop its process group
+- measure.py  memory (RSS/PSS) and CPU of a process tree, read from /proc
+- wrk.py      the wrk command line and the parser of its output
+- report.py   one RunResult per server x app; ratios, CSV and the Markdown summary
+"""

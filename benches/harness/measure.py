@@ -1,0 +1,175 @@
+"""Memory and CPU of a server's process tree (master + workers), read from /proc.
+
+The tree is the server's pid and all its descendants, found through the parent pid in
+/proc/*/stat, so workers count whatever their process group. Linux only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+SAMPLE_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """Sum over the server's process tree at one instant."""
+
+    rss_kib: int
+    pss_kib: Optional[int]
+    processes: int
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Idle footprint after readiness and the peak during the measured run."""
+
+    idle_rss_kib: int
+    peak_rss_kib: int
+    peak_pss_kib: Optional[int]
+    processes: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds consumed so far, machine-wide and by the parties of one run."""
+
+    wall_s: float
+    machine_busy_s: float
+    server_s: float
+    children_s: float
+    self_s: float
+
+
+@dataclass(frozen=True)
+class CpuUsage:
+    """Average cores busy during the measured run; "other" is everything but server, wrk and this script."""
+
+    server_cores: float
+    wrk_cores: float
+    other_cores: float
+
+
+def process_stats() -> dict[int, list[str]]:
+    """pid -> the fields of /proc/pid/stat after the command name (index 0 is field 3, state)."""
+    stats = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+    return stats
+
+
+def process_tree(root: int, stats: dict[int, list[str]]) -> list[int]:
+    """root and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def process_memory(pid: int) -> tuple[int, Optional[int]]:
+    """(RSS, PSS) in KiB; PSS is None without smaps_rollup. (0, None) for a process that is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        text = ""
+    fields = dict(re.findall(r"^(Rss|Pss):\s+(\d+) kB", text, re.MULTILINE))
+    if "Rss" in fields:
+        return int(fields["Rss"]), int(fields["Pss"]) if "Pss" in fields else None
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0, None
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024, None
+
+
+def sample_memory(root: int) -> MemorySample:
+    """RSS (and PSS when every process has it) summed over the tree; processes gone meanwhile count 0."""
+    rss, pss, pss_known, count = 0, 0, True, 0
+    for pid in process_tree(root, process_stats()):
+        r, p = process_memory(pid)
+        if r == 0:
+            continue
+        count += 1
+        rss += r
+        pss_known = pss_known and p is not None
+        pss += p or 0
+    return MemorySample(rss_kib=rss, pss_kib=pss if pss_known else None, processes=count)
+
+
+class MemorySampler:
+    """Samples a process tree on a background thread until stopped."""
+
+    def __init__(self, root: int) -> None:
+        self._root = root
+        self._samples: list[MemorySample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._samples.append(sample_memory(self._root))
+            self._stop.wait(SAMPLE_INTERVAL_S)
+
+    def usage(self, idle: MemorySample) -> MemoryUsage:
+        samples = self._samples or [idle]
+        pss = [s.pss_kib for s in samples]
+        return MemoryUsage(
+            idle_rss_kib=idle.rss_kib,
+            peak_rss_kib=max(s.rss_kib for s in samples),
+            peak_pss_kib=None if None in pss else max(p for p in pss if p is not None),
+            processes=max(s.processes for s in samples),
+            samples=len(samples),
+        )
+
+
+def cpu_snapshot(root: int) -> CpuSnapshot:
+    """Read before and after the measured run; this machine is shared, so say how busy it was."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        jiffies = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    stats = process_stats()
+    tree = [pid for pid in process_tree(root, stats) if pid in stats]
+    server = sum(int(stats[pid][11]) + int(stats[pid][12]) for pid in tree)  # utime + stime, all threads
+    children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    return CpuSnapshot(
+        wall_s=time.monotonic(),
+        machine_busy_s=(sum(jiffies) - jiffies[3] - jiffies[4]) / ticks,
+        server_s=server / ticks,
+        children_s=children.ru_utime + children.ru_stime,
+        self_s=own.ru_utime + own.ru_stime,
+    )
+
+
+def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
+    """wrk is the only child reaped between the two snapshots, so the children delta is wrk's."""
+    wall = max(after.wall_s - before.wall_s, 1e-9)
+    server = after.server_s - before.server_s
+    wrk = after.children_s - before.children_s
+    own = after.self_s - before.self_s
+    other = after.machine_busy_s - before.machine_busy_s - server - wrk - own
+    return CpuUsage(server_cores=server / wall, wrk_cores=wrk / wall, other_cores=max(other, 0.0) / wall)

@@ -1,0 +1,115 @@
+"""Server processes: start one in its own session, wait until it answers 200, stop its group.
+
+Only processes started here are ever signalled: each server leads a new session, so its process
+group id is its own pid, and stop_server signals that group and nothing else.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+STOP_GRACE_S = 10.0
+POLL_INTERVAL_S = 0.1
+LOG_HEAD_LINES = 12
+LOG_TAIL_LINES = 6
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(argv: Sequence[str], cwd: Path, log_path: Path) -> subprocess.Popen:
+    """Start argv in a new session, stdout and stderr into log_path. Raises OSError if it can't exec."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """TERM the server's process group, give the leader grace_s to exit, then KILL the group.
+
+    The group id can't be reused while the unreaped leader or any member lives, so the KILL
+    reaches only what is left of this server (workers that outlived their master included).
+    """
+    signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_ready(proc: subprocess.Popen, port: int, path: str, timeout: float) -> Optional[str]:
+    """Poll GET path until 200. None when ready, else what was observed, for the report."""
+    deadline = time.monotonic() + timeout
+    observed = "no answer"
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            return f"exited with code {code} before answering 200 on {path}"
+        observed = probe(port, path)
+        if observed == "200":
+            return None
+        time.sleep(POLL_INTERVAL_S)
+    return f"no 200 on {path} within {timeout:g}s (last: {observed})"
+
+
+def probe(port: int, path: str) -> str:
+    """The status code of one GET, or the name of the error that prevented it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return str(conn.getresponse().status)
+    except (OSError, http.client.HTTPException) as e:
+        return type(e).__name__
+    finally:
+        conn.close()
+
+
+def log_excerpt(path: Path) -> str:
+    """The first lines of a server log, and the last few (where a Python traceback ends)."""
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    if not lines:
+        return "(the server wrote nothing)"
+    if len(lines) <= LOG_HEAD_LINES + LOG_TAIL_LINES:
+        return "\n".join(lines)
+    return "\n".join(lines[:LOG_HEAD_LINES] + ["..."] + lines[-LOG_TAIL_LINES:])
+
+
+def command_output(argv: Sequence[str], first_line: bool = True, timeout: float = 10.0) -> str:
+    """Output of a short command (a --version), or why there is none. Its whole group dies on timeout."""
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as e:
+        return f"unavailable ({type(e).__name__})"
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_group(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return f"unavailable (no exit within {timeout:g}s)"
+    finally:
+        signal_group(proc.pid, signal.SIGKILL)  # whatever it left running in its group
+    text = (out or err).strip()
+    if not text:
+        return f"unavailable (exit code {proc.returncode}, no output)"
+    return text.splitlines()[0] if first_line else text

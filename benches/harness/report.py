@@ -1,0 +1,184 @@
+"""The results of a benchmark: one RunResult per server x app, ratios, CSV and Markdown.
+
+Pure formatting over data, except machine_info, which asks the tools for their versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .measure import SAMPLE_INTERVAL_S, CpuUsage, MemoryUsage
+from .options import APPS, URL_PATH, Config
+from .process import command_output
+from .wrk import WrkResult, wrk_command
+
+
+@dataclass
+class RunResult:
+    """One server x app row: status "ok", "failed to start", "load failed" or "crashed"."""
+
+    server: str
+    app: str
+    status: str
+    command: str
+    wrk_command: str = ""
+    wrk: Optional[WrkResult] = None
+    memory: Optional[MemoryUsage] = None
+    cpu: Optional[CpuUsage] = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """ferrocorn divided by a reference row, for one app."""
+
+    app: str
+    reference: str
+    requests_per_s: float
+    p99: float
+
+
+def ratios(results: Sequence[RunResult]) -> list[Ratio]:
+    """ferrocorn / gunicorn-best (the gunicorn row with the most req/s) and ferrocorn / granian, per app."""
+    out = []
+    for app in dict.fromkeys(r.app for r in results):
+        ok = {r.server: r.wrk for r in results if r.app == app and r.status == "ok" and r.wrk}
+        ferro = ok.get("ferrocorn")
+        if ferro is None:
+            continue
+        gunicorns = [(name, w) for name, w in ok.items() if name.startswith("gunicorn")]
+        references = []
+        if gunicorns:
+            name, best = max(gunicorns, key=lambda nw: nw[1].requests_per_s)
+            references.append((f"gunicorn-best ({name})", best))
+        if "granian" in ok:
+            references.append(("granian", ok["granian"]))
+        for label, ref in references:
+            out.append(Ratio(app=app, reference=label,
+                             requests_per_s=ferro.requests_per_s / ref.requests_per_s if ref.requests_per_s else 0.0,
+                             p99=ferro.p99_ms / ref.p99_ms if ref.p99_ms else 0.0))
+    return out
+
+
+CSV_FIELDS = ("app", "server", "status", "requests_per_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors",
+              "errors", "idle_rss_kib", "peak_rss_kib", "peak_pss_kib", "processes", "memory_samples",
+              "server_cpu_cores", "wrk_cpu_cores", "other_cpu_cores",
+              "workers", "duration_s", "connections", "wrk_threads", "server_command", "wrk_command", "detail")
+
+
+def csv_row(config: Config, r: RunResult) -> dict[str, object]:
+    w, m, c = r.wrk, r.memory, r.cpu
+    return {
+        "app": r.app, "server": r.server, "status": r.status,
+        "requests_per_s": f"{w.requests_per_s:.2f}" if w else "", "p50_ms": f"{w.p50_ms:.3f}" if w else "",
+        "p99_ms": f"{w.p99_ms:.3f}" if w else "", "non_2xx": w.non_2xx if w else "",
+        "socket_errors": w.socket_errors if w else "", "errors": w.errors if w else "",
+        "idle_rss_kib": m.idle_rss_kib if m else "", "peak_rss_kib": m.peak_rss_kib if m else "",
+        "peak_pss_kib": m.peak_pss_kib if m and m.peak_pss_kib is not None else "",
+        "processes": m.processes if m else "", "memory_samples": m.samples if m else "",
+        "server_cpu_cores": f"{c.server_cores:.2f}" if c else "", "wrk_cpu_cores": f"{c.wrk_cores:.2f}" if c else "",
+        "other_cpu_cores": f"{c.other_cores:.2f}" if c else "",
+        "workers": config.workers, "duration_s": config.duration, "connections": config.connections,
+        "wrk_threads": config.wrk_threads, "server_command": r.command, "wrk_command": r.wrk_command,
+        "detail": r.detail,
+    }
+
+
+def write_csv(config: Config, results: Sequence[RunResult], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(csv_row(config, r) for r in results)
+
+
+def machine_info(config: Config) -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    py = str(config.venv_bin("python"))
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": model.group(1).strip() if model else "unknown",
+        "kernel": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
+        "python (servers)": command_output([py, "-c", "import sys; print(sys.version.split()[0])"]),
+        "ferrocorn": command_output([str(config.ferrocorn), "--version"]),
+        "gunicorn": command_output([str(config.venv_bin("gunicorn")), "--version"]),
+        "granian": command_output([str(config.venv_bin("granian")), "--version"]),
+        "flask": command_output([py, "-c", "import importlib.metadata as m; print(m.version('flask'))"]),
+        "wrk": command_output([config.wrk, "-v"]),
+    }
+
+
+def load_command(config: Config) -> list[str]:
+    url = f"http://127.0.0.1:PORT{URL_PATH}"
+    return wrk_command(config.wrk, config.wrk_threads, config.connections, config.duration, url)
+
+
+def mib(kib: Optional[int]) -> str:
+    return "" if kib is None else f"{kib / 1024:.0f}"
+
+
+def results_table(rows: Sequence[RunResult]) -> list[str]:
+    lines = ["| server | status | req/s | p50 ms | p99 ms | errors (non-2xx + socket) | peak RSS MiB | "
+             "peak PSS MiB | idle RSS MiB | processes | server CPU | wrk CPU | other CPU |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        w, m, c = r.wrk, r.memory, r.cpu
+        cells = [r.server, r.status]
+        cells += [f"{w.requests_per_s:,.0f}", f"{w.p50_ms:.2f}", f"{w.p99_ms:.2f}",
+                  f"{w.errors} ({w.non_2xx} + {w.socket_errors})"] if w else [""] * 4
+        cells += [mib(m.peak_rss_kib), mib(m.peak_pss_kib), mib(m.idle_rss_kib), str(m.processes)] if m else [""] * 4
+        cells += [f"{c.server_cores:.2f}", f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"] if c else [""] * 3
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str],
+                     results: Sequence[RunResult]) -> str:
+    lines = ["# ferrocorn benchmark", "", f"Command: `{shlex.join(argv)}`", "",
+             f"Load: `{shlex.join(load_command(config))}` "
+             f"after a {config.warmup}s warm-up; {config.workers} workers per server, "
+             f"gthread {config.gthread_threads} threads, ferrocorn {config.ferrocorn_threads} thread(s), "
+             "Granian --blocking-threads 1. Memory: sum over the server's process tree (master + workers), "
+             f"sampled every {SAMPLE_INTERVAL_S}s from /proc during the measured run. CPU columns: "
+             "average cores busy during the measured run (server tree, wrk, everything else on the machine); "
+             "a high *other CPU* means the figures were disturbed.", "",
+             "## Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in machine.items()]
+    for app in config.apps:
+        rows = [r for r in results if r.app == app]
+        if rows:
+            lines += ["", f"## {app} (`{APPS[app]}`, GET {URL_PATH})", ""] + results_table(rows)
+    rs = ratios(results)
+    lines += ["", "## Ratios (ferrocorn / reference)", ""]
+    if rs:
+        lines += ["req/s above 1 and p99 below 1 favour ferrocorn.", "",
+                  "| app | reference | req/s ratio | p99 ratio |", "|---|---|--:|--:|"]
+        lines += [f"| {x.app} | {x.reference} | {x.requests_per_s:.2f} | {x.p99:.2f} |" for x in rs]
+    else:
+        lines.append("None: ferrocorn has no successful row.")
+    lines += ["", "## Server commands", ""] + [f"- {r.app} {r.server}: `{r.command}`" for r in results]
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        lines += ["", "## Failures", ""]
+        for r in failed:
+            lines += [f"### {r.app} {r.server}: {r.status}", "", "```", r.detail, "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def progress_line(r: RunResult) -> str:
+    if r.wrk is None:
+        first = r.detail.splitlines()[0] if r.detail else ""
+        return f"{r.app:6} {r.server:17} {r.status}: {first}"
+    w, m = r.wrk, r.memory
+    memory = f" peak RSS {mib(m.peak_rss_kib)} MiB" if m else ""
+    status = "" if r.status == "ok" else f" [{r.status}]"
+    return (f"{r.app:6} {r.server:17} {w.requests_per_s:9,.0f} req/s  p50 {w.p50_ms:6.2f} ms  "
+            f"p99 {w.p99_ms:6.2f} ms  errors {w.errors}{memory}{status}")

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine and run the ferrocorn benchmark (benches/compare.py).
+#
+#   benches/run.sh [compare.py options]      e.g. benches/run.sh --duration 5 --apps flask
+#
+# Installs wrk with apt-get if missing (needs root), creates .venv-bench with flask, gunicorn
+# and granian (benchmark-only; never dependencies of ferrocorn), builds ferrocorn in release
+# mode, then runs compare.py. BENCH_SKIP_BUILD=1 skips the cargo build.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=.venv-bench
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "run.sh: need $* but not root: sudo apt-get install -y $*" >&2
+        exit 2
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y "$@" || { apt-get update && apt-get install -y "$@"; }
+}
+
+command -v wrk >/dev/null || apt_install wrk
+command -v python3 >/dev/null || apt_install python3 python3-venv
+
+if ! "$VENV/bin/python" -c 'import flask, gunicorn, granian' 2>/dev/null; then
+    # Debian's python3 has no ensurepip without python3-venv.
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear "$VENV"; }
+    "$VENV/bin/pip" install --quiet flask gunicorn granian
+fi
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    if ! command -v cargo >/dev/null; then
+        echo "run.sh: cargo not found: install Rust from https://rustup.rs, or set BENCH_SKIP_BUILD=1" >&2
+        exit 2
+    fi
+    cargo build --release || {
+        echo "run.sh: cargo build --release failed; fix it, or set BENCH_SKIP_BUILD=1 to benchmark" \
+             "without building (ferrocorn is then reported as failed to start if it has no binary)" >&2
+        exit 1
+    }
+fi
+
+exec "$VENV/bin/python" benches/compare.py "$@"

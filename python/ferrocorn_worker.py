@@ -1,0 +1,965 @@
+"""ferrocorn worker: runs one WSGI app and serves the requests its master sends.
+
+The Rust master starts ``PYTHON - ferrocorn-worker <id>`` and feeds this file on
+stdin; everything else comes from the FERROCORN_* environment. This file owns
+the Python half of docs/protocol.md (the spec, read it first): the handshake on
+the control socket, one thread per lane, the environ, wsgi.input, start_response
+and the response frames. It does not speak HTTP and has no policy: the master
+decides when a worker is retired, killed or replaced.
+
+Standard library only, Python 3.9+. The per-request path (``LaneServer.run``)
+is the hot spot of the whole server: keep it to a few C-level calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import faulthandler
+import importlib
+import io
+import json
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import traceback
+from itertools import chain
+from typing import Any, Callable, Iterable, Optional
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD = 16 * 1024 * 1024
+
+HELLO = 1
+READY = 2
+BOOT_FAILED = 3
+REQUEST = 16
+BODY = 17
+CANCEL = 18
+RESPONSE = 32
+ERROR = 33
+
+HAS_BODY = 0x01  # REQUEST
+END = 0x01  # BODY
+APP_LOAD = 0x01  # BOOT_FAILED
+
+EXIT_OK = 0
+EXIT_BOOT = 3
+EXIT_APP_LOAD = 4
+
+HEADER = struct.Struct("<IBBH")
+HEADER_SIZE = HEADER.size
+# (kind << 8 | flags) of every frame a master may send on a lane.
+_LANE_FRAMES = frozenset(
+    (REQUEST << 8, REQUEST << 8 | HAS_BODY, BODY << 8, BODY << 8 | END, CANCEL << 8)
+)
+RECV_SIZE = 64 * 1024
+# Below this a frame header and its payload are joined into one sendall.
+JOIN_LIMIT = 64 * 1024
+FILE_BLOCK = 256 * 1024
+ERROR_TEXT_LIMIT = 4096
+
+# A response head: status "NNN reason", then NUL name NUL value pairs. Names are
+# RFC 9110 tokens; values and the reason may hold tab and obs-text but no other
+# control character. One C-level fullmatch validates the whole head.
+_HEAD_RE = re.compile(
+    r"[0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
+    r"(?:\x00[!#$%&'*+\-.^_`|~0-9A-Za-z]+\x00[^\x00-\x08\x0a-\x1f\x7f]*)*"
+)
+_CONTENT_LENGTH_RE = re.compile(r"\x00content-length\x00[ \t]*([0-9]+)[ \t]*(?:\x00|$)", re.I)
+
+log = logging.getLogger("ferrocorn.worker")
+
+
+class ProtocolError(Exception):
+    """The master sent a frame that breaks docs/protocol.md."""
+
+
+class LaneClosed(Exception):
+    """The lane reached EOF or could not be written: the master is gone or dropped it."""
+
+
+class ClientDisconnected(OSError):
+    """Raised by wsgi.input when the master sends CANCEL (the client left)."""
+
+
+def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
+    """One encoded frame; payload must be at most MAX_PAYLOAD bytes."""
+    return HEADER.pack(len(payload), kind, flags, 0) + payload
+
+
+# --------------------------------------------------------------------------- lane
+
+
+class Lane:
+    """One lane socket: a buffered frame reader plus the send side."""
+
+    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "_recv", "_poll", "sendall")
+
+    def __init__(self, index: int, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.index = index
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self.broken = False
+        # Held while a request is in flight; stop() takes it to wait for idleness.
+        self.busy = threading.Lock()
+        self._recv = sock.recv
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        self._poll = poller.poll
+        self.sendall = sock.sendall
+
+    def read_frame(self) -> tuple[int, int, bytes]:
+        """Block until one whole frame is read; return (kind, flags, payload)."""
+        buf = self.buf
+        pos = self.pos
+        if len(buf) - pos < HEADER_SIZE:
+            buf = self._fill()
+            pos = 0
+        length, kind, flags, reserved = HEADER.unpack_from(buf, pos)
+        if (kind << 8 | flags) not in _LANE_FRAMES or reserved or length > MAX_PAYLOAD:
+            raise ProtocolError(
+                f"bad frame from master: kind={kind} flags={flags:#x} reserved={reserved} length={length}"
+            )
+        start = pos + HEADER_SIZE
+        end = start + length
+        if end <= len(buf):
+            self.pos = end
+            return kind, flags, buf[start:end]
+        return kind, flags, self._read_rest(buf, start, length)
+
+    def _fill(self) -> bytes:
+        buf = self.buf[self.pos :]
+        recv = self._recv
+        while len(buf) < HEADER_SIZE:
+            data = recv(RECV_SIZE)
+            if not data:
+                self.eof = True
+                raise LaneClosed("lane closed by the master")
+            buf = buf + data if buf else data
+        self.buf = buf
+        self.pos = 0
+        return buf
+
+    def _read_rest(self, buf: bytes, start: int, length: int) -> bytes:
+        # A payload larger than what is buffered: read exactly the rest, so a
+        # big body frame costs one allocation and never reads into the next frame.
+        parts = [buf[start:]]
+        have = len(parts[0])
+        recv = self._recv
+        while have < length:
+            data = recv(length - have, socket.MSG_WAITALL)
+            if not data:
+                self.eof = True
+                raise LaneClosed("lane closed by the master in the middle of a frame")
+            parts.append(data)
+            have += len(data)
+        self.buf = b""
+        self.pos = 0
+        return b"".join(parts)
+
+    def cancelled(self) -> bool:
+        """Without blocking: True if the next frame is a CANCEL (consumed) or the lane hit EOF.
+
+        Anything else (an unread request BODY) stays buffered for wsgi.input.
+        """
+        if len(self.buf) - self.pos < HEADER_SIZE:
+            if self.eof:
+                return True
+            if not self._poll(0):
+                return False
+            data = self._recv(RECV_SIZE)
+            if not data:
+                self.eof = True
+                return True
+            self.buf = self.buf[self.pos :] + data
+            self.pos = 0
+            if len(self.buf) < HEADER_SIZE:
+                return False
+        if self.buf[self.pos + 4] != CANCEL:
+            return False
+        self.read_frame()
+        return True
+
+    def send(self, data: bytes) -> None:
+        """sendall, turning a dead master into LaneClosed."""
+        try:
+            self.sendall(data)
+        except OSError as exc:
+            self.broken = True
+            raise LaneClosed(f"lane write failed: {exc}") from None
+
+    def send_body(self, data: bytes, flags: int = 0) -> None:
+        """One chunk as BODY frame(s), split at MAX_PAYLOAD; flags go on the last one."""
+        n = len(data)
+        if n <= JOIN_LIMIT:
+            self.send(HEADER.pack(n, BODY, flags, 0) + data)
+            return
+        view = memoryview(data)
+        for off in range(0, n, MAX_PAYLOAD):
+            part = view[off : off + MAX_PAYLOAD]
+            last = off + MAX_PAYLOAD >= n
+            self.send(HEADER.pack(len(part), BODY, flags if last else 0, 0))
+            self.send(part)
+
+    def send_error(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+        self.send(HEADER.pack(len(data), ERROR, 0, 0) + data)
+
+    def shutdown_read(self) -> None:
+        """Make a blocked or future read see EOF once the queued bytes are read."""
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- wsgi.input
+
+
+class Input:
+    """wsgi.input over the BODY frames of one request, read lazily from the lane."""
+
+    __slots__ = ("_lane", "_buf", "_pos", "_done", "cancelled")
+
+    def __init__(self, lane: Lane) -> None:
+        self._lane = lane
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+        self.cancelled = False
+
+    def _next(self) -> bytes:
+        """The next non-empty chunk of the body, b"" at its end."""
+        if self.cancelled:
+            raise ClientDisconnected("client disconnected")
+        read_frame = self._lane.read_frame
+        while not self._done:
+            try:
+                kind, flags, payload = read_frame()
+            except LaneClosed:
+                self._done = self.cancelled = True
+                raise ClientDisconnected("client disconnected (lane closed)") from None
+            if kind == BODY:
+                if flags & END:
+                    self._done = True
+                if payload:
+                    return payload
+            elif kind == CANCEL:
+                self._done = self.cancelled = True
+                raise ClientDisconnected("client disconnected")
+            else:
+                raise ProtocolError(f"frame kind {kind} inside a request body")
+        return b""
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        buf = self._buf
+        pos = self._pos
+        if size is None or size < 0:
+            parts = [buf[pos:]]
+            self._buf = b""
+            self._pos = 0
+            while not self._done:
+                parts.append(self._next())
+            return b"".join(parts)
+        if len(buf) - pos >= size:
+            self._pos = pos + size
+            return buf[pos : pos + size]
+        parts = [buf[pos:]]
+        have = len(parts[0])
+        self._buf = b""
+        self._pos = 0
+        while have < size and not self._done:
+            chunk = self._next()
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        if have > size:
+            self._buf = data
+            self._pos = size
+            return data[:size]
+        return data
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        if size is None or size < 0:
+            size = sys.maxsize
+        parts: list[bytes] = []
+        while True:
+            buf = self._buf
+            pos = self._pos
+            i = buf.find(b"\n", pos, pos + size)
+            if i >= 0:
+                end = i + 1
+            elif len(buf) - pos >= size:
+                end = pos + size
+            elif self._done:
+                end = len(buf)
+            else:
+                if pos < len(buf):
+                    parts.append(buf[pos:])
+                    size -= len(buf) - pos
+                self._buf = b""
+                self._pos = 0
+                self._buf = self._next()
+                continue
+            self._pos = end
+            if parts:
+                parts.append(buf[pos:end])
+                return b"".join(parts)
+            return buf[pos:end]
+
+    def readlines(self, hint: Optional[int] = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Input:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Discard the unread rest of the body, up to END or CANCEL."""
+        self._buf = b""
+        self._pos = 0
+        try:
+            while not self._done:
+                self._next()
+        except ClientDisconnected:
+            pass
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterates a file-like object in blocks, closes it once."""
+
+    def __init__(self, filelike: Any, blksize: int = FILE_BLOCK) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+# --------------------------------------------------------------------------- response
+
+
+class AppError(Exception):
+    """The app broke the WSGI contract (bad status, headers or body chunk)."""
+
+
+# Validated heads: joined text -> (RESPONSE frame, Content-Length or None,
+# status forbids a body). Most apps answer with a few distinct heads, so a
+# dict hit replaces the validation regex and the encoding. Bounded by clearing.
+_HEADS: dict = {}
+_HEADS_MAX = 512
+_NO_BODY_CODES = frozenset(["204", "304"] + [str(c) for c in range(100, 200)])
+
+
+def encode_head(status: Any, headers: Any) -> tuple[bytes, Optional[int], bool]:
+    """Validate the head and return (RESPONSE frame, Content-Length, no body); AppError if invalid."""
+    if status is None:
+        raise AppError("app returned without calling start_response()")
+    try:
+        flat = [status]
+        flat.extend(chain.from_iterable(headers))
+        text: Optional[str] = "\0".join(flat)
+    except TypeError:
+        text = None
+    entry = _HEADS.get(text) if text is not None else None
+    if entry is not None:
+        return entry
+    try:
+        ok = (
+            text is not None
+            and all(item.__class__ is tuple and len(item) == 2 for item in headers)
+            and _HEAD_RE.fullmatch(text) is not None
+        )
+        payload = text.encode("latin-1") if ok else b""  # type: ignore[union-attr]
+    except (TypeError, UnicodeEncodeError):
+        ok = False
+    if not ok:
+        raise AppError(f"invalid status or headers from app: status={status!r} headers={headers!r}")
+    m = _CONTENT_LENGTH_RE.search(text)  # type: ignore[arg-type]
+    entry = (
+        HEADER.pack(len(payload), RESPONSE, 0, 0) + payload,
+        int(m.group(1)) if m is not None else None,
+        status[:3] in _NO_BODY_CODES,
+    )
+    if len(_HEADS) >= _HEADS_MAX:
+        _HEADS.clear()
+    _HEADS[text] = entry
+    return entry
+
+
+def as_bytes(chunk: Any) -> bytes:
+    """A body chunk as bytes; str and other non-bytes-like types are app errors."""
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise AppError(f"app body chunk must be bytes, got {type(chunk).__name__}")
+
+
+class LaneServer:
+    """Serves one lane: REQUEST in, app call, RESPONSE + BODY frames out."""
+
+    def __init__(self, lane: Lane, app: Callable, base_environ: dict, stopping: list) -> None:
+        self.lane = lane
+        self.app = app
+        self.base = base_environ
+        self.stopping = stopping
+        self.debug = log.isEnabledFor(logging.DEBUG)
+        # Per-request state, reset by run() for each request.
+        self.status: Optional[str] = None
+        self.headers: Any = None
+        self.head_sent = False
+        self.no_body = False
+        self.is_head = False
+        self.input: Optional[Input] = None
+        self.sendall = lane.sendall
+        self.start_response = self._start_response  # bind once, not per request
+        self.write = self._write
+
+    # -- the WSGI callables
+
+    def _start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called again without exc_info")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def _write(self, data: bytes) -> None:
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        if data.__class__ is not bytes:
+            data = as_bytes(data)
+        if not data:
+            return
+        if not self.head_sent:
+            head, _, no_body = encode_head(self.status, self.headers)
+            self.no_body = no_body or self.is_head
+            self._send_head(head, data)
+        elif not self.no_body:
+            self.lane.send_body(data)
+
+    # -- sending
+
+    def _send_head(self, head: bytes, first: bytes) -> None:
+        """RESPONSE + BODY(first), not the end: more chunks follow."""
+        self.head_sent = True
+        lane = self.lane
+        if self.no_body:
+            lane.send(head)
+        elif len(first) <= JOIN_LIMIT:
+            lane.send(b"".join((head, HEADER.pack(len(first), BODY, 0, 0), first)))
+        else:
+            lane.send(head)
+            lane.send_body(first)
+
+    def _send_result(self, result: Iterable[bytes]) -> bool:
+        """Send the app iterable; return False if the client left (CANCEL) midway.
+
+        One chunk (a list/tuple, or an iterable whose first chunk reaches the
+        declared Content-Length, as Flask's) goes out in one sendall:
+        RESPONSE + BODY(END). Anything else streams chunk by chunk.
+        """
+        cls = result.__class__
+        if cls is list or cls is tuple:
+            body = result[0] if len(result) == 1 else b"".join(result)  # type: ignore[index,arg-type]
+            it = None
+        else:
+            body = b""
+            it = iter(result)
+            for body in it:
+                if body:
+                    break
+            else:
+                it = None
+        if body.__class__ is not bytes:
+            body = as_bytes(body)
+        if self.head_sent:  # the app used write()
+            return self._send_rest(body, it, -1)
+        head, content_length, no_body = encode_head(self.status, self.headers)
+        if no_body or self.is_head:
+            self.no_body = True
+            body = b""
+        elif content_length is not None and len(body) >= content_length:
+            if len(body) > content_length:
+                body = body[:content_length]  # PEP 3333: never more than Content-Length
+        elif it is not None:
+            self._send_head(head, body)  # the first chunk must not wait for the next one
+            return self._send_rest(b"", it, -1 if content_length is None else content_length - len(body))
+        self.head_sent = True
+        if len(body) <= JOIN_LIMIT:
+            try:
+                self.sendall(b"".join((head, HEADER.pack(len(body), BODY, END, 0), body)))
+            except OSError as exc:
+                self.lane.broken = True
+                raise LaneClosed(f"lane write failed: {exc}") from None
+        else:
+            self.lane.send(head)
+            self.lane.send_body(body, END)
+        return True
+
+    def _send_rest(self, first: bytes, it: Optional[Iterable[bytes]], left: int) -> bool:
+        """After the head: first, then each chunk of it as it is produced, then END.
+
+        left is what Content-Length still allows (-1: no limit). Between chunks,
+        look (without blocking) for a CANCEL from the master.
+        """
+        lane = self.lane
+        no_body = self.no_body
+        if first and not no_body:
+            lane.send_body(first)
+        if it is not None:
+            inp = self.input
+            for chunk in it:
+                if lane.cancelled() or (inp is not None and inp.cancelled):
+                    return False
+                if chunk.__class__ is not bytes:
+                    chunk = as_bytes(chunk)
+                if not chunk or no_body:
+                    continue
+                if left >= 0:
+                    if len(chunk) >= left:
+                        lane.send_body(chunk[:left])
+                        break
+                    left -= len(chunk)
+                lane.send_body(chunk)
+        lane.send(HEADER.pack(0, BODY, END, 0))
+        return True
+
+    # -- the loop
+
+    def run(self) -> None:
+        """Serve requests until the lane closes or the worker stops."""
+        lane = self.lane
+        read_frame = lane.read_frame
+        base_copy = self.base.copy
+        app = self.app
+        start_response = self.start_response
+        stopping = self.stopping
+        busy = lane.busy
+        debug = self.debug
+        new_empty_input = io.BytesIO
+        while True:
+            try:
+                kind, flags, payload = read_frame()
+            except LaneClosed:
+                return
+            except ProtocolError as exc:
+                log.error("lane %d: %s; dropping the lane", lane.index, exc)
+                return
+            if kind != REQUEST:
+                if kind == CANCEL:
+                    continue  # it crossed our END: the request is already over
+                log.error("lane %d: frame kind %d while waiting for a request; dropping the lane", lane.index, kind)
+                return
+            with busy:
+                fields = payload.decode("latin-1").split("\0")
+                if len(fields) & 1:
+                    log.error("lane %d: request head has an odd number of fields; dropping the lane", lane.index)
+                    return
+                environ = base_copy()
+                pairs = iter(fields)
+                environ.update(zip(pairs, pairs))
+                if flags & HAS_BODY:
+                    inp: Optional[Input] = Input(lane)
+                    environ["wsgi.input"] = inp
+                else:
+                    inp = None
+                    environ["wsgi.input"] = new_empty_input()
+                self.input = inp
+                self.status = self.headers = None
+                self.head_sent = self.no_body = False
+                self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
+                ended = False
+                result = None
+                try:
+                    result = app(environ, start_response)
+                    try:
+                        ended = self._send_result(result)
+                    finally:
+                        close = getattr(result, "close", None)
+                        if close is not None:
+                            close()
+                    if not ended:  # cancelled mid-stream: close() ran, now END
+                        lane.send(HEADER.pack(0, BODY, END, 0))
+                        ended = True
+                except LaneClosed:
+                    return
+                except ProtocolError as exc:
+                    log.error("lane %d: %s; dropping the lane", lane.index, exc)
+                    return
+                except BaseException as exc:  # noqa: B036 - an app must never kill its worker
+                    ended = self._fail(exc, environ, ended)
+                    if ended is None:
+                        return
+                if debug:
+                    log.debug(
+                        "lane %d: %s %s -> %s",
+                        lane.index,
+                        environ.get("REQUEST_METHOD"),
+                        environ.get("RAW_URI"),
+                        self.status,
+                    )
+                if inp is not None and not inp._done:
+                    try:
+                        inp.drain()
+                    except (LaneClosed, ProtocolError):
+                        return
+                self.input = None
+            if stopping[0] or lane.eof:  # stopping: [bool] shared with Worker.stop()
+                return
+
+    def _fail(self, exc: BaseException, environ: dict, ended: bool) -> Optional[bool]:
+        """Log an app failure and send ERROR unless the response is over; None if the lane died."""
+        method = environ.get("REQUEST_METHOD")
+        target = environ.get("RAW_URI") or environ.get("PATH_INFO")
+        if isinstance(exc, ClientDisconnected) and self.input is not None and self.input.cancelled:
+            # The client left while the app read its body: not an app bug.
+            log.debug("client disconnected during %s %s", method, target)
+        else:
+            log.error(
+                "error handling %s %s (%s the response head was sent)",
+                method,
+                target,
+                "after" if self.head_sent else "before",
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        if self.lane.broken:
+            return None
+        if ended:
+            return True
+        try:
+            self.lane.send_error(f"app raised {type(exc).__name__}: {exc}")
+        except LaneClosed:
+            return None
+        return True
+
+
+# --------------------------------------------------------------------------- boot
+
+
+class BootError(Exception):
+    """The worker could not start (exit 3), or with app_load the app failed (exit 4)."""
+
+    def __init__(self, message: str, app_load: bool = False, cause: Optional[BaseException] = None) -> None:
+        super().__init__(message)
+        self.app_load = app_load
+        self.cause = cause
+
+    def report(self) -> str:
+        """The error line, then the traceback of its cause when there is one."""
+        if self.cause is None:
+            return str(self)
+        tb = "".join(traceback.format_exception(type(self.cause), self.cause, self.cause.__traceback__))
+        return f"{self}\n{tb}"
+
+
+def import_app(spec: str) -> Callable:
+    """Import ``module:attr`` or ``module:factory(literal args)``, as gunicorn's util.import_app."""
+    module_name, sep, expr = spec.partition(":")
+    if not sep:
+        expr = "application"
+    expr = expr.strip()
+
+    def fail(msg: str, cause: Optional[BaseException] = None) -> BootError:
+        return BootError(f'app "{spec}" {msg}', app_load=True, cause=cause)
+
+    if not module_name:
+        raise fail("is not valid: expected module:attr or module:factory(args)")
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        raise fail(f"is not valid: cannot parse {expr!r} as an attribute name or a call") from None
+    if isinstance(node, ast.Name):
+        name, args, kwargs = node.id, None, None
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        try:
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        except ValueError:
+            raise fail(f"is not valid: the arguments of {expr!r} must be literal values") from None
+        if None in kwargs:
+            raise fail(f"is not valid: the arguments of {expr!r} must be literal values")
+    else:
+        raise fail(f"is not valid: {expr!r} must be an attribute name or a call like factory(args)")
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            if module_name.endswith(".py"):
+                hint = f"did you mean {module_name[:-3]}:{expr}?"
+            else:
+                hint = "check the module name, the working directory and --pythonpath"
+            raise fail(f"not found: no module named {missing} ({hint})", exc) from None
+        raise fail(f"failed to import: {exc}", exc) from None
+    except BaseException as exc:
+        raise fail(f"failed to import: {type(exc).__name__}: {exc}", exc) from None
+
+    try:
+        obj = getattr(module, name)
+    except AttributeError:
+        close = difflib.get_close_matches(name, [n for n in dir(module) if not n.startswith("__")], n=1)
+        if close:
+            hint = f" (did you mean {close[0]}?)"
+        elif not sep:
+            hint = f" (no attribute was given, so {name} was used: name it as {module_name}:attr)"
+        else:
+            hint = ""
+        raise fail(f"not found: module {module_name} has no attribute {name}{hint}") from None
+    if args is not None:
+        try:
+            obj = obj(*args, **(kwargs or {}))
+        except BaseException as exc:
+            raise fail(f"failed: factory {name}() raised {type(exc).__name__}: {exc}", exc) from None
+        if obj is None:
+            raise fail(f"failed: factory {name}() returned None instead of a WSGI app")
+    if not callable(obj):
+        raise fail(f"is not callable: {name} is a {type(obj).__name__}, expected a WSGI app")
+    return obj
+
+
+class Config:
+    """The FERROCORN_* environment (docs/protocol.md, "Processes and sockets")."""
+
+    def __init__(self, env: dict) -> None:
+        def need(key: str) -> str:
+            value = env.get(key)
+            if value is None or value == "":
+                raise BootError(f"{key} is not set: start workers through the ferrocorn master")
+            return value
+
+        def number(key: str, text: str) -> int:
+            try:
+                return int(text)
+            except ValueError:
+                raise BootError(f"{key}={text!r} is not a number") from None
+
+        self.control_fd = number("FERROCORN_CONTROL_FD", need("FERROCORN_CONTROL_FD"))
+        self.lane_fds = [number("FERROCORN_LANE_FDS", f) for f in need("FERROCORN_LANE_FDS").split(",")]
+        self.app = need("FERROCORN_APP")
+        self.worker_id = env.get("FERROCORN_WORKER_ID", "?")
+        master = env.get("FERROCORN_MASTER_PID", "")
+        self.master_pid = number("FERROCORN_MASTER_PID", master) if master else None
+        self.pythonpath = [p for p in env.get("FERROCORN_PYTHONPATH", "").split(os.pathsep) if p]
+        level = env.get("FERROCORN_LOG_LEVEL", "info").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise BootError(f"FERROCORN_LOG_LEVEL={level.lower()!r} is not one of debug, info, warning, error, critical")
+        self.log_level = level
+        self.workers = number("FERROCORN_WORKERS", env.get("FERROCORN_WORKERS", "1"))
+
+
+def setup_logging(level: str) -> None:
+    """Worker log lines to stderr, each with the pid; the app's own loggers are left alone."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z")
+    )
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def base_environ(lanes: int, workers: int) -> dict:
+    """The wsgi.* constants every request environ starts from."""
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": lanes > 1,
+        "wsgi.multiprocess": workers > 1,
+        "wsgi.run_once": False,
+        # Our wsgi.input always ends at the end of the body (END), with or
+        # without CONTENT_LENGTH, so it is safe to read to EOF.
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+        "SCRIPT_NAME": "",
+    }
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class Worker:
+    """The main thread: handshake, lane threads, control socket and signals."""
+
+    def __init__(self, config: Config, control: socket.socket) -> None:
+        self.config = config
+        self.control = control
+        self.stopping = [False]  # read by every lane thread after each request
+        self.lanes: list[Lane] = []
+        self.threads: list[threading.Thread] = []
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_w.setblocking(False)
+
+    def send_control(self, kind: int, flags: int = 0, payload: bytes = b"") -> None:
+        self.control.sendall(frame(kind, flags, payload[:MAX_PAYLOAD]))
+
+    def hello(self) -> None:
+        lanes = len(self.config.lane_fds)
+        info = {
+            "pid": os.getpid(),
+            "protocol": PROTOCOL_VERSION,
+            "python": "%d.%d.%d" % sys.version_info[:3],
+            "worker_class": "sync" if lanes == 1 else "gthread",
+            "lanes": lanes,
+            "max_payload": MAX_PAYLOAD,
+        }
+        self.send_control(HELLO, 0, json.dumps(info).encode())
+
+    def serve(self, app: Callable) -> int:
+        """Run the lane threads and wait for the end; return the exit status."""
+        config = self.config
+        base = base_environ(len(config.lane_fds), config.workers)
+        for index, fd in enumerate(config.lane_fds):
+            lane = Lane(index, socket.socket(fileno=fd))
+            self.lanes.append(lane)
+            thread = threading.Thread(
+                target=self._lane_main, args=(LaneServer(lane, app, base, self.stopping),), name=f"lane-{index}"
+            )
+            thread.daemon = True
+            self.threads.append(thread)
+        for thread in self.threads:
+            thread.start()
+        poller = select.poll()
+        poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.wake_r.fileno(), select.POLLIN)
+        control_fd = self.control.fileno()
+        while True:
+            if not any(t.is_alive() for t in self.threads):
+                log.info("all lanes closed, worker exiting")
+                return EXIT_OK
+            if config.master_pid is not None and os.getppid() != config.master_pid:
+                log.warning("master %d is gone, worker exiting", config.master_pid)
+                return EXIT_OK
+            for fd, _ in poller.poll(1000):
+                if fd == control_fd:
+                    if not self.control.recv(4096):
+                        log.info("control socket closed, stopping gracefully")
+                        return self.stop()
+                else:
+                    wakes = self.wake_r.recv(4096)
+                    if signal.SIGTERM in wakes:
+                        log.info("got SIGTERM, stopping gracefully")
+                        return self.stop()
+
+    def _lane_main(self, server: LaneServer) -> None:
+        try:
+            server.run()
+        except BaseException:
+            log.exception("lane %d: unexpected failure; the lane is closed", server.lane.index)
+        finally:
+            try:
+                server.lane.sock.close()
+            except OSError:
+                pass
+            try:
+                self.wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    def stop(self) -> int:
+        """Graceful stop: take no new request, let in-flight ones finish, exit 0."""
+        self.stopping[0] = True
+        for lane in self.lanes:
+            with lane.busy:  # waits for the lane's request in flight
+                lane.shutdown_read()
+        for thread in self.threads:
+            thread.join()
+        log.info("worker stopped")
+        return EXIT_OK
+
+
+def install_signals(wake_fd: int) -> None:
+    """TERM only wakes the main loop (set_wakeup_fd); INT and QUIT exit at once."""
+
+    def quick_exit(signum: int, frame: Any) -> None:
+        os._exit(EXIT_OK)
+
+    signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.signal(signal.SIGINT, quick_exit)
+    signal.signal(signal.SIGQUIT, quick_exit)
+
+
+def main(env: Optional[dict] = None) -> int:
+    """Boot the worker and serve; return the exit status (0, 3 or 4)."""
+    env = os.environ if env is None else env
+    faulthandler.enable(all_threads=True)  # SIGABRT (timeout) dumps every thread's stack
+    control: Optional[socket.socket] = None
+    try:
+        # The control socket first, so that every later boot error reaches the master.
+        control_fd = env.get("FERROCORN_CONTROL_FD", "")
+        try:
+            control = socket.socket(fileno=int(control_fd))
+            control.setblocking(True)
+        except (ValueError, OSError) as exc:
+            raise BootError(f"FERROCORN_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
+        config = Config(env)
+        setup_logging(config.log_level)
+        if config.master_pid is not None and os.getppid() != config.master_pid:
+            raise BootError(f"parent pid {os.getppid()} is not the master pid {config.master_pid}")
+        sys.path[0:0] = config.pythonpath
+        log.info("booting worker %s with pid %d", config.worker_id, os.getpid())
+        worker = Worker(config, control)
+        install_signals(worker.wake_w.fileno())
+        worker.hello()
+        app = import_app(config.app)
+        log.info("app loaded: %s", config.app)
+        worker.send_control(READY)
+    except BootError as exc:
+        text = exc.report()
+        if log.handlers:
+            log.error("%s", text.rstrip())
+        else:
+            sys.stderr.write(text.rstrip() + "\n")
+        if control is not None:
+            try:
+                control.sendall(frame(BOOT_FAILED, APP_LOAD if exc.app_load else 0, text.encode("utf-8", "replace")[:MAX_PAYLOAD]))
+            except OSError:
+                pass
+        return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT
+    return worker.serve(app)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Per-request overhead of the worker's lane loop (not a test; prints figures only).
+
+    python3 python/tests/bench_worker.py [-n 200000] [--profile] [--worker OLD/ferrocorn_worker.py]
+
+"python only" feeds the loop ready-made requests and drops its output: the
+pure Python cost, steady even on a busy machine. Then a forked "master" pipelines N GET requests into one lane (a writer thread) and
+reads the responses (its main thread), so the worker never waits for it. The
+worker runs the real LaneServer loop on this process's main thread around a
+trivial app; wall and CPU time per request are the worker's whole cost: frame
+decode, environ, app call, start_response, head encoding, one sendall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import os
+import pstats
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_worker  # noqa: E402
+from test_worker import H, recv_frame, request_head  # noqa: E402
+
+W = test_worker.W
+
+BODY = b"Hello, World!"
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+
+
+def list_app(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return [BODY]
+
+
+class OneChunk:
+    """What Flask returns: a ClosingIterator-like object over one bytes chunk."""
+
+    __slots__ = ("chunk",)
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk = chunk
+
+    def __iter__(self):
+        return iter((self.chunk,))
+
+    def close(self) -> None:
+        pass
+
+
+def closing_app(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return OneChunk(BODY)
+
+
+def ping_pong_master(sock: socket.socket, n: int) -> None:
+    """One request at a time, as the real master drives a lane."""
+    req = request_frame()
+    buf = memoryview(bytearray(1 << 16))
+    sock.sendall(req)
+    size = 0
+    while True:
+        kind, flags, payload = recv_frame(sock)
+        size += 8 + len(payload)
+        if kind == W.BODY and flags & W.END:
+            break
+    for _ in range(n - 1):
+        sock.sendall(req)
+        left = size
+        while left:
+            got = sock.recv_into(buf, left)
+            if not got:
+                os._exit(3)
+            left -= got
+    sock.close()
+    os._exit(0)
+
+
+def master(sock: socket.socket, n: int) -> None:
+    """The forked master: pipeline n requests, read n responses, then close the lane."""
+    req = request_frame()
+
+    def writer() -> None:
+        batch = req * 64
+        for _ in range(n // 64):
+            sock.sendall(batch)
+        sock.sendall(req * (n % 64))
+
+    threading.Thread(target=writer, daemon=True).start()
+    # Every response is identical: parse the first, then just count bytes, so
+    # the master costs far less per request than the worker it measures.
+    size = 0
+    while True:
+        kind, flags, payload = recv_frame(sock)
+        size += 8 + len(payload)
+        if kind == W.ERROR:
+            os._exit(2)
+        if kind == W.BODY and flags & W.END:
+            break
+    left = (n - 1) * size
+    buf = memoryview(bytearray(1 << 20))
+    while left:
+        got = sock.recv_into(buf, min(left, len(buf)))
+        if not got:
+            os._exit(3)
+        left -= got
+    sock.close()
+    os._exit(0)
+
+
+def request_frame() -> bytes:
+    head = request_head(path="/hello", headers=(("Host", "localhost:8000"), ("User-Agent", "bench"),
+                                                 ("Accept", "*/*")))
+    return H.pack(len(head), W.REQUEST, 0, 0) + head
+
+
+def run_no_io(app, n: int, profile: bool) -> float:
+    """The worker's Python cost alone: recv hands out ready-made requests, sendall drops."""
+    ours, theirs = socket.socketpair()
+    lane = W.Lane(0, ours)
+    batch = request_frame() * 64
+    batches = iter(range(n // 64))
+
+    def recv(size: int) -> bytes:
+        return batch if next(batches, None) is not None else b""
+
+    lane._recv = recv
+    lane.sendall = len  # a C call that accepts the bytes, like sendall
+    server = W.LaneServer(lane, app, W.base_environ(1, 1), [False])
+    n = n // 64 * 64
+    profiler = cProfile.Profile() if profile else None
+    started = time.process_time()
+    if profiler:
+        profiler.runcall(server.run)
+    else:
+        server.run()
+    elapsed = time.process_time() - started
+    ours.close()
+    theirs.close()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+    return elapsed / n * 1e6
+
+
+def run(app, n: int, profile: bool, ping_pong: bool = False) -> tuple[float, float]:
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        (ping_pong_master if ping_pong else master)(theirs, n)
+    theirs.close()
+    lane = W.Lane(0, ours)
+    server = W.LaneServer(lane, app, W.base_environ(1, 1), [False])
+    profiler = cProfile.Profile() if profile else None
+    wall, cpu = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.runcall(server.run)
+    else:
+        server.run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"master exited with {status}"
+    ours.close()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    return wall / n * 1e6, cpu / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--worker", help="another ferrocorn_worker.py to measure (e.g. an older version)")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    global W
+    if args.worker:
+        spec = importlib.util.spec_from_file_location("ferrocorn_worker_under_test", args.worker)
+        W = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(W)
+    print(f"python {sys.version.split()[0]}, {args.n} requests per run, best of {args.repeat}; load {os.getloadavg()[0]:.1f}")
+    apps = (("list app", list_app), ("flask-like closing iterator", closing_app))
+    for name, app in apps:
+        python_only = min(run_no_io(app, args.n, False) for _ in range(args.repeat))
+        wall, cpu = min((run(app, args.n, False) for _ in range(args.repeat)), key=lambda x: x[1])
+        rtt, _ = min((run(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
+        print(f"{name:28s} python only {python_only:5.2f} us | pipelined over a socketpair: "
+              f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us")
+    if args.profile:
+        run_no_io(closing_app, args.n, True)
+
+if __name__ == "__main__":
+    main()

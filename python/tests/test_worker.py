@@ -1,0 +1,917 @@
+"""Tests of python/ferrocorn_worker.py, playing the master over real socketpairs.
+
+Run from the repository root (stdlib only, no Flask needed):
+
+    python3 -m unittest discover -s python/tests -v
+
+Two harnesses: `LaneHarness` runs the worker's real LaneServer on a thread of
+this process (so a test can look into its app), and `WorkerProcess` starts the
+worker exactly as the master does (`python - ferrocorn-worker <id>`, program on
+stdin, fds via pass_fds) for the handshake, boot failures, threads and stopping.
+Every socket has a timeout, so a broken worker fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import warnings
+import wsgiref.validate
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+WORKER_PATH = Path(__file__).resolve().parents[1] / "ferrocorn_worker.py"
+TIMEOUT = 10.0
+
+
+def load_worker():
+    spec = importlib.util.spec_from_file_location("ferrocorn_worker", WORKER_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ferrocorn_worker"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+W = load_worker()
+H = struct.Struct("<IBBH")
+# In-process lanes log app errors on purpose; keep them off the test output
+# (tests that care use assertLogs, which adds its own handler).
+W.log.addHandler(logging.NullHandler())
+W.log.propagate = False
+
+
+# ------------------------------------------------------------------ master side
+
+
+def send_frame(sock: socket.socket, kind: int, flags: int = 0, payload: bytes = b"") -> None:
+    sock.sendall(H.pack(len(payload), kind, flags, 0) + payload)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    parts = []
+    while n:
+        data = sock.recv(n)
+        if not data:
+            raise EOFError("worker closed the socket")
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
+
+
+def recv_frame(sock: socket.socket) -> tuple[int, int, bytes]:
+    length, kind, flags, reserved = H.unpack(recv_exact(sock, 8))
+    assert reserved == 0, reserved
+    assert length <= W.MAX_PAYLOAD, length
+    return kind, flags, recv_exact(sock, length)
+
+
+def request_head(
+    method: str = "GET",
+    path: str = "/",
+    query: str = "",
+    headers: tuple = (),
+    content_length: Optional[int] = None,
+    content_type: Optional[str] = None,
+) -> bytes:
+    pairs = [
+        ("REQUEST_METHOD", method),
+        ("SCRIPT_NAME", ""),
+        ("PATH_INFO", path),
+        ("QUERY_STRING", query),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", "8000"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", "40000"),
+        ("RAW_URI", path + ("?" + query if query else "")),
+        ("wsgi.url_scheme", "http"),
+    ]
+    if content_type is not None:
+        pairs.append(("CONTENT_TYPE", content_type))
+    if content_length is not None:
+        pairs.append(("CONTENT_LENGTH", str(content_length)))
+    for name, value in headers:
+        pairs.append(("HTTP_" + name.upper().replace("-", "_"), value))
+    return "\0".join(x for pair in pairs for x in pair).encode("latin-1")
+
+
+def send_request(sock: socket.socket, body: Optional[list] = None, **kw: Any) -> None:
+    """REQUEST, then the body as the given list of BODY frames (the last gets END)."""
+    if body is None:
+        send_frame(sock, W.REQUEST, 0, request_head(**kw))
+        return
+    send_frame(sock, W.REQUEST, W.HAS_BODY, request_head(**kw))
+    for i, chunk in enumerate(body):
+        send_frame(sock, W.BODY, W.END if i == len(body) - 1 else 0, chunk)
+
+
+class Response:
+    def __init__(self, status: str, headers: list, body: bytes, frames: list, error: Optional[str]) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.frames = frames  # (kind, flags, len(payload)) as received
+        self.error = error
+
+    def header(self, name: str) -> Optional[str]:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+def read_response(sock: socket.socket) -> Response:
+    """Frames up to BODY(END) or ERROR."""
+    status, headers, body, frames = "", [], [], []
+    while True:
+        kind, flags, payload = recv_frame(sock)
+        frames.append((kind, flags, len(payload)))
+        if kind == W.ERROR:
+            return Response(status, headers, b"".join(body), frames, payload.decode())
+        if kind == W.RESPONSE:
+            fields = payload.decode("latin-1").split("\0")
+            status = fields[0]
+            headers = list(zip(fields[1::2], fields[2::2]))
+        elif kind == W.BODY:
+            body.append(payload)
+            if flags & W.END:
+                return Response(status, headers, b"".join(body), frames, None)
+        else:
+            raise AssertionError(f"unexpected frame kind {kind}")
+
+
+def get(sock: socket.socket, **kw: Any) -> Response:
+    send_request(sock, **kw)
+    return read_response(sock)
+
+
+def wait_until(predicate: Callable[[], Any], what: str) -> None:
+    """close() runs right after the last frame went out: wait for it, never sleep blindly."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def hello_app(environ: dict, start_response: Callable) -> list:
+    body = b"Hello, World!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class LaneHarness:
+    """One lane of the real LaneServer on a thread; the test is the master."""
+
+    def __init__(self, app: Callable, lanes: int = 1, workers: int = 1) -> None:
+        self.master, worker_end = socket.socketpair()
+        self.master.settimeout(TIMEOUT)
+        self.lane = W.Lane(0, worker_end)
+        self.sends: list[bytes] = []
+        real_sendall = self.lane.sendall
+
+        def recording_sendall(data: Any) -> None:
+            self.sends.append(bytes(data))
+            real_sendall(data)
+
+        self.lane.sendall = recording_sendall
+        self.stopping = [False]
+        self.server = W.LaneServer(self.lane, app, W.base_environ(lanes, workers), self.stopping)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        finally:
+            self.lane.sock.close()  # as Worker._lane_main does
+
+    def close(self) -> None:
+        self.master.close()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "lane thread did not end at lane EOF"
+
+
+class LaneTestCase(unittest.TestCase):
+    def serve(self, app: Callable, **kw: Any) -> socket.socket:
+        harness = LaneHarness(app, **kw)
+        self.addCleanup(harness.close)
+        self.harness = harness
+        return harness.master
+
+
+# ------------------------------------------------------------------ in-process tests
+
+
+class EnvironTest(LaneTestCase):
+    def test_environ_passes_wsgiref_validator(self) -> None:
+        seen = {}
+
+        def app(environ: dict, start_response: Callable) -> list:
+            seen.update(environ)
+            seen["body"] = environ["wsgi.input"].read(100)  # the validator wants read(size)
+            body = b"ok"
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+            return [body]
+
+        sock = self.serve(wsgiref.validate.validator(app), lanes=2, workers=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # validator warnings count as failures
+            r = get(
+                sock,
+                method="POST",
+                path="/a b",
+                query="x=1&y=%20",
+                headers=(("X-Thing", "v1,v2"), ("Host", "example.com")),
+                content_length=5,
+                content_type="text/plain",
+                body=[b"hello"],
+            )
+        self.assertIsNone(r.error)
+        self.assertEqual((r.status, r.body), ("200 OK", b"ok"))
+        for key in ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+                    "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "RAW_URI", "CONTENT_TYPE", "CONTENT_LENGTH",
+                    "HTTP_X_THING", "HTTP_HOST", "wsgi.url_scheme"):
+            self.assertIsInstance(seen[key], str, key)
+        self.assertEqual(seen["REQUEST_METHOD"], "POST")
+        self.assertEqual(seen["PATH_INFO"], "/a b")
+        self.assertEqual(seen["QUERY_STRING"], "x=1&y=%20")
+        self.assertEqual(seen["CONTENT_LENGTH"], "5")
+        self.assertEqual(seen["HTTP_X_THING"], "v1,v2")
+        self.assertEqual(seen["wsgi.version"], (1, 0))
+        self.assertEqual(seen["wsgi.url_scheme"], "http")
+        self.assertIs(seen["wsgi.multithread"], True)
+        self.assertIs(seen["wsgi.multiprocess"], True)
+        self.assertIs(seen["wsgi.run_once"], False)
+        self.assertIs(seen["wsgi.input_terminated"], True)
+        self.assertIs(seen["wsgi.errors"].errors, sys.stderr)  # unwrapped from the validator
+        self.assertIs(seen["wsgi.file_wrapper"], W.FileWrapper)
+        self.assertEqual(seen["body"], b"hello")
+
+    def test_empty_request_has_cheap_empty_input(self) -> None:
+        seen = {}
+
+        def app(environ: dict, start_response: Callable) -> list:
+            inp = environ["wsgi.input"]
+            seen["reads"] = (inp.read(1), inp.read(10), inp.readline(), list(inp))
+            seen["flags"] = (environ["wsgi.multithread"], environ["wsgi.multiprocess"])
+            return hello_app(environ, start_response)
+
+        sock = self.serve(wsgiref.validate.validator(app))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            r = get(sock)
+        self.assertEqual((r.status, r.body, r.error), ("200 OK", b"Hello, World!", None))
+        self.assertEqual(seen["reads"], (b"", b"", b"", []))
+        self.assertEqual(seen["flags"], (False, False))
+
+    def test_latin1_path(self) -> None:
+        seen = {}
+
+        def app(environ: dict, start_response: Callable) -> list:
+            seen["path"] = environ["PATH_INFO"]
+            return hello_app(environ, start_response)
+
+        sock = self.serve(app)
+        get(sock, path="/caf\xc3\xa9")  # UTF-8 bytes of "café" as latin-1, as PEP 3333 wants
+        self.assertEqual(seen["path"].encode("latin-1").decode("utf-8"), "/café")
+
+
+class RequestBodyTest(LaneTestCase):
+    def echo_with(self, reader: Callable) -> socket.socket:
+        def app(environ: dict, start_response: Callable) -> list:
+            data = reader(environ["wsgi.input"])
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return [json.dumps([x.decode("latin-1") for x in data]).encode()]
+
+        return self.serve(app)
+
+    def test_read_n_across_frames(self) -> None:
+        def reader(inp: Any) -> list:
+            out = []
+            while True:
+                chunk = inp.read(3)
+                if not chunk:
+                    return out
+                out.append(chunk)
+
+        sock = self.echo_with(reader)
+        r = get(sock, method="POST", body=[b"abcd", b"", b"efghi", b"j"])
+        self.assertEqual(json.loads(r.body), ["abc", "def", "ghi", "j"])
+
+    def test_read_all_and_partial(self) -> None:
+        sock = self.echo_with(lambda inp: [inp.read(2), inp.read(), inp.read(), inp.read(5)])
+        r = get(sock, method="POST", body=[b"ab", b"cd", b"ef"])
+        self.assertEqual(json.loads(r.body), ["ab", "cdef", "", ""])
+
+    def test_readline_and_iteration(self) -> None:
+        sock = self.echo_with(lambda inp: [inp.readline(), inp.readline(2), inp.readline()] + list(inp))
+        r = get(sock, method="POST", body=[b"one\ntw", b"o\nthr", b"ee\n", b"four\nfi", b"ve"])
+        self.assertEqual(json.loads(r.body), ["one\n", "tw", "o\n", "three\n", "four\n", "five"])
+
+    def test_readlines_hint(self) -> None:
+        sock = self.echo_with(lambda inp: inp.readlines(5) + [b"|"] + inp.readlines())
+        r = get(sock, method="POST", body=[b"a\nbb\nccc\n", b"d\n"])
+        self.assertEqual(json.loads(r.body), ["a\n", "bb\n", "|", "ccc\n", "d\n"])
+
+    def test_large_multi_frame_body_is_read_lazily(self) -> None:
+        sizes = []
+
+        def app(environ: dict, start_response: Callable) -> list:
+            inp = environ["wsgi.input"]
+            total = 0
+            while True:
+                chunk = inp.read(1 << 20)
+                if not chunk:
+                    break
+                sizes.append(len(inp._buf))  # what the input holds: never the whole body
+                total += len(chunk)
+            start_response("200 OK", [])
+            return [str(total).encode()]
+
+        sock = self.serve(app)
+        frames = 24
+        chunk = b"x" * (1 << 20)
+
+        def upload() -> None:
+            send_frame(sock, W.REQUEST, W.HAS_BODY, request_head(method="POST"))
+            for i in range(frames):
+                send_frame(sock, W.BODY, W.END if i == frames - 1 else 0, chunk)
+
+        t = threading.Thread(target=upload)
+        t.start()
+        r = read_response(sock)
+        t.join(TIMEOUT)
+        self.assertEqual(r.body, str(frames << 20).encode())
+        self.assertLessEqual(max(sizes), 2 << 20)
+
+    def test_unread_body_is_drained_before_next_request(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            first = environ["wsgi.input"].read(2)
+            start_response("200 OK", [])
+            return [first]
+
+        sock = self.serve(app)
+        self.assertEqual(get(sock, method="POST", body=[b"abcdef", b"ghi", b"jkl"]).body, b"ab")
+        self.assertEqual(get(sock, method="POST", body=[b"zz"]).body, b"zz")
+        self.assertEqual(get(sock, method="GET").body, b"")
+
+    def test_cancel_while_reading_body_raises_oserror(self) -> None:
+        seen = {}
+
+        def app(environ: dict, start_response: Callable) -> list:
+            try:
+                environ["wsgi.input"].read()
+            except OSError as exc:
+                seen["exc"] = exc
+                raise
+            start_response("200 OK", [])
+            return [b"unexpected"]
+
+        sock = self.serve(app)
+        send_frame(sock, W.REQUEST, W.HAS_BODY, request_head(method="POST"))
+        send_frame(sock, W.BODY, 0, b"part")
+        send_frame(sock, W.CANCEL)
+        r = read_response(sock)
+        self.assertIsNotNone(r.error)
+        self.assertIn("client disconnected", str(seen["exc"]))
+        self.assertEqual(get(sock).status, "200 OK")  # the lane is usable again
+
+
+class ResponseTest(LaneTestCase):
+    def test_single_chunk_goes_out_in_one_sendall(self) -> None:
+        sock = self.serve(hello_app)
+        r = get(sock)
+        self.assertEqual((r.status, r.body), ("200 OK", b"Hello, World!"))
+        self.assertEqual([f[:2] for f in r.frames], [(W.RESPONSE, 0), (W.BODY, W.END)])
+        self.assertEqual(len(self.harness.sends), 1)
+
+    def test_closing_iterator_stops_at_content_length(self) -> None:
+        calls = []
+
+        class OneChunk:
+            def __iter__(self):
+                yield b"0123456789"
+                calls.append("iterated past content-length")
+                yield b"never"
+
+            def close(self) -> None:
+                calls.append("close")
+
+        def app(environ: dict, start_response: Callable) -> OneChunk:
+            start_response("200 OK", [("Content-Length", "10")])
+            return OneChunk()
+
+        sock = self.serve(app)
+        r = get(sock)
+        self.assertEqual(r.body, b"0123456789")
+        self.assertEqual(len(self.harness.sends), 1)
+        wait_until(lambda: calls, "close()")
+        self.assertEqual(calls, ["close"])
+
+    def test_list_of_chunks_is_joined(self) -> None:
+        def app(environ: dict, start_response: Callable) -> tuple:
+            start_response("200 OK", [])
+            return (b"a", b"", b"bc")
+
+        sock = self.serve(app)
+        r = get(sock)
+        self.assertEqual(r.body, b"abc")
+        self.assertEqual(len(self.harness.sends), 1)
+
+    def test_streamed_first_chunk_arrives_before_generator_ends(self) -> None:
+        release = threading.Event()
+
+        def app(environ: dict, start_response: Callable):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"first"
+            assert release.wait(TIMEOUT), "test never released the generator"
+            yield b""
+            yield b"second"
+
+        sock = self.serve(app)
+        send_request(sock)
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock), (W.BODY, 0, b"first"))
+        release.set()
+        self.assertEqual(recv_frame(sock), (W.BODY, 0, b"second"))
+        self.assertEqual(recv_frame(sock), (W.BODY, W.END, b""))
+
+    def test_write_callable_goes_first(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            write = start_response("200 OK", [])
+            write(b"a")
+            write(b"")
+            write(b"b")
+            return [b"c", b"d"]
+
+        sock = self.serve(app)
+        r = get(sock)
+        self.assertEqual(r.body, b"abcd")
+        self.assertEqual(r.frames[0][0], W.RESPONSE)
+
+    def test_exc_info_before_head_replaces_status(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            start_response("200 OK", [("X-A", "1")])
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                start_response("500 Internal Server Error", [("X-B", "2")], sys.exc_info())
+            return [b"oops"]
+
+        sock = self.serve(app)
+        r = get(sock)
+        self.assertEqual((r.status, r.headers, r.body), ("500 Internal Server Error", [("X-B", "2")], b"oops"))
+
+    def test_exc_info_after_head_reraises(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            write = start_response("200 OK", [])
+            write(b"partial")
+            try:
+                raise ValueError("late boom")
+            except ValueError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            return [b"never"]
+
+        sock = self.serve(app)
+        r = get(sock)
+        self.assertEqual(r.body, b"partial")
+        self.assertIn("late boom", r.error)
+        self.assertEqual(get(sock).status, "200 OK")
+
+    def test_start_response_twice_without_exc_info_is_an_error(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            start_response("200 OK", [])
+            start_response("201 Created", [])
+            return [b""]
+
+        sock = self.serve(app)
+        self.assertIn("AssertionError", get(sock).error)
+
+    def test_app_exception_gives_error_and_worker_keeps_serving(self) -> None:
+        state = {"n": 0}
+
+        def app(environ: dict, start_response: Callable) -> list:
+            state["n"] += 1
+            if environ["PATH_INFO"] == "/error":
+                raise RuntimeError("kaboom")
+            return hello_app(environ, start_response)
+
+        sock = self.serve(app)
+        with self.assertLogs("ferrocorn.worker", "ERROR") as logs:
+            r = get(sock, path="/error")
+        self.assertEqual([f[0] for f in r.frames], [W.ERROR])
+        self.assertIn("RuntimeError: kaboom", r.error)
+        self.assertIn("Traceback", "\n".join(logs.output))
+        self.assertEqual(get(sock).body, b"Hello, World!")
+        self.assertEqual(state["n"], 2)
+
+    def test_exception_mid_stream_gives_error_after_head(self) -> None:
+        closed = []
+
+        class Body:
+            def __iter__(self):
+                yield b"one"
+                raise RuntimeError("mid-stream")
+
+            def close(self) -> None:
+                closed.append(1)
+
+        def app(environ: dict, start_response: Callable) -> Body:
+            start_response("200 OK", [])
+            return Body()
+
+        sock = self.serve(app)
+        with self.assertLogs("ferrocorn.worker", "ERROR"):
+            r = get(sock)
+        self.assertEqual(r.body, b"one")
+        self.assertIn("mid-stream", r.error)
+        self.assertEqual(closed, [1])  # close() runs before ERROR goes out
+        self.assertEqual(get(sock).status, "200 OK")
+
+    def test_invalid_status_or_headers_are_app_errors(self) -> None:
+        cases = {
+            "/nul": ("200 OK", [("X-A", "a\0b")]),
+            "/crlf": ("200 OK", [("X-A", "a\r\nSet-Cookie: x")]),
+            "/bytes": (b"200 OK", []),
+            "/status": ("OK", []),
+            "/name": ("200 OK", [("Bad Name", "v")]),
+            "/type": ("200 OK", [("X-A", 1)]),
+            "/none": None,
+        }
+
+        def app(environ: dict, start_response: Callable) -> list:
+            case = cases[environ["PATH_INFO"]]
+            if case is not None:
+                start_response(*case)
+            return [b"x"]
+
+        sock = self.serve(app)
+        with self.assertLogs("ferrocorn.worker", "ERROR"):
+            for path in cases:
+                r = get(sock, path=path)
+                self.assertIsNotNone(r.error, path)
+                self.assertEqual(r.frames[0][0], W.ERROR, path)
+        self.assertEqual(get(sock, path="/type").frames[0][0], W.ERROR)
+
+    def test_str_body_is_an_app_error(self) -> None:
+        def app(environ: dict, start_response: Callable):
+            start_response("200 OK", [])
+            yield "text"
+
+        sock = self.serve(app)
+        with self.assertLogs("ferrocorn.worker", "ERROR"):
+            self.assertIn("must be bytes", get(sock).error)
+
+    def test_head_204_304_send_no_body(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            status = {"/204": "204 No Content", "/304": "304 Not Modified"}.get(environ["PATH_INFO"], "200 OK")
+            start_response(status, [("Content-Length", "5")])
+            return [b"hello"]
+
+        sock = self.serve(app)
+        for method, path in (("HEAD", "/"), ("GET", "/204"), ("GET", "/304")):
+            r = get(sock, method=method, path=path)
+            self.assertEqual(r.body, b"", path)
+            self.assertEqual(r.header("content-length"), "5")
+        self.assertEqual(get(sock).body, b"hello")
+
+    def test_huge_chunk_is_split(self) -> None:
+        big = b"y" * (W.MAX_PAYLOAD + 10)
+
+        def app(environ: dict, start_response: Callable) -> list:
+            start_response("200 OK", [])
+            return [big]
+
+        sock = self.serve(app)
+        r = get(sock)
+        self.assertEqual(len(r.body), len(big))
+        self.assertEqual([f[:2] for f in r.frames], [(W.RESPONSE, 0), (W.BODY, 0), (W.BODY, W.END)])
+
+    def test_file_wrapper(self) -> None:
+        with tempfile.TemporaryFile() as f:
+            f.write(b"z" * 600_000)
+            f.seek(0)
+
+            def app(environ: dict, start_response: Callable) -> Any:
+                start_response("200 OK", [])
+                return environ["wsgi.file_wrapper"](f, 100_000)
+
+            sock = self.serve(app)
+            r = get(sock)
+            self.assertEqual(r.body, b"z" * 600_000)
+            wait_until(lambda: f.closed, "the file wrapper to close the file")
+
+    def test_cancel_during_stream_calls_close_once(self) -> None:
+        gate = threading.Event()
+        closed = []
+        produced = []
+
+        class Stream:
+            def __iter__(self):
+                for i in range(1000):
+                    produced.append(i)
+                    yield b"chunk%d" % i
+                    if i == 0:
+                        assert gate.wait(TIMEOUT)
+
+            def close(self) -> None:
+                closed.append(len(produced))
+
+        def app(environ: dict, start_response: Callable) -> Any:
+            if environ["PATH_INFO"] == "/ok":
+                return hello_app(environ, start_response)
+            start_response("200 OK", [])
+            return Stream()
+
+        sock = self.serve(app)
+        send_request(sock)
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock)[2], b"chunk0")
+        send_frame(sock, W.CANCEL)  # on a socketpair it is queued at the worker once sendall returns
+        gate.set()
+        while True:  # the master discards until END
+            kind, flags, _ = recv_frame(sock)
+            if kind == W.BODY and flags & W.END:
+                break
+        self.assertEqual(len(closed), 1)
+        self.assertLess(closed[0], 1000)
+        self.assertEqual(get(sock, path="/ok").status, "200 OK")
+        self.assertEqual(len(closed), 1)
+
+    def test_cancel_crossing_end_is_ignored(self) -> None:
+        sock = self.serve(hello_app)
+        self.assertEqual(get(sock).status, "200 OK")
+        send_frame(sock, W.CANCEL)
+        self.assertEqual(get(sock).body, b"Hello, World!")
+
+    def test_bad_frame_drops_the_lane(self) -> None:
+        sock = self.serve(hello_app)
+        with self.assertLogs("ferrocorn.worker", "ERROR"):
+            sock.sendall(H.pack(0, 99, 0, 0))
+            self.assertEqual(sock.recv(1), b"")  # the worker closed its end
+
+
+# ------------------------------------------------------------------ real worker process
+
+
+APP_SOURCE = '''
+import os, threading
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/hold":
+        # The first chunk tells the test the app is running; then it sleeps.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"started ")
+        import time
+        time.sleep(float(environ["QUERY_STRING"]))
+        return [b"done"]
+    if path == "/barrier":
+        BARRIER.wait(5)  # passes only if two lanes are in the app at once
+    body = ("%s %d" % (path, os.getpid())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+BARRIER = threading.Barrier(2)
+
+def create_app(greeting="hi", *, loud=False):
+    def factory_app(environ, start_response):
+        start_response("200 OK", [])
+        return [(greeting.upper() if loud else greeting).encode()]
+    return factory_app
+
+def broken_factory():
+    raise ValueError("no database")
+
+not_callable = 42
+'''
+
+
+def hold(lane: socket.socket, seconds: float) -> None:
+    """Start /hold and return once the app is inside it (its first chunk arrived)."""
+    send_request(lane, path="/hold", query=str(seconds))
+    assert recv_frame(lane)[0] == W.RESPONSE
+    assert recv_frame(lane) == (W.BODY, 0, b"started ")
+
+
+class WorkerProcess:
+    """The worker started the way the master starts it."""
+
+    def __init__(self, app: str, lanes: int = 1, app_dir: Optional[str] = None, pythonpath: str = "",
+                 extra_env: Optional[dict] = None) -> None:
+        self.control, control_child = socket.socketpair()
+        self.control.settimeout(TIMEOUT)
+        pairs = [socket.socketpair() for _ in range(lanes)]
+        self.lanes = [ours for ours, _ in pairs]
+        for s in self.lanes:
+            s.settimeout(TIMEOUT)
+        child_fds = [control_child.fileno()] + [theirs.fileno() for _, theirs in pairs]
+        env = dict(os.environ)
+        env.update({
+            "FERROCORN_CONTROL_FD": str(control_child.fileno()),
+            "FERROCORN_LANE_FDS": ",".join(str(theirs.fileno()) for _, theirs in pairs),
+            "FERROCORN_APP": app,
+            "FERROCORN_WORKER_ID": "7",
+            "FERROCORN_MASTER_PID": str(os.getpid()),
+            "FERROCORN_PYTHONPATH": pythonpath,
+            "FERROCORN_LOG_LEVEL": "info",
+            "FERROCORN_WORKERS": "2",
+        })
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-", "ferrocorn-worker", "7"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=child_fds,
+            env=env,
+            cwd=app_dir,
+        )
+        self.proc.stdin.write(WORKER_PATH.read_bytes())
+        self.proc.stdin.close()
+        control_child.close()
+        for _, theirs in pairs:
+            theirs.close()
+        self._stderr = b""
+
+    def stderr(self) -> str:
+        if self.proc.poll() is not None and not self.proc.stderr.closed:
+            self._stderr += self.proc.stderr.read()
+            self.proc.stderr.close()
+        return self._stderr.decode(errors="replace")
+
+    def wait(self) -> int:
+        try:
+            code = self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("worker did not exit in time:\n" + self.stderr())
+        self.stderr()
+        return code
+
+    def handshake(self) -> dict:
+        kind, flags, payload = recv_frame(self.control)
+        assert kind == W.HELLO, (kind, payload)
+        hello = json.loads(payload)
+        kind, flags, payload = recv_frame(self.control)
+        if kind != W.READY:
+            raise AssertionError(f"expected READY, got {kind}: {payload.decode()}\n{self.stderr()}")
+        return hello
+
+    def close(self) -> None:
+        for s in [self.control] + self.lanes:
+            s.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+
+
+class WorkerProcessTest(unittest.TestCase):
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.app_dir = tmp.name
+        Path(self.app_dir, "wapp.py").write_text(APP_SOURCE)
+
+    def start(self, app: str = "wapp:app", **kw: Any) -> WorkerProcess:
+        kw.setdefault("app_dir", self.app_dir)
+        worker = WorkerProcess(app, **kw)
+        self.addCleanup(worker.close)
+        return worker
+
+    def test_hello_ready_and_serving(self) -> None:
+        w = self.start()
+        hello = w.handshake()
+        self.assertEqual(hello["pid"], w.proc.pid)
+        self.assertEqual(hello["protocol"], 1)
+        self.assertEqual(hello["max_payload"], 16 * 1024 * 1024)
+        self.assertEqual(hello["python"], "%d.%d.%d" % sys.version_info[:3])
+        self.assertEqual((hello["worker_class"], hello["lanes"]), ("sync", 1))
+        r = get(w.lanes[0], path="/x")
+        self.assertEqual(r.body, b"/x %d" % w.proc.pid)
+        w.control.close()  # graceful stop
+        self.assertEqual(w.wait(), 0)
+        err = w.stderr()
+        self.assertIn("booting worker 7 with pid %d" % w.proc.pid, err)
+        self.assertIn("app loaded", err)
+        self.assertIn("[%d]" % w.proc.pid, err)
+
+    def boot_failure(self, app: str, **kw: Any) -> tuple[str, WorkerProcess]:
+        w = self.start(app, **kw)
+        kind, _, _ = recv_frame(w.control)
+        self.assertEqual(kind, W.HELLO)
+        kind, flags, payload = recv_frame(w.control)
+        self.assertEqual((kind, flags), (W.BOOT_FAILED, W.APP_LOAD))
+        self.assertEqual(w.wait(), 4)
+        return payload.decode(), w
+
+    def test_missing_module(self) -> None:
+        text, w = self.boot_failure("nosuchmod:app")
+        self.assertIn('app "nosuchmod:app" not found: no module named nosuchmod', text)
+        self.assertIn("Traceback", text)
+        self.assertIn("no module named nosuchmod", w.stderr())
+
+    def test_module_given_as_file_name(self) -> None:
+        text, _ = self.boot_failure("wapp.py:app")
+        self.assertIn("did you mean wapp:app?", text)
+
+    def test_missing_attribute_suggests_a_close_name(self) -> None:
+        text, w = self.boot_failure("wapp:ap")
+        self.assertIn('app "wapp:ap" not found: module wapp has no attribute ap (did you mean app?)', text)
+        self.assertIn("did you mean app?", w.stderr())
+
+    def test_factory_failure(self) -> None:
+        text, _ = self.boot_failure("wapp:broken_factory()")
+        self.assertIn("factory broken_factory() raised ValueError: no database", text)
+        self.assertIn("Traceback", text)
+
+    def test_factory_bad_arguments_and_not_callable(self) -> None:
+        text, _ = self.boot_failure("wapp:create_app(1, 2)")
+        self.assertIn("TypeError", text)
+        text, _ = self.boot_failure("wapp:not_callable")
+        self.assertIn("is not callable", text)
+        text, _ = self.boot_failure("wapp:create_app(os.sep)")
+        self.assertIn("must be literal values", text)
+
+    def test_factory_with_literal_args_and_pythonpath(self) -> None:
+        w = self.start("wapp:create_app('hey', loud=True)", app_dir=None, pythonpath=self.app_dir)
+        w.handshake()
+        self.assertEqual(get(w.lanes[0]).body, b"HEY")
+
+    def test_broken_environment_is_a_boot_failure(self) -> None:
+        w = self.start(extra_env={"FERROCORN_LOG_LEVEL": "loud"})
+        kind, flags, payload = recv_frame(w.control)
+        self.assertEqual((kind, flags), (W.BOOT_FAILED, 0))
+        self.assertIn("FERROCORN_LOG_LEVEL", payload.decode())
+        self.assertEqual(w.wait(), 3)
+
+    def test_threads_serve_concurrently(self) -> None:
+        w = self.start(lanes=2)
+        hello = w.handshake()
+        self.assertEqual((hello["worker_class"], hello["lanes"]), ("gthread", 2))
+        for lane in w.lanes:
+            send_request(lane, path="/barrier")
+        bodies = [read_response(lane) for lane in w.lanes]
+        self.assertEqual([(r.error, r.body) for r in bodies], [(None, b"/barrier %d" % w.proc.pid)] * 2)
+        w.control.close()
+        self.assertEqual(w.wait(), 0)
+
+    def test_control_eof_finishes_the_request_in_flight(self) -> None:
+        w = self.start(lanes=2)
+        w.handshake()
+        hold(w.lanes[0], 0.5)
+        w.control.close()
+        self.assertEqual(read_response(w.lanes[0]).body, b"done")
+        self.assertEqual(w.wait(), 0)
+        self.assertIn("stopping gracefully", w.stderr())
+
+    def test_sigterm_is_graceful(self) -> None:
+        w = self.start()
+        w.handshake()
+        hold(w.lanes[0], 0.5)
+        w.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(read_response(w.lanes[0]).body, b"done")
+        self.assertEqual(w.wait(), 0)
+
+    def test_sigquit_exits_at_once(self) -> None:
+        w = self.start()
+        w.handshake()
+        hold(w.lanes[0], 5)
+        started = time.monotonic()
+        w.proc.send_signal(signal.SIGQUIT)
+        self.assertEqual(w.wait(), 0)
+        self.assertLess(time.monotonic() - started, 3)
+
+    def test_all_lanes_closed_exits(self) -> None:
+        w = self.start(lanes=2)
+        w.handshake()
+        for lane in w.lanes:
+            lane.close()
+        self.assertEqual(w.wait(), 0)
+
+    def test_sigabrt_dumps_stacks(self) -> None:
+        w = self.start()
+        w.handshake()
+        hold(w.lanes[0], 5)
+        w.proc.send_signal(signal.SIGABRT)
+        self.assertEqual(w.wait(), -signal.SIGABRT)
+        err = w.stderr()
+        self.assertIn("Fatal Python error: Aborted", err)
+        self.assertIn("wapp.py", err)  # the lane thread's stack, inside the app
+
+
+if __name__ == "__main__":
+    unittest.main()

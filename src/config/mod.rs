@@ -1,0 +1,634 @@
+//! Configuration: from command line, `FERROCORN_*` env, TOML file and defaults
+//! to one validated [`Settings`], with the origin of every value.
+//!
+//! `table.rs` declares every setting once; `types.rs` parses each value type;
+//! `layers.rs` collects raw strings per source; `validate.rs` turns them into
+//! `Settings`; `render.rs` prints them (`--print-config`, README table,
+//! example TOML). `main` calls [`load`] once and [`reload`] on SIGHUP; the
+//! rest of the server only reads `Settings`. The clap surface is `crate::cli`.
+
+#[macro_use]
+pub mod table;
+pub mod layers;
+pub mod render;
+pub mod types;
+pub mod validate;
+
+pub use layers::Origin;
+pub use render::render_effective;
+pub use table::{Section, SettingSpec, SETTINGS};
+pub use types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, WorkerClass};
+pub use validate::Settings;
+
+use layers::{merge, Layer};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What the user asked ferrocorn to do with the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run the server.
+    Serve,
+    /// `--print-config`: print the effective settings and exit.
+    PrintConfig,
+    /// `--check-config`: validate and exit.
+    CheckConfig,
+}
+
+/// Where each setting's value came from, in table order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins(Vec<Origin>);
+
+impl Origins {
+    /// The origin of the setting called `name`, or `None` if there is no such setting.
+    pub fn get(&self, name: &str) -> Option<&Origin> {
+        let index = SETTINGS.iter().position(|spec| spec.name == name)?;
+        self.0.get(index)
+    }
+
+    /// Every setting with its origin, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static SettingSpec, &Origin)> {
+        SETTINGS.iter().zip(&self.0)
+    }
+}
+
+/// The result of [`load`]: settings, their origins, and what is needed to reload.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated settings.
+    pub settings: Settings,
+    /// Where each value came from.
+    pub origins: Origins,
+    /// Serve, print or check.
+    pub mode: Mode,
+    /// The TOML file from `-c`, as given.
+    pub config_file: Option<PathBuf>,
+    /// The original command line, program name first; [`reload`] parses it again.
+    pub args: Vec<OsString>,
+    /// The working directory at the first load: a relative `-c` path is read
+    /// from here on reload too, even if the server changed directory since.
+    pub base_dir: Option<PathBuf>,
+}
+
+/// Every configuration problem; each message names the setting, the value,
+/// where it came from and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// clap's own errors, and `--help`/`--version` output (exit code 0). The text
+    /// carries its own `error:` prefix and usage: print it with `clap::Error::print`.
+    #[error("{0}")]
+    Clap(clap::Error),
+    /// A gunicorn option ferrocorn does not have yet.
+    #[error("gunicorn option {option} is not supported by ferrocorn yet")]
+    UnsupportedGunicornOption {
+        /// The option as written, e.g. `--preload` or `-D`.
+        option: String,
+    },
+    /// A value that does not parse or is out of range.
+    #[error("invalid value {value:?} for {setting} (from {from}): {expected}")]
+    InvalidValue {
+        /// The setting's name.
+        setting: &'static str,
+        /// The bad value as given.
+        value: String,
+        /// Where it came from: `--workers`, `FERROCORN_WORKERS` or a file path.
+        from: String,
+        /// What would be valid.
+        expected: String,
+    },
+    /// A gunicorn worker class ferrocorn does not have yet.
+    #[error("worker class {value:?} (from {from}) is not supported by ferrocorn yet: use sync or gthread")]
+    UnsupportedWorkerClass {
+        /// The class as given.
+        value: String,
+        /// Where it came from.
+        from: String,
+    },
+    /// A TOML key that is not a setting.
+    #[error("unknown setting {key:?} in {}: {}", path.display(), match suggestion {
+        Some(name) => format!("did you mean {name:?}?"),
+        None => "run ferrocorn --print-config to list the settings".to_string(),
+    })]
+    UnknownKey {
+        /// The config file.
+        path: PathBuf,
+        /// The unknown key.
+        key: String,
+        /// The closest setting name, if one is close.
+        suggestion: Option<&'static str>,
+    },
+    /// The `-c` file cannot be read.
+    #[error("cannot read config file {} (from -c/--config): {problem}: check the path", path.display())]
+    ConfigFile {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it cannot be read.
+        problem: String,
+    },
+    /// The `-c` file is not valid TOML.
+    #[error("invalid TOML in {}{}: {message}", path.display(), line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Toml {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the error, when known.
+        line: Option<usize>,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// A TOML value of the wrong shape (a table, or a list for a single value).
+    #[error("invalid value for {setting} in {}: {problem}", path.display())]
+    TomlType {
+        /// The config file.
+        path: PathBuf,
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `max_memory_hard` is not above `max_memory`.
+    #[error("max_memory_hard ({hard} from {hard_source}) must be larger than max_memory ({soft} from {soft_source}): raise max_memory_hard or lower max_memory")]
+    MemoryLimits {
+        /// The soft limit.
+        soft: ByteSize,
+        /// Where the soft limit came from.
+        soft_source: String,
+        /// The hard limit.
+        hard: ByteSize,
+        /// Where the hard limit came from.
+        hard_source: String,
+    },
+    /// Serving (or checking) without an app.
+    #[error("no app given: pass MODULE:APP, e.g. ferrocorn examples.flask_app:app")]
+    NoApp,
+}
+
+impl ConfigError {
+    /// The process exit code: 0 for `--help`/`--version`, 2 for every real problem.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ConfigError::Clap(err) => err.exit_code(),
+            _ => 2,
+        }
+    }
+}
+
+/// Loads the configuration: defaults < `-c` file < `FERROCORN_*` env < command line.
+///
+/// `args` is the whole command line, program name first (`std::env::args_os()`);
+/// `env` reads an environment variable (use [`process_env`] outside tests).
+///
+/// # Errors
+/// Any [`ConfigError`]; `--help` and `--version` are [`ConfigError::Clap`] with exit code 0.
+pub fn load<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    load_from(args, env, std::env::current_dir().ok())
+}
+
+/// Loads again from the same command line, config file and (current) env, for SIGHUP.
+///
+/// # Errors
+/// As [`load`]; on error the caller keeps running with `loaded`.
+pub fn reload(
+    loaded: &Loaded,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    load_from(loaded.args.clone(), env, loaded.base_dir.clone())
+}
+
+/// Reads a variable of this process's environment; the `env` argument of [`load`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load_from(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: Option<PathBuf>,
+) -> Result<Loaded, ConfigError> {
+    let cli = crate::cli::parse(&args)?;
+    let file = match &cli.config_file {
+        Some(path) => {
+            let full = match &base_dir {
+                Some(base) if path.is_relative() => base.join(path),
+                _ => path.clone(),
+            };
+            Layer::from_toml_file(&full, path)?
+        }
+        None => Layer::default(),
+    };
+    let raw = merge(&[&file, &Layer::from_env(env), &cli.layer]);
+    let settings = validate::settings(&raw, cli.mode)?;
+    Ok(Loaded {
+        settings,
+        origins: Origins(raw.into_iter().map(|value| value.origin).collect()),
+        mode: cli.mode,
+        config_file: cli.config_file,
+        args,
+        base_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A non-default value in canonical form for every setting.
+    const SAMPLES: &[(&str, &str)] = &[
+        ("bind", "0.0.0.0:9000"),
+        ("backlog", "64"),
+        ("workers", "4"),
+        ("threads", "8"),
+        ("worker_class", "gthread"),
+        ("python", "/usr/bin/python3.12"),
+        ("timeout", "1m"),
+        ("graceful_timeout", "5s"),
+        ("keep_alive", "500ms"),
+        ("header_timeout", "3s"),
+        ("queue_timeout", "2h"),
+        ("limit_request_line", "0"),
+        ("limit_request_fields", "50"),
+        ("limit_request_field_size", "0"),
+        ("limit_request_body", "10MB"),
+        ("request_buffer_size", "64KiB"),
+        ("wsgi_app", "pkg.mod:create_app(debug=True)"),
+        ("chdir", "/srv/app"),
+        ("pythonpath", "/opt/lib"),
+        ("raw_env", "A=1"),
+        ("log_level", "debug"),
+        ("error_logfile", "/var/log/ferrocorn.log"),
+        ("access_logfile", "-"),
+        ("access_log_format", "%(h)s %(r)s"),
+        ("pidfile", "/run/ferrocorn.pid"),
+        ("max_requests", "1000"),
+        ("max_requests_jitter", "50"),
+        ("max_memory", "512MiB"),
+        ("max_memory_hard", "1GiB"),
+        ("max_memory_total", "4GiB"),
+        ("memory_metric", "pss"),
+        ("memory_check_interval", "250ms"),
+        ("max_concurrent_retirements", "2"),
+        ("metrics_bind", "127.0.0.1:9100"),
+    ];
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn rendered(loaded: &Loaded, name: &str) -> Vec<String> {
+        let raw = loaded.settings.to_raw();
+        raw.into_iter()
+            .find(|(n, _)| *n == name)
+            .expect("known setting")
+            .1
+    }
+
+    fn write_toml(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("ferrocorn.toml");
+        std::fs::write(&path, text).expect("temp dir is writable");
+        path
+    }
+
+    fn error(args: &[&str], env: &dyn Fn(&str) -> Option<String>) -> String {
+        load(args, env).expect_err("should fail").to_string()
+    }
+
+    #[test]
+    fn every_setting_has_a_sample() {
+        let names: Vec<&str> = SAMPLES.iter().map(|(name, _)| *name).collect();
+        let table: Vec<&str> = SETTINGS.iter().map(|spec| spec.name).collect();
+        assert_eq!(names, table);
+        for (name, sample) in SAMPLES {
+            assert_ne!(
+                table::spec(name).map(|s| s.default),
+                Some(&[*sample][..]),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_setting_can_be_given_on_the_command_line() {
+        for (spec, (_, sample)) in SETTINGS.iter().zip(SAMPLES) {
+            let mut spellings: Vec<Vec<String>> = Vec::new();
+            if spec.positional.is_some() {
+                spellings.push(vec![sample.to_string()]);
+            }
+            let longs = spec.long.into_iter().chain(spec.aliases.iter().copied());
+            for long in longs {
+                spellings.push(vec![format!("--{long}"), sample.to_string()]);
+                spellings.push(vec![format!("--{long}={sample}")]);
+            }
+            if let Some(short) = spec.short {
+                spellings.push(vec![format!("-{short}"), sample.to_string()]);
+            }
+            for spelling in spellings {
+                let args = ["ferrocorn", "--print-config"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain(spelling.clone());
+                let loaded = load(args, &no_env).unwrap_or_else(|e| panic!("{spelling:?}: {e}"));
+                assert_eq!(rendered(&loaded, spec.name), [*sample], "{spelling:?}");
+                assert_eq!(
+                    loaded.origins.get(spec.name),
+                    Some(&Origin::Cli),
+                    "{spelling:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_can_be_given_in_toml_and_env() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (spec, (_, sample)) in SETTINGS.iter().zip(SAMPLES) {
+            let quoted = toml::Value::String(sample.to_string()).to_string();
+            let mut tomls = vec![format!("{} = {quoted}", spec.name)];
+            match spec.kind {
+                table::Kind::List { .. } => tomls.push(format!("{} = [{quoted}]", spec.name)),
+                _ if spec.toml == table::TomlKind::Integer => {
+                    tomls.push(format!("{} = {sample}", spec.name))
+                }
+                _ => {}
+            }
+            for text in tomls {
+                let path = write_toml(dir.path(), &text);
+                let args = [
+                    "ferrocorn".as_ref(),
+                    "--print-config".as_ref(),
+                    "-c".as_ref(),
+                    path.as_os_str(),
+                ];
+                let loaded = load(args, &no_env).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(rendered(&loaded, spec.name), [*sample], "{text}");
+                assert_eq!(
+                    loaded.origins.get(spec.name),
+                    Some(&Origin::File(path)),
+                    "{text}"
+                );
+            }
+            let var = spec.env_var();
+            let loaded =
+                load(["ferrocorn", "--print-config"], &env_of(&[(&var, sample)])).expect(&var);
+            assert_eq!(rendered(&loaded, spec.name), [*sample], "{var}");
+            assert_eq!(loaded.origins.get(spec.name), Some(&Origin::Env(var)));
+        }
+    }
+
+    #[test]
+    fn command_line_beats_env_beats_file_beats_default() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_toml(
+            dir.path(),
+            "workers = 2\nthreads = 2\ntimeout = 5\nbind = [\"a:1\", \"b:2\"]\n",
+        );
+        let path_arg = path.to_str().expect("utf-8 temp path");
+        let env = env_of(&[("FERROCORN_WORKERS", "3"), ("FERROCORN_THREADS", "3")]);
+        let loaded =
+            load(["ferrocorn", "-c", path_arg, "-w", "4", "app:app"], &env).expect("valid");
+        let s = &loaded.settings;
+        assert_eq!(
+            (s.workers, s.threads, s.timeout.as_secs(), s.backlog),
+            (4, 3, 5, 2048)
+        );
+        assert_eq!(s.bind.len(), 2);
+        let origin = |name| loaded.origins.get(name).cloned();
+        assert_eq!(origin("workers"), Some(Origin::Cli));
+        assert_eq!(
+            origin("threads"),
+            Some(Origin::Env("FERROCORN_THREADS".into()))
+        );
+        assert_eq!(origin("timeout"), Some(Origin::File(path.clone())));
+        assert_eq!(origin("backlog"), Some(Origin::Default));
+        assert_eq!((loaded.mode, loaded.config_file), (Mode::Serve, Some(path)));
+    }
+
+    #[test]
+    fn lists_are_replaced_by_a_higher_layer_and_repeat_within_one() {
+        let env = env_of(&[
+            ("FERROCORN_BIND", "a:1, unix:/s"),
+            ("FERROCORN_PYTHONPATH", "x,y"),
+        ]);
+        let loaded = load(["ferrocorn", "app:app"], &env).expect("valid");
+        let binds: Vec<String> = loaded.settings.bind.iter().map(|b| b.to_string()).collect();
+        assert_eq!(binds, ["a:1", "unix:/s"]);
+        assert_eq!(
+            loaded.settings.pythonpath,
+            [PathBuf::from("x"), PathBuf::from("y")]
+        );
+        let loaded = load(
+            [
+                "ferrocorn",
+                "-b",
+                "c:3",
+                "--bind",
+                "[::1]:4",
+                "-e",
+                "A=1,2",
+                "-e",
+                "B=",
+                "app:app",
+            ],
+            &env,
+        )
+        .expect("valid");
+        let binds: Vec<String> = loaded.settings.bind.iter().map(|b| b.to_string()).collect();
+        assert_eq!(binds, ["c:3", "[::1]:4"]);
+        assert_eq!(loaded.settings.raw_env, ["A=1,2", "B="]);
+    }
+
+    #[test]
+    fn a_repeated_single_value_flag_keeps_the_last_as_gunicorn_does() {
+        let loaded = load(["ferrocorn", "-w", "2", "-w", "5", "app:app"], &no_env).expect("valid");
+        assert_eq!(loaded.settings.workers, 5);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_the_value_the_source_and_the_fix() {
+        let env = env_of(&[("FERROCORN_WORKERS", "abc")]);
+        assert_eq!(
+            error(&["ferrocorn", "app:app"], &env),
+            r#"invalid value "abc" for workers (from FERROCORN_WORKERS): expected a positive whole number"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "-t", "5 minutes", "app:app"], &no_env),
+            r#"invalid value "5 minutes" for timeout (from --timeout): expected a duration such as 30, 1.5, 500ms, 2s, 2m or 1h"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "--max-memory", "1XB", "app:app"], &no_env),
+            r#"invalid value "1XB" for max_memory (from --max-memory): expected a size such as 512, 200MB, 512MiB or 1GiB"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "-b", "127.0.0.1:http", "app:app"], &no_env),
+            r#"invalid value "127.0.0.1:http" for bind (from --bind): expected HOST:PORT, [IPV6]:PORT, HOST or unix:PATH"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "my-app:app"], &no_env),
+            r#"invalid value "my-app:app" for wsgi_app (from argument APP): expected MODULE:APP such as examples.flask_app:app or app:create_app()"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "-k", "gevent", "app:app"], &no_env),
+            r#"worker class "gevent" (from --worker-class) is not supported by ferrocorn yet: use sync or gthread"#
+        );
+        assert_eq!(
+            error(
+                &["ferrocorn", "--limit-request-line", "9000", "app:app"],
+                &no_env
+            ),
+            r#"invalid value "9000" for limit_request_line (from --limit-request-line): expected a whole number from 0 to 8190"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "--threads", "0", "app:app"], &no_env),
+            r#"invalid value "0" for threads (from --threads): expected a positive whole number"#
+        );
+        assert_eq!(
+            error(&["ferrocorn", "-e", "=x", "app:app"], &no_env),
+            r#"invalid value "=x" for raw_env (from --env): expected KEY=VALUE with a non-empty KEY"#
+        );
+        assert_eq!(
+            error(
+                &["ferrocorn", "--metrics-bind", "localhost", "app:app"],
+                &no_env
+            ),
+            r#"invalid value "localhost" for metrics_bind (from --metrics-bind): expected HOST:PORT or [IPV6]:PORT"#
+        );
+    }
+
+    #[test]
+    fn cross_field_and_missing_app_errors() {
+        let env = env_of(&[("FERROCORN_MAX_MEMORY", "1GiB")]);
+        assert_eq!(
+            error(&["ferrocorn", "--max-memory-hard", "512MiB", "app:app"], &env),
+            "max_memory_hard (512MiB from --max-memory-hard) must be larger than max_memory (1GiB from FERROCORN_MAX_MEMORY): raise max_memory_hard or lower max_memory"
+        );
+        let message = "no app given: pass MODULE:APP, e.g. ferrocorn examples.flask_app:app";
+        assert_eq!(error(&["ferrocorn"], &no_env), message);
+        assert_eq!(error(&["ferrocorn", "--check-config"], &no_env), message);
+        let loaded =
+            load(["ferrocorn", "--print-config"], &no_env).expect("print-config needs no app");
+        assert_eq!(
+            (loaded.mode, loaded.settings.wsgi_app),
+            (Mode::PrintConfig, None)
+        );
+        let loaded = load(["ferrocorn", "--check-config", "app:app"], &no_env).expect("valid");
+        assert_eq!(loaded.mode, Mode::CheckConfig);
+    }
+
+    #[test]
+    fn toml_file_errors_name_the_file_the_key_and_the_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_toml(dir.path(), "workers = 2\nwrokers = 4\n");
+        let shown = path.display();
+        let args = |p: &Path| {
+            vec![
+                "ferrocorn".into(),
+                "-c".into(),
+                p.as_os_str().to_owned(),
+                "app:app".into(),
+            ]
+        };
+        let err = |p: &Path| load(args(p), &no_env).expect_err("should fail").to_string();
+        assert_eq!(
+            err(&path),
+            format!(r#"unknown setting "wrokers" in {shown}: did you mean "workers"?"#)
+        );
+        write_toml(dir.path(), "max-requests = 4\n");
+        assert_eq!(
+            err(&path),
+            format!(r#"unknown setting "max-requests" in {shown}: did you mean "max_requests"?"#)
+        );
+        write_toml(dir.path(), "preload_app = true\n");
+        assert_eq!(
+            err(&path),
+            format!(
+                r#"unknown setting "preload_app" in {shown}: run ferrocorn --print-config to list the settings"#
+            )
+        );
+        write_toml(dir.path(), "workers = 2\nthreads = \n");
+        assert_eq!(
+            err(&path),
+            format!("invalid TOML in {shown} at line 2: invalid string; expected `\"`, `'`")
+        );
+        write_toml(dir.path(), "workers = [1, 2]\n");
+        assert_eq!(
+            err(&path),
+            format!("invalid value for workers in {shown}: expected a single value, not a list")
+        );
+        write_toml(dir.path(), "timeout = \"soon\"\n");
+        assert_eq!(
+            err(&path),
+            format!(
+                r#"invalid value "soon" for timeout (from {shown}): expected a duration such as 30, 1.5, 500ms, 2s, 2m or 1h"#
+            )
+        );
+        let missing = dir.path().join("missing.toml");
+        assert_eq!(
+            err(&missing),
+            format!(
+                "cannot read config file {} (from -c/--config): file not found: check the path",
+                missing.display()
+            )
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_clap_errors_with_exit_code_zero() {
+        for (program, flag) in [
+            ("ferrocorn", "-v"),
+            ("/usr/local/bin/fc-renamed", "--version"),
+        ] {
+            let err = load([program, flag], &no_env).expect_err("version exits");
+            assert_eq!(err.exit_code(), 0);
+            assert_eq!(
+                err.to_string(),
+                format!("ferrocorn {}\n", env!("CARGO_PKG_VERSION"))
+            );
+        }
+        let err = load(["ferrocorn", "--help"], &no_env).expect_err("help exits");
+        assert_eq!(err.exit_code(), 0);
+        assert!(err.to_string().contains("--limit-request-field_size"));
+        let err = load(["ferrocorn", "--no-such-flag"], &no_env).expect_err("unknown flag");
+        assert!(matches!(err, ConfigError::Clap(_)));
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(ConfigError::NoApp.exit_code(), 2);
+    }
+
+    #[test]
+    fn reload_rereads_the_same_file_env_and_arguments() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_toml(dir.path(), "workers = 2\n");
+        let args = [
+            "ferrocorn".as_ref(),
+            "-c".as_ref(),
+            path.as_os_str(),
+            "-t".as_ref(),
+            "9".as_ref(),
+            "app:app".as_ref(),
+        ];
+        let first = load(args, &no_env).expect("valid");
+        write_toml(dir.path(), "workers = 6\n");
+        let second = reload(&first, &env_of(&[("FERROCORN_THREADS", "2")])).expect("still valid");
+        let s = &second.settings;
+        assert_eq!((s.workers, s.threads, s.timeout.as_secs()), (6, 2, 9));
+        assert_eq!(second.args, first.args);
+        write_toml(dir.path(), "workers = 0\n");
+        assert!(reload(&first, &no_env).is_err());
+    }
+}

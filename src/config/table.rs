@@ -1,0 +1,476 @@
+//! THE settings table: every setting of ferrocorn, declared once.
+//!
+//! This file is data. `with_settings!` hands the table to a callback macro:
+//! here it builds [`SETTINGS`] (the metadata that drives clap, the TOML and
+//! env readers and the docs), and `validate.rs` builds the typed `Settings`
+//! struct and its conversion from it. To add a setting, add an entry below,
+//! then run `FERROCORN_BLESS=1 cargo test docs_are_current` to refresh the
+//! README table and `configs/ferrocorn.example.toml`.
+//!
+//! Entry syntax: `name: Type = [default strings] { doc, section, then the
+//! optional short, long, aliases, positional, value_name, min, max, example }`.
+//! The TOML key is the name; the env var is `FERROCORN_` + the name in upper
+//! case, derived by [`SettingSpec::env_var`] and never typed out.
+
+use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, WorkerClass};
+use super::validate::SettingValue;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Calls `$callback! { <the table> }`.
+macro_rules! with_settings {
+    ($callback:ident) => {
+        $callback! {
+            bind: Vec<BindAddr> = ["127.0.0.1:8000"] {
+                doc: "Addresses to listen on: HOST:PORT, HOST (port 8000) or unix:PATH, IPv6 hosts in brackets; repeat the flag for several",
+                section: Server, short: 'b', long: "bind",
+            },
+            backlog: u32 = ["2048"] {
+                doc: "Listen backlog, and the bound of the queue of requests waiting for a free worker",
+                section: Server, long: "backlog", min: 1,
+            },
+            workers: usize = ["1"] {
+                doc: "Number of worker processes",
+                section: Workers, short: 'w', long: "workers", min: 1,
+            },
+            threads: usize = ["1"] {
+                doc: "Lanes (concurrent requests) per worker; more than 1 makes a sync worker behave as gthread",
+                section: Workers, long: "threads", min: 1,
+            },
+            worker_class: WorkerClass = ["sync"] {
+                doc: "Worker type: sync or gthread",
+                section: Workers, short: 'k', long: "worker-class",
+            },
+            python: Option<PathBuf> = [] {
+                doc: "Python interpreter for the workers; default: $VIRTUAL_ENV/bin/python if VIRTUAL_ENV is set, else python3 on PATH",
+                section: Workers, long: "python", example: ".venv/bin/python",
+            },
+            timeout: Duration = ["30s"] {
+                doc: "A request running longer than this gets 504 and its worker is replaced; 0 disables",
+                section: Timeouts, short: 't', long: "timeout",
+            },
+            graceful_timeout: Duration = ["30s"] {
+                doc: "How long a retiring or stopping worker may finish its requests before it is killed",
+                section: Timeouts, long: "graceful-timeout",
+            },
+            keep_alive: Duration = ["2s"] {
+                doc: "How long an idle keep-alive connection stays open",
+                section: Timeouts, long: "keep-alive",
+            },
+            header_timeout: Duration = ["10s"] {
+                doc: "A connection that does not send a complete request head within this time is closed",
+                section: Timeouts, long: "header-timeout",
+            },
+            queue_timeout: Duration = ["30s"] {
+                doc: "A request waiting this long for a free worker gets 503",
+                section: Timeouts, long: "queue-timeout",
+            },
+            limit_request_line: usize = ["4094"] {
+                doc: "Maximum length of the request line in bytes; 0 means unlimited",
+                section: Limits, long: "limit-request-line", max: 8190,
+            },
+            limit_request_fields: usize = ["100"] {
+                doc: "Maximum number of request header fields",
+                section: Limits, long: "limit-request-fields", max: 32768,
+            },
+            limit_request_field_size: usize = ["8190"] {
+                doc: "Maximum size of one request header field in bytes; 0 means unlimited",
+                section: Limits, long: "limit-request-field_size",
+                aliases: ["limit-request-field-size"],
+            },
+            limit_request_body: ByteSize = ["1GiB"] {
+                doc: "Larger request bodies get 413",
+                section: Limits, long: "limit-request-body",
+            },
+            request_buffer_size: ByteSize = ["1MiB"] {
+                doc: "Bodies up to this size are received whole before a worker sees the request; larger ones stream to the worker",
+                section: Limits, long: "request-buffer-size",
+            },
+            wsgi_app: Option<AppSpec> = [] {
+                doc: "The WSGI app: MODULE:ATTRIBUTE or MODULE:FACTORY(ARGS); the attribute defaults to application",
+                section: App, positional: "APP", example: "examples.flask_app:app",
+            },
+            chdir: Option<PathBuf> = [] {
+                doc: "Directory to change to before loading the app",
+                section: App, long: "chdir", example: "/srv/app",
+            },
+            pythonpath: Vec<PathBuf> = [] {
+                doc: "Comma-separated directories to put first on the workers' sys.path",
+                section: App, long: "pythonpath", value_name: "PATH[,PATH...]", example: "src,lib",
+            },
+            raw_env: Vec<String> = [] {
+                doc: "Environment variables for the workers, KEY=VALUE; repeat the flag for several",
+                section: App, short: 'e', long: "env", value_name: "KEY=VALUE", example: "DJANGO_SETTINGS_MODULE=site.settings",
+            },
+            log_level: LogLevel = ["info"] {
+                doc: "Error log level: debug, info, warning, error or critical",
+                section: Logging, long: "log-level",
+            },
+            error_logfile: String = ["-"] {
+                doc: "Error log file; - is stderr",
+                section: Logging, long: "error-logfile", aliases: ["log-file"], value_name: "FILE",
+            },
+            access_logfile: Option<String> = [] {
+                doc: "Access log file; - is stdout; no access log when not set",
+                section: Logging, long: "access-logfile", value_name: "FILE", example: "-",
+            },
+            access_log_format: String = [r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#] {
+                doc: "Access log line format, in gunicorn's %(name)s syntax",
+                section: Logging, long: "access-logformat", value_name: "FORMAT",
+            },
+            pidfile: Option<PathBuf> = [] {
+                doc: "File to write the master's pid to",
+                section: Logging, short: 'p', long: "pid", value_name: "FILE", example: "/run/ferrocorn.pid",
+            },
+            max_requests: u64 = ["0"] {
+                doc: "Retire a worker after this many requests; 0 disables",
+                section: Recycling, long: "max-requests",
+            },
+            max_requests_jitter: u64 = ["0"] {
+                doc: "Each worker retires after max_requests plus a random 0..=jitter requests, so they do not all retire at once",
+                section: Recycling, long: "max-requests-jitter",
+            },
+            max_memory: Option<ByteSize> = [] {
+                doc: "Soft memory limit per worker: a worker above it retires gracefully",
+                section: Recycling, long: "max-memory", example: "512MiB",
+            },
+            max_memory_hard: Option<ByteSize> = [] {
+                doc: "Hard memory limit per worker: a worker above it is killed at once; must exceed max_memory",
+                section: Recycling, long: "max-memory-hard", example: "1GiB",
+            },
+            max_memory_total: Option<ByteSize> = [] {
+                doc: "Memory budget for all workers together",
+                section: Recycling, long: "max-memory-total", example: "4GiB",
+            },
+            memory_metric: MemoryMetric = ["rss"] {
+                doc: "Memory figure the limits apply to: rss, uss or pss (forked workers share pages)",
+                section: Recycling, long: "memory-metric",
+            },
+            memory_check_interval: Duration = ["1s"] {
+                doc: "How often the master samples each worker's memory",
+                section: Recycling, long: "memory-check-interval",
+            },
+            max_concurrent_retirements: Option<usize> = [] {
+                doc: "At most this many workers retire at once; default: a quarter of the workers, at least 1",
+                section: Recycling, long: "max-concurrent-retirements", min: 1, example: "2",
+            },
+            metrics_bind: Option<String> = [] {
+                doc: "HOST:PORT to serve Prometheus metrics on; off when not set",
+                section: Metrics, long: "metrics-bind", value_name: "HOST:PORT", example: "127.0.0.1:9100",
+            },
+        }
+    };
+}
+
+/// How many values a setting holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Exactly one value; given twice on the command line, the last one wins.
+    One,
+    /// Zero or one value; an empty string means "not set".
+    Optional,
+    /// Any number of values; a higher layer replaces the whole list.
+    List {
+        /// Whether one string may carry several values separated by commas.
+        comma_separated: bool,
+    },
+}
+
+/// How a value is written in TOML output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TomlKind {
+    /// A bare number.
+    Integer,
+    /// A quoted string.
+    String,
+}
+
+/// The group a setting belongs to, in docs and `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    /// Listening sockets.
+    Server,
+    /// The worker pool.
+    Workers,
+    /// Time limits.
+    Timeouts,
+    /// Request size limits.
+    Limits,
+    /// The app and its environment.
+    App,
+    /// Logs and the pid file.
+    Logging,
+    /// When workers are replaced.
+    Recycling,
+    /// Metrics endpoint.
+    Metrics,
+}
+
+impl Section {
+    /// Heading used in `--help` and the docs.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Server => "Server",
+            Section::Workers => "Workers",
+            Section::Timeouts => "Timeouts",
+            Section::Limits => "Request limits",
+            Section::App => "App",
+            Section::Logging => "Logging",
+            Section::Recycling => "Worker recycling",
+            Section::Metrics => "Metrics",
+        }
+    }
+}
+
+/// One row of the settings table.
+#[derive(Debug)]
+pub struct SettingSpec {
+    /// Name; also the TOML key and the field of `Settings`.
+    pub name: &'static str,
+    /// One-line description.
+    pub doc: &'static str,
+    /// Group in docs and `--help`.
+    pub section: Section,
+    /// Short flag, gunicorn's where gunicorn has one.
+    pub short: Option<char>,
+    /// Long flag without the dashes, gunicorn's spelling where gunicorn has one.
+    pub long: Option<&'static str>,
+    /// Other accepted long flags.
+    pub aliases: &'static [&'static str],
+    /// Placeholder of the positional argument, for the one setting given that way.
+    pub positional: Option<&'static str>,
+    /// Placeholder in `--help`.
+    pub value_name: &'static str,
+    /// Default, as raw strings in canonical form (empty: not set / empty list).
+    pub default: &'static [&'static str],
+    /// A typical value for docs, for settings that are unset by default.
+    pub example: Option<&'static str>,
+    /// Smallest allowed value of an integer setting.
+    pub min: Option<u64>,
+    /// Largest allowed value of an integer setting.
+    pub max: Option<u64>,
+    /// One value, an optional value or a list.
+    pub kind: Kind,
+    /// How the value is written in TOML.
+    pub toml: TomlKind,
+    /// What a valid value looks like, for error messages (before range checks).
+    pub expected: &'static str,
+}
+
+impl SettingSpec {
+    /// The environment variable: `FERROCORN_` + the name in upper case.
+    pub fn env_var(&self) -> String {
+        format!("FERROCORN_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// How the command line spells it: `-w/--workers`, `--backlog` or `APP`.
+    pub fn flag(&self) -> String {
+        match (self.short, self.long, self.positional) {
+            (Some(short), Some(long), _) => format!("-{short}/--{long}"),
+            (None, Some(long), _) => format!("--{long}"),
+            (_, None, Some(positional)) => positional.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// `Some($x)` when a `$(...)?` fragment is present, else `None`.
+macro_rules! optional {
+    () => {
+        None
+    };
+    ($x:expr) => {
+        Some($x)
+    };
+}
+
+macro_rules! spec_slice {
+    ($(
+        $name:ident : $ty:ty = [$($default:literal),*] {
+            doc: $doc:literal,
+            section: $section:ident,
+            $(short: $short:literal,)?
+            $(long: $long:literal,)?
+            $(aliases: [$($alias:literal),*],)?
+            $(positional: $positional:literal,)?
+            $(value_name: $value_name:literal,)?
+            $(min: $min:literal,)?
+            $(max: $max:literal,)?
+            $(example: $example:literal,)?
+        },
+    )*) => {
+        /// Every setting, in table order.
+        pub static SETTINGS: &[SettingSpec] = &[$(
+            SettingSpec {
+                name: stringify!($name),
+                doc: $doc,
+                section: Section::$section,
+                short: optional!($($short)?),
+                long: optional!($($long)?),
+                aliases: &[$($($alias),*)?],
+                positional: optional!($($positional)?),
+                value_name: [$($value_name,)? <$ty as SettingValue>::VALUE_NAME][0],
+                default: &[$($default),*],
+                example: optional!($($example)?),
+                min: optional!($($min)?),
+                max: optional!($($max)?),
+                kind: <$ty as SettingValue>::KIND,
+                toml: <$ty as SettingValue>::TOML,
+                expected: <$ty as SettingValue>::EXPECTED,
+            },
+        )*];
+    };
+}
+
+with_settings!(spec_slice);
+
+/// The row of the setting called `name`.
+pub fn spec(name: &str) -> Option<&'static SettingSpec> {
+    SETTINGS.iter().find(|spec| spec.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{META_IDS, UNSUPPORTED_GUNICORN_OPTIONS};
+    use crate::config::validate::Settings;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_and_flags_are_unique() {
+        let mut seen = HashSet::new();
+        for spec in SETTINGS {
+            assert!(
+                seen.insert(spec.name.to_string()),
+                "duplicate name {}",
+                spec.name
+            );
+            assert!(
+                !META_IDS.contains(&spec.name),
+                "{} collides with a meta flag",
+                spec.name
+            );
+        }
+        // Meta flags: -c/--config, --print-config, --check-config, -v/--version, -h/--help.
+        let mut flags: HashSet<String> = [
+            "-c",
+            "--config",
+            "--print-config",
+            "--check-config",
+            "-v",
+            "--version",
+            "-h",
+            "--help",
+        ]
+        .map(String::from)
+        .into();
+        for spec in SETTINGS {
+            let longs = spec.long.into_iter().chain(spec.aliases.iter().copied());
+            let spellings = longs
+                .map(|l| format!("--{l}"))
+                .chain(spec.short.map(|s| format!("-{s}")));
+            for flag in spellings {
+                assert!(
+                    !UNSUPPORTED_GUNICORN_OPTIONS.contains(&flag.as_str()),
+                    "{flag} is both supported and not"
+                );
+                assert!(flags.insert(flag.clone()), "flag {flag} is used twice");
+            }
+        }
+        let unsupported: HashSet<_> = UNSUPPORTED_GUNICORN_OPTIONS.iter().collect();
+        assert_eq!(
+            unsupported.len(),
+            UNSUPPORTED_GUNICORN_OPTIONS.len(),
+            "duplicate in the unsupported list"
+        );
+    }
+
+    #[test]
+    fn every_setting_has_a_doc_a_spelling_and_a_derived_env_var() {
+        for spec in SETTINGS {
+            assert!(
+                !spec.doc.is_empty() && !spec.doc.ends_with('.'),
+                "{}: one line, no period",
+                spec.name
+            );
+            assert!(!spec.doc.contains('\n'), "{}: one line", spec.name);
+            assert!(
+                spec.long.is_some() != spec.positional.is_some(),
+                "{}: a flag or a positional",
+                spec.name
+            );
+            assert!(
+                spec.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                spec.name
+            );
+            assert_eq!(
+                spec.env_var(),
+                format!("FERROCORN_{}", spec.name.to_uppercase())
+            );
+        }
+        assert_eq!(
+            spec("workers").map(|s| s.flag()),
+            Some("-w/--workers".to_string())
+        );
+        assert_eq!(spec("wsgi_app").map(|s| s.flag()), Some("APP".to_string()));
+    }
+
+    #[test]
+    fn defaults_and_examples_parse_and_defaults_are_canonical() {
+        let defaults = Settings::default().to_raw();
+        for (spec, (name, rendered)) in SETTINGS.iter().zip(defaults) {
+            assert_eq!(spec.name, name, "Settings fields follow table order");
+            let given: Vec<&str> = spec.default.to_vec();
+            assert_eq!(
+                rendered, given,
+                "{}: default is not in canonical form",
+                spec.name
+            );
+            match (spec.kind, spec.default.len()) {
+                (Kind::One, 1) | (Kind::Optional, 0) | (Kind::List { .. }, _) => {}
+                (kind, n) => panic!("{}: {n} defaults for a {kind:?} setting", spec.name),
+            }
+            if spec.default.is_empty() {
+                assert!(
+                    spec.example.is_some(),
+                    "{}: unset by default, so it needs an example",
+                    spec.name
+                );
+            }
+        }
+        for spec in SETTINGS.iter().filter(|s| s.example.is_some()) {
+            let args = ["ferrocorn", "--print-config"];
+            let var = spec.env_var();
+            let example = spec.example.map(str::to_string);
+            let env = |name: &str| if name == var { example.clone() } else { None };
+            crate::config::load(args, &env)
+                .unwrap_or_else(|e| panic!("{}: example: {e}", spec.name));
+        }
+    }
+
+    #[test]
+    fn ranges_are_only_on_integer_settings_and_sections_are_contiguous() {
+        for spec in SETTINGS
+            .iter()
+            .filter(|s| s.min.is_some() || s.max.is_some())
+        {
+            assert_eq!(
+                spec.toml,
+                TomlKind::Integer,
+                "{}: range on a non-integer",
+                spec.name
+            );
+        }
+        let mut sections: Vec<Section> = SETTINGS.iter().map(|s| s.section).collect();
+        sections.dedup();
+        let unique: HashSet<_> = sections.iter().collect();
+        assert_eq!(
+            unique.len(),
+            sections.len(),
+            "keep each section's settings together"
+        );
+    }
+}

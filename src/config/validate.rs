@@ -1,0 +1,416 @@
+//! From merged raw strings to the typed [`Settings`], and checks across settings.
+//!
+//! The `Settings` struct and its conversion are generated from the settings
+//! table (`table.rs`), so a field can never be missing from either.
+//! [`SettingValue`] lifts each type's one parser (`types.rs`) to a whole
+//! setting (single, optional or list); the table's integer range is checked
+//! next; then the checks that involve several settings or the mode
+//! run. Values that depend on other settings (the effective worker class,
+//! the retirement cap, the interpreter) are methods here, so every caller
+//! derives them the same way. Reading files and env is `layers.rs`'s job.
+
+use super::layers::{merge, RawValue};
+use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
+use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
+use super::types::{ValueError, WorkerClass};
+use super::{ConfigError, Mode};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The type of a whole setting: a scalar, an optional scalar or a list.
+pub trait SettingValue: Sized {
+    /// How many values the setting holds.
+    const KIND: Kind;
+    /// Placeholder shown in `--help`.
+    const VALUE_NAME: &'static str;
+    /// What a valid value looks like, for error messages.
+    const EXPECTED: &'static str;
+    /// How the value is written in TOML.
+    const TOML: TomlKind;
+    /// Converts the raw strings of one layer; on failure returns the bad string.
+    fn from_raw(values: &[String]) -> Result<Self, (String, ValueError)>;
+    /// The canonical strings, which `from_raw` turns back into the same value.
+    fn to_raw(&self) -> Vec<String>;
+    /// The value as a number, for range checks of integer settings.
+    fn as_number(&self) -> Option<u64>;
+}
+
+impl<T: Scalar> SettingValue for T {
+    const KIND: Kind = Kind::One;
+    const VALUE_NAME: &'static str = T::VALUE_NAME;
+    const EXPECTED: &'static str = T::EXPECTED;
+    const TOML: TomlKind = T::TOML;
+    fn from_raw(values: &[String]) -> Result<Self, (String, ValueError)> {
+        let text = values.last().map(String::as_str).unwrap_or_default();
+        T::parse(text).map_err(|e| (text.to_string(), e))
+    }
+    fn to_raw(&self) -> Vec<String> {
+        vec![self.render()]
+    }
+    fn as_number(&self) -> Option<u64> {
+        Scalar::as_number(self)
+    }
+}
+
+impl<T: Scalar> SettingValue for Option<T> {
+    const KIND: Kind = Kind::Optional;
+    const VALUE_NAME: &'static str = T::VALUE_NAME;
+    const EXPECTED: &'static str = T::EXPECTED;
+    const TOML: TomlKind = T::TOML;
+    fn from_raw(values: &[String]) -> Result<Self, (String, ValueError)> {
+        match values.last() {
+            None => Ok(None),
+            Some(text) if text.trim().is_empty() => Ok(None),
+            Some(text) => T::parse(text).map(Some).map_err(|e| (text.clone(), e)),
+        }
+    }
+    fn to_raw(&self) -> Vec<String> {
+        self.iter().map(Scalar::render).collect()
+    }
+    fn as_number(&self) -> Option<u64> {
+        self.as_ref().and_then(Scalar::as_number)
+    }
+}
+
+impl<T: Scalar> SettingValue for Vec<T> {
+    const KIND: Kind = Kind::List {
+        comma_separated: T::COMMA_SEPARATED,
+    };
+    const VALUE_NAME: &'static str = T::VALUE_NAME;
+    const EXPECTED: &'static str = T::EXPECTED;
+    const TOML: TomlKind = T::TOML;
+    fn from_raw(values: &[String]) -> Result<Self, (String, ValueError)> {
+        values
+            .iter()
+            .map(|text| T::parse(text).map_err(|e| (text.clone(), e)))
+            .collect()
+    }
+    fn to_raw(&self) -> Vec<String> {
+        self.iter().map(Scalar::render).collect()
+    }
+    fn as_number(&self) -> Option<u64> {
+        None
+    }
+}
+
+macro_rules! settings_struct {
+    ($(
+        $name:ident : $ty:ty = [$($default:literal),*] { doc: $doc:literal, $($rest:tt)* },
+    )*) => {
+        /// Every setting, validated and typed; the fields are the settings table's names.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Settings {
+            $(#[doc = $doc] pub $name: $ty,)*
+        }
+
+        impl Settings {
+            /// Converts merged raw values (indexed like `SETTINGS`) without cross-field checks.
+            fn convert(raw: &[RawValue]) -> Result<Settings, ConfigError> {
+                Ok(Settings { $($name: convert(stringify!($name), raw)?,)* })
+            }
+
+            /// Every setting's canonical strings, in table order, for rendering.
+            pub fn to_raw(&self) -> Vec<(&'static str, Vec<String>)> {
+                vec![$((stringify!($name), SettingValue::to_raw(&self.$name)),)*]
+            }
+        }
+    };
+}
+
+with_settings!(settings_struct);
+
+impl Default for Settings {
+    /// Every setting at its default (no app).
+    fn default() -> Self {
+        Settings::convert(&merge(&[])).expect("defaults parse: checked by the table tests")
+    }
+}
+
+impl Settings {
+    /// The worker class that actually runs: as in gunicorn, `sync` with
+    /// `threads > 1` behaves as `gthread`.
+    pub fn effective_worker_class(&self) -> WorkerClass {
+        match self.worker_class {
+            WorkerClass::Sync if self.threads > 1 => WorkerClass::Gthread,
+            class => class,
+        }
+    }
+
+    /// How many workers may retire at once: the setting, else a quarter of
+    /// the workers and at least 1, so recycling never empties the pool.
+    pub fn effective_max_concurrent_retirements(&self) -> usize {
+        self.max_concurrent_retirements
+            .unwrap_or((self.workers / 4).max(1))
+    }
+
+    /// The Python interpreter for workers: `python` if set, else
+    /// `$VIRTUAL_ENV/bin/python` if `VIRTUAL_ENV` is set, else `python3`
+    /// (looked up on PATH when spawned). `env` reads environment variables.
+    pub fn python_interpreter(&self, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+        if let Some(python) = &self.python {
+            return python.clone();
+        }
+        match env("VIRTUAL_ENV").filter(|venv| !venv.is_empty()) {
+            Some(venv) => PathBuf::from(venv).join("bin").join("python"),
+            None => PathBuf::from("python3"),
+        }
+    }
+}
+
+/// Converts and checks merged raw values (indexed like `SETTINGS`) for `mode`.
+pub fn settings(raw: &[RawValue], mode: Mode) -> Result<Settings, ConfigError> {
+    let settings = Settings::convert(raw)?;
+    check_raw_env(&settings, raw)?;
+    check_metrics_bind(&settings, raw)?;
+    check_memory_limits(&settings, raw)?;
+    if settings.wsgi_app.is_none() && mode != Mode::PrintConfig {
+        return Err(ConfigError::NoApp);
+    }
+    Ok(settings)
+}
+
+/// The "expected ..." text for a bad value of `spec`, including its range.
+pub fn expected(spec: &SettingSpec) -> String {
+    match (spec.min, spec.max) {
+        (Some(1), None) => "expected a positive whole number".to_string(),
+        (Some(min), None) => format!("expected a whole number of at least {min}"),
+        (min, Some(max)) => format!("expected a whole number from {} to {max}", min.unwrap_or(0)),
+        (None, None) => spec.expected.to_string(),
+    }
+}
+
+fn index_of(name: &str) -> usize {
+    SETTINGS
+        .iter()
+        .position(|spec| spec.name == name)
+        .expect("Settings fields and SETTINGS come from the same table")
+}
+
+fn invalid(name: &str, bad: &str, raw: &[RawValue], expected_text: Option<&str>) -> ConfigError {
+    let index = index_of(name);
+    let spec = &SETTINGS[index];
+    ConfigError::InvalidValue {
+        setting: spec.name,
+        value: bad.to_string(),
+        from: raw[index].origin.describe(spec),
+        expected: expected_text.map_or_else(|| expected(spec), str::to_string),
+    }
+}
+
+fn convert<T: SettingValue>(name: &str, raw: &[RawValue]) -> Result<T, ConfigError> {
+    let index = index_of(name);
+    let (spec, given) = (&SETTINGS[index], &raw[index]);
+    let value = T::from_raw(&given.values).map_err(|(bad, err)| match err {
+        ValueError::Invalid => invalid(name, &bad, raw, None),
+        ValueError::UnsupportedWorkerClass => ConfigError::UnsupportedWorkerClass {
+            value: bad,
+            from: given.origin.describe(spec),
+        },
+    })?;
+    if let Some(number) = value.as_number() {
+        if spec.min.is_some_and(|min| number < min) || spec.max.is_some_and(|max| number > max) {
+            let text = given.values.last().map(String::as_str).unwrap_or_default();
+            return Err(invalid(name, text, raw, None));
+        }
+    }
+    Ok(value)
+}
+
+fn check_raw_env(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    let bad = settings
+        .raw_env
+        .iter()
+        .find(|pair| !matches!(pair.split_once('='), Some((key, _)) if !key.trim().is_empty()));
+    match bad {
+        Some(pair) => Err(invalid(
+            "raw_env",
+            pair,
+            raw,
+            Some("expected KEY=VALUE with a non-empty KEY"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_metrics_bind(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    let Some(text) = &settings.metrics_bind else {
+        return Ok(());
+    };
+    // Unlike --bind, the port is required: defaulting to 8000 would collide with the app.
+    match text.parse::<BindAddr>() {
+        Ok(BindAddr::Tcp { port, .. }) if text.trim_end().ends_with(&format!(":{port}")) => Ok(()),
+        _ => Err(invalid(
+            "metrics_bind",
+            text,
+            raw,
+            Some("expected HOST:PORT or [IPV6]:PORT"),
+        )),
+    }
+}
+
+fn check_memory_limits(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    let (Some(soft), Some(hard)) = (settings.max_memory, settings.max_memory_hard) else {
+        return Ok(());
+    };
+    if hard > soft {
+        return Ok(());
+    }
+    let source = |name: &str| {
+        let index = index_of(name);
+        raw[index].origin.describe(&SETTINGS[index])
+    };
+    Err(ConfigError::MemoryLimits {
+        soft,
+        soft_source: source("max_memory"),
+        hard,
+        hard_source: source("max_memory_hard"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_with_threads_runs_as_gthread_as_in_gunicorn() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.effective_worker_class(), WorkerClass::Sync);
+        settings.threads = 4;
+        assert_eq!(settings.effective_worker_class(), WorkerClass::Gthread);
+        settings.worker_class = WorkerClass::Gthread;
+        settings.threads = 1;
+        assert_eq!(settings.effective_worker_class(), WorkerClass::Gthread);
+    }
+
+    #[test]
+    fn retirement_cap_defaults_to_a_quarter_of_the_workers_and_at_least_one() {
+        let mut settings = Settings::default();
+        for (workers, cap) in [(1, 1), (4, 1), (7, 1), (8, 2), (17, 4)] {
+            settings.workers = workers;
+            assert_eq!(
+                settings.effective_max_concurrent_retirements(),
+                cap,
+                "{workers} workers"
+            );
+        }
+        settings.max_concurrent_retirements = Some(3);
+        assert_eq!(settings.effective_max_concurrent_retirements(), 3);
+    }
+
+    #[test]
+    fn interpreter_is_the_setting_then_the_virtualenv_then_python3() {
+        let mut settings = Settings::default();
+        let venv = |name: &str| (name == "VIRTUAL_ENV").then(|| "/home/u/.venv".to_string());
+        let empty_venv = |name: &str| (name == "VIRTUAL_ENV").then(String::new);
+        assert_eq!(
+            settings.python_interpreter(&venv),
+            PathBuf::from("/home/u/.venv/bin/python")
+        );
+        assert_eq!(
+            settings.python_interpreter(&empty_venv),
+            PathBuf::from("python3")
+        );
+        assert_eq!(
+            settings.python_interpreter(&|_| None),
+            PathBuf::from("python3")
+        );
+        settings.python = Some("/usr/bin/python3.12".into());
+        assert_eq!(
+            settings.python_interpreter(&venv),
+            PathBuf::from("/usr/bin/python3.12")
+        );
+    }
+
+    #[test]
+    fn defaults_match_gunicorn_where_gunicorn_has_the_setting() {
+        let s = Settings::default();
+        assert_eq!(
+            s.bind,
+            [BindAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 8000
+            }]
+        );
+        assert_eq!(
+            (s.backlog, s.workers, s.threads, s.worker_class),
+            (2048, 1, 1, WorkerClass::Sync)
+        );
+        assert_eq!(
+            (s.timeout, s.graceful_timeout, s.keep_alive),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(30),
+                Duration::from_secs(2)
+            )
+        );
+        assert_eq!(
+            (
+                s.limit_request_line,
+                s.limit_request_fields,
+                s.limit_request_field_size
+            ),
+            (4094, 100, 8190)
+        );
+        assert_eq!(
+            (
+                s.log_level,
+                s.error_logfile.as_str(),
+                s.access_logfile.as_deref()
+            ),
+            (LogLevel::Info, "-", None)
+        );
+        assert_eq!(
+            s.access_log_format,
+            r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#
+        );
+        assert_eq!((s.max_requests, s.max_requests_jitter), (0, 0));
+        assert_eq!(
+            (s.limit_request_body, s.request_buffer_size),
+            (ByteSize(1 << 30), ByteSize(1 << 20))
+        );
+        assert_eq!(
+            (s.memory_metric, s.memory_check_interval),
+            (MemoryMetric::Rss, Duration::from_secs(1))
+        );
+        assert_eq!(s.wsgi_app, None::<AppSpec>);
+    }
+
+    #[test]
+    fn equal_memory_limits_are_rejected() {
+        let raw: Vec<RawValue> = merge(&[]);
+        let mut settings = Settings {
+            max_memory: Some(ByteSize(100)),
+            max_memory_hard: Some(ByteSize(100)),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            check_memory_limits(&settings, &raw),
+            Err(ConfigError::MemoryLimits { .. })
+        ));
+        settings.max_memory_hard = Some(ByteSize(101));
+        assert!(check_memory_limits(&settings, &raw).is_ok());
+    }
+
+    #[test]
+    fn setting_values_convert_lists_and_optionals() {
+        let raw = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(<Option<ByteSize>>::from_raw(&raw(&[])), Ok(None));
+        assert_eq!(<Option<ByteSize>>::from_raw(&raw(&[""])), Ok(None));
+        assert_eq!(
+            <Option<usize>>::from_raw(&raw(&["x"])),
+            Err(("x".to_string(), ValueError::Invalid))
+        );
+        assert_eq!(
+            <Vec<PathBuf>>::from_raw(&raw(&["a", "b"])).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            <usize>::from_raw(&raw(&["+4"])),
+            Err(("+4".to_string(), ValueError::Invalid))
+        );
+        assert_eq!(
+            <u32>::from_raw(&raw(&["4294967296"])).map_err(|e| e.1),
+            Err(ValueError::Invalid)
+        );
+    }
+}

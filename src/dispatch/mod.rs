@@ -1,0 +1,304 @@
+//! The dispatcher: which worker lane serves the next request. Each request
+//! takes an idle lane of the least-loaded worker that accepts work; when
+//! none is idle it waits in a bounded FIFO ([`queue`]) until a lane frees up
+//! or the queue timeout passes (the HTTP side turns both refusals into 503).
+//!
+//! It only sees lanes and worker ids; which workers exist and when they
+//! retire is the arbiter's business, told through `add_worker`, `retire`
+//! and `remove`. A retiring worker's lanes close as they come back, and the
+//! dispatcher reports when the last one is gone.
+
+pub mod queue;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::protocol::lane::Lane;
+use crate::worker::WorkerId;
+use queue::WaitQueue;
+
+/// Why a request got no lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// Every lane is busy and the wait queue is full.
+    #[error("all workers are busy and the wait queue is full")]
+    QueueFull,
+    /// The request waited longer than the queue timeout.
+    #[error("no worker became free within the queue timeout")]
+    QueueTimeout,
+    /// The server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Load figures for readiness probes, logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Workers accepting requests.
+    pub accepting_workers: usize,
+    /// Lanes serving a request right now.
+    pub busy_lanes: usize,
+    /// Idle lanes of accepting workers.
+    pub idle_lanes: usize,
+    /// Requests waiting for a lane.
+    pub queued: usize,
+}
+
+/// Shared handle; clones are cheap and see the same pool.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    queue_timeout: Duration,
+    drained: mpsc::UnboundedSender<WorkerId>,
+}
+
+#[derive(Debug)]
+struct State {
+    slots: Vec<Slot>,
+    queue: WaitQueue<LaneLease>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    worker: WorkerId,
+    idle: Vec<Lane>,
+    /// Lanes still open: idle plus leased.
+    open_lanes: usize,
+    accepting: bool,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no workers yet. `drained` hears the id of each
+    /// retiring worker whose last lane has come back.
+    pub fn new(
+        backlog: usize,
+        queue_timeout: Duration,
+        drained: mpsc::UnboundedSender<WorkerId>,
+    ) -> Dispatcher {
+        Dispatcher {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    slots: Vec::new(),
+                    queue: WaitQueue::new(backlog.max(1)),
+                    closed: false,
+                }),
+                queue_timeout,
+                drained,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug elsewhere; the pool data
+        // itself stays consistent, so keep serving.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for a lane: at once if one is idle, else in the queue.
+    pub async fn acquire(&self) -> Result<LaneLease, DispatchError> {
+        let waiting = {
+            let mut state = self.state();
+            if state.closed {
+                return Err(DispatchError::ShuttingDown);
+            }
+            if let Some((worker, lane)) = state.pick() {
+                return Ok(self.lease(worker, lane));
+            }
+            state.queue.push().map_err(|_| DispatchError::QueueFull)?
+        };
+        match tokio::time::timeout(self.shared.queue_timeout, waiting).await {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(_)) => Err(DispatchError::ShuttingDown),
+            Err(_) => Err(DispatchError::QueueTimeout),
+        }
+    }
+
+    fn lease(&self, worker: WorkerId, lane: Lane) -> LaneLease {
+        LaneLease {
+            lane: Some(lane),
+            worker,
+            dispatcher: self.clone(),
+        }
+    }
+
+    /// Makes a ready worker's lanes available; queued requests get them first.
+    pub fn add_worker(&self, worker: WorkerId, lanes: Vec<Lane>) {
+        let mut state = self.state();
+        state.slots.push(Slot {
+            worker,
+            idle: Vec::with_capacity(lanes.len()),
+            open_lanes: lanes.len(),
+            accepting: true,
+        });
+        for lane in lanes {
+            self.put_back(&mut state, worker, lane);
+        }
+    }
+
+    /// Stops giving the worker requests; its lanes close as they come back.
+    pub fn retire(&self, worker: WorkerId) {
+        let mut state = self.state();
+        let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
+            return;
+        };
+        slot.accepting = false;
+        slot.open_lanes -= slot.idle.len();
+        slot.idle.clear();
+        self.forget_if_drained(&mut state, worker);
+    }
+
+    /// Forgets a worker that is gone; its leased lanes are dropped on return.
+    pub fn remove(&self, worker: WorkerId) {
+        self.state().slots.retain(|s| s.worker != worker);
+    }
+
+    /// Refuses new requests and empties the queue (its waiters get
+    /// `ShuttingDown`); leased lanes finish their requests.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.queue = WaitQueue::new(1);
+    }
+
+    /// Current load figures.
+    pub fn stats(&self) -> DispatchStats {
+        let state = self.state();
+        let mut stats = DispatchStats {
+            queued: state.queue.len(),
+            ..DispatchStats::default()
+        };
+        for slot in &state.slots {
+            stats.busy_lanes += slot.open_lanes - slot.idle.len();
+            if slot.accepting {
+                stats.accepting_workers += 1;
+                stats.idle_lanes += slot.idle.len();
+            }
+        }
+        stats
+    }
+
+    fn release(&self, worker: WorkerId, lane: Lane) {
+        let mut state = self.state();
+        self.put_back(&mut state, worker, lane);
+    }
+
+    /// A broken lane is closed instead of coming back.
+    fn discard(&self, worker: WorkerId) {
+        let mut state = self.state();
+        if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
+            slot.open_lanes -= 1;
+        }
+        self.forget_if_drained(&mut state, worker);
+    }
+
+    fn put_back(&self, state: &mut State, worker: WorkerId, lane: Lane) {
+        let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
+            return; // the worker is gone: drop the lane
+        };
+        if !slot.accepting {
+            slot.open_lanes -= 1;
+            self.forget_if_drained(state, worker);
+            return;
+        }
+        match state.queue.hand_over(self.lease(worker, lane)) {
+            Ok(()) => {}
+            Err(mut lease) => {
+                let lane = lease.lane.take().expect("a fresh lease holds its lane");
+                if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
+                    slot.idle.push(lane);
+                }
+            }
+        }
+    }
+
+    fn forget_if_drained(&self, state: &mut State, worker: WorkerId) {
+        let drained = state
+            .slots
+            .iter()
+            .any(|s| s.worker == worker && !s.accepting && s.open_lanes == 0);
+        if drained {
+            state.slots.retain(|s| s.worker != worker);
+            let _ = self.shared.drained.send(worker);
+        }
+    }
+}
+
+impl State {
+    /// The least-loaded accepting worker's idle lane.
+    fn pick(&mut self) -> Option<(WorkerId, Lane)> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.accepting && !s.idle.is_empty())
+            .min_by_key(|s| s.open_lanes - s.idle.len())?;
+        Some((slot.worker, slot.idle.pop()?))
+    }
+}
+
+/// A lane lent to one request. Dropping it gives the lane back; a lane
+/// dropped mid-exchange (client gone) is first brought to a clean state.
+#[derive(Debug)]
+pub struct LaneLease {
+    lane: Option<Lane>,
+    worker: WorkerId,
+    dispatcher: Dispatcher,
+}
+
+impl LaneLease {
+    /// The worker this lane belongs to.
+    pub fn worker(&self) -> WorkerId {
+        self.worker
+    }
+
+    /// The lane itself.
+    pub fn lane(&mut self) -> &mut Lane {
+        self.lane
+            .as_mut()
+            .expect("a lease holds its lane until it is dropped")
+    }
+
+    /// Closes the lane for good: it broke or its worker is being replaced.
+    pub fn discard(mut self) {
+        if self.lane.take().is_some() {
+            self.dispatcher.discard(self.worker);
+        }
+    }
+}
+
+impl Drop for LaneLease {
+    fn drop(&mut self) {
+        let Some(mut lane) = self.lane.take() else {
+            return;
+        };
+        if lane.is_settled() {
+            self.dispatcher.release(self.worker, lane);
+            return;
+        }
+        let (dispatcher, worker) = (self.dispatcher.clone(), self.worker);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    match lane.cancel().await {
+                        Ok(()) => dispatcher.release(worker, lane),
+                        Err(_) => dispatcher.discard(worker),
+                    }
+                });
+            }
+            Err(_) => dispatcher.discard(worker),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! The dispatcher over real socketpairs (a lane is a socket), with tokio's
+//! paused clock for the queue timeout.
+
+use super::*;
+use tokio::net::UnixStream;
+
+fn lanes(n: usize) -> (Vec<Lane>, Vec<UnixStream>) {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..n {
+        let (a, b) = UnixStream::pair().unwrap();
+        ours.push(Lane::new(a));
+        theirs.push(b);
+    }
+    (ours, theirs)
+}
+
+fn dispatcher(backlog: usize) -> (Dispatcher, mpsc::UnboundedReceiver<WorkerId>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Dispatcher::new(backlog, Duration::from_secs(5), tx), rx)
+}
+
+#[tokio::test]
+async fn picks_the_least_loaded_worker() {
+    let (d, _) = dispatcher(8);
+    let (a, _keep_a) = lanes(2);
+    let (b, _keep_b) = lanes(2);
+    d.add_worker(WorkerId(1), a);
+    d.add_worker(WorkerId(2), b);
+    let first = d.acquire().await.unwrap();
+    let second = d.acquire().await.unwrap();
+    assert_ne!(
+        first.worker(),
+        second.worker(),
+        "the second request goes to the idle worker"
+    );
+    assert_eq!(d.stats().busy_lanes, 2);
+    drop(first);
+    drop(second);
+    assert_eq!(d.stats().idle_lanes, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_in_the_queue_then_gets_the_freed_lane() {
+    let (d, _) = dispatcher(8);
+    let (a, _keep) = lanes(1);
+    d.add_worker(WorkerId(1), a);
+    let busy = d.acquire().await.unwrap();
+    let waiter = tokio::spawn({
+        let d = d.clone();
+        async move { d.acquire().await.map(|l| l.worker()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(d.stats().queued, 1);
+    drop(busy);
+    assert_eq!(waiter.await.unwrap(), Ok(WorkerId(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_timeout_and_full_queue_refuse() {
+    let (d, _) = dispatcher(1);
+    let (a, _keep) = lanes(1);
+    d.add_worker(WorkerId(1), a);
+    let _busy = d.acquire().await.unwrap();
+    let waiting = tokio::spawn({
+        let d = d.clone();
+        async move { d.acquire().await.map(|l| l.worker()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(d.acquire().await.unwrap_err(), DispatchError::QueueFull);
+    assert_eq!(waiting.await.unwrap(), Err(DispatchError::QueueTimeout));
+}
+
+#[tokio::test]
+async fn retiring_worker_gets_nothing_and_reports_drained() {
+    let (d, mut drained) = dispatcher(8);
+    let (a, _keep_a) = lanes(1);
+    let (b, _keep_b) = lanes(1);
+    d.add_worker(WorkerId(1), a);
+    d.add_worker(WorkerId(2), b);
+    let lease = d.acquire().await.unwrap();
+    let busy_worker = lease.worker();
+    d.retire(busy_worker);
+    assert!(drained.try_recv().is_err(), "still has a request in flight");
+    let other = d.acquire().await.unwrap();
+    assert_ne!(other.worker(), busy_worker);
+    drop(lease);
+    assert_eq!(drained.try_recv().unwrap(), busy_worker);
+}
+
+#[tokio::test]
+async fn close_refuses_new_requests() {
+    let (d, _) = dispatcher(8);
+    d.close();
+    assert_eq!(d.acquire().await.unwrap_err(), DispatchError::ShuttingDown);
+}

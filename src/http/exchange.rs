@@ -1,0 +1,293 @@
+//! One request's trip to a worker and back: take a lane, send the head (and a
+//! buffered body, or start a pump that streams a large one), wait for the
+//! response head within `--timeout`, and hand hyper a body that is either
+//! complete or streams from the lane.
+//!
+//! Failures become [`RequestError`]s; which status they get is `status.rs`'s
+//! business. A worker that breaks the protocol or times out is reported to
+//! the arbiter, which replaces it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use super::body::{BodyError, ResponseBody};
+use super::status::RequestError;
+use crate::dispatch::{Dispatcher, LaneLease};
+use crate::master::event::Event;
+use crate::protocol::environ::{decode_response_head, encode_request, BodyPlan, ConnInfo};
+use crate::protocol::frame::{self, flags, Frame, Kind, MAX_PAYLOAD};
+use crate::protocol::lane::{LaneError, LaneWriter, StopPump};
+
+/// What every exchange needs; shared by all connections.
+#[derive(Debug, Clone)]
+pub struct ExchangeCtx {
+    /// Where lanes come from.
+    pub dispatcher: Dispatcher,
+    /// Reports for the arbiter (timeouts, broken workers).
+    pub events: mpsc::UnboundedSender<Event>,
+    /// `--timeout` for the response head; zero disables it.
+    pub timeout: Duration,
+    /// `--limit-request-body`.
+    pub limit_request_body: u64,
+}
+
+/// A request body as it reaches the exchange: what was buffered, and the
+/// rest if it streams.
+#[derive(Debug)]
+pub struct PreparedBody {
+    /// How the worker will receive it.
+    pub plan: BodyPlan,
+    /// Bytes already read (all of them unless streamed).
+    pub buffered: Bytes,
+    /// The rest, still arriving from the client.
+    pub rest: Option<Incoming>,
+}
+
+/// Sends the request to a worker and returns its response.
+pub async fn forward(
+    ctx: &ExchangeCtx,
+    head: &http::request::Parts,
+    conn: &ConnInfo,
+    body: PreparedBody,
+) -> Result<Response<ResponseBody>, RequestError> {
+    let mut lease = ctx.dispatcher.acquire().await?;
+    let worker = lease.worker();
+    let lane = lease.lane();
+    let writer = lane.writer().expect("an idle lane always holds its writer");
+    encode_request(&mut writer.buf, head, conn, body.plan)
+        .map_err(|_| RequestError::BadRequest("the request path decodes to a NUL byte"))?;
+    match body.plan {
+        BodyPlan::Empty => {}
+        BodyPlan::Buffered(_) => put_body(&mut writer.buf, &body.buffered, true),
+        BodyPlan::Streamed(_) => put_body(&mut writer.buf, &body.buffered, false),
+    }
+    if let Err(err) = lane.send_request().await {
+        return Err(worker_failed(ctx, lease, err));
+    }
+    if let Some(rest) = body.rest {
+        let limit = ctx.limit_request_body;
+        let sent = body.buffered.len() as u64;
+        lane.lend_writer(|writer, stop| tokio::spawn(pump(writer, rest, stop, sent, limit)));
+    }
+
+    let first = if ctx.timeout.is_zero() {
+        lease.lane().reader.read_frame().await
+    } else {
+        match tokio::time::timeout(ctx.timeout, lease.lane().reader.read_frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
+                let _ = ctx.events.send(Event::RequestTimeout { worker });
+                lease.discard();
+                return Err(RequestError::Timeout);
+            }
+        }
+    };
+    let frame = match first {
+        Ok(frame) => frame,
+        Err(err) => return Err(worker_failed(ctx, lease, err)),
+    };
+    match frame.kind {
+        Kind::Response => respond(ctx, lease, frame.payload).await,
+        Kind::Error => {
+            // The worker logged the traceback; the lane is settled again.
+            Err(RequestError::App(
+                String::from_utf8_lossy(&frame.payload).into_owned(),
+            ))
+        }
+        other => Err(protocol_error(
+            ctx,
+            lease,
+            format!("unexpected {other:?} frame"),
+        )),
+    }
+}
+
+async fn respond(
+    ctx: &ExchangeCtx,
+    mut lease: LaneLease,
+    head: Bytes,
+) -> Result<Response<ResponseBody>, RequestError> {
+    // A bad head is the app's fault (the worker checks what it can); dropping
+    // the lease cancels the rest of the response.
+    let head = decode_response_head(&head).map_err(|err| RequestError::App(err.to_string()))?;
+    let body = match lease.lane().reader.buffered_frame() {
+        // Fast path: the whole response arrived with its head.
+        Ok(Some(frame)) if frame.kind == Kind::Body && frame.is_end() => {
+            if let Err(err) = lease.lane().reclaim_writer(StopPump::Finish).await {
+                return Err(worker_failed(ctx, lease, err));
+            }
+            drop(lease);
+            ResponseBody::full(frame.payload)
+        }
+        Ok(first) => stream(ctx, lease, first),
+        Err(err) => return Err(protocol_error(ctx, lease, err.to_string())),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    if head.close {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// Streams the rest of the response from a task that owns the lease. The
+/// client leaving closes the channel; the task then drops the lease
+/// mid-exchange, which cancels the request on the worker.
+fn stream(ctx: &ExchangeCtx, mut lease: LaneLease, first: Option<Frame>) -> ResponseBody {
+    let (tx, rx) = mpsc::channel(2);
+    let events = ctx.events.clone();
+    tokio::spawn(async move {
+        let mut next = first;
+        loop {
+            let frame = match next.take() {
+                Some(frame) => frame,
+                None => {
+                    let read = tokio::select! {
+                        read = lease.lane().reader.read_frame() => read,
+                        () = tx.closed() => return, // client gone: drop cancels
+                    };
+                    match read {
+                        Ok(frame) => frame,
+                        Err(err) => {
+                            let _ = tx.send(Err(BodyError(err.to_string()))).await;
+                            if let LaneError::Decode(_) = err {
+                                let _ = events.send(Event::ProtocolError {
+                                    worker: lease.worker(),
+                                });
+                            }
+                            lease.discard();
+                            return;
+                        }
+                    }
+                }
+            };
+            match frame.kind {
+                Kind::Body => {
+                    let end = frame.is_end();
+                    if !frame.payload.is_empty() && tx.send(Ok(frame.payload)).await.is_err() {
+                        return;
+                    }
+                    if end {
+                        if lease.lane().reclaim_writer(StopPump::Finish).await.is_err() {
+                            lease.discard();
+                        }
+                        return;
+                    }
+                }
+                Kind::Error => {
+                    warn!(worker = %lease.worker(), "app failed after its response started");
+                    let _ = tx
+                        .send(Err(BodyError("app failed mid-response".into())))
+                        .await;
+                    return;
+                }
+                other => {
+                    let _ = tx
+                        .send(Err(BodyError(format!("unexpected {other:?} frame"))))
+                        .await;
+                    let _ = events.send(Event::ProtocolError {
+                        worker: lease.worker(),
+                    });
+                    lease.discard();
+                    return;
+                }
+            }
+        }
+    });
+    ResponseBody::Stream(rx)
+}
+
+/// Streams the rest of a large request body to the worker until the body
+/// ends, the client fails, or the exchange says stop.
+async fn pump(
+    mut writer: LaneWriter,
+    mut body: Incoming,
+    mut stop: oneshot::Receiver<StopPump>,
+    mut sent: u64,
+    limit: u64,
+) -> Result<LaneWriter, LaneError> {
+    loop {
+        let next = tokio::select! {
+            how = &mut stop => {
+                match how {
+                    Ok(StopPump::Finish) => put_body(&mut writer.buf, b"", true),
+                    Ok(StopPump::Cancel) | Err(_) => frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b""),
+                }
+                writer.flush().await?;
+                return Ok(writer);
+            }
+            next = body.frame() => next,
+        };
+        let done = match next {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are not part of WSGI
+                };
+                sent += data.len() as u64;
+                if sent > limit {
+                    frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b"");
+                    true
+                } else {
+                    put_body(&mut writer.buf, &data, false);
+                    false
+                }
+            }
+            None => {
+                put_body(&mut writer.buf, b"", true);
+                true
+            }
+            Some(Err(_)) => {
+                frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b"");
+                true
+            }
+        };
+        writer.flush().await?;
+        if done {
+            return Ok(writer);
+        }
+    }
+}
+
+/// Appends `data` as BODY frames (split to the frame limit), the last with
+/// END if `end`.
+fn put_body(out: &mut BytesMut, data: &[u8], end: bool) {
+    let mut chunks = data.chunks(MAX_PAYLOAD).peekable();
+    if chunks.peek().is_none() {
+        if end {
+            frame::put_frame(out, Kind::Body, flags::END, b"");
+        }
+        return;
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let flag_bits = if end && last { flags::END } else { 0 };
+        frame::put_frame(out, Kind::Body, flag_bits, chunk);
+    }
+}
+
+fn worker_failed(ctx: &ExchangeCtx, lease: LaneLease, err: LaneError) -> RequestError {
+    if let LaneError::Decode(_) = err {
+        return protocol_error(ctx, lease, err.to_string());
+    }
+    // Died or closed: the arbiter learns of it from the process exit.
+    lease.discard();
+    RequestError::Worker(err.to_string())
+}
+
+fn protocol_error(ctx: &ExchangeCtx, lease: LaneLease, why: String) -> RequestError {
+    let worker = lease.worker();
+    error!(worker = %worker, "worker broke the protocol: {why}");
+    let _ = ctx.events.send(Event::ProtocolError { worker });
+    lease.discard();
+    RequestError::Worker(why)
+}

@@ -1,0 +1,93 @@
+//! Binding the listeners, before any worker starts, so the port is open for
+//! the server's whole life and workers can be replaced behind it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+
+use crate::config::BindAddr;
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP, v4 or v6.
+    Tcp(TcpListener),
+    /// A Unix socket and its path (removed at exit).
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// The address clients connect to, e.g. `http://127.0.0.1:8000`.
+    pub fn url(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(addr) => format!("http://{addr}"),
+                Err(_) => "http://?".to_string(),
+            },
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// An address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {reason}")]
+pub struct BindError {
+    /// The address as configured.
+    pub addr: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Binds every configured address with the given listen backlog.
+pub fn bind_all(addrs: &[BindAddr], backlog: u32) -> Result<Vec<Listener>, BindError> {
+    addrs.iter().map(|addr| bind(addr, backlog)).collect()
+}
+
+fn bind(addr: &BindAddr, backlog: u32) -> Result<Listener, BindError> {
+    let fail = |reason: String| BindError {
+        addr: addr.to_string(),
+        reason,
+    };
+    match addr {
+        BindAddr::Tcp { host, port } => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let resolved: SocketAddr = (host, *port)
+                .to_socket_addrs()
+                .map_err(|e| fail(e.to_string()))?
+                .next()
+                .ok_or_else(|| fail("the host name has no address".into()))?;
+            let socket = if resolved.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(|e| fail(e.to_string()))?;
+            // Restarting the server must not wait out TIME_WAIT.
+            socket
+                .set_reuseaddr(true)
+                .map_err(|e| fail(e.to_string()))?;
+            socket.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+            socket.bind(resolved).map_err(|e| fail(e.to_string()))?;
+            let listener = socket.listen(backlog).map_err(|e| fail(e.to_string()))?;
+            Ok(Listener::Tcp(listener))
+        }
+        BindAddr::Unix(path) => {
+            // A stale socket file from a killed server would block the bind.
+            if std::os::unix::net::UnixStream::connect(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+            Ok(Listener::Unix(listener, path.clone()))
+        }
+    }
+}

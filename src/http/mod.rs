@@ -1,0 +1,10 @@
+//! The HTTP front in the master: listeners, hyper connections, the
+//! per-request service, the trip to a worker, and the status mapping.
+
+pub mod body;
+pub mod exchange;
+pub mod listener;
+pub mod server;
+pub mod service;
+pub mod status;
+pub mod timer;

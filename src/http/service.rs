@@ -1,0 +1,192 @@
+//! The per-request service hyper calls: enforce the request limits, read a
+//! body up to the buffering threshold (so slow uploaders never hold a
+//! worker), forward to a worker, and turn any failure into its status.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, SERVER, TRANSFER_ENCODING};
+use http::{HeaderValue, Request, Response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use super::body::ResponseBody;
+use super::exchange::{forward, ExchangeCtx, PreparedBody};
+use super::status::RequestError;
+use crate::logging::{AccessLog, AccessRecord};
+use crate::protocol::environ::{BodyPlan, ConnInfo};
+
+/// Request limits, gunicorn's `limit_request_*` plus ours.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest request line (method, target, version); 0 = unlimited.
+    pub request_line: usize,
+    /// Longest header line (name + value); 0 = unlimited.
+    pub field_size: usize,
+    /// Largest body.
+    pub body: u64,
+    /// Bodies up to this size are received whole before dispatch.
+    pub buffer: u64,
+}
+
+/// Everything a request needs, shared by all connections.
+#[derive(Debug)]
+pub struct ServiceCtx {
+    /// The worker side.
+    pub exchange: ExchangeCtx,
+    /// Request limits.
+    pub limits: Limits,
+    /// The access log, if one is configured.
+    pub access: Option<AccessLog>,
+}
+
+static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
+
+/// Serves one request; never fails at the hyper level.
+pub async fn handle(
+    ctx: Arc<ServiceCtx>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+    let started = (Instant::now(), SystemTime::now());
+    let (head, body) = req.into_parts();
+    let mut response = match serve(&ctx, &conn, &head, body).await {
+        Ok(response) => response,
+        Err(err) => {
+            if err.is_client_fault() {
+                debug!(error = %err, "request refused");
+            } else {
+                warn!(method = %head.method, path = head.uri.path(), error = %err, "request failed");
+            }
+            err.into_response()
+        }
+    };
+    if !response.headers().contains_key(SERVER) {
+        response.headers_mut().insert(SERVER, SERVER_NAME.clone());
+    }
+    if let Some(access) = &ctx.access {
+        log_access(access, &conn, &head, &response, started);
+    }
+    Ok(response)
+}
+
+async fn serve(
+    ctx: &ServiceCtx,
+    conn: &ConnInfo,
+    head: &http::request::Parts,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, RequestError> {
+    check_limits(&ctx.limits, head)?;
+    let body = prepare_body(&ctx.limits, head, body).await?;
+    forward(&ctx.exchange, head, conn, body).await
+}
+
+fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), RequestError> {
+    if limits.request_line > 0 {
+        // "METHOD SP target SP HTTP/1.1"
+        let line = head.method.as_str().len() + head.uri.to_string().len() + 10;
+        if line > limits.request_line {
+            return Err(RequestError::BadRequest("request line is too long"));
+        }
+    }
+    if limits.field_size > 0 {
+        for (name, value) in &head.headers {
+            if name.as_str().len() + value.len() + 2 > limits.field_size {
+                return Err(RequestError::HeaderTooLarge("a header line is too long"));
+            }
+        }
+    }
+    // hyper already refuses a bad Content-Length and a Transfer-Encoding
+    // that is not chunked; a length with chunked is dropped by hyper, so it
+    // can only be seen here if the client repeated it oddly.
+    if head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH) {
+        return Err(RequestError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the body up to the buffering threshold. A body that ends within it
+/// is sent whole; a larger one streams to the worker as it arrives.
+async fn prepare_body(
+    limits: &Limits,
+    head: &http::request::Parts,
+    mut body: Incoming,
+) -> Result<PreparedBody, RequestError> {
+    if body.is_end_stream() {
+        return Ok(PreparedBody {
+            plan: BodyPlan::Empty,
+            buffered: Bytes::new(),
+            rest: None,
+        });
+    }
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|len| len > limits.body) {
+        return Err(RequestError::BodyTooLarge);
+    }
+    let _ = head;
+    let mut buffered = BytesMut::new();
+    while (buffered.len() as u64) <= limits.buffer {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffered.extend_from_slice(&data);
+                    if buffered.len() as u64 > limits.body {
+                        return Err(RequestError::BodyTooLarge);
+                    }
+                }
+            }
+            Some(Err(err)) => return Err(RequestError::ClientBody(err.to_string())),
+            None => {
+                return Ok(PreparedBody {
+                    plan: BodyPlan::Buffered(buffered.len() as u64),
+                    buffered: buffered.freeze(),
+                    rest: None,
+                })
+            }
+        }
+    }
+    Ok(PreparedBody {
+        plan: BodyPlan::Streamed(declared),
+        buffered: buffered.freeze(),
+        rest: Some(body),
+    })
+}
+
+fn log_access(
+    access: &AccessLog,
+    conn: &ConnInfo,
+    head: &http::request::Parts,
+    response: &Response<ResponseBody>,
+    (started, started_at): (Instant, SystemTime),
+) {
+    let response_bytes = response
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| {
+            response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    access.log(&AccessRecord {
+        remote: &conn.remote_addr,
+        method: head.method.as_str(),
+        path: head.uri.path(),
+        query: head.uri.query(),
+        version: head.version,
+        status: response.status().as_u16(),
+        response_bytes,
+        started: started_at,
+        elapsed: started.elapsed(),
+        request_headers: &head.headers,
+        response_headers: response.headers(),
+    });
+}

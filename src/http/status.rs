@@ -1,0 +1,111 @@
+//! The one place where a failed request becomes a status code. Every error
+//! says who caused it (the client, the worker, load, or us), as pingora's
+//! error source does, and the mapping follows from that.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use super::body::ResponseBody;
+use crate::dispatch::DispatchError;
+
+/// Why a request got no response from the app.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The client sent something we will not forward (400).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A header line or the whole head is over a limit (431).
+    #[error("request header fields too large: {0}")]
+    HeaderTooLarge(&'static str),
+    /// The body is over `--limit-request-body` (413).
+    #[error("request body is over the size limit")]
+    BodyTooLarge,
+    /// The client went away or broke the body while we read it (400; rarely seen).
+    #[error("client failed while sending the body: {0}")]
+    ClientBody(String),
+    /// No worker lane became free (503).
+    #[error(transparent)]
+    Overloaded(#[from] DispatchError),
+    /// The worker died or broke the protocol mid-request (502).
+    #[error("worker failed: {0}")]
+    Worker(String),
+    /// The app raised before it sent a response (500).
+    #[error("app error: {0}")]
+    App(String),
+    /// The request ran past `--timeout` (504).
+    #[error("request ran past the timeout")]
+    Timeout,
+}
+
+impl RequestError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::BadRequest(_) | RequestError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            RequestError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Worker(_) => StatusCode::BAD_GATEWAY,
+            RequestError::App(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether the client caused it (then it is not worth an error log line).
+    pub fn is_client_fault(&self) -> bool {
+        self.status().is_client_error()
+    }
+
+    /// The response for this error: a short text body.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error")
+        );
+        let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        match self {
+            RequestError::Overloaded(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of a refused body is never read: don't reuse the connection.
+            RequestError::BodyTooLarge | RequestError::ClientBody(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_has_its_status() {
+        let cases = [
+            (RequestError::BadRequest("x"), 400),
+            (RequestError::HeaderTooLarge("x"), 431),
+            (RequestError::BodyTooLarge, 413),
+            (RequestError::Overloaded(DispatchError::QueueFull), 503),
+            (RequestError::Worker("gone".into()), 502),
+            (RequestError::App("boom".into()), 500),
+            (RequestError::Timeout, 504),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+        }
+    }
+
+    #[test]
+    fn overload_says_when_to_retry() {
+        let response = RequestError::Overloaded(DispatchError::QueueTimeout).into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,72 @@
+//! What the arbiter asks the shell to do. Plain data: tests assert on it.
+
+use crate::exit::ExitCode;
+use crate::worker::state::RetireReason;
+use crate::worker::WorkerId;
+
+/// A signal the master sends a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerSignal {
+    /// Finish in-flight requests, then exit.
+    Term,
+    /// Dump every thread's stack, then die (timeout).
+    Abort,
+    /// Exit at once.
+    Quit,
+    /// Die now.
+    Kill,
+}
+
+/// One step for the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a new worker process.
+    Spawn {
+        /// Its new id.
+        worker: WorkerId,
+    },
+    /// Hand the ready worker's lanes to the dispatcher.
+    Admit {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// Give the worker no new requests; it finishes what it has.
+    Retire {
+        /// Which worker.
+        worker: WorkerId,
+        /// Why.
+        reason: RetireReason,
+    },
+    /// Close the worker's control socket: it exits once idle.
+    Stop {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// Forget a dead worker's lanes.
+    Forget {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// Send the worker a signal.
+    Signal {
+        /// Which worker.
+        worker: WorkerId,
+        /// Which signal.
+        signal: WorkerSignal,
+    },
+    /// Close the listeners; with `graceful`, let open connections finish
+    /// their requests (the shell reports `ConnectionsClosed`).
+    StopAccepting {
+        /// Drain connections rather than drop them.
+        graceful: bool,
+    },
+    /// Reopen log files (USR1).
+    ReopenLogs,
+    /// Leave the loop and exit the process.
+    Exit {
+        /// The exit code.
+        code: ExitCode,
+        /// A fatal message to print, if any.
+        message: Option<String>,
+    },
+}

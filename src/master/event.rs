@@ -1,0 +1,109 @@
+//! What the arbiter hears: signals, worker news and the clock. Plain data, so
+//! tests can feed any sequence of them.
+
+use crate::worker::WorkerId;
+
+/// A process signal with gunicorn's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    /// Graceful stop.
+    Term,
+    /// Quick stop.
+    Int,
+    /// Quick stop.
+    Quit,
+    /// Reload (not yet: the lifecycle issue).
+    Hup,
+    /// One worker more.
+    Ttin,
+    /// One worker less.
+    Ttou,
+    /// Reopen log files.
+    Usr1,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(sig) => {
+                let name = nix::sys::signal::Signal::try_from(*sig)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
+                write!(f, "signal {sig} ({name})")
+            }
+        }
+    }
+}
+
+/// Something the arbiter must react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The master is up: listeners bound, nothing spawned yet.
+    Start,
+    /// A signal arrived.
+    Signal(Sig),
+    /// A worker process was started.
+    Spawned {
+        /// Which worker.
+        worker: WorkerId,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A worker process could not even be started.
+    SpawnFailed {
+        /// Which worker.
+        worker: WorkerId,
+        /// Why, ready to print.
+        error: String,
+    },
+    /// A worker finished its handshake and imported the app.
+    Ready {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// A worker's boot failed.
+    BootFailed {
+        /// Which worker.
+        worker: WorkerId,
+        /// The app could not be loaded (exit 4), not the worker itself (exit 3).
+        app_load: bool,
+        /// Why, ready to print.
+        message: String,
+    },
+    /// A worker process ended.
+    Exited {
+        /// Which worker.
+        worker: WorkerId,
+        /// How.
+        status: ExitStatus,
+    },
+    /// A retiring worker has no open lanes left.
+    Drained {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// A request on this worker ran past `--timeout`.
+    RequestTimeout {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// A worker broke the protocol on a lane.
+    ProtocolError {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// Every client connection has closed after listeners stopped.
+    ConnectionsClosed,
+    /// Time passed.
+    Tick,
+}

@@ -1,0 +1,4 @@
+//! Policies: plain functions over a worker's facts and a clock, unit-tested
+//! without processes or sleeps.
+
+pub mod backoff;

@@ -1,0 +1,205 @@
+//! The shell around the arbiter: it carries out [`Action`]s on real
+//! processes, sockets and the dispatcher, and turns what those report back
+//! into [`Event`]s. No decisions are made here.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use super::action::{Action, WorkerSignal};
+use super::event::{Event, ExitStatus};
+use crate::dispatch::Dispatcher;
+use crate::http::server::HttpServer;
+use crate::logging::Logging;
+use crate::protocol::lane::Lane;
+use crate::worker::boot::handshake;
+use crate::worker::spawn::{spawn, SpawnSpec};
+use crate::worker::WorkerId;
+
+/// A worker as the shell holds it.
+#[derive(Debug)]
+struct Handle {
+    pid: u32,
+    /// Closing it tells the worker to stop once idle.
+    control: Option<UnixStream>,
+    /// Lanes until the worker is admitted to the dispatcher.
+    lanes: Vec<UnixStream>,
+    /// Told to stop: a control socket arriving late is closed at once.
+    stopping: bool,
+}
+
+/// What the shell needs to act.
+pub struct Shell {
+    /// How to start workers.
+    pub spawn: SpawnSpec,
+    /// Time a worker has to import the app and say READY.
+    pub boot_timeout: Duration,
+    /// The lanes' pool.
+    pub dispatcher: Dispatcher,
+    /// The HTTP front.
+    pub http: HttpServer,
+    /// Log files.
+    pub logging: Logging,
+    /// Where spawned tasks report back.
+    pub events: mpsc::UnboundedSender<Event>,
+    workers: HashMap<WorkerId, Handle>,
+    /// Control sockets of booted workers, until the boot task hands them over.
+    booted: mpsc::UnboundedReceiver<(WorkerId, UnixStream)>,
+    booted_tx: mpsc::UnboundedSender<(WorkerId, UnixStream)>,
+}
+
+impl Shell {
+    /// A shell with no workers.
+    pub fn new(
+        spawn: SpawnSpec,
+        boot_timeout: Duration,
+        dispatcher: Dispatcher,
+        http: HttpServer,
+        logging: Logging,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Shell {
+        let (booted_tx, booted) = mpsc::unbounded_channel();
+        Shell {
+            spawn,
+            boot_timeout,
+            dispatcher,
+            http,
+            logging,
+            events,
+            workers: HashMap::new(),
+            booted,
+            booted_tx,
+        }
+    }
+
+    /// Carries out one action. `Exit` is the loop's business and ignored here.
+    pub fn apply(&mut self, action: &Action) {
+        self.collect_control_sockets();
+        match *action {
+            Action::Spawn { worker } => self.spawn(worker),
+            Action::Admit { worker } => {
+                if let Some(handle) = self.workers.get_mut(&worker) {
+                    let lanes = handle.lanes.drain(..).map(Lane::new).collect();
+                    self.dispatcher.add_worker(worker, lanes);
+                }
+            }
+            Action::Retire { worker, .. } => self.dispatcher.retire(worker),
+            Action::Stop { worker } => {
+                if let Some(handle) = self.workers.get_mut(&worker) {
+                    handle.control = None;
+                    handle.lanes.clear();
+                    handle.stopping = true;
+                }
+            }
+            Action::Forget { worker } => {
+                self.dispatcher.remove(worker);
+                self.workers.remove(&worker);
+            }
+            Action::Signal { worker, signal } => {
+                if let Some(handle) = self.workers.get(&worker) {
+                    let signal = match signal {
+                        WorkerSignal::Term => Signal::SIGTERM,
+                        WorkerSignal::Abort => Signal::SIGABRT,
+                        WorkerSignal::Quit => Signal::SIGQUIT,
+                        WorkerSignal::Kill => Signal::SIGKILL,
+                    };
+                    // It may have exited already; its exit event is on the way.
+                    let _ = kill(Pid::from_raw(handle.pid as i32), signal);
+                }
+            }
+            Action::StopAccepting { graceful } => {
+                if !graceful {
+                    self.dispatcher.close();
+                }
+                self.http.stop(graceful);
+            }
+            Action::ReopenLogs => match self.logging.reopen() {
+                Ok(()) => info!("log files reopened"),
+                Err(err) => error!(error = %err, "cannot reopen log files"),
+            },
+            Action::Exit { .. } => {}
+        }
+    }
+
+    fn collect_control_sockets(&mut self) {
+        while let Ok((worker, control)) = self.booted.try_recv() {
+            match self.workers.get_mut(&worker) {
+                Some(handle) if !handle.stopping => handle.control = Some(control),
+                _ => {}
+            }
+        }
+    }
+
+    fn spawn(&mut self, worker: WorkerId) {
+        let stderr = match self.logging.worker_stderr() {
+            Ok(stderr) => stderr,
+            Err(err) => {
+                let _ = self.events.send(Event::SpawnFailed {
+                    worker,
+                    error: format!("cannot open the error log for a worker: {err}"),
+                });
+                return;
+            }
+        };
+        let spawned = match spawn(worker, &self.spawn, stderr) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                let _ = self.events.send(Event::SpawnFailed {
+                    worker,
+                    error: err.to_string(),
+                });
+                return;
+            }
+        };
+        let pid = spawned.pid;
+        info!(worker = %worker, pid, "booting worker");
+        let _ = self.events.send(Event::Spawned { worker, pid });
+        self.workers.insert(
+            worker,
+            Handle {
+                pid,
+                control: None,
+                lanes: spawned.lanes,
+                stopping: false,
+            },
+        );
+        let mut child = spawned.child;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(code), _) => ExitStatus::Code(code),
+                    (None, Some(sig)) => ExitStatus::Signal(sig),
+                    (None, None) => ExitStatus::Code(-1),
+                },
+                Err(_) => ExitStatus::Code(-1),
+            };
+            let _ = events.send(Event::Exited { worker, status });
+        });
+        let events = self.events.clone();
+        let booted = self.booted_tx.clone();
+        let (lanes, timeout) = (self.spawn.lanes, self.boot_timeout);
+        tokio::spawn(async move {
+            let (control, result) = handshake(spawned.control, lanes, timeout).await;
+            let _ = booted.send((worker, control));
+            let event = match result {
+                Ok(hello) => {
+                    info!(worker = %worker, pid = hello.pid, python = %hello.python, class = %hello.worker_class, "worker booted");
+                    Event::Ready { worker }
+                }
+                Err(err) => Event::BootFailed {
+                    worker,
+                    app_load: err.is_app_load(),
+                    message: err.to_string(),
+                },
+            };
+            let _ = events.send(event);
+        });
+    }
+}

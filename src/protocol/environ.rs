@@ -1,0 +1,412 @@
+//! The request head as WSGI environ pairs (master -> worker), and the
+//! response head back (worker -> master), both in the NUL-separated latin-1
+//! form of docs/protocol.md, so the worker decodes a request with one
+//! `decode` and one `split`.
+//!
+//! Owns the CGI naming rules (`HTTP_*`, `CONTENT_TYPE`, dropped
+//! underscore headers). Knows nothing of sockets or of hyper's connection.
+
+use bytes::{BufMut, BytesMut};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING,
+};
+use http::{StatusCode, Version};
+
+use super::frame::{flags, put_header, Kind, HEADER_LEN, MAX_PAYLOAD};
+
+/// Facts about the connection a request came in on, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client IP, or empty for a Unix socket.
+    pub remote_addr: String,
+    /// Client port, or empty for a Unix socket.
+    pub remote_port: String,
+    /// Server name when the request has no Host header.
+    pub server_name: String,
+    /// Server port when the request has no Host header.
+    pub server_port: String,
+    /// `http` (later `https`).
+    pub scheme: &'static str,
+}
+
+/// How the body reaches the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// No body at all.
+    Empty,
+    /// The whole body was buffered: its exact length.
+    Buffered(u64),
+    /// The body streams; its declared length if the client gave one.
+    Streamed(Option<u64>),
+}
+
+/// A request head that cannot be expressed as an environ.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvironError {
+    /// `%00` in the path: a NUL would break the encoding and no app wants it.
+    #[error("request path decodes to a NUL byte")]
+    NulInPath,
+    /// The head alone is larger than a frame.
+    #[error("request head is over the frame size limit")]
+    TooLarge,
+}
+
+/// Appends a REQUEST frame for this head to `out`.
+pub fn encode_request(
+    out: &mut BytesMut,
+    head: &http::request::Parts,
+    conn: &ConnInfo,
+    body: BodyPlan,
+) -> Result<(), EnvironError> {
+    let start = out.len();
+    let flag_bits = if body == BodyPlan::Empty {
+        0
+    } else {
+        flags::HAS_BODY
+    };
+    put_header(out, Kind::Request, flag_bits, 0);
+    let payload_start = out.len();
+    let mut env = Pairs { out, first: true };
+
+    env.pair(b"REQUEST_METHOD", head.method.as_str().as_bytes());
+    env.pair(b"SCRIPT_NAME", b"");
+    env.key(b"PATH_INFO");
+    if let Err(err) = put_percent_decoded(env.out, head.uri.path().as_bytes()) {
+        // Leave no half-written frame behind for the next request.
+        out.truncate(start);
+        return Err(err);
+    }
+    env.pair(b"QUERY_STRING", head.uri.query().unwrap_or("").as_bytes());
+    let raw_uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    env.pair(b"RAW_URI", raw_uri.as_bytes());
+    env.pair(b"SERVER_PROTOCOL", protocol_name(head.version));
+    let (name, port) = server_name_port(head, conn);
+    env.pair(b"SERVER_NAME", name.as_bytes());
+    env.pair(b"SERVER_PORT", port.as_bytes());
+    env.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
+    env.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
+    env.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
+    match body {
+        BodyPlan::Buffered(len) | BodyPlan::Streamed(Some(len)) => {
+            env.pair(b"CONTENT_LENGTH", len.to_string().as_bytes());
+        }
+        BodyPlan::Empty | BodyPlan::Streamed(None) => {}
+    }
+    env.headers(&head.headers, matches!(body, BodyPlan::Buffered(_)));
+
+    let payload_len = out.len() - payload_start;
+    if payload_len > MAX_PAYLOAD {
+        out.truncate(start);
+        return Err(EnvironError::TooLarge);
+    }
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    debug_assert_eq!(payload_start - start, HEADER_LEN);
+    Ok(())
+}
+
+/// Writes NUL-separated (not NUL-terminated) key/value fields.
+struct Pairs<'a> {
+    out: &'a mut BytesMut,
+    first: bool,
+}
+
+impl Pairs<'_> {
+    fn key(&mut self, key: &[u8]) {
+        if !self.first {
+            self.out.put_u8(0);
+        }
+        self.first = false;
+        self.out.extend_from_slice(key);
+        self.out.put_u8(0);
+    }
+
+    fn pair(&mut self, key: &[u8], value: &[u8]) {
+        self.key(key);
+        self.out.extend_from_slice(value);
+    }
+
+    fn headers(&mut self, headers: &HeaderMap, body_buffered: bool) {
+        for name in headers.keys() {
+            let bytes = name.as_str().as_bytes();
+            // gunicorn's default header_map = "drop": X_Forwarded_For must not
+            // be able to pose as X-Forwarded-For.
+            if bytes.contains(&b'_') || name == CONTENT_LENGTH {
+                continue;
+            }
+            // A buffered body has a CONTENT_LENGTH; its chunking is history.
+            if body_buffered && name == TRANSFER_ENCODING {
+                continue;
+            }
+            if name == CONTENT_TYPE {
+                self.key(b"CONTENT_TYPE");
+            } else {
+                if !self.first {
+                    self.out.put_u8(0);
+                }
+                self.first = false;
+                self.out.extend_from_slice(b"HTTP_");
+                self.out.extend(bytes.iter().map(|&b| {
+                    if b == b'-' {
+                        b'_'
+                    } else {
+                        b.to_ascii_uppercase()
+                    }
+                }));
+                self.out.put_u8(0);
+            }
+            let joiner: &[u8] = if name == COOKIE { b"; " } else { b"," };
+            for (i, value) in headers.get_all(name).iter().enumerate() {
+                if i > 0 {
+                    self.out.extend_from_slice(joiner);
+                }
+                self.out.extend_from_slice(value.as_bytes());
+            }
+        }
+    }
+}
+
+fn server_name_port<'a>(head: &'a http::request::Parts, conn: &'a ConnInfo) -> (&'a str, &'a str) {
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()));
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return (&conn.server_name, &conn.server_port);
+    };
+    let default_port = if conn.scheme == "https" { "443" } else { "80" };
+    // "[::1]:8000", "example.com:8000", "example.com", "[::1]"
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => (&host[..i], &host[i + 1..]),
+        _ => (host, default_port),
+    }
+}
+
+fn protocol_name(version: Version) -> &'static [u8] {
+    match version {
+        Version::HTTP_10 => b"HTTP/1.0",
+        Version::HTTP_09 => b"HTTP/0.9",
+        Version::HTTP_2 => b"HTTP/2",
+        Version::HTTP_3 => b"HTTP/3",
+        _ => b"HTTP/1.1",
+    }
+}
+
+fn put_percent_decoded(out: &mut BytesMut, path: &[u8]) -> Result<(), EnvironError> {
+    if !path.contains(&b'%') {
+        out.extend_from_slice(path);
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        if b == b'%' && i + 2 < path.len() {
+            if let (Some(hi), Some(lo)) = (hex(path[i + 1]), hex(path[i + 2])) {
+                let decoded = (hi << 4) | lo;
+                if decoded == 0 {
+                    return Err(EnvironError::NulInPath);
+                }
+                out.put_u8(decoded);
+                i += 3;
+                continue;
+            }
+        }
+        out.put_u8(b);
+        i += 1;
+    }
+    Ok(())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A response head from the worker that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The status is not three digits in 100..=999 followed by a space or the end.
+    #[error("invalid status line {0:?} from the app")]
+    Status(String),
+    /// A header name or value HTTP cannot carry.
+    #[error("invalid response header {0:?} from the app")]
+    Header(String),
+    /// The fields do not pair up.
+    #[error("response head has an odd number of fields")]
+    Unpaired,
+}
+
+/// A decoded response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: StatusCode,
+    /// Headers as the app gave them, minus hop-by-hop ones.
+    pub headers: HeaderMap,
+    /// The app asked to close the connection after this response.
+    pub close: bool,
+}
+
+/// Decodes the payload of a RESPONSE frame.
+pub fn decode_response_head(payload: &[u8]) -> Result<ResponseHead, HeadError> {
+    let mut fields = payload.split(|&b| b == 0);
+    let status_line = fields.next().unwrap_or_default();
+    let status = parse_status(status_line)
+        .ok_or_else(|| HeadError::Status(String::from_utf8_lossy(status_line).into_owned()))?;
+    let mut headers = HeaderMap::new();
+    let mut close = false;
+    while let Some(name) = fields.next() {
+        let value = fields.next().ok_or(HeadError::Unpaired)?;
+        let bad = || HeadError::Header(String::from_utf8_lossy(name).into_owned());
+        let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| bad())?;
+        if name == TRANSFER_ENCODING || name == "keep-alive" {
+            continue;
+        }
+        if name == http::header::CONNECTION {
+            close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            continue;
+        }
+        headers.append(name, value);
+    }
+    Ok(ResponseHead {
+        status,
+        headers,
+        close,
+    })
+}
+
+fn parse_status(line: &[u8]) -> Option<StatusCode> {
+    if line.len() < 3 || (line.len() > 3 && line[3] != b' ') {
+        return None;
+    }
+    StatusCode::from_bytes(&line[..3]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::decode;
+
+    fn conn() -> ConnInfo {
+        ConnInfo {
+            remote_addr: "127.0.0.1".into(),
+            remote_port: "50000".into(),
+            server_name: "127.0.0.1".into(),
+            server_port: "8000".into(),
+            scheme: "http",
+        }
+    }
+
+    fn environ(req: http::Request<()>, body: BodyPlan) -> Vec<(String, String)> {
+        let (parts, ()) = req.into_parts();
+        let mut out = BytesMut::new();
+        encode_request(&mut out, &parts, &conn(), body).unwrap();
+        let frame = decode(&mut out).unwrap().unwrap();
+        assert_eq!(frame.kind, Kind::Request);
+        // latin-1: every byte is one char
+        let text: String = frame.payload.iter().map(|&b| b as char).collect();
+        let fields: Vec<&str> = text.split('\0').collect();
+        assert_eq!(fields.len() % 2, 0, "{fields:?}");
+        fields
+            .chunks(2)
+            .map(|kv| (kv[0].to_string(), kv[1].to_string()))
+            .collect()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn cgi_keys_from_a_request() {
+        let req = http::Request::get("/caf%C3%A9/a%2Fb?x=1&y=%20")
+            .header("host", "example.com:8080")
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .header("x_sneaky", "dropped")
+            .header("content-type", "text/plain")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let env = environ(req, BodyPlan::Buffered(5));
+        assert_eq!(get(&env, "REQUEST_METHOD"), Some("GET"));
+        assert_eq!(get(&env, "PATH_INFO"), Some("/caf\u{c3}\u{a9}/a/b"));
+        assert_eq!(get(&env, "QUERY_STRING"), Some("x=1&y=%20"));
+        assert_eq!(get(&env, "RAW_URI"), Some("/caf%C3%A9/a%2Fb?x=1&y=%20"));
+        assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&env, "SERVER_PORT"), Some("8080"));
+        assert_eq!(get(&env, "HTTP_X_MULTI"), Some("a,b"));
+        assert_eq!(get(&env, "CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get(&env, "CONTENT_LENGTH"), Some("5"));
+        assert_eq!(get(&env, "HTTP_CONTENT_LENGTH"), None);
+        assert_eq!(get(&env, "HTTP_X_SNEAKY"), None);
+        assert_eq!(get(&env, "wsgi.url_scheme"), Some("http"));
+    }
+
+    #[test]
+    fn without_host_uses_the_listener() {
+        let req = http::Request::get("/").body(()).unwrap();
+        let env = environ(req, BodyPlan::Empty);
+        assert_eq!(get(&env, "SERVER_NAME"), Some("127.0.0.1"));
+        assert_eq!(get(&env, "SERVER_PORT"), Some("8000"));
+        assert_eq!(get(&env, "CONTENT_LENGTH"), None);
+    }
+
+    #[test]
+    fn ipv6_host_keeps_its_brackets() {
+        let req = http::Request::get("/")
+            .header("host", "[::1]:9000")
+            .body(())
+            .unwrap();
+        let env = environ(req, BodyPlan::Empty);
+        assert_eq!(get(&env, "SERVER_NAME"), Some("[::1]"));
+        assert_eq!(get(&env, "SERVER_PORT"), Some("9000"));
+    }
+
+    #[test]
+    fn nul_in_path_is_refused() {
+        let (parts, ()) = http::Request::get("/a%00b").body(()).unwrap().into_parts();
+        let mut out = BytesMut::new();
+        let err = encode_request(&mut out, &parts, &conn(), BodyPlan::Empty);
+        assert_eq!(err, Err(EnvironError::NulInPath));
+        assert!(out.is_empty(), "a refused request leaves nothing to send");
+    }
+
+    #[test]
+    fn response_head_decodes_and_drops_hop_by_hop() {
+        let head = decode_response_head(
+            b"201 Created\0Content-Type\0text/plain\0Set-Cookie\0a=1\0Set-Cookie\0b=2\0Transfer-Encoding\0chunked\0Connection\0close",
+        )
+        .unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.headers.get_all("set-cookie").iter().count(), 2);
+        assert!(head.headers.get("transfer-encoding").is_none());
+        assert!(head.close);
+    }
+
+    #[test]
+    fn bad_response_heads_are_errors() {
+        assert!(matches!(
+            decode_response_head(b"OK"),
+            Err(HeadError::Status(_))
+        ));
+        assert!(matches!(
+            decode_response_head(b"2000 X"),
+            Err(HeadError::Status(_))
+        ));
+        assert!(matches!(
+            decode_response_head(b"200 OK\0X-A"),
+            Err(HeadError::Unpaired)
+        ));
+        assert!(matches!(
+            decode_response_head(b"200 OK\0Bad Name\0v"),
+            Err(HeadError::Header(_))
+        ));
+        assert!(decode_response_head(b"204").is_ok());
+    }
+}

@@ -1,0 +1,261 @@
+//! Frames of the master <-> worker protocol (docs/protocol.md): the 8-byte
+//! header, the kinds and flags, encoding into a buffer and decoding from one.
+//!
+//! Decoding never panics: partial input is a normal state (`Ok(None)`), and
+//! bytes that break the rules are a [`DecodeError`]. Sockets live in
+//! `lane.rs`; this file only turns bytes into frames and back.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Version of the protocol; the worker reports its own in HELLO.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 8;
+/// Largest payload of one frame; larger data is split into BODY frames.
+pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Worker -> master: handshake, JSON.
+    Hello = 1,
+    /// Worker -> master: the app is imported.
+    Ready = 2,
+    /// Worker -> master: the worker could not start; text.
+    BootFailed = 3,
+    /// Master -> worker: the request head as environ pairs.
+    Request = 16,
+    /// Both ways: a chunk of a body.
+    Body = 17,
+    /// Master -> worker: the client is gone.
+    Cancel = 18,
+    /// Worker -> master: the response head.
+    Response = 32,
+    /// Worker -> master: the request failed in the app; text.
+    Error = 33,
+}
+
+impl Kind {
+    fn from_u8(value: u8) -> Option<Kind> {
+        Some(match value {
+            1 => Kind::Hello,
+            2 => Kind::Ready,
+            3 => Kind::BootFailed,
+            16 => Kind::Request,
+            17 => Kind::Body,
+            18 => Kind::Cancel,
+            32 => Kind::Response,
+            33 => Kind::Error,
+            _ => return None,
+        })
+    }
+
+    /// Flag bits this kind may carry.
+    fn allowed_flags(self) -> u8 {
+        match self {
+            Kind::Request => flags::HAS_BODY,
+            Kind::Body => flags::END,
+            Kind::BootFailed => flags::APP_LOAD,
+            _ => 0,
+        }
+    }
+}
+
+/// Flag bits, by the kind they belong to.
+pub mod flags {
+    /// REQUEST: BODY frames follow.
+    pub const HAS_BODY: u8 = 0x01;
+    /// BODY: the last frame of the body.
+    pub const END: u8 = 0x01;
+    /// BOOT_FAILED: the app could not be loaded (exit 4, not 3).
+    pub const APP_LOAD: u8 = 0x01;
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What it carries.
+    pub kind: Kind,
+    /// Kind-specific flag bits.
+    pub flags: u8,
+    /// The payload, sliced out of the read buffer without a copy.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// Whether a BODY frame is the last of its body.
+    pub fn is_end(&self) -> bool {
+        self.flags & flags::END != 0
+    }
+}
+
+/// Bytes that break the framing rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The kind byte is not in the table.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// Flag bits that this kind does not define.
+    #[error("frame kind {kind:?} has undefined flags {flags:#04x}")]
+    BadFlags {
+        /// The frame's kind.
+        kind: Kind,
+        /// The flags byte as received.
+        flags: u8,
+    },
+    /// The reserved field is not zero.
+    #[error("frame has a non-zero reserved field {0}")]
+    Reserved(u16),
+    /// The length is over [`MAX_PAYLOAD`].
+    #[error("frame payload of {0} bytes is over the {MAX_PAYLOAD} byte limit")]
+    TooLong(usize),
+}
+
+/// Decodes one frame from the front of `buf`, consuming it. `Ok(None)` means
+/// more bytes are needed; `buf` is left untouched then.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let length = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let kind = Kind::from_u8(buf[4]).ok_or(DecodeError::UnknownKind(buf[4]))?;
+    let flag_bits = buf[5];
+    let reserved = u16::from_le_bytes([buf[6], buf[7]]);
+    if flag_bits & !kind.allowed_flags() != 0 {
+        return Err(DecodeError::BadFlags {
+            kind,
+            flags: flag_bits,
+        });
+    }
+    if reserved != 0 {
+        return Err(DecodeError::Reserved(reserved));
+    }
+    if length > MAX_PAYLOAD {
+        return Err(DecodeError::TooLong(length));
+    }
+    if buf.len() < HEADER_LEN + length {
+        buf.reserve(HEADER_LEN + length - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER_LEN);
+    let payload = buf.split_to(length).freeze();
+    Ok(Some(Frame {
+        kind,
+        flags: flag_bits,
+        payload,
+    }))
+}
+
+/// Appends a frame header for a payload of `length` bytes to `out`.
+///
+/// # Panics
+/// If `length` is over [`MAX_PAYLOAD`]: callers split bodies first.
+pub fn put_header(out: &mut BytesMut, kind: Kind, flag_bits: u8, length: usize) {
+    assert!(
+        length <= MAX_PAYLOAD,
+        "callers split payloads to MAX_PAYLOAD"
+    );
+    out.reserve(HEADER_LEN);
+    out.put_u32_le(length as u32);
+    out.put_u8(kind as u8);
+    out.put_u8(flag_bits);
+    out.put_u16_le(0);
+}
+
+/// Appends a whole frame to `out`.
+pub fn put_frame(out: &mut BytesMut, kind: Kind, flag_bits: u8, payload: &[u8]) {
+    put_header(out, kind, flag_bits, payload.len());
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn encoded(kind: Kind, flag_bits: u8, payload: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        put_frame(&mut out, kind, flag_bits, payload);
+        out
+    }
+
+    #[test]
+    fn round_trips_every_kind() {
+        let kinds = [
+            (Kind::Hello, 0),
+            (Kind::Ready, 0),
+            (Kind::BootFailed, flags::APP_LOAD),
+            (Kind::Request, flags::HAS_BODY),
+            (Kind::Body, flags::END),
+            (Kind::Cancel, 0),
+            (Kind::Response, 0),
+            (Kind::Error, 0),
+        ];
+        for (kind, flag_bits) in kinds {
+            let mut buf = encoded(kind, flag_bits, b"payload");
+            let frame = decode(&mut buf).unwrap().unwrap();
+            assert_eq!(frame.kind, kind);
+            assert_eq!(frame.flags, flag_bits);
+            assert_eq!(&frame.payload[..], b"payload");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn header_layout_matches_python_struct() {
+        // struct.pack("<IBBH", 5, 17, 1, 0) in the worker
+        let buf = encoded(Kind::Body, flags::END, b"hello");
+        assert_eq!(&buf[..8], &[5, 0, 0, 0, 17, 1, 0, 0]);
+    }
+
+    #[test]
+    fn every_truncation_waits_for_more() {
+        let mut whole = encoded(Kind::Response, 0, b"200 OK\0Content-Type\0text/plain");
+        put_frame(&mut whole, Kind::Body, flags::END, b"hi");
+        for cut in 0..whole.len() {
+            let mut buf = BytesMut::from(&whole[..cut]);
+            let mut frames = 0;
+            while let Some(_frame) = decode(&mut buf).unwrap() {
+                frames += 1;
+            }
+            assert!(frames < 2, "cut at {cut} decoded both frames");
+        }
+        let mut buf = whole.clone();
+        assert!(decode(&mut buf).unwrap().is_some());
+        assert!(decode(&mut buf).unwrap().unwrap().is_end());
+    }
+
+    #[test]
+    fn rejects_rule_breakers() {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 99, 0, 0, 0][..]);
+        assert_eq!(decode(&mut buf), Err(DecodeError::UnknownKind(99)));
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 17, 2, 0, 0][..]);
+        assert!(matches!(
+            decode(&mut buf),
+            Err(DecodeError::BadFlags { .. })
+        ));
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 17, 0, 1, 0][..]);
+        assert_eq!(decode(&mut buf), Err(DecodeError::Reserved(1)));
+        let mut buf = BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff, 17, 0, 0, 0][..]);
+        assert!(matches!(decode(&mut buf), Err(DecodeError::TooLong(_))));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xf3);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..64);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            // Bias towards valid kinds and small lengths so decoding goes deep.
+            if len >= 8 && rng.random_bool(0.7) {
+                bytes[4] = [1, 2, 3, 16, 17, 18, 32, 33][rng.random_range(0..8)];
+                bytes[3] = 0;
+                bytes[2] = 0;
+                bytes[1] = 0;
+                bytes[0] %= 80;
+            }
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decode(&mut buf) {}
+        }
+    }
+}

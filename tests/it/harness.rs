@@ -1,0 +1,343 @@
+//! The test harness: starts the real `ferrocorn` binary with an app from
+//! `examples/` and the project venv's Python on 127.0.0.1:0, waits for it to
+//! serve (against a deadline, never a fixed sleep), speaks raw HTTP/1.1 to
+//! it, and on drop sends TERM, then KILL, to its own pid only.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous: CI has 2 cores and a worker imports Flask.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's Python, which has Flask. Fails with setup instructions if missing.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("FERROCORN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    let has_flask = Command::new(&python)
+        .args(["-c", "import flask"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_flask,
+        "{} with Flask is needed: run `make test` (it creates .venv with Flask), \
+         or set FERROCORN_TEST_PYTHON to a Python that has Flask",
+        python.display()
+    );
+    python
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes; the panic
+/// message says what was last observed.
+pub fn wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(seen) if start.elapsed() > deadline => {
+                panic!("timed out after {deadline:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A running ferrocorn.
+pub struct TestServer {
+    child: Option<Child>,
+    /// Everything the server and its workers wrote to stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+/// Builds the command line for a server run.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrocorn"));
+    cmd.current_dir(root())
+        .arg("--python")
+        .arg(python())
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FERROCORN_") && key != "FERROCORN_TEST_PYTHON" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+impl TestServer {
+    /// Starts `ferrocorn -b 127.0.0.1:0 ARGS` and waits until `/` answers.
+    pub fn start(args: &[&str]) -> TestServer {
+        let server = Self::spawn(args);
+        let addr = server.addr.clone();
+        wait_until("the server to answer", DEADLINE, || {
+            match try_request(
+                &addr,
+                "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            ) {
+                Ok(resp) if resp.status != 503 => Ok(()),
+                Ok(resp) => Err(format!("status {}", resp.status)),
+                Err(err) => Err(format!("{err}; stderr so far:\n{}", server.stderr())),
+            }
+        });
+        server
+    }
+
+    /// Starts the server and returns once it has bound, without waiting for workers.
+    pub fn spawn(args: &[&str]) -> TestServer {
+        let mut all = vec!["-b", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = command(&all).spawn().expect("the ferrocorn binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("address=http://") {
+                    let addr = line[at + "address=http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = addr_tx.send(addr);
+                }
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let addr = match addr_rx.recv_timeout(DEADLINE) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not report its address; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        TestServer {
+            child: Some(child),
+            stderr,
+            addr,
+        }
+    }
+
+    /// The server's stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A GET with `Connection: close`.
+    pub fn get(&self, path: &str) -> Response {
+        self.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    /// A POST of `body` with a Content-Length.
+    pub fn post(&self, path: &str, body: &[u8]) -> Response {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        self.raw_bytes(&req)
+    }
+
+    /// Sends raw text and reads one response until the server closes.
+    pub fn raw(&self, request: &str) -> Response {
+        self.raw_bytes(request.as_bytes())
+    }
+
+    /// Sends raw bytes and reads one response until the server closes.
+    pub fn raw_bytes(&self, request: &[u8]) -> Response {
+        try_request_bytes(&self.addr, request)
+            .unwrap_or_else(|e| panic!("request failed: {e}\nstderr:\n{}", self.stderr()))
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the master to exit and returns its exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_until("the server to exit", deadline, || match child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            _ => Err("still running".into()),
+        });
+        self.child = None;
+        status.code()
+    }
+
+    /// Pids of the master's children (the workers), from /proc.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Children of `pid`, read from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let mut all: Vec<u32> = Vec::new();
+    // Children may be listed under any of the master's threads.
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let file = task.path().join("children");
+            if let Ok(text) = std::fs::read_to_string(file) {
+                all.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    let _ = path;
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn try_request(addr: &str, request: &str) -> Result<Response, String> {
+    try_request_bytes(addr, request.as_bytes())
+}
+
+fn try_request_bytes(addr: &str, request: &[u8]) -> Result<Response, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(request).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    let (response, _rest) = parse_response(&bytes)?;
+    Ok(response)
+}
+
+/// Parses one response off the front of `bytes`; returns it and the rest.
+pub fn parse_response(bytes: &[u8]) -> Result<(Response, &[u8]), String> {
+    let end = find(bytes, b"\r\n\r\n")
+        .ok_or_else(|| format!("no complete head in {:?}", String::from_utf8_lossy(bytes)))?;
+    let head = std::str::from_utf8(&bytes[..end]).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = &bytes[end + 4..];
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if response.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let line_end = find(rest, b"\r\n").ok_or("truncated chunk size")?;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .map_err(|e| e.to_string())?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                rest = &rest[2.min(rest.len())..];
+                break;
+            }
+            response.body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    } else if let Some(len) = response
+        .header("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
+        let len = len.min(rest.len());
+        response.body.extend_from_slice(&rest[..len]);
+        rest = &rest[len..];
+    } else {
+        response.body.extend_from_slice(rest);
+        rest = &[];
+    }
+    Ok((response, rest))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

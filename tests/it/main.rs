@@ -1,0 +1,9 @@
+//! Integration tests: the real ferrocorn binary, the real example Flask app,
+//! real sockets. One test binary, so CI links once (ripgrep's layout).
+
+mod harness;
+
+mod failures;
+mod http_front;
+mod lifecycle;
+mod serving;

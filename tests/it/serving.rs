@@ -1,0 +1,164 @@
+//! Serving the example apps: Flask and plain WSGI, balancing, threads,
+//! bodies both ways, streaming.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::{wait_until, TestServer, DEADLINE};
+
+#[test]
+fn flask_hello() {
+    let server = TestServer::start(&["-w", "2", "examples.flask_app:app"]);
+    let resp = server.get("/hello");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "Hello, World!");
+    assert_eq!(resp.header("server"), Some("ferrocorn"));
+    assert!(resp.header("date").is_some());
+}
+
+#[test]
+fn plain_wsgi_hello_and_factory_spec() {
+    let server = TestServer::start(&["examples.wsgi_hello:app"]);
+    assert_eq!(server.get("/").text(), "Hello, World!");
+    let server = TestServer::start(&["examples.flask_app:create_app()"]);
+    assert_eq!(server.get("/hello").text(), "Hello, World!");
+}
+
+#[test]
+fn requests_are_spread_over_workers() {
+    let server = TestServer::start(&["-w", "2", "examples.flask_app:app"]);
+    let pids: HashSet<String> = wait_until("both workers to serve", DEADLINE, || {
+        let pids: HashSet<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| server.get("/io?ms=200").status))
+                .collect();
+            let got: HashSet<String> = (0..4).map(|_| server.get("/pid").text()).collect();
+            for h in handles {
+                assert_eq!(h.join().unwrap(), 200);
+            }
+            got
+        });
+        let workers = server.worker_pids();
+        if workers.len() == 2 {
+            Ok(workers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<HashSet<_>>())
+        } else {
+            Err(format!("workers {workers:?}, served by {pids:?}"))
+        }
+    });
+    // Concurrent slow requests can only all be served if both workers take them.
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| server.get("/io?ms=1000").status))
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+    });
+    assert!(
+        start.elapsed() < Duration::from_millis(1900),
+        "two sync workers served two slow requests one after the other"
+    );
+    assert_eq!(pids.len(), 2);
+}
+
+#[test]
+fn threads_serve_concurrently_and_environ_tells_the_truth() {
+    let server = TestServer::start(&["-w", "1", "--threads", "4", "examples.flask_app:app"]);
+    let environ = server.get("/environ").text();
+    assert!(environ.contains("\"wsgi.multithread\": true"), "{environ}");
+    assert!(
+        environ.contains("\"wsgi.multiprocess\": false"),
+        "{environ}"
+    );
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| server.get("/io?ms=1000").status))
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+    });
+    assert!(
+        start.elapsed() < Duration::from_millis(3000),
+        "4 threads did not overlap"
+    );
+}
+
+#[test]
+fn echo_small_large_and_chunked_bodies() {
+    let server = TestServer::start(&["examples.flask_app:app"]);
+    assert_eq!(server.post("/echo", b"hello body").text(), "hello body");
+    // Over the 1 MiB buffering threshold: streamed to the worker.
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let resp = server.post("/echo", &big);
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.body == big,
+        "5 MB echo differs (got {} bytes)",
+        resp.body.len()
+    );
+    // Chunked upload.
+    let resp = server.raw(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.text(), "hello world");
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_response() {
+    let server = TestServer::start(&["examples.flask_app:app"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream.write_all(b"ping").unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.ends_with(b"ping"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[test]
+fn streamed_first_chunk_arrives_before_the_generator_ends() {
+    let server = TestServer::start(&["examples.flask_app:app"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"GET /stream?chunks=3&ms=700 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("chunk 0") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the first chunk");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let first = start.elapsed();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let total = start.elapsed();
+    // The generator sleeps 700 ms between 3 chunks: it ends >= 1.4 s in.
+    assert!(
+        total - first >= Duration::from_millis(1000),
+        "first chunk at {first:?}, end at {total:?}: the first chunk waited for the generator"
+    );
+}
