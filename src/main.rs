@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 
 fn serve(settings: &Settings) -> Result<(), (Exit, String)> {
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {

@@ -120,7 +120,9 @@ pub async fn run(
 
 fn spawn_spec(settings: &Settings) -> SpawnSpec {
     SpawnSpec {
-        python: settings.python_interpreter(&|key| std::env::var(key).ok()),
+        python: absolute_if_relative_path(
+            settings.python_interpreter(&|key| std::env::var(key).ok()),
+        ),
         app: settings
             .wsgi_app
             .as_ref()
@@ -138,6 +140,17 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         workers: settings.workers,
         log_level: settings.log_level.to_string(),
     }
+}
+
+/// `.venv/bin/python` means the master's directory, not `--chdir`'s, where
+/// the worker starts; a bare `python3` is still looked up on PATH.
+fn absolute_if_relative_path(python: std::path::PathBuf) -> std::path::PathBuf {
+    if python.is_relative() && python.components().count() > 1 {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(python);
+        }
+    }
+    python
 }
 
 /// Importing a big app can take a while: boot gets the request timeout, but
