@@ -80,7 +80,7 @@ async fn serve(
     body: Incoming,
 ) -> Result<Response<ResponseBody>, RequestError> {
     check_limits(&ctx.limits, head)?;
-    let body = prepare_body(&ctx.limits, head, body).await?;
+    let body = prepare_body(&ctx.limits, body).await?;
     forward(&ctx.exchange, head, conn, body).await
 }
 
@@ -112,11 +112,7 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
 
 /// Reads the body up to the buffering threshold. A body that ends within it
 /// is sent whole; a larger one streams to the worker as it arrives.
-async fn prepare_body(
-    limits: &Limits,
-    head: &http::request::Parts,
-    mut body: Incoming,
-) -> Result<PreparedBody, RequestError> {
+async fn prepare_body(limits: &Limits, mut body: Incoming) -> Result<PreparedBody, RequestError> {
     if body.is_end_stream() {
         return Ok(PreparedBody {
             plan: BodyPlan::Empty,
@@ -128,7 +124,6 @@ async fn prepare_body(
     if declared.is_some_and(|len| len > limits.body) {
         return Err(RequestError::BodyTooLarge);
     }
-    let _ = head;
     let mut buffered = BytesMut::new();
     while (buffered.len() as u64) <= limits.buffer {
         match body.frame().await {

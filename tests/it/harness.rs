@@ -228,7 +228,6 @@ impl Drop for TestServer {
 
 /// Children of `pid`, read from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
     let mut all: Vec<u32> = Vec::new();
     // Children may be listed under any of the master's threads.
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -242,7 +241,6 @@ pub fn children_of(pid: u32) -> Vec<u32> {
             }
         }
     }
-    let _ = path;
     all.sort_unstable();
     all.dedup();
     all
