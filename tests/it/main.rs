@@ -6,4 +6,5 @@ mod harness;
 mod failures;
 mod http_front;
 mod lifecycle;
+mod pep3333;
 mod serving;
