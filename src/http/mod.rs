@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod exchange;
+pub mod framing;
 pub mod listener;
 pub mod server;
 pub mod service;

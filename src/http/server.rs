@@ -16,6 +16,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::framing::{Guarded, Verdicts};
 use super::listener::Listener;
 use super::service::{handle, ServiceCtx};
 use super::timer::KeepAliveTimer;
@@ -115,7 +116,9 @@ fn serve<I>(
 {
     let info = Arc::new(info);
     let ctx = ctx.clone();
-    let service = service_fn(move |req| handle(ctx.clone(), info.clone(), req));
+    let verdicts = Arc::new(Verdicts::default());
+    let io = Guarded::new(io, verdicts.clone());
+    let service = service_fn(move |req| handle(ctx.clone(), info.clone(), verdicts.clone(), req));
     let mut builder = builder.clone();
     builder.timer(KeepAliveTimer::new(options.keep_alive));
     let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));

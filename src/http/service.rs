@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, SERVER, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, SERVER};
 use http::{HeaderValue, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::body::ResponseBody;
 use super::exchange::{forward, ExchangeCtx, PreparedBody};
+use super::framing::Verdicts;
 use super::status::RequestError;
 use crate::logging::{AccessLog, AccessRecord};
 use crate::protocol::environ::{BodyPlan, ConnInfo};
@@ -49,11 +50,20 @@ static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
 pub async fn handle(
     ctx: Arc<ServiceCtx>,
     conn: Arc<ConnInfo>,
+    verdicts: Arc<Verdicts>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     let started = (Instant::now(), SystemTime::now());
     let (head, body) = req.into_parts();
-    let mut response = match serve(&ctx, &conn, &head, body).await {
+    let result = if verdicts.next_is_ambiguous() {
+        // hyper closes such a connection after the response (RFC 9112 §6.3).
+        Err(RequestError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ))
+    } else {
+        serve(&ctx, &conn, &head, body).await
+    };
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => {
             if err.is_client_fault() {
@@ -87,7 +97,12 @@ async fn serve(
 fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), RequestError> {
     if limits.request_line > 0 {
         // "METHOD SP target SP HTTP/1.1"
-        let line = head.method.as_str().len() + head.uri.to_string().len() + 10;
+        let uri = &head.uri;
+        let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+            + uri
+                .authority()
+                .map_or(0, |a| a.as_str().len() + "http://".len());
+        let line = head.method.as_str().len() + target + " HTTP/1.1".len() + 1;
         if line > limits.request_line {
             return Err(RequestError::BadRequest("request line is too long"));
         }
@@ -99,14 +114,8 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
             }
         }
     }
-    // hyper already refuses a bad Content-Length and a Transfer-Encoding
-    // that is not chunked; a length with chunked is dropped by hyper, so it
-    // can only be seen here if the client repeated it oddly.
-    if head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH) {
-        return Err(RequestError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
+    // hyper refuses a bad Content-Length and a Transfer-Encoding that is
+    // not chunked; both headers together are caught by `framing.rs`.
     Ok(())
 }
 
