@@ -13,11 +13,12 @@ pub mod queue;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::protocol::lane::Lane;
 use crate::worker::WorkerId;
-use queue::WaitQueue;
+use queue::{Handover, WaitQueue};
 
 /// Why a request got no lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +63,8 @@ struct Shared {
 #[derive(Debug)]
 struct State {
     slots: Vec<Slot>,
-    queue: WaitQueue<LaneLease>,
+    /// Waiting requests, each with its encoded request ready to write.
+    queue: WaitQueue<LaneLease, Bytes>,
     closed: bool,
 }
 
@@ -105,8 +107,11 @@ impl Dispatcher {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits for a lane: at once if one is idle, else in the queue.
-    pub async fn acquire(&self) -> Result<LaneLease, DispatchError> {
+    /// Waits for a lane: at once if one is idle, else in the queue. A queued
+    /// request is written to its lane the moment the lane frees up, by
+    /// whoever frees it, so a busy worker goes straight on to the next
+    /// request; [`LaneLease::request_written`] then says so.
+    pub async fn acquire(&self, request: Bytes) -> Result<LaneLease, DispatchError> {
         let waiting = {
             let mut state = self.state();
             if state.closed {
@@ -115,7 +120,10 @@ impl Dispatcher {
             if let Some((worker, lane)) = state.pick() {
                 return Ok(self.lease(worker, lane));
             }
-            state.queue.push().map_err(|_| DispatchError::QueueFull)?
+            state
+                .queue
+                .push(request)
+                .map_err(|_| DispatchError::QueueFull)?
         };
         match tokio::time::timeout(self.shared.queue_timeout, waiting).await {
             Ok(Ok(lease)) => Ok(lease),
@@ -129,11 +137,13 @@ impl Dispatcher {
             lane: Some(lane),
             worker,
             dispatcher: self.clone(),
+            request_written: false,
         }
     }
 
     /// Makes a ready worker's lanes available; queued requests get them first.
     pub fn add_worker(&self, worker: WorkerId, lanes: Vec<Lane>) {
+        let mut orphans = Vec::new();
         let mut state = self.state();
         state.slots.push(Slot {
             worker,
@@ -142,8 +152,10 @@ impl Dispatcher {
             accepting: true,
         });
         for lane in lanes {
-            self.put_back(&mut state, worker, lane);
+            orphans.extend(self.put_back(&mut state, worker, lane));
         }
+        drop(state);
+        drop(orphans);
     }
 
     /// Stops giving the worker requests; its lanes close as they come back.
@@ -190,7 +202,10 @@ impl Dispatcher {
 
     fn release(&self, worker: WorkerId, lane: Lane) {
         let mut state = self.state();
-        self.put_back(&mut state, worker, lane);
+        let orphan = self.put_back(&mut state, worker, lane);
+        drop(state);
+        // Dropped outside the lock: it cancels its request and comes back.
+        drop(orphan);
     }
 
     /// A broken lane is closed instead of coming back.
@@ -202,23 +217,35 @@ impl Dispatcher {
         self.forget_if_drained(&mut state, worker);
     }
 
-    fn put_back(&self, state: &mut State, worker: WorkerId, lane: Lane) {
+    /// Returns a lease whose waiter left just as its request was written:
+    /// the caller drops it once the lock is released.
+    #[must_use]
+    fn put_back(&self, state: &mut State, worker: WorkerId, lane: Lane) -> Option<LaneLease> {
         let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
-            return; // the worker is gone: drop the lane
+            return None; // the worker is gone: drop the lane
         };
         if !slot.accepting {
             slot.open_lanes -= 1;
             self.forget_if_drained(state, worker);
-            return;
+            return None;
         }
-        match state.queue.hand_over(self.lease(worker, lane)) {
-            Ok(()) => {}
-            Err(mut lease) => {
+        let write_request = |lease: &mut LaneLease, request: &Bytes| {
+            lease.lane().write_now(request);
+            lease.request_written = true;
+        };
+        match state
+            .queue
+            .hand_over(self.lease(worker, lane), write_request)
+        {
+            Handover::Delivered => None,
+            Handover::NoWaiter(mut lease) => {
                 let lane = lease.lane.take().expect("a fresh lease holds its lane");
                 if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
                     slot.idle.push(lane);
                 }
+                None
             }
+            Handover::Orphaned(lease) => Some(lease),
         }
     }
 
@@ -253,9 +280,16 @@ pub struct LaneLease {
     lane: Option<Lane>,
     worker: WorkerId,
     dispatcher: Dispatcher,
+    request_written: bool,
 }
 
 impl LaneLease {
+    /// Whether the dispatcher already wrote the request given to `acquire`
+    /// (or queued what the socket did not take at once).
+    pub fn request_written(&self) -> bool {
+        self.request_written
+    }
+
     /// The worker this lane belongs to.
     pub fn worker(&self) -> WorkerId {
         self.worker

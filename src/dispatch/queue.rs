@@ -9,14 +9,26 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
 
-/// Waiters for `T` (a lane lease), oldest first, at most `bound` of them.
+/// What became of an item offered to the queue.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handover<T> {
+    /// A waiter has it.
+    Delivered,
+    /// Nobody waits; the item comes back untouched.
+    NoWaiter(T),
+    /// It was prepared for a waiter that left at that very moment.
+    Orphaned(T),
+}
+
+/// Waiters for `T` (a lane lease), oldest first, at most `bound` of them,
+/// each with a ticket `P` (its pre-encoded request).
 #[derive(Debug)]
-pub struct WaitQueue<T> {
-    waiters: VecDeque<oneshot::Sender<T>>,
+pub struct WaitQueue<T, P = ()> {
+    waiters: VecDeque<(oneshot::Sender<T>, P)>,
     bound: usize,
 }
 
-impl<T> WaitQueue<T> {
+impl<T, P> WaitQueue<T, P> {
     /// An empty queue holding at most `bound` waiters.
     pub fn new(bound: usize) -> Self {
         WaitQueue {
@@ -25,32 +37,38 @@ impl<T> WaitQueue<T> {
         }
     }
 
-    /// Adds a waiter, or refuses when the queue is full.
-    pub fn push(&mut self) -> Result<oneshot::Receiver<T>, QueueFull> {
+    /// Adds a waiter with its ticket, or refuses when the queue is full.
+    pub fn push(&mut self, ticket: P) -> Result<oneshot::Receiver<T>, QueueFull> {
         // Waiters that gave up (timed out, client gone) do not count.
-        self.waiters.retain(|w| !w.is_closed());
+        self.waiters.retain(|(w, _)| !w.is_closed());
         if self.waiters.len() >= self.bound {
             return Err(QueueFull);
         }
         let (tx, rx) = oneshot::channel();
-        self.waiters.push_back(tx);
+        self.waiters.push_back((tx, ticket));
         Ok(rx)
     }
 
-    /// Hands `item` to the oldest live waiter; gives it back if there is none.
-    pub fn hand_over(&mut self, mut item: T) -> Result<(), T> {
-        while let Some(waiter) = self.waiters.pop_front() {
-            match waiter.send(item) {
-                Ok(()) => return Ok(()),
-                Err(back) => item = back,
+    /// Hands `item` to the oldest live waiter, first letting `prepare` act
+    /// on it with that waiter's ticket (the dispatcher writes the waiter's
+    /// request to the lane right away, so the worker never idles).
+    pub fn hand_over(&mut self, mut item: T, mut prepare: impl FnMut(&mut T, &P)) -> Handover<T> {
+        while let Some((waiter, ticket)) = self.waiters.pop_front() {
+            if waiter.is_closed() {
+                continue;
             }
+            prepare(&mut item, &ticket);
+            return match waiter.send(item) {
+                Ok(()) => Handover::Delivered,
+                Err(back) => Handover::Orphaned(back),
+            };
         }
-        Err(item)
+        Handover::NoWaiter(item)
     }
 
     /// Waiters still waiting.
     pub fn len(&self) -> usize {
-        self.waiters.iter().filter(|w| !w.is_closed()).count()
+        self.waiters.iter().filter(|(w, _)| !w.is_closed()).count()
     }
 
     /// Whether nobody waits.
@@ -63,27 +81,31 @@ impl<T> WaitQueue<T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn first_in_first_served_and_bounded() {
-        let mut queue = WaitQueue::new(2);
-        let mut first = queue.push().unwrap();
-        let mut second = queue.push().unwrap();
-        assert_eq!(queue.push().unwrap_err(), QueueFull);
-        queue.hand_over(1).unwrap();
-        assert_eq!(first.try_recv().unwrap(), 1);
-        queue.hand_over(2).unwrap();
-        assert_eq!(second.try_recv().unwrap(), 2);
-        assert_eq!(queue.hand_over(3), Err(3));
+    fn add(item: &mut u32, ticket: &u32) {
+        *item += ticket;
     }
 
     #[test]
-    fn departed_waiters_are_skipped_and_free_their_place() {
+    fn first_in_first_served_bounded_and_prepared_with_the_ticket() {
+        let mut queue = WaitQueue::new(2);
+        let mut first = queue.push(10).unwrap();
+        let mut second = queue.push(20).unwrap();
+        assert_eq!(queue.push(30).unwrap_err(), QueueFull);
+        assert_eq!(queue.hand_over(1, add), Handover::Delivered);
+        assert_eq!(first.try_recv().unwrap(), 11);
+        assert_eq!(queue.hand_over(2, add), Handover::Delivered);
+        assert_eq!(second.try_recv().unwrap(), 22);
+        assert_eq!(queue.hand_over(3, add), Handover::NoWaiter(3));
+    }
+
+    #[test]
+    fn departed_waiters_are_skipped_unprepared_and_free_their_place() {
         let mut queue = WaitQueue::new(1);
-        let gone = queue.push().unwrap();
+        let gone = queue.push(100).unwrap();
         drop(gone);
-        let mut stays = queue.push().expect("the departed waiter's place is free");
-        queue.hand_over(9).unwrap();
-        assert_eq!(stays.try_recv().unwrap(), 9);
+        let mut stays = queue.push(5).expect("the departed waiter's place is free");
+        assert_eq!(queue.hand_over(9, add), Handover::Delivered);
+        assert_eq!(stays.try_recv().unwrap(), 14);
         assert!(queue.is_empty());
     }
 }

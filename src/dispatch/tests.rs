@@ -2,6 +2,7 @@
 //! paused clock for the queue timeout.
 
 use super::*;
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 fn lanes(n: usize) -> (Vec<Lane>, Vec<UnixStream>) {
@@ -27,8 +28,8 @@ async fn picks_the_least_loaded_worker() {
     let (b, _keep_b) = lanes(2);
     d.add_worker(WorkerId(1), a);
     d.add_worker(WorkerId(2), b);
-    let first = d.acquire().await.unwrap();
-    let second = d.acquire().await.unwrap();
+    let first = d.acquire(Bytes::new()).await.unwrap();
+    let second = d.acquire(Bytes::new()).await.unwrap();
     assert_ne!(
         first.worker(),
         second.worker(),
@@ -45,10 +46,10 @@ async fn waits_in_the_queue_then_gets_the_freed_lane() {
     let (d, _) = dispatcher(8);
     let (a, _keep) = lanes(1);
     d.add_worker(WorkerId(1), a);
-    let busy = d.acquire().await.unwrap();
+    let busy = d.acquire(Bytes::new()).await.unwrap();
     let waiter = tokio::spawn({
         let d = d.clone();
-        async move { d.acquire().await.map(|l| l.worker()) }
+        async move { d.acquire(Bytes::new()).await.map(|l| l.worker()) }
     });
     tokio::task::yield_now().await;
     assert_eq!(d.stats().queued, 1);
@@ -61,13 +62,16 @@ async fn queue_timeout_and_full_queue_refuse() {
     let (d, _) = dispatcher(1);
     let (a, _keep) = lanes(1);
     d.add_worker(WorkerId(1), a);
-    let _busy = d.acquire().await.unwrap();
+    let _busy = d.acquire(Bytes::new()).await.unwrap();
     let waiting = tokio::spawn({
         let d = d.clone();
-        async move { d.acquire().await.map(|l| l.worker()) }
+        async move { d.acquire(Bytes::new()).await.map(|l| l.worker()) }
     });
     tokio::task::yield_now().await;
-    assert_eq!(d.acquire().await.unwrap_err(), DispatchError::QueueFull);
+    assert_eq!(
+        d.acquire(Bytes::new()).await.unwrap_err(),
+        DispatchError::QueueFull
+    );
     assert_eq!(waiting.await.unwrap(), Err(DispatchError::QueueTimeout));
 }
 
@@ -78,11 +82,11 @@ async fn retiring_worker_gets_nothing_and_reports_drained() {
     let (b, _keep_b) = lanes(1);
     d.add_worker(WorkerId(1), a);
     d.add_worker(WorkerId(2), b);
-    let lease = d.acquire().await.unwrap();
+    let lease = d.acquire(Bytes::new()).await.unwrap();
     let busy_worker = lease.worker();
     d.retire(busy_worker);
     assert!(drained.try_recv().is_err(), "still has a request in flight");
-    let other = d.acquire().await.unwrap();
+    let other = d.acquire(Bytes::new()).await.unwrap();
     assert_ne!(other.worker(), busy_worker);
     drop(lease);
     assert_eq!(drained.try_recv().unwrap(), busy_worker);
@@ -92,5 +96,31 @@ async fn retiring_worker_gets_nothing_and_reports_drained() {
 async fn close_refuses_new_requests() {
     let (d, _) = dispatcher(8);
     d.close();
-    assert_eq!(d.acquire().await.unwrap_err(), DispatchError::ShuttingDown);
+    assert_eq!(
+        d.acquire(Bytes::new()).await.unwrap_err(),
+        DispatchError::ShuttingDown
+    );
+}
+
+#[tokio::test]
+async fn a_queued_request_is_written_the_moment_its_lane_frees_up() {
+    let (d, _) = dispatcher(8);
+    let (a, mut theirs) = lanes(1);
+    d.add_worker(WorkerId(1), a);
+    let busy = d.acquire(Bytes::new()).await.unwrap();
+    let waiter = tokio::spawn({
+        let d = d.clone();
+        async move {
+            d.acquire(Bytes::from_static(b"next request"))
+                .await
+                .map(|l| l.request_written())
+        }
+    });
+    tokio::task::yield_now().await;
+    drop(busy);
+    // The worker side sees the bytes before the waiting task has even run.
+    let mut got = [0u8; 12];
+    theirs[0].read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"next request");
+    assert_eq!(waiter.await.unwrap(), Ok(true));
 }

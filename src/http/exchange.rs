@@ -56,18 +56,25 @@ pub async fn forward(
     conn: &ConnInfo,
     body: PreparedBody,
 ) -> Result<Response<ResponseBody>, RequestError> {
-    let mut lease = ctx.dispatcher.acquire().await?;
-    let worker = lease.worker();
-    let lane = lease.lane();
-    let writer = lane.writer().expect("an idle lane always holds its writer");
-    encode_request(&mut writer.buf, head, conn, body.plan)
+    let mut request = BytesMut::with_capacity(512 + body.buffered.len());
+    encode_request(&mut request, head, conn, body.plan)
         .map_err(|_| RequestError::BadRequest("the request path decodes to a NUL byte"))?;
     match body.plan {
         BodyPlan::Empty => {}
-        BodyPlan::Buffered(_) => put_body(&mut writer.buf, &body.buffered, true),
-        BodyPlan::Streamed(_) => put_body(&mut writer.buf, &body.buffered, false),
+        BodyPlan::Buffered(_) => put_body(&mut request, &body.buffered, true),
+        BodyPlan::Streamed(_) => put_body(&mut request, &body.buffered, false),
     }
-    if let Err(err) = lane.send_request().await {
+    let request = request.freeze();
+    let mut lease = ctx.dispatcher.acquire(request.clone()).await?;
+    let worker = lease.worker();
+    // Unless the dispatcher wrote it already (the request was queued).
+    let unsent: &[u8] = if lease.request_written() {
+        b""
+    } else {
+        &request
+    };
+    let lane = lease.lane();
+    if let Err(err) = lane.send_request(unsent).await {
         return Err(worker_failed(ctx, lease, err));
     }
     if let Some(rest) = body.rest {

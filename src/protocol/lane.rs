@@ -156,14 +156,31 @@ impl Lane {
         }
     }
 
-    /// Sends what the writer has prepared (a REQUEST frame, maybe with its
-    /// body) and marks the lane busy until the response ends.
-    pub async fn send_request(&mut self) -> Result<(), LaneError> {
+    /// Sends what the writer holds, then `request` (a REQUEST frame, maybe
+    /// with its body), and marks the lane busy until the response ends.
+    pub async fn send_request(&mut self, request: &[u8]) -> Result<(), LaneError> {
         let WriterSlot::Here(writer) = &mut self.writer else {
             return Err(LaneError::Closed);
         };
         self.reader.open = true;
-        writer.flush().await
+        writer.flush().await?;
+        writer.half.write_all(request).await?;
+        Ok(())
+    }
+
+    /// Writes `request` without waiting: what the socket takes now goes out
+    /// at once, the rest waits in the writer for [`Lane::send_request`].
+    /// The lane is busy from here on.
+    pub fn write_now(&mut self, request: &[u8]) {
+        if let WriterSlot::Here(writer) = &mut self.writer {
+            let written = if writer.buf.is_empty() {
+                writer.half.try_write(request).unwrap_or(0)
+            } else {
+                0
+            };
+            writer.buf.extend_from_slice(&request[written..]);
+            self.reader.open = true;
+        }
     }
 
     /// Lends the writer to a task that streams a request body; `start` gets
