@@ -6,5 +6,6 @@ mod harness;
 mod failures;
 mod http_front;
 mod lifecycle;
+mod options;
 mod pep3333;
 mod serving;
