@@ -775,18 +775,18 @@ class Config:
             except ValueError:
                 raise BootError(f"{key}={text!r} is not a number") from None
 
-        self.control_fd = number("FERROCORN_CONTROL_FD", need("FERROCORN_CONTROL_FD"))
-        self.lane_fds = [number("FERROCORN_LANE_FDS", f) for f in need("FERROCORN_LANE_FDS").split(",")]
-        self.app = need("FERROCORN_APP")
+        self.control_fd = number("FERROCORN_WORKER_CONTROL_FD", need("FERROCORN_WORKER_CONTROL_FD"))
+        self.lane_fds = [number("FERROCORN_WORKER_LANE_FDS", f) for f in need("FERROCORN_WORKER_LANE_FDS").split(",")]
+        self.app = need("FERROCORN_WORKER_APP")
         self.worker_id = env.get("FERROCORN_WORKER_ID", "?")
-        master = env.get("FERROCORN_MASTER_PID", "")
-        self.master_pid = number("FERROCORN_MASTER_PID", master) if master else None
-        self.pythonpath = [p for p in env.get("FERROCORN_PYTHONPATH", "").split(os.pathsep) if p]
-        level = env.get("FERROCORN_LOG_LEVEL", "info").upper()
+        master = env.get("FERROCORN_WORKER_MASTER_PID", "")
+        self.master_pid = number("FERROCORN_WORKER_MASTER_PID", master) if master else None
+        self.pythonpath = [p for p in env.get("FERROCORN_WORKER_PYTHONPATH", "").split(os.pathsep) if p]
+        level = env.get("FERROCORN_WORKER_LOG_LEVEL", "info").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise BootError(f"FERROCORN_LOG_LEVEL={level.lower()!r} is not one of debug, info, warning, error, critical")
+            raise BootError(f"FERROCORN_WORKER_LOG_LEVEL={level.lower()!r} is not one of debug, info, warning, error, critical")
         self.log_level = level
-        self.workers = number("FERROCORN_WORKERS", env.get("FERROCORN_WORKERS", "1"))
+        self.workers = number("FERROCORN_WORKER_COUNT", env.get("FERROCORN_WORKER_COUNT", "1"))
 
 
 def setup_logging(level: str) -> None:
@@ -928,12 +928,12 @@ def main(env: Optional[dict] = None) -> int:
     control: Optional[socket.socket] = None
     try:
         # The control socket first, so that every later boot error reaches the master.
-        control_fd = env.get("FERROCORN_CONTROL_FD", "")
+        control_fd = env.get("FERROCORN_WORKER_CONTROL_FD", "")
         try:
             control = socket.socket(fileno=int(control_fd))
             control.setblocking(True)
         except (ValueError, OSError) as exc:
-            raise BootError(f"FERROCORN_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
+            raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
         setup_logging(config.log_level)
         if config.master_pid is not None and os.getppid() != config.master_pid:

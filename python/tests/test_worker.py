@@ -720,14 +720,14 @@ class WorkerProcess:
         child_fds = [control_child.fileno()] + [theirs.fileno() for _, theirs in pairs]
         env = dict(os.environ)
         env.update({
-            "FERROCORN_CONTROL_FD": str(control_child.fileno()),
-            "FERROCORN_LANE_FDS": ",".join(str(theirs.fileno()) for _, theirs in pairs),
-            "FERROCORN_APP": app,
+            "FERROCORN_WORKER_CONTROL_FD": str(control_child.fileno()),
+            "FERROCORN_WORKER_LANE_FDS": ",".join(str(theirs.fileno()) for _, theirs in pairs),
+            "FERROCORN_WORKER_APP": app,
             "FERROCORN_WORKER_ID": "7",
-            "FERROCORN_MASTER_PID": str(os.getpid()),
-            "FERROCORN_PYTHONPATH": pythonpath,
-            "FERROCORN_LOG_LEVEL": "info",
-            "FERROCORN_WORKERS": "2",
+            "FERROCORN_WORKER_MASTER_PID": str(os.getpid()),
+            "FERROCORN_WORKER_PYTHONPATH": pythonpath,
+            "FERROCORN_WORKER_LOG_LEVEL": "info",
+            "FERROCORN_WORKER_COUNT": "2",
         })
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
@@ -852,10 +852,10 @@ class WorkerProcessTest(unittest.TestCase):
         self.assertEqual(get(w.lanes[0]).body, b"HEY")
 
     def test_broken_environment_is_a_boot_failure(self) -> None:
-        w = self.start(extra_env={"FERROCORN_LOG_LEVEL": "loud"})
+        w = self.start(extra_env={"FERROCORN_WORKER_LOG_LEVEL": "loud"})
         kind, flags, payload = recv_frame(w.control)
         self.assertEqual((kind, flags), (W.BOOT_FAILED, 0))
-        self.assertIn("FERROCORN_LOG_LEVEL", payload.decode())
+        self.assertIn("FERROCORN_WORKER_LOG_LEVEL", payload.decode())
         self.assertEqual(w.wait(), 3)
 
     def test_threads_serve_concurrently(self) -> None:

@@ -93,14 +93,17 @@ pub fn spawn(id: WorkerId, spec: &SpawnSpec, stderr: Stdio) -> Result<Spawned, S
         .arg(id.to_string())
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("PYTHONUNBUFFERED", "1")
-        .env("FERROCORN_CONTROL_FD", inherited[0].to_string())
-        .env("FERROCORN_LANE_FDS", lane_fds)
-        .env("FERROCORN_APP", &spec.app)
+        .env("FERROCORN_WORKER_CONTROL_FD", inherited[0].to_string())
+        .env("FERROCORN_WORKER_LANE_FDS", lane_fds)
+        .env("FERROCORN_WORKER_APP", &spec.app)
         .env("FERROCORN_WORKER_ID", id.to_string())
-        .env("FERROCORN_MASTER_PID", std::process::id().to_string())
-        .env("FERROCORN_PYTHONPATH", pythonpath)
-        .env("FERROCORN_LOG_LEVEL", &spec.log_level)
-        .env("FERROCORN_WORKERS", spec.workers.to_string())
+        .env(
+            "FERROCORN_WORKER_MASTER_PID",
+            std::process::id().to_string(),
+        )
+        .env("FERROCORN_WORKER_PYTHONPATH", pythonpath)
+        .env("FERROCORN_WORKER_LOG_LEVEL", &spec.log_level)
+        .env("FERROCORN_WORKER_COUNT", spec.workers.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(stderr);
