@@ -40,15 +40,23 @@ impl Verdicts {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum State {
     Head,
-    Length(u64),
+    /// Body bytes to pass over (a length body, chunk data and its CRLF).
+    Skip {
+        left: u64,
+        then: Resume,
+    },
     ChunkSize,
-    ChunkData(u64),
-    ChunkDataEnd(u8),
     Trailers,
     Lost,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    Head,
+    ChunkSize,
 }
 
 /// Follows request framing over the bytes of one connection.
@@ -104,28 +112,15 @@ impl Scanner {
                         }
                     }
                 }
-                State::Length(left) => {
+                State::Skip { left, then } => {
                     let n = (*left).min(bytes.len() as u64);
                     *left -= n;
                     bytes = &bytes[n as usize..];
                     if *left == 0 {
-                        self.state = State::Head;
-                    }
-                }
-                State::ChunkData(left) => {
-                    let n = (*left).min(bytes.len() as u64);
-                    *left -= n;
-                    bytes = &bytes[n as usize..];
-                    if *left == 0 {
-                        self.state = State::ChunkDataEnd(2);
-                    }
-                }
-                State::ChunkDataEnd(left) => {
-                    let n = (*left as usize).min(bytes.len());
-                    *left -= n as u8;
-                    bytes = &bytes[n..];
-                    if *left == 0 {
-                        self.state = State::ChunkSize;
+                        self.state = match then {
+                            Resume::Head => State::Head,
+                            Resume::ChunkSize => State::ChunkSize,
+                        };
                     }
                 }
                 State::ChunkSize | State::Trailers => {
@@ -145,7 +140,11 @@ impl Scanner {
                         State::Trailers => State::Trailers,
                         _ => match parse_chunk_size(line) {
                             Some(0) => State::Trailers,
-                            Some(size) => State::ChunkData(size),
+                            // The data, then its CRLF.
+                            Some(size) => State::Skip {
+                                left: size.saturating_add(2),
+                                then: Resume::ChunkSize,
+                            },
                             None => State::Lost,
                         },
                     };
@@ -187,7 +186,10 @@ impl Scanner {
         self.state = match (chunked, length, bad_length) {
             (Some(true), _, _) => State::ChunkSize,
             (Some(false), _, _) | (None, _, true) => State::Lost, // hyper refuses these
-            (None, Some(n), false) if n > 0 => State::Length(n),
+            (None, Some(n), false) if n > 0 => State::Skip {
+                left: n,
+                then: Resume::Head,
+            },
             _ => State::Head,
         };
         // The bytes after the head are still in the caller's slice.
@@ -323,6 +325,13 @@ mod tests {
         let req =
             b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n";
         assert_eq!(verdicts_for(&[req]), vec![true]);
+    }
+
+    #[test]
+    fn a_huge_chunk_size_does_not_overflow() {
+        let req: &[u8] =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert_eq!(verdicts_for(&[req]), vec![false]);
     }
 
     #[test]
