@@ -16,13 +16,31 @@ use tokio::sync::mpsc;
 #[error("{0}")]
 pub struct BodyError(pub String);
 
+/// Runs once a streamed body is over (sent, failed or dropped) with the
+/// number of bytes handed to hyper: the access log line of a streamed
+/// response is written then, with its real size.
+pub struct OnFinish(pub Box<dyn FnOnce(u64) + Send>);
+
+impl std::fmt::Debug for OnFinish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnFinish")
+    }
+}
+
 /// A response body.
 #[derive(Debug)]
 pub enum ResponseBody {
     /// All of it, sent at once.
     Full(Option<Bytes>),
     /// Chunks as the worker produces them.
-    Stream(mpsc::Receiver<Result<Bytes, BodyError>>),
+    Stream {
+        /// The chunks.
+        chunks: mpsc::Receiver<Result<Bytes, BodyError>>,
+        /// Bytes handed to hyper so far.
+        sent: u64,
+        /// What to do when the body is over.
+        on_finish: Option<OnFinish>,
+    },
 }
 
 impl ResponseBody {
@@ -34,6 +52,28 @@ impl ResponseBody {
     /// No body.
     pub fn empty() -> ResponseBody {
         ResponseBody::Full(None)
+    }
+
+    /// A body streamed from `chunks`.
+    pub fn stream(chunks: mpsc::Receiver<Result<Bytes, BodyError>>) -> ResponseBody {
+        ResponseBody::Stream {
+            chunks,
+            sent: 0,
+            on_finish: None,
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let ResponseBody::Stream {
+            sent, on_finish, ..
+        } = self
+        {
+            if let Some(OnFinish(finish)) = on_finish.take() {
+                finish(*sent);
+            }
+        }
     }
 }
 
@@ -47,9 +87,14 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(chunks) => chunks
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|c| c.map(Frame::data))),
+            ResponseBody::Stream { chunks, sent, .. } => chunks.poll_recv(cx).map(|chunk| {
+                chunk.map(|c| {
+                    c.map(|data| {
+                        *sent += data.len() as u64;
+                        Frame::data(data)
+                    })
+                })
+            }),
         }
     }
 
@@ -61,7 +106,7 @@ impl http_body::Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream { .. } => SizeHint::default(),
         }
     }
 }

@@ -211,7 +211,7 @@ fn stream(ctx: &ExchangeCtx, mut lease: LaneLease, first: Option<Frame>) -> Resp
             }
         }
     });
-    ResponseBody::Stream(rx)
+    ResponseBody::stream(rx)
 }
 
 /// Streams the rest of a large request body to the worker until the body

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, SERVER};
+use http::header::SERVER;
 use http::{HeaderValue, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use super::body::ResponseBody;
+use super::body::{OnFinish, ResponseBody};
 use super::exchange::{forward, ExchangeCtx, PreparedBody};
 use super::framing::Verdicts;
 use super::status::RequestError;
@@ -78,7 +78,7 @@ pub async fn handle(
         response.headers_mut().insert(SERVER, SERVER_NAME.clone());
     }
     if let Some(access) = &ctx.access {
-        log_access(access, &conn, &head, &response, started);
+        log_access(access, &conn, &head, &mut response, started);
     }
     Ok(response)
 }
@@ -161,36 +161,69 @@ async fn prepare_body(limits: &Limits, mut body: Incoming) -> Result<PreparedBod
     })
 }
 
+/// Writes the access log line now for a whole body, or when a streamed
+/// body is over, with the bytes really sent.
 fn log_access(
     access: &AccessLog,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     head: &http::request::Parts,
-    response: &Response<ResponseBody>,
+    response: &mut Response<ResponseBody>,
     (started, started_at): (Instant, SystemTime),
 ) {
-    let response_bytes = response
-        .body()
-        .size_hint()
-        .exact()
-        .or_else(|| {
-            response
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0);
-    access.log(&AccessRecord {
+    let status = response.status().as_u16();
+    if let ResponseBody::Full(body) = response.body() {
+        let size = body.as_ref().map_or(0, |b| b.len() as u64);
+        let record = access_record(
+            conn,
+            head,
+            status,
+            size,
+            started_at,
+            started,
+            response.headers(),
+        );
+        access.log(&record);
+        return;
+    }
+    // Streamed: the line waits for the end of the body. Owned copies only here.
+    let (access, conn, head) = (access.clone(), conn.clone(), head.clone());
+    let response_headers = response.headers().clone();
+    if let ResponseBody::Stream { on_finish, .. } = response.body_mut() {
+        *on_finish = Some(OnFinish(Box::new(move |sent| {
+            let record = access_record(
+                &conn,
+                &head,
+                status,
+                sent,
+                started_at,
+                started,
+                &response_headers,
+            );
+            access.log(&record);
+        })));
+    }
+}
+
+fn access_record<'a>(
+    conn: &'a ConnInfo,
+    head: &'a http::request::Parts,
+    status: u16,
+    response_bytes: u64,
+    started_at: SystemTime,
+    started: Instant,
+    response_headers: &'a http::HeaderMap,
+) -> AccessRecord<'a> {
+    AccessRecord {
         remote: &conn.remote_addr,
         method: head.method.as_str(),
         path: head.uri.path(),
         query: head.uri.query(),
         version: head.version,
-        status: response.status().as_u16(),
+        status,
         response_bytes,
         started: started_at,
         elapsed: started.elapsed(),
         request_headers: &head.headers,
-        response_headers: response.headers(),
-    });
+        response_headers,
+    }
 }

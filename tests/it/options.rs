@@ -10,6 +10,9 @@ const APP: &str = r#"
 import os
 
 def app(environ, start_response):
+    if environ["PATH_INFO"] == "/gen":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (chunk for chunk in [b"ab", b"cd", b"ef"])
     body = ("%s %s" % (os.environ.get("GREETING", "-"), environ["PATH_INFO"])).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
