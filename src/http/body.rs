@@ -49,11 +49,6 @@ impl ResponseBody {
         ResponseBody::Full(Some(bytes))
     }
 
-    /// No body.
-    pub fn empty() -> ResponseBody {
-        ResponseBody::Full(None)
-    }
-
     /// A body streamed from `chunks`.
     pub fn stream(chunks: mpsc::Receiver<Result<Bytes, BodyError>>) -> ResponseBody {
         ResponseBody::Stream {

@@ -88,7 +88,9 @@ pub fn encode_request(
     env.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
     match body {
         BodyPlan::Buffered(len) | BodyPlan::Streamed(Some(len)) => {
-            env.pair(b"CONTENT_LENGTH", len.to_string().as_bytes());
+            env.key(b"CONTENT_LENGTH");
+            // Formatted straight into the frame: no String per request.
+            let _ = std::fmt::Write::write_fmt(env.out, format_args!("{len}"));
         }
         BodyPlan::Empty | BodyPlan::Streamed(None) => {}
     }

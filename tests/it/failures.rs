@@ -27,15 +27,7 @@ fn worker_death_mid_request_is_502_and_a_replacement_serves() {
     let server = TestServer::start(&["-w", "1", "examples.flask_app:app"]);
     let before = server.get("/pid").text();
     assert_eq!(server.get("/crash").status, 502);
-    let after = wait_until("a replacement worker", DEADLINE, || {
-        let resp = server.get("/pid");
-        if resp.status == 200 {
-            Ok(resp.text())
-        } else {
-            Err(format!("status {}", resp.status))
-        }
-    });
-    assert_ne!(before, after);
+    server.wait_for_new_worker(&before);
 }
 
 #[test]
@@ -110,15 +102,7 @@ fn request_past_the_timeout_gets_504_and_a_new_worker() {
     let before = server.get("/pid").text();
     let resp = server.get("/io?ms=5000");
     assert_eq!(resp.status, 504);
-    let after = wait_until("a replacement worker", DEADLINE, || {
-        let resp = server.get("/pid");
-        if resp.status == 200 {
-            Ok(resp.text())
-        } else {
-            Err(format!("status {}", resp.status))
-        }
-    });
-    assert_ne!(before, after);
+    server.wait_for_new_worker(&before);
     wait_until("the stack dump in the error log", DEADLINE, || {
         let log = server.stderr();
         if log.contains("File ") && log.contains("in io") {

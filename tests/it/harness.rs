@@ -202,6 +202,25 @@ impl TestServer {
         status.code()
     }
 
+    /// Sends `n` GETs of `path` at once; returns their statuses.
+    pub fn get_concurrently(&self, n: usize, path: &str) -> Vec<u16> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n).map(|_| s.spawn(|| self.get(path).status)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Waits until `/pid` answers from a worker other than `before`; returns its pid.
+    pub fn wait_for_new_worker(&self, before: &str) -> String {
+        wait_until("a replacement worker", DEADLINE, || {
+            let resp = self.get("/pid");
+            match (resp.status, resp.text()) {
+                (200, pid) if pid != before => Ok(pid),
+                (status, text) => Err(format!("status {status}: {text}")),
+            }
+        })
+    }
+
     /// Pids of the master's children (the workers), from /proc.
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.pid())

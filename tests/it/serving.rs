@@ -1,7 +1,6 @@
 //! Serving the example apps: Flask and plain WSGI, balancing, threads,
 //! bodies both ways, streaming.
 
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -29,42 +28,17 @@ fn plain_wsgi_hello_and_factory_spec() {
 #[test]
 fn requests_are_spread_over_workers() {
     let server = TestServer::start(&["-w", "2", "examples.flask_app:app"]);
-    let pids: HashSet<String> = wait_until("both workers to serve", DEADLINE, || {
-        let pids: HashSet<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| server.get("/io?ms=200").status))
-                .collect();
-            let got: HashSet<String> = (0..4).map(|_| server.get("/pid").text()).collect();
-            for h in handles {
-                assert_eq!(h.join().unwrap(), 200);
-            }
-            got
-        });
-        let workers = server.worker_pids();
-        if workers.len() == 2 {
-            Ok(workers
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<HashSet<_>>())
-        } else {
-            Err(format!("workers {workers:?}, served by {pids:?}"))
-        }
+    wait_until("two workers", DEADLINE, || match server.worker_pids() {
+        pids if pids.len() == 2 => Ok(()),
+        pids => Err(format!("workers {pids:?}")),
     });
     // Concurrent slow requests can only all be served if both workers take them.
     let start = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| server.get("/io?ms=1000").status))
-            .collect();
-        for h in handles {
-            assert_eq!(h.join().unwrap(), 200);
-        }
-    });
+    assert_eq!(server.get_concurrently(2, "/io?ms=1000"), vec![200; 2]);
     assert!(
         start.elapsed() < Duration::from_millis(1900),
         "two sync workers served two slow requests one after the other"
     );
-    assert_eq!(pids.len(), 2);
 }
 
 #[test]
@@ -77,14 +51,7 @@ fn threads_serve_concurrently_and_environ_tells_the_truth() {
         "{environ}"
     );
     let start = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| server.get("/io?ms=1000").status))
-            .collect();
-        for h in handles {
-            assert_eq!(h.join().unwrap(), 200);
-        }
-    });
+    assert_eq!(server.get_concurrently(4, "/io?ms=1000"), vec![200; 4]);
     assert!(
         start.elapsed() < Duration::from_millis(3000),
         "4 threads did not overlap"
