@@ -1,8 +1,9 @@
 //! Python worker processes: how one is started ([`spawn`]), how it proves it
-//! is ready ([`boot`]), which states it moves through ([`state`]), and the
-//! embedded worker program ([`script`]).
+//! is ready ([`boot`]), which states it moves through ([`state`]), how much
+//! memory it uses ([`memory`]), and the embedded worker program ([`script`]).
 
 pub mod boot;
+pub mod memory;
 pub mod script;
 pub mod spawn;
 pub mod state;
