@@ -2,3 +2,4 @@
 //! without processes or sleeps.
 
 pub mod backoff;
+pub mod memory;
