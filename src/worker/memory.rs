@@ -4,8 +4,12 @@
 //!
 //! RSS comes from `/proc/PID/statm` (the kernel's per-process counters, what
 //! `ps` shows; cheap, no page-table walk). PSS and USS come from
-//! `/proc/PID/smaps_rollup`, which walks the page tables on every read and
-//! costs more, so RSS stays the default metric.
+//! `/proc/PID/smaps_rollup`, which walks the worker's page tables under its
+//! mmap lock on every read, so its cost grows with the worker's size:
+//! measured about 3 us for statm at any size, and for smaps_rollup 225 us at
+//! 30 MiB resident, 680 us at 130 MiB, 3.6 ms at 530 MiB (2-core VM, Linux
+//! 6.18). These are blocking reads: run a round off the async threads
+//! (`spawn_blocking`), and RSS stays the default metric.
 
 use std::fs::File;
 use std::io::{self, Read};
