@@ -5,8 +5,10 @@
 //! restarts through [`Metrics::restart`], the HTTP front through
 //! [`Metrics::observe_request`] and [`Metrics::observe_queue_wait`], and the
 //! dispatcher's live load through [`Metrics::set_load_source`], which is
-//! read at scrape time.
+//! read at scrape time. [`endpoint`] serves the text, `/healthz` and `/readyz`.
 //! This module decides nothing about workers; it only reports.
+
+pub mod endpoint;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
