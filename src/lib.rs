@@ -10,6 +10,7 @@
 //! - [`http`]: listeners, hyper connections, the request service, the trip to a worker, status mapping
 //! - [`protocol`]: master <-> worker frames, handshake, environ encoding, lane sockets
 //! - [`logging`]: error log and access log
+//! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
 //! - [`exit`]: process exit codes
 
 #![warn(missing_docs)]
@@ -21,5 +22,6 @@ pub mod exit;
 pub mod http;
 pub mod logging;
 pub mod master;
+pub mod metrics;
 pub mod protocol;
 pub mod worker;
