@@ -41,7 +41,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// master runs) and GET /readyz (200 when enough workers are ready, else 503
 /// with a one-line reason); any other path is 404, another method on these
 /// paths 405. HEAD works wherever GET does. Returns once `shutdown`
-/// resolves and open answers are written (at most [`DRAIN_TIMEOUT`] later).
+/// resolves and open answers are written (at most 2 s later).
 ///
 /// # Errors
 ///
