@@ -49,8 +49,9 @@ def io() -> Response:
 
 @app.route("/leak")
 def leak() -> Response:
-    """Keep kb KiB more per request, forever."""
-    _leaked.append(bytes(_int_arg("kb", 1024) * 1024))
+    """Keep kb KiB more per request, forever, resident: bytes(n) would be
+    calloc'd pages the kernel never maps, which no RSS limit could see."""
+    _leaked.append(b"\x01" * (_int_arg("kb", 1024) * 1024))
     kept = sum(len(b) for b in _leaked)
     return Response(f"kept {kept} bytes\n", mimetype="text/plain")
 

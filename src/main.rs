@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-use ferrocorn::config::{self, Mode, Settings};
+use ferrocorn::config::{self, Loaded, Mode, Settings};
 use ferrocorn::exit::ExitCode as Exit;
 use ferrocorn::http::listener;
 use ferrocorn::logging::{self, LogConfig, LogLevel};
 use ferrocorn::master;
+use ferrocorn::metrics;
 
 fn main() -> ExitCode {
     let loaded = match config::load(std::env::args_os(), &config::process_env) {
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
         }
         Mode::Serve => {}
     }
-    match serve(&loaded.settings) {
+    match serve(loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
             eprintln!("error: {message}");
@@ -41,7 +42,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(settings: &Settings) -> Result<(), (Exit, String)> {
+fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
+    let settings = &loaded.settings.clone();
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,7 +62,15 @@ fn serve(settings: &Settings) -> Result<(), (Exit, String)> {
         // Bind before any worker exists: the port stays open across worker restarts.
         let listeners = listener::bind_all(&settings.bind, settings.backlog)
             .map_err(|e| (Exit::Runtime, e.to_string()))?;
-        master::run(settings, listeners, logging)
+        let metrics = match &settings.metrics_bind {
+            Some(address) => Some(
+                metrics::endpoint::bind(address)
+                    .await
+                    .map_err(|e| (Exit::Runtime, e.to_string()))?,
+            ),
+            None => None,
+        };
+        master::run(loaded, listeners, metrics, logging)
             .await
             .map_err(|e| (Exit::Runtime, format!("cannot listen for signals: {e}")))
     })?;

@@ -139,8 +139,7 @@ impl Settings {
     /// How many workers may retire at once: the setting, else a quarter of
     /// the workers and at least 1, so recycling never empties the pool.
     pub fn effective_max_concurrent_retirements(&self) -> usize {
-        self.max_concurrent_retirements
-            .unwrap_or((self.workers / 4).max(1))
+        crate::master::policy::stagger::cap(self.workers, self.max_concurrent_retirements)
     }
 
     /// The Python interpreter for workers: `python` if set, else

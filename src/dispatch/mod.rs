@@ -4,14 +4,17 @@
 //! or the queue timeout passes (the HTTP side turns both refusals into 503).
 //!
 //! It only sees lanes and worker ids; which workers exist and when they
-//! retire is the arbiter's business, told through `add_worker`, `retire`
-//! and `remove`. A retiring worker's lanes close as they come back, and the
-//! dispatcher reports when the last one is gone.
+//! retire is the arbiter's business, told through `add_worker`,
+//! `deprioritize`, `retire` and `remove`. A retiring worker's lanes close as
+//! they come back, and the dispatcher reports when the last one is gone. It
+//! also counts each worker's requests and checks its RSS after each one
+//! ([`terms`]), and reports limits reached as [`PoolNews`].
 
 pub mod queue;
+pub mod terms;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -19,6 +22,8 @@ use tokio::sync::mpsc;
 use crate::protocol::lane::Lane;
 use crate::worker::WorkerId;
 use queue::{Handover, WaitQueue};
+use terms::Tally;
+pub use terms::{PoolNews, Standing, WorkerTerms};
 
 /// Why a request got no lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -53,11 +58,24 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     queue_timeout: Duration,
-    drained: mpsc::UnboundedSender<WorkerId>,
+    news: mpsc::UnboundedSender<PoolNews>,
+    /// Hears how long each queued request waited, for metrics.
+    queue_wait: Option<QueueWaitObserver>,
+}
+
+/// A callback that hears each queued request's wait.
+pub type QueueWaitObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state)
+            .field("queue_timeout", &self.queue_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -75,15 +93,19 @@ struct Slot {
     /// Lanes still open: idle plus leased.
     open_lanes: usize,
     accepting: bool,
+    /// Whether it is being replaced, and how much it may still serve.
+    standing: Standing,
+    tally: Tally,
 }
 
 impl Dispatcher {
-    /// A dispatcher with no workers yet. `drained` hears the id of each
-    /// retiring worker whose last lane has come back.
+    /// A dispatcher with no workers yet; `news` hears drained workers and
+    /// limits reached; `queue_wait`, if given, how long queued requests waited.
     pub fn new(
         backlog: usize,
         queue_timeout: Duration,
-        drained: mpsc::UnboundedSender<WorkerId>,
+        news: mpsc::UnboundedSender<PoolNews>,
+        queue_wait: Option<QueueWaitObserver>,
     ) -> Dispatcher {
         Dispatcher {
             shared: Arc::new(Shared {
@@ -93,7 +115,8 @@ impl Dispatcher {
                     closed: false,
                 }),
                 queue_timeout,
-                drained,
+                news,
+                queue_wait,
             }),
         }
     }
@@ -125,7 +148,12 @@ impl Dispatcher {
                 .push(request)
                 .map_err(|_| DispatchError::QueueFull)?
         };
-        match tokio::time::timeout(self.shared.queue_timeout, waiting).await {
+        let queued_at = self.shared.queue_wait.as_ref().map(|_| Instant::now());
+        let outcome = tokio::time::timeout(self.shared.queue_timeout, waiting).await;
+        if let (Some(observe), Some(at)) = (&self.shared.queue_wait, queued_at) {
+            observe(at.elapsed());
+        }
+        match outcome {
             Ok(Ok(lease)) => Ok(lease),
             Ok(Err(_)) => Err(DispatchError::ShuttingDown),
             Err(_) => Err(DispatchError::QueueTimeout),
@@ -142,7 +170,7 @@ impl Dispatcher {
     }
 
     /// Makes a ready worker's lanes available; queued requests get them first.
-    pub fn add_worker(&self, worker: WorkerId, lanes: Vec<Lane>) {
+    pub fn add_worker(&self, worker: WorkerId, lanes: Vec<Lane>, terms: WorkerTerms) {
         let mut orphans = Vec::new();
         let mut state = self.state();
         state.slots.push(Slot {
@@ -150,12 +178,37 @@ impl Dispatcher {
             idle: Vec::with_capacity(lanes.len()),
             open_lanes: lanes.len(),
             accepting: true,
+            standing: Standing::Normal,
+            tally: Tally::new(terms),
         });
         for lane in lanes {
             orphans.extend(self.put_back(&mut state, worker, lane));
         }
         drop(state);
         drop(orphans);
+    }
+
+    /// The worker's replacement is booting: from now on it serves only as
+    /// `standing` allows.
+    pub fn set_standing(&self, worker: WorkerId, standing: Standing) {
+        let mut orphans = Vec::new();
+        let mut state = self.state();
+        if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
+            slot.standing = standing;
+        }
+        self.serve_waiters(&mut state, &mut orphans);
+        drop(state);
+        drop(orphans);
+    }
+
+    /// Requests served so far by each worker that still has lanes here.
+    pub fn served(&self) -> Vec<(WorkerId, u64)> {
+        let state = self.state();
+        state
+            .slots
+            .iter()
+            .map(|s| (s.worker, s.tally.served))
+            .collect()
     }
 
     /// Stops giving the worker requests; its lanes close as they come back.
@@ -168,11 +221,21 @@ impl Dispatcher {
         slot.open_lanes -= slot.idle.len();
         slot.idle.clear();
         self.forget_if_drained(&mut state, worker);
+        // A worker in reserve may be the one left to serve the waiters.
+        let mut orphans = Vec::new();
+        self.serve_waiters(&mut state, &mut orphans);
+        drop(state);
+        drop(orphans);
     }
 
     /// Forgets a worker that is gone; its leased lanes are dropped on return.
     pub fn remove(&self, worker: WorkerId) {
-        self.state().slots.retain(|s| s.worker != worker);
+        let mut orphans = Vec::new();
+        let mut state = self.state();
+        state.slots.retain(|s| s.worker != worker);
+        self.serve_waiters(&mut state, &mut orphans);
+        drop(state);
+        drop(orphans);
     }
 
     /// Refuses new requests and empties the queue (its waiters get
@@ -200,8 +263,12 @@ impl Dispatcher {
         stats
     }
 
+    /// A lane is back from a finished request.
     fn release(&self, worker: WorkerId, lane: Lane) {
         let mut state = self.state();
+        if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
+            slot.tally.count(worker, &self.shared.news);
+        }
         let orphan = self.put_back(&mut state, worker, lane);
         drop(state);
         // Dropped outside the lock: it cancels its request and comes back.
@@ -229,6 +296,25 @@ impl Dispatcher {
             self.forget_if_drained(state, worker);
             return None;
         }
+        if !state.may_serve(worker) {
+            state.park(worker, lane);
+            return None;
+        }
+        self.hand_over(state, worker, lane)
+    }
+
+    /// Gives idle lanes that may serve to waiting requests, oldest first.
+    fn serve_waiters(&self, state: &mut State, orphans: &mut Vec<LaneLease>) {
+        while !state.queue.is_empty() {
+            let Some((worker, lane)) = state.pick() else {
+                return;
+            };
+            orphans.extend(self.hand_over(state, worker, lane));
+        }
+    }
+
+    #[must_use]
+    fn hand_over(&self, state: &mut State, worker: WorkerId, lane: Lane) -> Option<LaneLease> {
         let write_request = |lease: &mut LaneLease, request: &Bytes| {
             lease.lane().write_now(request);
             lease.request_written = true;
@@ -240,9 +326,7 @@ impl Dispatcher {
             Handover::Delivered => None,
             Handover::NoWaiter(mut lease) => {
                 let lane = lease.lane.take().expect("a fresh lease holds its lane");
-                if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
-                    slot.idle.push(lane);
-                }
+                state.park(worker, lane);
                 None
             }
             Handover::Orphaned(lease) => Some(lease),
@@ -253,22 +337,52 @@ impl Dispatcher {
         let drained = state
             .slots
             .iter()
-            .any(|s| s.worker == worker && !s.accepting && s.open_lanes == 0);
-        if drained {
-            state.slots.retain(|s| s.worker != worker);
-            let _ = self.shared.drained.send(worker);
+            .position(|s| s.worker == worker && !s.accepting && s.open_lanes == 0);
+        if let Some(index) = drained {
+            let slot = state.slots.swap_remove(index);
+            let _ = self.shared.news.send(PoolNews::Drained {
+                worker,
+                served: slot.tally.served,
+            });
         }
     }
 }
 
 impl State {
-    /// The least-loaded accepting worker's idle lane.
+    /// The best standing among accepting workers: a worker serves only if
+    /// its standing allows it next to that one.
+    fn lowest_standing(&self) -> Option<Standing> {
+        let accepting = self.slots.iter().filter(|s| s.accepting);
+        let best = accepting.clone().map(|s| s.standing).min()?;
+        // Excluded workers serve only when nothing else accepts at all.
+        Some(if best == Standing::Excluded && accepting.count() > 1 {
+            Standing::Reserve
+        } else {
+            best
+        })
+    }
+
+    fn may_serve(&self, worker: WorkerId) -> bool {
+        let floor = self.lowest_standing();
+        self.slots
+            .iter()
+            .any(|s| s.worker == worker && floor.is_some_and(|f| s.standing <= f))
+    }
+
+    fn park(&mut self, worker: WorkerId, lane: Lane) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.worker == worker) {
+            slot.idle.push(lane);
+        }
+    }
+
+    /// The least-loaded idle lane among the workers that may serve.
     fn pick(&mut self) -> Option<(WorkerId, Lane)> {
+        let floor = self.lowest_standing()?;
         let slot = self
             .slots
             .iter_mut()
-            .filter(|s| s.accepting && !s.idle.is_empty())
-            .min_by_key(|s| s.open_lanes - s.idle.len())?;
+            .filter(|s| s.accepting && s.standing <= floor && !s.idle.is_empty())
+            .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len()))?;
         Some((slot.worker, slot.idle.pop()?))
     }
 }

@@ -16,9 +16,12 @@ fn lanes(n: usize) -> (Vec<Lane>, Vec<UnixStream>) {
     (ours, theirs)
 }
 
-fn dispatcher(backlog: usize) -> (Dispatcher, mpsc::UnboundedReceiver<WorkerId>) {
+fn dispatcher(backlog: usize) -> (Dispatcher, mpsc::UnboundedReceiver<PoolNews>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Dispatcher::new(backlog, Duration::from_secs(5), tx), rx)
+    (
+        Dispatcher::new(backlog, Duration::from_secs(5), tx, None),
+        rx,
+    )
 }
 
 #[tokio::test]
@@ -26,8 +29,8 @@ async fn picks_the_least_loaded_worker() {
     let (d, _) = dispatcher(8);
     let (a, _keep_a) = lanes(2);
     let (b, _keep_b) = lanes(2);
-    d.add_worker(WorkerId(1), a);
-    d.add_worker(WorkerId(2), b);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
+    d.add_worker(WorkerId(2), b, WorkerTerms::default());
     let first = d.acquire(Bytes::new()).await.unwrap();
     let second = d.acquire(Bytes::new()).await.unwrap();
     assert_ne!(
@@ -45,7 +48,7 @@ async fn picks_the_least_loaded_worker() {
 async fn waits_in_the_queue_then_gets_the_freed_lane() {
     let (d, _) = dispatcher(8);
     let (a, _keep) = lanes(1);
-    d.add_worker(WorkerId(1), a);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
     let busy = d.acquire(Bytes::new()).await.unwrap();
     let waiter = tokio::spawn({
         let d = d.clone();
@@ -61,7 +64,7 @@ async fn waits_in_the_queue_then_gets_the_freed_lane() {
 async fn queue_timeout_and_full_queue_refuse() {
     let (d, _) = dispatcher(1);
     let (a, _keep) = lanes(1);
-    d.add_worker(WorkerId(1), a);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
     let _busy = d.acquire(Bytes::new()).await.unwrap();
     let waiting = tokio::spawn({
         let d = d.clone();
@@ -80,8 +83,8 @@ async fn retiring_worker_gets_nothing_and_reports_drained() {
     let (d, mut drained) = dispatcher(8);
     let (a, _keep_a) = lanes(1);
     let (b, _keep_b) = lanes(1);
-    d.add_worker(WorkerId(1), a);
-    d.add_worker(WorkerId(2), b);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
+    d.add_worker(WorkerId(2), b, WorkerTerms::default());
     let lease = d.acquire(Bytes::new()).await.unwrap();
     let busy_worker = lease.worker();
     d.retire(busy_worker);
@@ -89,7 +92,13 @@ async fn retiring_worker_gets_nothing_and_reports_drained() {
     let other = d.acquire(Bytes::new()).await.unwrap();
     assert_ne!(other.worker(), busy_worker);
     drop(lease);
-    assert_eq!(drained.try_recv().unwrap(), busy_worker);
+    assert_eq!(
+        drained.try_recv().unwrap(),
+        PoolNews::Drained {
+            worker: busy_worker,
+            served: 1
+        }
+    );
 }
 
 #[tokio::test]
@@ -106,7 +115,7 @@ async fn close_refuses_new_requests() {
 async fn a_queued_request_is_written_the_moment_its_lane_frees_up() {
     let (d, _) = dispatcher(8);
     let (a, mut theirs) = lanes(1);
-    d.add_worker(WorkerId(1), a);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
     let busy = d.acquire(Bytes::new()).await.unwrap();
     let waiter = tokio::spawn({
         let d = d.clone();
@@ -123,4 +132,100 @@ async fn a_queued_request_is_written_the_moment_its_lane_frees_up() {
     theirs[0].read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"next request");
     assert_eq!(waiter.await.unwrap(), Ok(true));
+}
+
+#[tokio::test]
+async fn a_worker_in_reserve_serves_only_when_no_normal_worker_accepts() {
+    let (d, _) = dispatcher(8);
+    let (a, _keep_a) = lanes(2);
+    let (b, _keep_b) = lanes(1);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
+    d.add_worker(WorkerId(2), b, WorkerTerms::default());
+    d.set_standing(WorkerId(1), Standing::Reserve);
+    let first = d.acquire(Bytes::new()).await.unwrap();
+    assert_eq!(first.worker(), WorkerId(2));
+    let waiter = tokio::spawn({
+        let d = d.clone();
+        async move { d.acquire(Bytes::new()).await.map(|l| l.worker()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(d.stats().queued, 1, "waits for the normal worker");
+    // The normal worker retires: the one in reserve takes the waiter.
+    d.retire(WorkerId(2));
+    assert_eq!(waiter.await.unwrap(), Ok(WorkerId(1)));
+    drop(first);
+}
+
+#[tokio::test]
+async fn an_excluded_worker_serves_only_when_it_is_the_sole_worker() {
+    let (d, _) = dispatcher(8);
+    let (a, _keep_a) = lanes(1);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
+    d.set_standing(WorkerId(1), Standing::Excluded);
+    let sole = d.acquire(Bytes::new()).await.unwrap();
+    assert_eq!(sole.worker(), WorkerId(1), "-w 1 never stalls");
+    drop(sole);
+    let (b, _keep_b) = lanes(1);
+    d.add_worker(WorkerId(2), b, WorkerTerms::default());
+    d.set_standing(WorkerId(2), Standing::Excluded);
+    let waiter = tokio::spawn({
+        let d = d.clone();
+        async move { d.acquire(Bytes::new()).await.map(|l| l.worker()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(
+        d.stats().queued,
+        1,
+        "two excluded workers: wait for a replacement"
+    );
+    let (c, _keep_c) = lanes(1);
+    d.add_worker(WorkerId(3), c, WorkerTerms::default());
+    assert_eq!(waiter.await.unwrap(), Ok(WorkerId(3)));
+}
+
+#[tokio::test]
+async fn counts_requests_and_reports_the_limit_once() {
+    let (d, mut news) = dispatcher(8);
+    let (a, _keep) = lanes(1);
+    let terms = WorkerTerms {
+        request_limit: Some(3),
+        rss_watch: None,
+    };
+    d.add_worker(WorkerId(7), a, terms);
+    for _ in 0..5 {
+        drop(d.acquire(Bytes::new()).await.unwrap());
+    }
+    assert_eq!(d.served(), vec![(WorkerId(7), 5)]);
+    assert_eq!(
+        news.try_recv().unwrap(),
+        PoolNews::RequestLimit {
+            worker: WorkerId(7),
+            served: 3
+        }
+    );
+    assert!(news.try_recv().is_err(), "reported once");
+}
+
+#[tokio::test]
+async fn reports_rss_above_the_threshold_after_each_request_and_once_below() {
+    use crate::worker::memory::RssProbe;
+    let (d, mut news) = dispatcher(8);
+    let (a, _keep) = lanes(1);
+    let rss = RssProbe::open(std::process::id()).unwrap().read().unwrap();
+    let terms = WorkerTerms {
+        request_limit: None,
+        rss_watch: Some((RssProbe::open(std::process::id()).unwrap(), rss / 2)),
+    };
+    d.add_worker(WorkerId(1), a, terms);
+    drop(d.acquire(Bytes::new()).await.unwrap());
+    drop(d.acquire(Bytes::new()).await.unwrap());
+    for _ in 0..2 {
+        match news.try_recv().unwrap() {
+            PoolNews::Rss { worker, bytes, .. } => {
+                assert_eq!(worker, WorkerId(1));
+                assert!(bytes > rss / 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

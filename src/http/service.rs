@@ -42,6 +42,8 @@ pub struct ServiceCtx {
     pub limits: Limits,
     /// The access log, if one is configured.
     pub access: Option<AccessLog>,
+    /// Request latency and status counts, with `--metrics-bind`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
@@ -76,6 +78,9 @@ pub async fn handle(
     };
     if !response.headers().contains_key(SERVER) {
         response.headers_mut().insert(SERVER, SERVER_NAME.clone());
+    }
+    if let Some(metrics) = &ctx.metrics {
+        metrics.observe_request(started.0.elapsed(), response.status().as_u16());
     }
     if let Some(access) = &ctx.access {
         log_access(access, &conn, &head, &mut response, started);

@@ -1,5 +1,6 @@
 //! What the arbiter asks the shell to do. Plain data: tests assert on it.
 
+use crate::dispatch::Standing;
 use crate::exit::ExitCode;
 use crate::worker::state::RetireReason;
 use crate::worker::WorkerId;
@@ -29,6 +30,16 @@ pub enum Action {
     Admit {
         /// Which worker.
         worker: WorkerId,
+        /// Its own max-requests limit (with jitter), if any.
+        request_limit: Option<u64>,
+    },
+    /// The worker's replacement is booting: it serves only as `standing`
+    /// allows until the replacement is ready.
+    Deprioritize {
+        /// Which worker.
+        worker: WorkerId,
+        /// Reserve, or Excluded for memory.
+        standing: Standing,
     },
     /// Give the worker no new requests; it finishes what it has.
     Retire {
@@ -62,6 +73,14 @@ pub enum Action {
     },
     /// Reopen log files (USR1).
     ReopenLogs,
+    /// Re-read the config file and environment (HUP); the shell answers
+    /// with `Event::Reloaded`, or logs why it keeps the old config.
+    ReloadConfig,
+    /// Count one worker replacement, by reason (crash included), for metrics.
+    CountRestart {
+        /// The reason's snake_case name.
+        reason: &'static str,
+    },
     /// Leave the loop and exit the process.
     Exit {
         /// The exit code.

@@ -1,6 +1,7 @@
 //! What the arbiter hears: signals, worker news and the clock. Plain data, so
 //! tests can feed any sequence of them.
 
+use super::arbiter::ArbiterConfig;
 use crate::worker::WorkerId;
 
 /// A process signal with gunicorn's meaning.
@@ -12,7 +13,7 @@ pub enum Sig {
     Int,
     /// Quick stop.
     Quit,
-    /// Reload (not yet: the lifecycle issue).
+    /// Re-read the config and roll every worker.
     Hup,
     /// One worker more.
     Ttin,
@@ -43,6 +44,17 @@ impl std::fmt::Display for ExitStatus {
             }
         }
     }
+}
+
+/// What the sampler saw of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSample {
+    /// Which worker.
+    pub worker: WorkerId,
+    /// Requests served so far, if the dispatcher still holds its lanes.
+    pub served: Option<u64>,
+    /// Bytes of the configured memory metric, if it could be read.
+    pub memory: Option<u64>,
 }
 
 /// Something the arbiter must react to.
@@ -91,7 +103,29 @@ pub enum Event {
     Drained {
         /// Which worker.
         worker: WorkerId,
+        /// Requests it served in all.
+        served: u64,
     },
+    /// A worker served its request limit.
+    RequestLimit {
+        /// Which worker.
+        worker: WorkerId,
+        /// Requests served.
+        served: u64,
+    },
+    /// One worker's memory, read right after one of its requests.
+    MemoryReading {
+        /// Which worker.
+        worker: WorkerId,
+        /// Bytes of the configured memory metric.
+        bytes: u64,
+        /// Requests it served so far.
+        served: u64,
+    },
+    /// The periodic sample of every live worker.
+    Sample(Vec<WorkerSample>),
+    /// SIGHUP re-read the config: these are the arbiter's new parameters.
+    Reloaded(ArbiterConfig),
     /// A request on this worker ran past `--timeout`.
     RequestTimeout {
         /// Which worker.

@@ -7,6 +7,7 @@ pub mod action;
 pub mod arbiter;
 pub mod event;
 pub mod policy;
+pub mod reload;
 pub mod shell;
 pub mod signals;
 
@@ -16,18 +17,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::config::Settings;
-use crate::dispatch::Dispatcher;
+use crate::config::Loaded;
+use crate::dispatch::{self, Dispatcher, PoolNews};
 use crate::exit::ExitCode;
 use crate::http::exchange::ExchangeCtx;
 use crate::http::listener::Listener;
 use crate::http::server::{self, ConnOptions};
 use crate::http::service::{Limits, ServiceCtx};
 use crate::logging::Logging;
-use crate::worker::spawn::SpawnSpec;
+use crate::metrics::{self, Metrics, Readiness, WorkerView};
 use action::Action;
-use arbiter::{Arbiter, ArbiterConfig};
+use arbiter::Arbiter;
 use event::Event;
+use reload::{Derived, Reloader};
 
 /// How often the arbiter hears the clock (deadlines, back-offs).
 const TICK: Duration = Duration::from_millis(100);
@@ -43,17 +45,42 @@ pub struct Outcome {
 
 /// Runs the server until it stops.
 pub async fn run(
-    settings: &Settings,
+    loaded: Loaded,
     listeners: Vec<Listener>,
+    metrics_listener: Option<tokio::net::TcpListener>,
     logging: Logging,
 ) -> std::io::Result<Outcome> {
+    let settings = loaded.settings.clone();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let (drained_tx, mut drained) = mpsc::unbounded_channel();
+    let (news_tx, mut news) = mpsc::unbounded_channel();
+    let metrics = metrics_listener.map(|listener| {
+        let metrics = Metrics::new();
+        if let Ok(address) = listener.local_addr() {
+            info!(%address, "serving metrics, /healthz and /readyz");
+        }
+        tokio::spawn(metrics::endpoint::serve(
+            listener,
+            metrics.clone(),
+            std::future::pending(),
+        ));
+        metrics
+    });
+    let queue_wait = metrics
+        .clone()
+        .map(|m| Box::new(move |wait| m.observe_queue_wait(wait)) as dispatch::QueueWaitObserver);
     let dispatcher = Dispatcher::new(
         settings.backlog as usize,
         settings.queue_timeout,
-        drained_tx,
+        news_tx,
+        queue_wait,
     );
+    if let Some(metrics) = &metrics {
+        let stats = dispatcher.clone();
+        metrics.set_load_source(Box::new(move || {
+            let s = stats.stats();
+            (s.busy_lanes, s.queued)
+        }));
+    }
     for listener in &listeners {
         info!(address = %listener.url(), "listening");
     }
@@ -71,6 +98,7 @@ pub async fn run(
             buffer: settings.request_buffer_size.bytes(),
         },
         access: logging.access(),
+        metrics: metrics.clone(),
     });
     let closed_tx = events_tx.clone();
     let http = server::start(
@@ -86,20 +114,25 @@ pub async fn run(
         },
     );
     let mut signals = signals::listen()?;
+    let derived = Derived::from_settings(&settings);
     let mut shell = shell::Shell::new(
-        spawn_spec(settings),
-        boot_timeout(settings),
+        shell::ShellParts {
+            spawn: derived.spawn,
+            boot_timeout: reload::boot_timeout(&settings),
+            memory: derived.memory,
+            reloader: Reloader::new(loaded),
+            metrics: metrics.clone(),
+        },
         dispatcher,
         http,
         logging,
         events_tx,
     );
-    let mut arbiter = Arbiter::new(ArbiterConfig {
-        workers: settings.workers,
-        graceful_timeout: settings.graceful_timeout,
-    });
+    let mut arbiter = Arbiter::new(derived.arbiter);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sample = tokio::time::interval(settings.memory_check_interval.max(TICK));
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut event = Event::Start;
     loop {
@@ -109,52 +142,57 @@ pub async fn run(
             }
             shell.apply(&action);
         }
-        event = tokio::select! {
-            Some(sig) = signals.recv() => Event::Signal(sig),
-            Some(worker) = drained.recv() => Event::Drained { worker },
-            Some(ev) = events.recv() => ev,
-            _ = tick.tick() => Event::Tick,
+        if let Some(metrics) = &metrics {
+            publish(metrics, &arbiter);
+        }
+        event = loop {
+            tokio::select! {
+                Some(sig) = signals.recv() => break Event::Signal(sig),
+                Some(news) = news.recv() => break from_news(news),
+                Some(ev) = events.recv() => break ev,
+                // The readings come back as an event; /proc reads may block.
+                _ = sample.tick() => shell.start_sample(),
+                _ = tick.tick() => break Event::Tick,
+            }
         };
     }
 }
 
-fn spawn_spec(settings: &Settings) -> SpawnSpec {
-    SpawnSpec {
-        python: absolute_if_relative_path(
-            settings.python_interpreter(&|key| std::env::var(key).ok()),
-        ),
-        app: settings
-            .wsgi_app
-            .as_ref()
-            .map(|app| app.to_string())
-            .unwrap_or_default(),
-        chdir: settings.chdir.clone(),
-        pythonpath: settings.pythonpath.clone(),
-        env: settings
-            .raw_env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        lanes: settings.threads,
-        workers: settings.workers,
-        log_level: settings.log_level.to_string(),
+fn from_news(news: PoolNews) -> Event {
+    match news {
+        PoolNews::Drained { worker, served } => Event::Drained { worker, served },
+        PoolNews::RequestLimit { worker, served } => Event::RequestLimit { worker, served },
+        PoolNews::Rss {
+            worker,
+            bytes,
+            served,
+        } => Event::MemoryReading {
+            worker,
+            bytes,
+            served,
+        },
     }
 }
 
-/// `.venv/bin/python` means the master's directory, not `--chdir`'s, where
-/// the worker starts; a bare `python3` is still looked up on PATH.
-fn absolute_if_relative_path(python: std::path::PathBuf) -> std::path::PathBuf {
-    if python.is_relative() && python.components().count() > 1 {
-        if let Ok(cwd) = std::env::current_dir() {
-            return cwd.join(python);
-        }
-    }
-    python
-}
-
-/// Importing a big app can take a while: boot gets the request timeout, but
-/// at least 30 s even when `--timeout 0` turns request timeouts off.
-fn boot_timeout(settings: &Settings) -> Duration {
-    settings.timeout.max(Duration::from_secs(30))
+fn publish(metrics: &Metrics, arbiter: &Arbiter) {
+    let facts = arbiter.facts(Instant::now());
+    let workers = facts
+        .into_iter()
+        .map(|f| WorkerView {
+            id: f.worker.0,
+            pid: f.pid,
+            state: f.state,
+            requests: f.served,
+            memory_bytes: f.memory,
+            age: f.age,
+        })
+        .collect();
+    metrics.set_workers(
+        workers,
+        Readiness {
+            ready_workers: arbiter.serving(),
+            desired_workers: arbiter.desired(),
+            stopping: arbiter.stopping(),
+        },
+    );
 }

@@ -13,14 +13,27 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use super::action::{Action, WorkerSignal};
-use super::event::{Event, ExitStatus};
-use crate::dispatch::Dispatcher;
+use super::event::{Event, ExitStatus, WorkerSample};
+use super::reload::Reloader;
+use crate::config::MemoryMetric;
+use crate::dispatch::{Dispatcher, WorkerTerms};
 use crate::http::server::HttpServer;
 use crate::logging::Logging;
+use crate::metrics::Metrics;
 use crate::protocol::lane::Lane;
 use crate::worker::boot::handshake;
+use crate::worker::memory::RssProbe;
 use crate::worker::spawn::{spawn, SpawnSpec};
-use crate::worker::WorkerId;
+use crate::worker::{memory, WorkerId};
+
+/// How the shell measures workers' memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryProbing {
+    /// The figure the limits apply to.
+    pub metric: MemoryMetric,
+    /// With RSS limits: check after every request, report above this.
+    pub rss_threshold: Option<u64>,
+}
 
 /// A worker as the shell holds it.
 #[derive(Debug)]
@@ -32,6 +45,20 @@ struct Handle {
     lanes: Vec<UnixStream>,
     /// Told to stop: a control socket arriving late is closed at once.
     stopping: bool,
+}
+
+/// The shell's settings-derived parts.
+pub struct ShellParts {
+    /// How to start workers.
+    pub spawn: SpawnSpec,
+    /// Time a worker has to import the app and say READY.
+    pub boot_timeout: Duration,
+    /// Memory measuring.
+    pub memory: MemoryProbing,
+    /// Re-reads the config on HUP.
+    pub reloader: Reloader,
+    /// The Prometheus registry, when `--metrics-bind` is set.
+    pub metrics: Option<std::sync::Arc<Metrics>>,
 }
 
 /// What the shell needs to act.
@@ -48,6 +75,12 @@ pub struct Shell {
     pub logging: Logging,
     /// Where spawned tasks report back.
     pub events: mpsc::UnboundedSender<Event>,
+    /// Memory measuring.
+    pub memory: MemoryProbing,
+    /// Re-reads the config on HUP.
+    pub reloader: Reloader,
+    /// The Prometheus registry, when `--metrics-bind` is set.
+    pub metrics: Option<std::sync::Arc<Metrics>>,
     workers: HashMap<WorkerId, Handle>,
     /// Control sockets of booted workers, until the boot task hands them over.
     booted: mpsc::UnboundedReceiver<(WorkerId, UnixStream)>,
@@ -57,8 +90,7 @@ pub struct Shell {
 impl Shell {
     /// A shell with no workers.
     pub fn new(
-        spawn: SpawnSpec,
-        boot_timeout: Duration,
+        parts: ShellParts,
         dispatcher: Dispatcher,
         http: HttpServer,
         logging: Logging,
@@ -66,8 +98,11 @@ impl Shell {
     ) -> Shell {
         let (booted_tx, booted) = mpsc::unbounded_channel();
         Shell {
-            spawn,
-            boot_timeout,
+            spawn: parts.spawn,
+            boot_timeout: parts.boot_timeout,
+            memory: parts.memory,
+            reloader: parts.reloader,
+            metrics: parts.metrics,
             dispatcher,
             http,
             logging,
@@ -83,11 +118,30 @@ impl Shell {
         self.collect_control_sockets();
         match *action {
             Action::Spawn { worker } => self.spawn(worker),
-            Action::Admit { worker } => {
+            Action::Admit {
+                worker,
+                request_limit,
+            } => {
                 if let Some(handle) = self.workers.get_mut(&worker) {
                     let lanes = handle.lanes.drain(..).map(Lane::new).collect();
-                    self.dispatcher.add_worker(worker, lanes);
+                    let rss_watch = self.memory.rss_threshold.and_then(|threshold| {
+                        match RssProbe::open(handle.pid) {
+                            Ok(probe) => Some((probe, threshold)),
+                            Err(err) => {
+                                error!(worker = %worker, pid = handle.pid, error = %err, "cannot watch the worker's RSS; the periodic sample still applies");
+                                None
+                            }
+                        }
+                    });
+                    let terms = WorkerTerms {
+                        request_limit,
+                        rss_watch,
+                    };
+                    self.dispatcher.add_worker(worker, lanes, terms);
                 }
+            }
+            Action::Deprioritize { worker, standing } => {
+                self.dispatcher.set_standing(worker, standing)
             }
             Action::Retire { worker, .. } => self.dispatcher.retire(worker),
             Action::Stop { worker } => {
@@ -123,8 +177,47 @@ impl Shell {
                 Ok(()) => info!("log files reopened"),
                 Err(err) => error!(error = %err, "cannot reopen log files"),
             },
+            Action::ReloadConfig => match self.reloader.reload() {
+                Ok(reloaded) => {
+                    self.spawn = reloaded.spawn;
+                    self.memory = reloaded.memory;
+                    let _ = self.events.send(Event::Reloaded(reloaded.arbiter));
+                }
+                Err(err) => {
+                    error!("cannot reload the configuration, keeping the running one: {err}")
+                }
+            },
+            Action::CountRestart { reason } => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.restart(reason);
+                }
+            }
             Action::Exit { .. } => {}
         }
+    }
+
+    /// Reads every live worker's request count and memory off the async
+    /// thread (PSS and USS walk page tables: milliseconds for a big worker)
+    /// and reports them as `Event::Sample`.
+    pub fn start_sample(&self) {
+        let served = self.dispatcher.served();
+        let workers: Vec<(WorkerId, u32)> = self
+            .workers
+            .iter()
+            .map(|(&worker, handle)| (worker, handle.pid))
+            .collect();
+        let (metric, events) = (self.memory.metric, self.events.clone());
+        tokio::task::spawn_blocking(move || {
+            let samples = workers
+                .into_iter()
+                .map(|(worker, pid)| WorkerSample {
+                    worker,
+                    served: served.iter().find(|(w, _)| *w == worker).map(|&(_, n)| n),
+                    memory: memory::read(pid, metric).ok(),
+                })
+                .collect();
+            let _ = events.send(Event::Sample(samples));
+        });
     }
 
     fn collect_control_sockets(&mut self) {

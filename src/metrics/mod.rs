@@ -43,7 +43,7 @@ pub const REQUESTS_IN_FLIGHT: &str = "ferrocorn_requests_in_flight";
 pub const QUEUE_LENGTH: &str = "ferrocorn_queue_length";
 /// How long queued requests waited for a lane.
 pub const QUEUE_WAIT_SECONDS: &str = "ferrocorn_queue_wait_seconds";
-/// Time from request head to the end of the response.
+/// Time from the request head to the response head (time to first byte).
 pub const REQUEST_DURATION_SECONDS: &str = "ferrocorn_request_duration_seconds";
 /// Responses by status class.
 pub const RESPONSES_TOTAL: &str = "ferrocorn_responses_total";
@@ -218,7 +218,7 @@ impl Metrics {
         register(
             &mut registry,
             REQUEST_DURATION_SECONDS,
-            "Time from the request head to the end of the response",
+            "Time from the request head to the response head (time to first byte)",
             request_duration.clone(),
         );
         let responses_family = Family::<StatusLabels, Counter>::default();

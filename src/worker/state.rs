@@ -11,11 +11,21 @@
 
 use std::fmt;
 
-/// Why a worker is leaving; shown unchanged in logs and (later) metrics.
+/// Why a worker is leaving; shown unchanged in logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetireReason {
     /// The server is stopping.
     Shutdown,
+    /// It served its `--max-requests` (plus jitter).
+    MaxRequests,
+    /// It stayed above `--max-memory`.
+    Memory,
+    /// It went above `--max-memory-hard`: killed at once.
+    MemoryHard,
+    /// All workers together stayed above `--max-memory-total`; it was the largest.
+    MemoryTotal,
+    /// SIGHUP: every worker is rolled onto the re-read config.
+    Reload,
     /// A request ran past `--timeout`.
     Timeout,
     /// It broke the protocol.
@@ -25,14 +35,31 @@ pub enum RetireReason {
 }
 
 impl RetireReason {
-    /// The snake_case name used in logs.
+    /// The snake_case name used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             RetireReason::Shutdown => "shutdown",
+            RetireReason::MaxRequests => "max_requests",
+            RetireReason::Memory => "memory",
+            RetireReason::MemoryHard => "memory_hard",
+            RetireReason::MemoryTotal => "memory_total",
+            RetireReason::Reload => "reload",
             RetireReason::Timeout => "timeout",
             RetireReason::ProtocolError => "protocol_error",
             RetireReason::ScaleDown => "scale_down",
         }
+    }
+
+    /// Planned retirements wait for a replacement to be ready before the
+    /// worker stops taking requests, and count against the stagger cap.
+    pub fn is_planned(self) -> bool {
+        matches!(
+            self,
+            RetireReason::MaxRequests
+                | RetireReason::Memory
+                | RetireReason::MemoryTotal
+                | RetireReason::Reload
+        )
     }
 }
 

@@ -1,12 +1,14 @@
 //! The arbiter fed with events and a fake clock: no processes, no sleeps.
 
 use super::*;
+use rand::SeedableRng;
 
 fn arbiter(workers: usize) -> (Arbiter, Instant) {
-    let arbiter = Arbiter::new(ArbiterConfig {
-        workers,
-        graceful_timeout: Duration::from_secs(10),
-    });
+    with_config(ArbiterConfig::basic(workers, Duration::from_secs(10)))
+}
+
+fn with_config(config: ArbiterConfig) -> (Arbiter, Instant) {
+    let arbiter = Arbiter::with_rng(config, StdRng::seed_from_u64(42));
     (arbiter, Instant::now())
 }
 
@@ -22,20 +24,30 @@ fn spawned(actions: &[Action]) -> Vec<WorkerId> {
 
 /// Starts `n` workers and brings them all to Serving.
 fn serving(n: usize) -> (Arbiter, Instant, Vec<WorkerId>) {
-    let (mut arb, now) = arbiter(n);
+    serving_with(ArbiterConfig::basic(n, Duration::from_secs(10)))
+}
+
+fn serving_with(config: ArbiterConfig) -> (Arbiter, Instant, Vec<WorkerId>) {
+    let (mut arb, now) = with_config(config);
     let ids = spawned(&arb.on_event(Event::Start, now));
-    for (i, &worker) in ids.iter().enumerate() {
-        arb.on_event(
-            Event::Spawned {
-                worker,
-                pid: 100 + i as u32,
-            },
-            now,
-        );
-        let actions = arb.on_event(Event::Ready { worker }, now);
-        assert_eq!(actions, vec![Action::Admit { worker }]);
+    for &worker in &ids {
+        ready(&mut arb, worker, now);
     }
     (arb, now, ids)
+}
+
+/// Brings a booting worker to Serving; returns what the arbiter did.
+fn ready(arb: &mut Arbiter, worker: WorkerId, now: Instant) -> Vec<Action> {
+    arb.on_event(
+        Event::Spawned {
+            worker,
+            pid: 100 + worker.0 as u32,
+        },
+        now,
+    );
+    let actions = arb.on_event(Event::Ready { worker }, now);
+    assert!(matches!(actions[0], Action::Admit { worker: w, .. } if w == worker));
+    actions
 }
 
 #[test]
@@ -274,7 +286,13 @@ fn drained_worker_is_stopped() {
     let (mut arb, now, ids) = serving(1);
     arb.on_event(Event::ProtocolError { worker: ids[0] }, now);
     assert_eq!(
-        arb.on_event(Event::Drained { worker: ids[0] }, now),
+        arb.on_event(
+            Event::Drained {
+                worker: ids[0],
+                served: 3
+            },
+            now
+        ),
         vec![Action::Stop { worker: ids[0] }]
     );
 }

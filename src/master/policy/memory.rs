@@ -100,6 +100,8 @@ pub struct MemoryWatch {
     total_streak: u32,
     /// Workers that got a verdict; they get no other.
     judged: HashSet<WorkerId>,
+    /// Killed for the hard limit: the one verdict that overrides `judged`.
+    killed: HashSet<WorkerId>,
 }
 
 impl MemoryWatch {
@@ -110,6 +112,7 @@ impl MemoryWatch {
             soft_streaks: HashMap::new(),
             total_streak: 0,
             judged: HashSet::new(),
+            killed: HashSet::new(),
         }
     }
 
@@ -119,8 +122,9 @@ impl MemoryWatch {
     }
 
     /// One round of samples, one per live worker. `leaving`: workers already
-    /// retiring/dying (they get no verdicts, but their bytes still count
-    /// toward the total, since they still use memory).
+    /// retiring/dying (they get no soft or total verdict, but their bytes
+    /// still count toward the total, since they still use memory; the hard
+    /// limit applies to them too).
     ///
     /// A worker missing from a round (its read failed) keeps its soft count:
     /// no sample is neither a breach nor a recovery.
@@ -130,25 +134,7 @@ impl MemoryWatch {
         leaving: &dyn Fn(WorkerId) -> bool,
     ) -> Vec<MemoryVerdict> {
         let needed = self.limits.consecutive.max(1);
-        let mut verdicts = Vec::new();
-        // Bytes that will come back without a new verdict: workers leaving
-        // before this round plus those given a verdict in it.
-        let mut departing: u64 = 0;
-        let mut sum: u64 = 0;
-        for &(worker, bytes) in samples {
-            sum = sum.saturating_add(bytes);
-            if leaving(worker) || self.judged.contains(&worker) {
-                self.soft_streaks.remove(&worker);
-                departing = departing.saturating_add(bytes);
-                continue;
-            }
-            if let Some(verdict) = self.judge(worker, bytes, needed) {
-                self.judged.insert(worker);
-                self.soft_streaks.remove(&worker);
-                departing = departing.saturating_add(bytes);
-                verdicts.push(verdict);
-            }
-        }
+        let (mut verdicts, sum, departing) = self.judge_each(samples, leaving, needed);
         if let Some(verdict) = self.judge_total(samples, leaving, sum, departing, needed) {
             self.judged.insert(verdict.worker());
             verdicts.push(verdict);
@@ -156,17 +142,69 @@ impl MemoryWatch {
         verdicts
     }
 
+    /// One worker's reading between rounds (right after one of its
+    /// requests): the per-worker limits only, since the total needs a round.
+    pub fn observe_one(
+        &mut self,
+        worker: WorkerId,
+        bytes: u64,
+        leaving: &dyn Fn(WorkerId) -> bool,
+    ) -> Vec<MemoryVerdict> {
+        let needed = self.limits.consecutive.max(1);
+        self.judge_each(&[(worker, bytes)], leaving, needed).0
+    }
+
     /// A worker that exited: drop everything known about it.
     pub fn forget(&mut self, worker: WorkerId) {
         self.soft_streaks.remove(&worker);
         self.judged.remove(&worker);
+        self.killed.remove(&worker);
     }
 
-    /// The hard and soft rules for one worker that is not leaving.
-    fn judge(&mut self, worker: WorkerId, bytes: u64, needed: u32) -> Option<MemoryVerdict> {
-        if self.limits.hard.is_some_and(|hard| bytes > hard) {
-            return Some(MemoryVerdict::Kill { worker, bytes });
+    /// Per-worker verdicts, the sum of the samples, and the bytes that will
+    /// come back without a new verdict (workers leaving before these samples
+    /// plus those given a verdict now).
+    fn judge_each(
+        &mut self,
+        samples: &[(WorkerId, u64)],
+        leaving: &dyn Fn(WorkerId) -> bool,
+        needed: u32,
+    ) -> (Vec<MemoryVerdict>, u64, u64) {
+        let mut verdicts = Vec::new();
+        let mut departing: u64 = 0;
+        let mut sum: u64 = 0;
+        for &(worker, bytes) in samples {
+            sum = sum.saturating_add(bytes);
+            if self.killed.contains(&worker) {
+                departing = departing.saturating_add(bytes);
+                continue;
+            }
+            // The hard limit applies to leaving workers too: one serving
+            // while its replacement boots can still grow.
+            if self.limits.hard.is_some_and(|hard| bytes > hard) {
+                self.killed.insert(worker);
+                self.soft_streaks.remove(&worker);
+                departing = departing.saturating_add(bytes);
+                verdicts.push(MemoryVerdict::Kill { worker, bytes });
+                continue;
+            }
+            if leaving(worker) || self.judged.contains(&worker) {
+                self.soft_streaks.remove(&worker);
+                departing = departing.saturating_add(bytes);
+                continue;
+            }
+            if let Some(verdict) = self.judge_soft(worker, bytes, needed) {
+                self.judged.insert(worker);
+                self.soft_streaks.remove(&worker);
+                departing = departing.saturating_add(bytes);
+                verdicts.push(verdict);
+            }
         }
+        (verdicts, sum, departing)
+    }
+
+    /// The soft rule for one worker that is not leaving.
+    fn judge_soft(&mut self, worker: WorkerId, bytes: u64, needed: u32) -> Option<MemoryVerdict> {
         if !self.limits.soft.is_some_and(|soft| bytes > soft) {
             self.soft_streaks.remove(&worker);
             return None;
@@ -312,12 +350,39 @@ mod tests {
     }
 
     #[test]
-    fn a_leaving_worker_gets_no_verdict() {
+    fn a_leaving_worker_gets_no_soft_verdict_but_the_hard_limit_still_kills() {
         let mut watch = per_worker(100, 200);
         let leaving = |worker: WorkerId| worker == w(1);
         for _ in 0..3 {
-            assert_eq!(watch.observe(&[(w(1), 500 * MIB)], &leaving), []);
+            assert_eq!(watch.observe(&[(w(1), 150 * MIB)], &leaving), []);
         }
+        assert_eq!(
+            watch.observe(&[(w(1), 500 * MIB)], &leaving),
+            [MemoryVerdict::Kill {
+                worker: w(1),
+                bytes: 500 * MIB
+            }]
+        );
+        assert_eq!(watch.observe(&[(w(1), 600 * MIB)], &leaving), [], "once");
+    }
+
+    #[test]
+    fn one_reading_between_rounds_applies_the_per_worker_limits_only() {
+        let mut watch = MemoryWatch::new(MemoryLimits {
+            soft: Some(100 * MIB),
+            hard: None,
+            total: Some(50 * MIB),
+            consecutive: 2,
+        });
+        assert_eq!(watch.observe_one(w(1), 120 * MIB, &nobody), []);
+        assert_eq!(
+            watch.observe_one(w(1), 121 * MIB, &nobody),
+            [MemoryVerdict::Retire {
+                worker: w(1),
+                bytes: 121 * MIB
+            }]
+        );
+        assert_eq!(watch.observe_one(w(2), 60 * MIB, &nobody), [], "no total");
     }
 
     #[test]

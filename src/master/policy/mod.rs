@@ -2,4 +2,6 @@
 //! without processes or sleeps.
 
 pub mod backoff;
+pub mod max_requests;
 pub mod memory;
+pub mod stagger;

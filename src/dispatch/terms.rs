@@ -1,0 +1,106 @@
+//! What the dispatcher learns per worker and passes on to the arbiter:
+//! requests served against the worker's own limit, and its RSS after each
+//! request when a memory limit applies to RSS. The dispatcher only counts
+//! and measures; deciding what happens next is the arbiter's job.
+
+use tokio::sync::mpsc;
+
+use crate::worker::memory::RssProbe;
+use crate::worker::WorkerId;
+
+/// News for the arbiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolNews {
+    /// A retiring worker's last lane came back.
+    Drained {
+        /// Which worker.
+        worker: WorkerId,
+        /// Requests it served in all.
+        served: u64,
+    },
+    /// The worker has served its request limit.
+    RequestLimit {
+        /// Which worker.
+        worker: WorkerId,
+        /// Requests served (the limit).
+        served: u64,
+    },
+    /// The worker's RSS after a request: sent while it is above the
+    /// threshold, and once more when it drops back below.
+    Rss {
+        /// Which worker.
+        worker: WorkerId,
+        /// Resident bytes.
+        bytes: u64,
+        /// Requests served so far.
+        served: u64,
+    },
+}
+
+/// The terms a worker is admitted on.
+#[derive(Debug, Default)]
+pub struct WorkerTerms {
+    /// Requests after which the arbiter hears `RequestLimit`.
+    pub request_limit: Option<u64>,
+    /// RSS checked after each request, reported above this many bytes.
+    pub rss_watch: Option<(RssProbe, u64)>,
+}
+
+/// A worker's running tally.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub terms: WorkerTerms,
+    pub served: u64,
+    rss_over: bool,
+}
+
+impl Tally {
+    pub fn new(terms: WorkerTerms) -> Tally {
+        Tally {
+            terms,
+            served: 0,
+            rss_over: false,
+        }
+    }
+
+    /// One more request done on `worker`.
+    pub fn count(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
+        self.served += 1;
+        if self.terms.request_limit == Some(self.served) {
+            let _ = news.send(PoolNews::RequestLimit {
+                worker,
+                served: self.served,
+            });
+        }
+        if let Some((probe, threshold)) = &self.terms.rss_watch {
+            // A vanished process reads as an error: its exit is on the way.
+            if let Ok(bytes) = probe.read() {
+                let over = bytes > *threshold;
+                if over || self.rss_over {
+                    let _ = news.send(PoolNews::Rss {
+                        worker,
+                        bytes,
+                        served: self.served,
+                    });
+                }
+                self.rss_over = over;
+            }
+        }
+    }
+}
+
+/// How much a worker may serve while its replacement boots. Ordered: a
+/// worker serves only when no accepting worker has a better standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Standing {
+    /// Not being replaced.
+    #[default]
+    Normal,
+    /// Being replaced (max-requests, reload): serves only when no worker
+    /// in normal standing is left, so the pool never stalls.
+    Reserve,
+    /// Being replaced for memory: serves only when it is the one worker
+    /// accepting requests (`-w 1`); otherwise requests go to others or wait
+    /// for the replacement rather than grow it further.
+    Excluded,
+}

@@ -1,0 +1,552 @@
+//! The arbiter: the worker table and the desired worker count. It turns
+//! each [`Event`] into [`Action`]s and never awaits, reads a clock or does
+//! I/O: `now` is an argument, so every decision is unit-tested with a fake
+//! clock (see `tests.rs`). Planned recycling (max-requests, memory, reload)
+//! lives in `recycle.rs`; stopping the whole server in `stop.rs`.
+
+mod recycle;
+mod stop;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tracing::{error, info, warn};
+
+use super::action::{Action, WorkerSignal};
+use super::event::{Event, ExitStatus, Sig, WorkerSample};
+use super::policy::backoff::{self, Verdict};
+use super::policy::memory::{MemoryLimits, MemoryWatch};
+use crate::exit::ExitCode;
+use crate::worker::state::{RetireReason, Transition, WorkerState};
+use crate::worker::WorkerId;
+
+/// How long a retiring worker has after the graceful timeout before KILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The arbiter's parameters; SIGHUP may replace them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArbiterConfig {
+    /// Workers to keep serving.
+    pub workers: usize,
+    /// Time a stopping server or a retiring worker gets to finish requests.
+    pub graceful_timeout: Duration,
+    /// `--max-requests`; 0 disables.
+    pub max_requests: u64,
+    /// `--max-requests-jitter`.
+    pub max_requests_jitter: u64,
+    /// `--max-concurrent-retirements`; `None` is a quarter of the workers.
+    pub max_concurrent_retirements: Option<usize>,
+    /// `--max-memory`, `--max-memory-hard`, `--max-memory-total`.
+    pub memory: MemoryLimits,
+}
+
+impl ArbiterConfig {
+    /// A config with `workers` workers and no recycling, for tests and defaults.
+    pub fn basic(workers: usize, graceful_timeout: Duration) -> ArbiterConfig {
+        ArbiterConfig {
+            workers,
+            graceful_timeout,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_concurrent_retirements: None,
+            memory: MemoryLimits {
+                soft: None,
+                hard: None,
+                total: None,
+                consecutive: 2,
+            },
+        }
+    }
+}
+
+/// A worker that must go once it has a replacement.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    reason: RetireReason,
+    /// Its turn under the stagger cap came: a replacement is (to be) spawned.
+    started: bool,
+    /// The spawned replacement, until it is ready.
+    replacement: Option<WorkerId>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: WorkerState,
+    pid: Option<u32>,
+    /// Config generation it was spawned with; HUP rolls older ones.
+    generation: u64,
+    spawned_at: Instant,
+    request_limit: Option<u64>,
+    served: u64,
+    memory: Option<u64>,
+    due: Option<Due>,
+    /// The due worker this one replaces: retired when this one is ready.
+    replaces: Option<WorkerId>,
+    /// When it started retiring: TERM and KILL deadlines count from here.
+    retired_at: Option<Instant>,
+    term_sent: bool,
+    kill_sent: bool,
+}
+
+impl Entry {
+    /// Booting or Serving, not counting a due worker whose replacement is
+    /// under way: the replacement stands in for it.
+    fn counts_toward_capacity(&self) -> bool {
+        self.state.counts_toward_capacity() && !self.due.is_some_and(|d| d.started)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Listeners closed; connections finish until the deadline.
+    Draining {
+        deadline: Instant,
+    },
+    /// Workers are told to stop; exit once they are gone.
+    Reaping {
+        deadline: Instant,
+    },
+    Finished,
+}
+
+/// The worker table and its policies.
+#[derive(Debug)]
+pub struct Arbiter {
+    config: ArbiterConfig,
+    desired: usize,
+    workers: BTreeMap<WorkerId, Entry>,
+    next_id: u64,
+    generation: u64,
+    phase: Phase,
+    boot_failures: u32,
+    /// Replacements waiting out a back-off.
+    pending_spawns: Vec<Instant>,
+    memory: MemoryWatch,
+    rng: StdRng,
+}
+
+/// A live worker as metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFacts {
+    /// Which worker.
+    pub worker: WorkerId,
+    /// Its pid, once spawned.
+    pub pid: Option<u32>,
+    /// booting, serving or retiring.
+    pub state: &'static str,
+    /// Requests served (as of the last report).
+    pub served: u64,
+    /// Last memory reading.
+    pub memory: Option<u64>,
+    /// Time since spawn.
+    pub age: Duration,
+}
+
+impl Arbiter {
+    /// An arbiter with no workers yet; `Event::Start` spawns them.
+    pub fn new(config: ArbiterConfig) -> Arbiter {
+        Arbiter::with_rng(config, StdRng::from_os_rng())
+    }
+
+    /// As [`Arbiter::new`], with a given random source for the jitter draw.
+    pub fn with_rng(config: ArbiterConfig, rng: StdRng) -> Arbiter {
+        Arbiter {
+            desired: config.workers,
+            memory: MemoryWatch::new(config.memory),
+            config,
+            workers: BTreeMap::new(),
+            next_id: 1,
+            generation: 0,
+            phase: Phase::Running,
+            boot_failures: 0,
+            pending_spawns: Vec::new(),
+            rng,
+        }
+    }
+
+    /// Whether the master should leave its loop.
+    pub fn finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// Workers that are ready and accept requests.
+    pub fn serving(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|e| e.state == WorkerState::Serving)
+            .count()
+    }
+
+    /// The worker count the arbiter aims for.
+    pub fn desired(&self) -> usize {
+        self.desired
+    }
+
+    /// Whether a stop has begun.
+    pub fn stopping(&self) -> bool {
+        self.phase != Phase::Running
+    }
+
+    /// Every live worker, for metrics.
+    pub fn facts(&self, now: Instant) -> Vec<WorkerFacts> {
+        self.workers
+            .iter()
+            .map(|(&worker, e)| WorkerFacts {
+                worker,
+                pid: e.pid,
+                state: match e.state {
+                    WorkerState::Booting => "booting",
+                    WorkerState::Serving => "serving",
+                    _ => "retiring",
+                },
+                served: e.served,
+                memory: e.memory,
+                age: now.saturating_duration_since(e.spawned_at),
+            })
+            .collect()
+    }
+
+    /// Reacts to one event.
+    pub fn on_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Start => self.fill(now, &mut actions),
+            Event::Signal(sig) => self.on_signal(sig, now, &mut actions),
+            Event::Spawned { worker, pid } => {
+                if let Some(entry) = self.workers.get_mut(&worker) {
+                    entry.pid = Some(pid);
+                }
+            }
+            Event::SpawnFailed { error, .. } => {
+                actions.push(self.exit(ExitCode::WorkerBoot, Some(error)));
+            }
+            Event::Ready { worker } => self.on_ready(worker, now, &mut actions),
+            Event::BootFailed {
+                worker,
+                app_load,
+                message,
+            } => self.on_boot_failed(worker, app_load, message, &mut actions),
+            Event::Exited { worker, status } => self.on_exit(worker, status, now, &mut actions),
+            Event::Drained { worker, served } => {
+                if let Some(entry) = self.workers.get_mut(&worker) {
+                    entry.served = served;
+                }
+                actions.push(Action::Stop { worker });
+            }
+            Event::RequestLimit { worker, served } => {
+                if let Some(entry) = self.workers.get_mut(&worker) {
+                    entry.served = served;
+                }
+                self.plan_retirement(worker, RetireReason::MaxRequests, now, &mut actions);
+            }
+            Event::MemoryReading {
+                worker,
+                bytes,
+                served,
+            } => {
+                if let Some(entry) = self.workers.get_mut(&worker) {
+                    entry.served = served;
+                }
+                self.on_memory(&[(worker, bytes)], false, now, &mut actions)
+            }
+            Event::Sample(samples) => self.on_sample(&samples, now, &mut actions),
+            Event::Reloaded(config) => self.on_reloaded(config, now, &mut actions),
+            Event::RequestTimeout { worker } => {
+                self.retire(worker, RetireReason::Timeout, now, &mut actions);
+                actions.push(Action::Signal {
+                    worker,
+                    signal: WorkerSignal::Abort,
+                });
+                self.fill(now, &mut actions);
+            }
+            Event::ProtocolError { worker } => {
+                self.retire(worker, RetireReason::ProtocolError, now, &mut actions);
+                self.fill(now, &mut actions);
+            }
+            Event::ConnectionsClosed => self.reap(now, &mut actions),
+            Event::Tick => self.on_tick(now, &mut actions),
+        }
+        actions
+    }
+
+    fn on_signal(&mut self, sig: Sig, now: Instant, actions: &mut Vec<Action>) {
+        match sig {
+            Sig::Term => self.begin_graceful_stop(now, actions),
+            Sig::Int | Sig::Quit => self.quick_stop(actions),
+            Sig::Ttin if self.phase == Phase::Running => {
+                self.desired += 1;
+                info!(workers = self.desired, "one worker more (TTIN)");
+                self.fill(now, actions);
+            }
+            Sig::Ttou if self.phase == Phase::Running && self.desired > 1 => {
+                self.desired -= 1;
+                info!(workers = self.desired, "one worker less (TTOU)");
+                let newest = self
+                    .workers
+                    .iter()
+                    .rev()
+                    .find(|(_, e)| e.counts_toward_capacity())
+                    .map(|(&id, _)| id);
+                if let Some(worker) = newest {
+                    self.retire(worker, RetireReason::ScaleDown, now, actions);
+                }
+                self.fill(now, actions);
+            }
+            Sig::Hup if self.phase == Phase::Running => {
+                info!("reloading the configuration (HUP)");
+                actions.push(Action::ReloadConfig);
+            }
+            Sig::Usr1 => actions.push(Action::ReopenLogs),
+            Sig::Ttin | Sig::Ttou | Sig::Hup => {}
+        }
+    }
+
+    fn on_ready(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
+        let Some(entry) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        match entry.state.advance(Transition::Ready) {
+            Ok(state) => {
+                entry.state = state;
+                self.boot_failures = 0;
+                info!(worker = %worker, pid = entry.pid, "worker ready");
+                actions.push(Action::Admit {
+                    worker,
+                    request_limit: entry.request_limit,
+                });
+                if let Some(old) = entry.replaces.take() {
+                    self.replaced(old, now, actions);
+                }
+            }
+            // Retired while booting (e.g. a stop or a reload began): not wanted.
+            Err(_) => actions.push(Action::Stop { worker }),
+        }
+    }
+
+    fn on_boot_failed(
+        &mut self,
+        worker: WorkerId,
+        app_load: bool,
+        message: String,
+        actions: &mut Vec<Action>,
+    ) {
+        // The worker wrote the whole traceback to the error log already.
+        let summary = message.lines().next().unwrap_or_default().to_string();
+        error!(worker = %worker, "{summary}");
+        if app_load {
+            // An app that cannot import will not import on the next try either.
+            let hint = if message.lines().nth(1).is_some() {
+                " (the traceback is in the error log above)"
+            } else {
+                ""
+            };
+            actions.push(self.exit(ExitCode::AppLoad, Some(format!("{summary}{hint}"))));
+        } else {
+            actions.push(Action::Signal {
+                worker,
+                signal: WorkerSignal::Kill,
+            });
+        }
+    }
+
+    fn on_exit(
+        &mut self,
+        worker: WorkerId,
+        status: ExitStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.memory.forget(worker);
+        actions.push(Action::Forget { worker });
+        self.unpair(&entry);
+        let age = now.saturating_duration_since(entry.spawned_at);
+        match entry.state {
+            WorkerState::Retiring(reason) => {
+                info!(worker = %worker, pid = entry.pid, reason = %reason, status = %status,
+                    requests = entry.served, age_s = age.as_secs(), "worker stopped");
+            }
+            WorkerState::Booting => {
+                self.boot_failures += 1;
+                error!(worker = %worker, pid = entry.pid, status = %status, "worker died while booting");
+                match backoff::after_failures(self.boot_failures) {
+                    Verdict::GiveUp => {
+                        let message = format!(
+                            "workers keep dying while booting ({} in a row, last: {status}); see the error log above",
+                            self.boot_failures
+                        );
+                        actions.push(self.exit(ExitCode::WorkerBoot, Some(message)));
+                        return;
+                    }
+                    Verdict::RetryAfter(delay) => {
+                        if self.phase == Phase::Running {
+                            self.pending_spawns.push(now + delay);
+                        }
+                        self.fill(now, actions);
+                        return;
+                    }
+                }
+            }
+            _ => {
+                error!(worker = %worker, pid = entry.pid, status = %status, reason = "crash",
+                    requests = entry.served, memory = entry.memory, age_s = age.as_secs(),
+                    "worker crashed; replacing it");
+                actions.push(Action::CountRestart { reason: "crash" });
+            }
+        }
+        if self.phase == Phase::Running {
+            self.advance_due(now, actions);
+        } else {
+            self.exit_when_empty(actions);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.phase == Phase::Running {
+            let due = self.pending_spawns.iter().filter(|&&t| t <= now).count();
+            if due > 0 {
+                self.pending_spawns.retain(|&t| t > now);
+                self.fill(now, actions);
+            }
+        }
+        self.stop_deadlines(now, actions);
+        // Retiring workers that overstay the graceful timeout.
+        let graceful = self.config.graceful_timeout;
+        for (&worker, entry) in self.workers.iter_mut() {
+            let Some(since) = entry.retired_at else {
+                continue;
+            };
+            if !entry.term_sent && now >= since + graceful {
+                entry.term_sent = true;
+                warn!(worker = %worker, pid = entry.pid, "retiring worker overstayed the graceful timeout; sending TERM");
+                actions.push(Action::Signal {
+                    worker,
+                    signal: WorkerSignal::Term,
+                });
+            } else if !entry.kill_sent && now >= since + graceful + KILL_GRACE {
+                entry.kill_sent = true;
+                warn!(worker = %worker, pid = entry.pid, "retiring worker ignored TERM; killing it");
+                actions.push(Action::Signal {
+                    worker,
+                    signal: WorkerSignal::Kill,
+                });
+            }
+        }
+    }
+
+    fn on_sample(&mut self, samples: &[WorkerSample], now: Instant, actions: &mut Vec<Action>) {
+        let mut memory = Vec::with_capacity(samples.len());
+        for sample in samples {
+            let Some(entry) = self.workers.get_mut(&sample.worker) else {
+                continue;
+            };
+            if let Some(served) = sample.served {
+                entry.served = entry.served.max(served);
+            }
+            if let Some(bytes) = sample.memory {
+                memory.push((sample.worker, bytes));
+            }
+        }
+        self.on_memory(&memory, true, now, actions);
+    }
+
+    /// Takes the worker out of the pool at once: it finishes what it has.
+    fn retire(
+        &mut self,
+        worker: WorkerId,
+        reason: RetireReason,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let Ok(state) = entry.state.advance(Transition::Retire(reason)) else {
+            return;
+        };
+        let was_planned = entry.due.is_some_and(|d| d.started);
+        entry.state = state;
+        entry.retired_at = Some(now);
+        if reason != RetireReason::Shutdown {
+            info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
+                memory = entry.memory, age_s = now.saturating_duration_since(entry.spawned_at).as_secs(),
+                "retiring worker");
+            // A planned retirement was counted when its turn came.
+            if !was_planned {
+                actions.push(Action::CountRestart {
+                    reason: reason.as_str(),
+                });
+            }
+        }
+        actions.push(Action::Retire { worker, reason });
+        let entry = self.workers.remove(&worker).expect("looked up above");
+        self.unpair(&entry);
+        self.workers.insert(worker, entry);
+    }
+
+    /// Spawns workers until `Booting + Serving` (plus back-offs) is the
+    /// desired count; each new worker replaces a due worker waiting for one.
+    fn fill(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let have = self
+            .workers
+            .values()
+            .filter(|e| e.counts_toward_capacity())
+            .count()
+            + self.pending_spawns.len();
+        for _ in have..self.desired {
+            let worker = WorkerId(self.next_id);
+            self.next_id += 1;
+            let replaces = self.waiting_for_replacement().first().copied();
+            if let Some(old) = replaces {
+                if let Some(due) = self.workers.get_mut(&old).and_then(|e| e.due.as_mut()) {
+                    due.replacement = Some(worker);
+                }
+            }
+            let request_limit = super::policy::max_requests::draw_limit(
+                self.config.max_requests,
+                self.config.max_requests_jitter,
+                &mut self.rng,
+            );
+            self.workers.insert(
+                worker,
+                Entry {
+                    state: WorkerState::Booting,
+                    pid: None,
+                    generation: self.generation,
+                    spawned_at: now,
+                    request_limit,
+                    served: 0,
+                    memory: None,
+                    due: None,
+                    replaces,
+                    retired_at: None,
+                    term_sent: false,
+                    kill_sent: false,
+                },
+            );
+            actions.push(Action::Spawn { worker });
+        }
+        // Started retirements nobody will replace (the count went down):
+        // they go now, unless a backed-off spawn is still coming for them.
+        let unreplaced = self.waiting_for_replacement();
+        for &old in unreplaced.iter().skip(self.pending_spawns.len()) {
+            self.replaced(old, now, actions);
+        }
+    }
+
+    fn exit(&mut self, code: ExitCode, message: Option<String>) -> Action {
+        self.phase = Phase::Finished;
+        Action::Exit { code, message }
+    }
+}
+
+#[cfg(test)]
+mod tests;

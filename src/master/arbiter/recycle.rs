@@ -1,0 +1,222 @@
+//! Planned recycling: a worker that reaches its request limit or memory
+//! limit, or is rolled by a reload, becomes *due*. At most the stagger cap
+//! of workers are being replaced at once; the others wait their turn,
+//! serving as before. When its turn comes, its replacement spawns and the
+//! dispatcher puts it in reserve (it serves only when no other worker is
+//! accepting, so even `-w 1` never stalls on an app's import) or, for
+//! memory, excludes it (it serves only if it is the sole worker: feeding a
+//! worker that is over its limit is what the limit forbids). Once the
+//! replacement is ready the due worker gets no new requests, finishes its
+//! own and stops.
+
+use std::time::Instant;
+
+use tracing::info;
+
+use super::{Arbiter, ArbiterConfig, Due, Entry, Phase};
+use crate::dispatch::Standing;
+use crate::master::action::{Action, WorkerSignal};
+use crate::master::policy::memory::{MemoryVerdict, MemoryWatch};
+use crate::master::policy::stagger;
+use crate::worker::state::{RetireReason, WorkerState};
+use crate::worker::WorkerId;
+
+impl Arbiter {
+    /// Marks a serving worker due to retire and starts its replacement if
+    /// the stagger cap allows.
+    pub(super) fn plan_retirement(
+        &mut self,
+        worker: WorkerId,
+        reason: RetireReason,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(entry) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if entry.state != WorkerState::Serving || entry.due.is_some() {
+            return;
+        }
+        entry.due = Some(Due {
+            reason,
+            started: false,
+            replacement: None,
+        });
+        info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
+            memory = entry.memory, age_s = now.saturating_duration_since(entry.spawned_at).as_secs(),
+            "worker due to retire");
+        self.advance_due(now, actions);
+    }
+
+    /// Starts the replacements of due workers whose turn has come (oldest
+    /// worker first), then fills the pool.
+    pub(super) fn advance_due(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let cap = stagger::cap(self.desired, self.config.max_concurrent_retirements);
+        let mut in_progress = self.workers.values().filter(|e| in_progress(e)).count();
+        for (&worker, entry) in self.workers.iter_mut() {
+            if !stagger::may_start(in_progress, cap) {
+                break;
+            }
+            if let Some(due) = entry.due.as_mut().filter(|d| !d.started) {
+                due.started = true;
+                in_progress += 1;
+                let standing = match due.reason {
+                    RetireReason::Memory | RetireReason::MemoryTotal => Standing::Excluded,
+                    _ => Standing::Reserve,
+                };
+                actions.push(Action::Deprioritize { worker, standing });
+                actions.push(Action::CountRestart {
+                    reason: due.reason.as_str(),
+                });
+            }
+        }
+        self.fill(now, actions);
+    }
+
+    /// Due workers whose turn came and that have no replacement yet.
+    pub(super) fn waiting_for_replacement(&self) -> Vec<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, e)| {
+                e.state == WorkerState::Serving
+                    && e.due.is_some_and(|d| d.started && d.replacement.is_none())
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// The due worker's replacement is ready (or none is needed): it leaves.
+    pub(super) fn replaced(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
+        let Some(due) = self.workers.get(&worker).and_then(|e| e.due) else {
+            return;
+        };
+        self.retire(worker, due.reason, now, actions);
+        // Its slot under the cap is still taken until it exits; a drained
+        // worker frees it quickly, and `on_exit` advances the queue.
+    }
+
+    /// A worker that leaves stops standing in for (or waiting on) another.
+    pub(super) fn unpair(&mut self, leaving: &Entry) {
+        if let Some(old) = leaving.replaces {
+            if let Some(due) = self.workers.get_mut(&old).and_then(|e| e.due.as_mut()) {
+                due.replacement = None;
+            }
+        }
+    }
+
+    /// Memory readings: from the periodic sample (`full_round`: one per
+    /// live worker, so the total budget can be judged) or right after one
+    /// worker's request.
+    pub(super) fn on_memory(
+        &mut self,
+        readings: &[(WorkerId, u64)],
+        full_round: bool,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        for &(worker, bytes) in readings {
+            if let Some(entry) = self.workers.get_mut(&worker) {
+                entry.memory = Some(bytes);
+            }
+        }
+        let workers = &self.workers;
+        let leaving = |id: WorkerId| {
+            workers
+                .get(&id)
+                .map_or(true, |e| e.state != WorkerState::Serving || e.due.is_some())
+        };
+        let verdicts = match readings {
+            [(worker, bytes)] if !full_round => self.memory.observe_one(*worker, *bytes, &leaving),
+            _ => self.memory.observe(readings, &leaving),
+        };
+        for verdict in verdicts {
+            match verdict {
+                MemoryVerdict::Kill { worker, bytes } => {
+                    if let Some(entry) = self.workers.get(&worker) {
+                        tracing::warn!(worker = %worker, pid = entry.pid, bytes,
+                            limit = self.config.memory.hard, "worker above the hard memory limit; killing it");
+                    }
+                    self.retire(worker, RetireReason::MemoryHard, now, actions);
+                    actions.push(Action::Signal {
+                        worker,
+                        signal: WorkerSignal::Kill,
+                    });
+                    self.fill(now, actions);
+                }
+                MemoryVerdict::Retire { worker, .. } => {
+                    self.plan_retirement(worker, RetireReason::Memory, now, actions)
+                }
+                MemoryVerdict::RetireForTotal { worker, total, .. } => {
+                    info!(
+                        total,
+                        budget = self.config.memory.total,
+                        "all workers together are above the memory budget; the largest retires"
+                    );
+                    self.plan_retirement(worker, RetireReason::MemoryTotal, now, actions)
+                }
+            }
+        }
+    }
+
+    /// HUP: new parameters; every worker of an older config is rolled,
+    /// new workers first.
+    pub(super) fn on_reloaded(
+        &mut self,
+        config: ArbiterConfig,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.desired = config.workers;
+        self.memory = MemoryWatch::new(config.memory);
+        self.config = config;
+        self.generation += 1;
+        let old: Vec<(WorkerId, WorkerState)> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| e.generation < self.generation)
+            .map(|(&id, e)| (id, e.state))
+            .collect();
+        info!(
+            workers = self.desired,
+            rolling = old.len(),
+            "configuration reloaded; rolling the workers"
+        );
+        for (worker, state) in old {
+            match state {
+                // It has served nothing yet: it goes now, stopped when ready.
+                WorkerState::Booting => self.retire(worker, RetireReason::Reload, now, actions),
+                WorkerState::Serving => {
+                    // A reload overrides an older reason: the new config wins.
+                    if let Some(entry) = self.workers.get_mut(&worker) {
+                        if let Some(due) = entry.due.as_mut() {
+                            due.reason = RetireReason::Reload;
+                            continue;
+                        }
+                    }
+                    self.plan_retirement(worker, RetireReason::Reload, now, actions)
+                }
+                _ => {}
+            }
+        }
+        self.advance_due(now, actions);
+    }
+}
+
+/// Being replaced: due with its turn started, or retired for a planned
+/// reason and still draining.
+fn in_progress(entry: &Entry) -> bool {
+    match entry.state {
+        WorkerState::Serving => entry.due.is_some_and(|d| d.started),
+        WorkerState::Retiring(reason) => reason.is_planned(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! Planned recycling with a fake clock and fake readings: max-requests with
+//! jitter, replacement before retirement, the stagger cap, memory limits
+//! and reload.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::dispatch::Standing;
+use crate::master::action::{Action, WorkerSignal};
+use crate::master::arbiter::{Arbiter, ArbiterConfig};
+use crate::master::event::{Event, ExitStatus, WorkerSample};
+use crate::worker::state::RetireReason;
+use crate::worker::WorkerId;
+
+const MIB: u64 = 1 << 20;
+
+fn config(workers: usize) -> ArbiterConfig {
+    ArbiterConfig::basic(workers, Duration::from_secs(10))
+}
+
+fn spawned(actions: &[Action]) -> Vec<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { worker } => Some(*worker),
+            _ => None,
+        })
+        .collect()
+}
+
+fn retired(actions: &[Action]) -> Vec<(WorkerId, RetireReason)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Retire { worker, reason } => Some((*worker, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn limits(actions: &[Action]) -> Vec<Option<u64>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Admit { request_limit, .. } => Some(*request_limit),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Pool {
+    arb: Arbiter,
+    now: Instant,
+}
+
+impl Pool {
+    fn start(config: ArbiterConfig) -> (Pool, Vec<WorkerId>, Vec<Option<u64>>) {
+        let mut pool = Pool {
+            arb: Arbiter::with_rng(config, StdRng::seed_from_u64(3)),
+            now: Instant::now(),
+        };
+        let ids = spawned(&pool.on(Event::Start));
+        let mut admitted = Vec::new();
+        for &id in &ids {
+            admitted.extend(limits(&pool.ready(id)));
+        }
+        (pool, ids, admitted)
+    }
+
+    fn on(&mut self, event: Event) -> Vec<Action> {
+        self.arb.on_event(event, self.now)
+    }
+
+    fn ready(&mut self, worker: WorkerId) -> Vec<Action> {
+        self.on(Event::Spawned {
+            worker,
+            pid: 1000 + worker.0 as u32,
+        });
+        self.on(Event::Ready { worker })
+    }
+
+    fn exit(&mut self, worker: WorkerId) -> Vec<Action> {
+        self.on(Event::Exited {
+            worker,
+            status: ExitStatus::Code(0),
+        })
+    }
+
+    fn memory(&mut self, readings: &[(WorkerId, u64)]) -> Vec<Action> {
+        let samples = readings
+            .iter()
+            .map(|&(worker, bytes)| WorkerSample {
+                worker,
+                served: None,
+                memory: Some(bytes),
+            })
+            .collect();
+        self.on(Event::Sample(samples))
+    }
+}
+
+#[test]
+fn each_worker_draws_its_own_limit_within_the_jitter() {
+    let mut cfg = config(2);
+    cfg.max_requests = 20;
+    cfg.max_requests_jitter = 10;
+    let (mut pool, mut ids, mut drawn) = Pool::start(cfg);
+    // Recycle a few generations to see many draws.
+    for _ in 0..10 {
+        let old = ids.remove(0);
+        let actions = pool.on(Event::RequestLimit {
+            worker: old,
+            served: 25,
+        });
+        let new = spawned(&actions);
+        assert_eq!(new.len(), 1);
+        drawn.extend(limits(&pool.ready(new[0])));
+        ids.push(new[0]);
+        pool.on(Event::Drained {
+            worker: old,
+            served: 25,
+        });
+        pool.exit(old);
+    }
+    let drawn: Vec<u64> = drawn.into_iter().map(|l| l.unwrap()).collect();
+    assert!(drawn.iter().all(|l| (20..=30).contains(l)), "{drawn:?}");
+    let first = drawn[0];
+    assert!(
+        drawn.iter().any(|&l| l != first),
+        "limits not spread: {drawn:?}"
+    );
+}
+
+#[test]
+fn no_max_requests_means_no_limit() {
+    let (_, _, drawn) = Pool::start(config(2));
+    assert_eq!(drawn, vec![None, None]);
+}
+
+#[test]
+fn the_old_worker_serves_until_its_replacement_is_ready() {
+    let mut cfg = config(1);
+    cfg.max_requests = 100;
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let actions = pool.on(Event::RequestLimit {
+        worker: ids[0],
+        served: 100,
+    });
+    assert!(actions.contains(&Action::Deprioritize {
+        worker: ids[0],
+        standing: Standing::Reserve
+    }));
+    assert!(actions.contains(&Action::CountRestart {
+        reason: "max_requests"
+    }));
+    assert!(retired(&actions).is_empty(), "-w 1 must not stall on boot");
+    let new = spawned(&actions);
+    assert_eq!(new.len(), 1, "the replacement starts at once");
+    pool.now += Duration::from_secs(3);
+    assert!(retired(&pool.on(Event::Tick)).is_empty());
+    let actions = pool.ready(new[0]);
+    assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MaxRequests)]);
+    // It drains, is stopped, exits: nobody else is spawned.
+    let actions = pool.on(Event::Drained {
+        worker: ids[0],
+        served: 104,
+    });
+    assert_eq!(actions, vec![Action::Stop { worker: ids[0] }]);
+    assert!(spawned(&pool.exit(ids[0])).is_empty());
+    assert_eq!(pool.arb.serving(), 1);
+}
+
+#[test]
+fn stagger_caps_how_many_are_replaced_at_once() {
+    let mut cfg = config(4);
+    cfg.max_requests = 10;
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let mut replacements = Vec::new();
+    for &id in &ids {
+        replacements.extend(spawned(&pool.on(Event::RequestLimit {
+            worker: id,
+            served: 10,
+        })));
+    }
+    assert_eq!(replacements.len(), 1, "cap for 4 workers is 1");
+    // Still capped while the first old worker drains.
+    let actions = pool.ready(replacements[0]);
+    assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MaxRequests)]);
+    assert!(spawned(&actions).is_empty());
+    // Its exit frees the slot: the next due worker's replacement starts.
+    let actions = pool.exit(ids[0]);
+    assert_eq!(spawned(&actions).len(), 1);
+    // Capacity never dipped: every step kept 4 serving or booting.
+    assert_eq!(pool.arb.serving(), 4);
+}
+
+#[test]
+fn a_replacement_that_dies_booting_is_retried_and_the_old_worker_keeps_serving() {
+    let mut cfg = config(1);
+    cfg.max_requests = 10;
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let first = spawned(&pool.on(Event::RequestLimit {
+        worker: ids[0],
+        served: 10,
+    }))[0];
+    let actions = pool.on(Event::Exited {
+        worker: first,
+        status: ExitStatus::Code(1),
+    });
+    assert!(retired(&actions).is_empty(), "the old worker must stay");
+    pool.now += Duration::from_secs(1);
+    let second = spawned(&pool.on(Event::Tick));
+    assert_eq!(second.len(), 1, "retried after the back-off");
+    assert_eq!(
+        retired(&pool.ready(second[0])),
+        vec![(ids[0], RetireReason::MaxRequests)]
+    );
+}
+
+#[test]
+fn a_single_memory_spike_is_ignored_two_in_a_row_retire() {
+    let mut cfg = config(2);
+    cfg.memory.soft = Some(100 * MIB);
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let actions = pool.memory(&[(ids[0], 150 * MIB), (ids[1], 50 * MIB)]);
+    assert!(spawned(&actions).is_empty(), "one sample over is a spike");
+    pool.memory(&[(ids[0], 60 * MIB), (ids[1], 50 * MIB)]);
+    assert!(spawned(&pool.memory(&[(ids[0], 150 * MIB), (ids[1], 50 * MIB)])).is_empty());
+    let actions = pool.memory(&[(ids[0], 160 * MIB), (ids[1], 50 * MIB)]);
+    assert!(actions.contains(&Action::Deprioritize {
+        worker: ids[0],
+        standing: Standing::Excluded
+    }));
+    assert!(actions.contains(&Action::CountRestart { reason: "memory" }));
+    let new = spawned(&actions);
+    assert_eq!(new.len(), 1);
+    assert_eq!(
+        retired(&pool.ready(new[0])),
+        vec![(ids[0], RetireReason::Memory)]
+    );
+}
+
+#[test]
+fn per_request_readings_count_as_samples() {
+    let mut cfg = config(2);
+    cfg.memory.soft = Some(100 * MIB);
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let reading = |bytes| Event::MemoryReading {
+        worker: ids[1],
+        bytes,
+        served: 7,
+    };
+    assert!(spawned(&pool.on(reading(120 * MIB))).is_empty());
+    assert_eq!(spawned(&pool.on(reading(121 * MIB))).len(), 1);
+}
+
+#[test]
+fn over_the_hard_limit_is_killed_at_once_and_replaced() {
+    let mut cfg = config(2);
+    cfg.memory.soft = Some(100 * MIB);
+    cfg.memory.hard = Some(200 * MIB);
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let actions = pool.memory(&[(ids[0], 250 * MIB), (ids[1], 50 * MIB)]);
+    assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MemoryHard)]);
+    assert!(actions.contains(&Action::Signal {
+        worker: ids[0],
+        signal: WorkerSignal::Kill
+    }));
+    assert!(actions.contains(&Action::CountRestart {
+        reason: "memory_hard"
+    }));
+    assert_eq!(spawned(&actions).len(), 1);
+}
+
+#[test]
+fn over_the_total_budget_the_largest_worker_retires() {
+    let mut cfg = config(3);
+    cfg.memory.total = Some(300 * MIB);
+    cfg.max_concurrent_retirements = Some(3);
+    let (mut pool, ids, _) = Pool::start(cfg);
+    let round = [(ids[0], 90 * MIB), (ids[1], 140 * MIB), (ids[2], 100 * MIB)];
+    assert!(
+        spawned(&pool.memory(&round)).is_empty(),
+        "one round is a spike"
+    );
+    let actions = pool.memory(&round);
+    assert!(actions.contains(&Action::Deprioritize {
+        worker: ids[1],
+        standing: Standing::Excluded
+    }));
+    assert!(actions.contains(&Action::CountRestart {
+        reason: "memory_total"
+    }));
+    assert_eq!(spawned(&actions).len(), 1, "one worker, not all");
+}
+
+#[test]
+fn reload_rolls_every_worker_new_ones_first() {
+    let (mut pool, ids, _) = Pool::start(config(2));
+    let mut cfg = config(2);
+    cfg.max_requests = 500;
+    let actions = pool.on(Event::Reloaded(cfg));
+    assert!(
+        retired(&actions).is_empty(),
+        "nobody leaves before a replacement"
+    );
+    let first = spawned(&actions);
+    assert_eq!(first.len(), 1, "stagger cap 1 for 2 workers");
+    let actions = pool.ready(first[0]);
+    assert_eq!(
+        limits(&actions),
+        vec![Some(500)],
+        "new workers get the new config"
+    );
+    assert_eq!(retired(&actions), vec![(ids[0], RetireReason::Reload)]);
+    let second = spawned(&pool.exit(ids[0]));
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        retired(&pool.ready(second[0])),
+        vec![(ids[1], RetireReason::Reload)]
+    );
+    pool.exit(ids[1]);
+    assert_eq!(pool.arb.serving(), 2);
+    assert!(pool
+        .arb
+        .facts(pool.now)
+        .iter()
+        .all(|f| f.worker == first[0] || f.worker == second[0]));
+}
+
+#[test]
+fn reload_to_fewer_workers_retires_the_extra_ones_without_replacing_them() {
+    let (mut pool, ids, _) = Pool::start(config(3));
+    let mut cfg = config(1);
+    cfg.max_concurrent_retirements = Some(3);
+    let actions = pool.on(Event::Reloaded(cfg));
+    let new = spawned(&actions);
+    assert_eq!(new.len(), 1);
+    assert_eq!(retired(&actions).len(), 2, "two are not needed at all");
+    assert_eq!(retired(&pool.ready(new[0])).len(), 1);
+    for id in ids {
+        pool.exit(id);
+    }
+    assert_eq!(pool.arb.serving(), 1);
+}
+
+#[test]
+fn a_crash_is_counted_and_replaced() {
+    let (mut pool, ids, _) = Pool::start(config(2));
+    let actions = pool.on(Event::Exited {
+        worker: ids[0],
+        status: ExitStatus::Signal(9),
+    });
+    assert!(actions.contains(&Action::CountRestart { reason: "crash" }));
+    assert_eq!(spawned(&actions).len(), 1);
+}

@@ -1,0 +1,160 @@
+//! Settings -> the parts the master runs with (spawn spec, memory probing,
+//! arbiter parameters), derived once at start and again on SIGHUP, when
+//! the command line, `-c` file and environment are read anew.
+//!
+//! The listeners, HTTP limits and timeouts, logging and the metrics address
+//! belong to the running master: a reload that changes them says so in the
+//! log and they take effect at the next start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::arbiter::ArbiterConfig;
+use super::policy::memory::MemoryLimits;
+use super::shell::MemoryProbing;
+use crate::config::{self, Loaded, MemoryMetric, Settings};
+use crate::worker::spawn::SpawnSpec;
+
+/// A soft or total memory breach must hold for this many readings in a row.
+pub const CONSECUTIVE_BREACHES: u32 = 2;
+
+/// Settings a reload cannot apply to a running master.
+const NEEDS_RESTART: &[&str] = &[
+    "bind",
+    "backlog",
+    "timeout",
+    "keep_alive",
+    "header_timeout",
+    "queue_timeout",
+    "limit_request_line",
+    "limit_request_fields",
+    "limit_request_field_size",
+    "limit_request_body",
+    "request_buffer_size",
+    "log_level",
+    "error_logfile",
+    "access_logfile",
+    "access_log_format",
+    "pidfile",
+    "metrics_bind",
+];
+
+/// What the master derives from settings.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// How to start workers.
+    pub spawn: SpawnSpec,
+    /// How to measure their memory.
+    pub memory: MemoryProbing,
+    /// The arbiter's parameters.
+    pub arbiter: ArbiterConfig,
+}
+
+impl Derived {
+    /// Derives every part from `settings`.
+    pub fn from_settings(settings: &Settings) -> Derived {
+        Derived {
+            spawn: spawn_spec(settings),
+            memory: memory_probing(settings),
+            arbiter: arbiter_config(settings),
+        }
+    }
+}
+
+/// Holds the loaded config so HUP can read it again.
+#[derive(Debug)]
+pub struct Reloader {
+    loaded: Loaded,
+}
+
+impl Reloader {
+    /// Starts from the config the master was started with.
+    pub fn new(loaded: Loaded) -> Reloader {
+        Reloader { loaded }
+    }
+
+    /// Reads the config again; on error the running one stays.
+    pub fn reload(&mut self) -> Result<Derived, config::ConfigError> {
+        let fresh = config::reload(&self.loaded, &config::process_env)?;
+        let (old, new) = (self.loaded.settings.to_raw(), fresh.settings.to_raw());
+        for ((name, before), (_, after)) in old.iter().zip(&new) {
+            if before != after && NEEDS_RESTART.contains(name) {
+                warn!(
+                    setting = name,
+                    "{name} changed, but it applies only from the next start"
+                );
+            }
+        }
+        let derived = Derived::from_settings(&fresh.settings);
+        self.loaded = fresh;
+        Ok(derived)
+    }
+}
+
+fn arbiter_config(settings: &Settings) -> ArbiterConfig {
+    ArbiterConfig {
+        workers: settings.workers,
+        graceful_timeout: settings.graceful_timeout,
+        max_requests: settings.max_requests,
+        max_requests_jitter: settings.max_requests_jitter,
+        max_concurrent_retirements: settings.max_concurrent_retirements,
+        memory: MemoryLimits {
+            soft: settings.max_memory.map(|b| b.bytes()),
+            hard: settings.max_memory_hard.map(|b| b.bytes()),
+            total: settings.max_memory_total.map(|b| b.bytes()),
+            consecutive: CONSECUTIVE_BREACHES,
+        },
+    }
+}
+
+fn memory_probing(settings: &Settings) -> MemoryProbing {
+    let limits = [settings.max_memory, settings.max_memory_hard];
+    let lowest = limits.iter().flatten().map(|b| b.bytes()).min();
+    MemoryProbing {
+        metric: settings.memory_metric,
+        rss_threshold: lowest.filter(|_| settings.memory_metric == MemoryMetric::Rss),
+    }
+}
+
+fn spawn_spec(settings: &Settings) -> SpawnSpec {
+    SpawnSpec {
+        python: absolute_if_relative_path(
+            settings.python_interpreter(&|key| std::env::var(key).ok()),
+        ),
+        app: settings
+            .wsgi_app
+            .as_ref()
+            .map(|app| app.to_string())
+            .unwrap_or_default(),
+        chdir: settings.chdir.clone(),
+        pythonpath: settings.pythonpath.clone(),
+        env: settings
+            .raw_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        lanes: settings.threads,
+        workers: settings.workers,
+        log_level: settings.log_level.to_string(),
+    }
+}
+
+/// `.venv/bin/python` means the master's directory, not `--chdir`'s, where
+/// the worker starts; a bare `python3` is still looked up on PATH.
+fn absolute_if_relative_path(python: PathBuf) -> PathBuf {
+    if python.is_relative() && python.components().count() > 1 {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(python);
+        }
+    }
+    python
+}
+
+/// Importing a big app can take a while: boot gets the request timeout, but
+/// at least 30 s even when `--timeout 0` turns request timeouts off.
+pub fn boot_timeout(settings: &Settings) -> Duration {
+    settings.timeout.max(Duration::from_secs(30))
+}
