@@ -87,6 +87,8 @@ def error() -> Response:
 
 @app.route("/pid")
 def pid() -> Response:
+    """The worker's pid, after an optional ms-millisecond sleep."""
+    time.sleep(_int_arg("ms", 0) / 1000)
     return Response(str(os.getpid()), mimetype="text/plain")
 
 

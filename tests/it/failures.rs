@@ -100,8 +100,15 @@ fn full_queue_gets_503_with_retry_after() {
 fn request_past_the_timeout_gets_504_and_a_new_worker() {
     let server = TestServer::start(&["-w", "1", "--timeout", "2", "examples.flask_app:app"]);
     let before = server.get("/pid").text();
+    let asked = std::time::Instant::now();
     let resp = server.get("/io?ms=5000");
     assert_eq!(resp.status, 504);
+    // The app sleeps 5 s: an answer well before that came from the timeout.
+    assert!(
+        asked.elapsed() < Duration::from_millis(4500),
+        "{:?}",
+        asked.elapsed()
+    );
     server.wait_for_new_worker(&before);
     wait_until("the stack dump in the error log", DEADLINE, || {
         let log = server.stderr();

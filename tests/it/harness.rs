@@ -291,6 +291,22 @@ impl Response {
     }
 }
 
+/// A GET to any address (the metrics endpoint, say), `Connection: close`.
+pub fn http_get(addr: &str, path: &str) -> Result<Response, String> {
+    try_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
 fn try_request(addr: &str, request: &str) -> Result<Response, String> {
     try_request_bytes(addr, request.as_bytes())
 }

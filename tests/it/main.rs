@@ -8,4 +8,5 @@ mod http_front;
 mod lifecycle;
 mod options;
 mod pep3333;
+mod recycling;
 mod serving;

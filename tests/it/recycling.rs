@@ -1,0 +1,259 @@
+//! Worker recycling under load: max-requests with jitter, the memory limit,
+//! a killed worker, and HUP rolling every worker, each with zero failed
+//! requests where the design promises it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::harness::{children_of, free_port, http_get, wait_until, TestServer, DEADLINE};
+
+/// `total` GETs of `path` from `clients` threads; (status, body) of each.
+fn load(server: &TestServer, path: &str, total: usize, clients: usize) -> Vec<(u16, String)> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(total));
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let resp = server.get(path);
+                    results.lock().unwrap().push((resp.status, resp.text()));
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap()
+}
+
+/// `key=N` from each error-log line that contains every one of `needles`.
+fn logged_numbers(log: &str, needles: &[&str], key: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| needles.iter().all(|n| line.contains(n)))
+        .filter_map(|line| {
+            let at = line.find(&format!(" {key}="))? + key.len() + 2;
+            line[at..].split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn metric(metrics_addr: &str, series: &str) -> Option<f64> {
+    let text = http_get(metrics_addr, "/metrics").ok()?.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn failures(results: &[(u16, String)]) -> Vec<&(u16, String)> {
+    results
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect()
+}
+
+#[test]
+fn max_requests_with_jitter_recycles_every_worker_within_its_own_limit_and_fails_nothing() {
+    let server = TestServer::start(&[
+        "-w",
+        "2",
+        "--max-requests",
+        "20",
+        "--max-requests-jitter",
+        "10",
+        "examples.flask_app:app",
+    ]);
+    // 10 ms per request: the run lasts long enough for a dozen boots.
+    let results = load(&server, "/pid?ms=10", 600, 8);
+    assert_eq!(failures(&results), Vec::<&(u16, String)>::new());
+    let log = server.stderr();
+    // The count at which each worker was declared due is its drawn limit.
+    let limits = logged_numbers(
+        &log,
+        &["worker due to retire", "reason=max_requests"],
+        "requests",
+    );
+    assert!(limits.len() >= 4, "too few recycles: {limits:?}\n{log}");
+    assert!(limits.iter().all(|l| (20..=30).contains(l)), "{limits:?}");
+    assert!(
+        limits.iter().any(|&l| l != limits[0]),
+        "limits not spread: {limits:?}"
+    );
+    // Every worker that stopped served at least its limit: none was retired early.
+    let served = logged_numbers(&log, &["worker stopped", "reason=max_requests"], "requests");
+    assert!(!served.is_empty(), "{log}");
+    assert!(served.iter().all(|&n| n >= 20), "{served:?}");
+    let mut per_pid: HashMap<&str, usize> = HashMap::new();
+    for (_, pid) in &results {
+        *per_pid.entry(pid).or_default() += 1;
+    }
+    assert!(
+        per_pid.len() >= 4,
+        "requests came from too few workers: {per_pid:?}"
+    );
+}
+
+#[test]
+fn a_leaking_app_is_held_under_the_memory_limit_without_failing_a_request() {
+    const LIMIT: u64 = 120_000_000;
+    const ONE_REQUEST: u64 = 1 << 20;
+    // Two readings in a row must be over before the worker is excluded,
+    // plus the allocator's slack.
+    const MARGIN: u64 = 4 << 20;
+    let metrics = format!("127.0.0.1:{}", free_port());
+    // Both workers may be replaced at once: with the default cap (1 of 2)
+    // the second would wait its turn serving, and grow, while the first's
+    // replacement imports Flask.
+    let server = TestServer::start(&[
+        "-w",
+        "2",
+        "--max-concurrent-retirements",
+        "2",
+        "--max-memory",
+        "120MB",
+        "--memory-check-interval",
+        "100ms",
+        "--metrics-bind",
+        &metrics,
+        "examples.flask_app:app",
+    ]);
+    let done = AtomicBool::new(false);
+    let peaks: Mutex<HashMap<u32, u64>> = Mutex::new(HashMap::new());
+    let results = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                for pid in children_of(server.pid()) {
+                    if let Some(rss) = rss(pid) {
+                        let mut peaks = peaks.lock().unwrap();
+                        let peak = peaks.entry(pid).or_default();
+                        *peak = (*peak).max(rss);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let results = load(&server, "/leak?kb=1024", 500, 1);
+        done.store(true, Ordering::Relaxed);
+        results
+    });
+    assert_eq!(failures(&results), Vec::<&(u16, String)>::new());
+    let peaks = peaks.into_inner().unwrap();
+    let over: Vec<_> = peaks
+        .iter()
+        .filter(|(_, &peak)| peak > LIMIT + ONE_REQUEST + MARGIN)
+        .collect();
+    assert!(over.is_empty(), "over the limit: {over:?} (all: {peaks:?})");
+    // 500 MiB leaked against ~85 MiB of room per worker: several recycles.
+    let restarts = metric(
+        &metrics,
+        "ferrocorn_worker_restarts_total{reason=\"memory\"}",
+    );
+    assert!(
+        restarts.is_some_and(|n| n >= 3.0),
+        "memory restarts: {restarts:?}"
+    );
+    assert!(peaks.len() >= 4, "workers seen: {peaks:?}");
+    let ready = http_get(&metrics, "/readyz").unwrap();
+    let health = http_get(&metrics, "/healthz").unwrap();
+    assert_eq!(
+        (health.status, ready.status),
+        (200, 200),
+        "{}",
+        ready.text()
+    );
+}
+
+fn rss(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[test]
+fn a_killed_worker_fails_only_its_own_request_and_is_replaced() {
+    let server = TestServer::start(&["-w", "2", "examples.flask_app:app"]);
+    let victims = wait_until("2 workers", DEADLINE, || match server.worker_pids() {
+        pids if pids.len() == 2 => Ok(pids),
+        pids => Err(format!("{pids:?}")),
+    });
+    let results = std::thread::scope(|s| {
+        let load = s.spawn(|| load(&server, "/io?ms=20", 300, 4));
+        std::thread::sleep(Duration::from_millis(500));
+        nix_kill(victims[0]);
+        load.join().unwrap()
+    });
+    let failed = failures(&results);
+    // A sync worker has one request in flight: only that one may fail.
+    assert!(failed.len() <= 1, "{failed:?}");
+    assert!(
+        failed.iter().all(|(status, _)| *status == 502),
+        "{failed:?}"
+    );
+    wait_until("a replacement", DEADLINE, || {
+        let pids = server.worker_pids();
+        if pids.len() == 2 && !pids.contains(&victims[0]) {
+            Ok(())
+        } else {
+            Err(format!("{pids:?}"))
+        }
+    });
+    assert_eq!(server.get("/hello").status, 200);
+    assert!(
+        server.stderr().contains("signal 9 (SIGKILL)"),
+        "{}",
+        server.stderr()
+    );
+}
+
+fn nix_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn hup_rereads_the_config_and_rolls_every_worker_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrocorn.toml");
+    std::fs::write(&config, "workers = 2\n").unwrap();
+    let server = TestServer::start(&["-c", config.to_str().unwrap(), "examples.flask_app:app"]);
+    let before = wait_until("2 workers", DEADLINE, || match server.worker_pids() {
+        pids if pids.len() == 2 => Ok(pids),
+        pids => Err(format!("{pids:?}")),
+    });
+    let stop = AtomicBool::new(false);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let status = server.get("/io?ms=5").status;
+                    results.lock().unwrap().push(status);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&config, "workers = 3\n").unwrap();
+        server.signal("HUP");
+        wait_until("3 new workers", DEADLINE, || {
+            let pids = server.worker_pids();
+            if pids.len() == 3 && pids.iter().all(|p| !before.contains(p)) {
+                Ok(())
+            } else {
+                Err(format!("{pids:?}"))
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let results = results.into_inner().unwrap();
+    assert!(results.len() > 50, "too little load: {}", results.len());
+    let failed: Vec<_> = results.iter().filter(|&&s| s != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let rolled = logged_numbers(
+        &server.stderr(),
+        &["worker stopped", "reason=reload"],
+        "worker",
+    );
+    assert_eq!(rolled.len(), 2, "{}", server.stderr());
+}
