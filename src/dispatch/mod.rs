@@ -10,6 +10,7 @@
 //! also counts each worker's requests and checks its RSS after each one
 //! ([`terms`]), and reports limits reached as [`PoolNews`].
 
+mod lease;
 pub mod queue;
 pub mod terms;
 
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::lane::Lane;
 use crate::worker::WorkerId;
+pub use lease::LaneLease;
 use queue::{Handover, WaitQueue};
 use terms::Tally;
 pub use terms::{PoolNews, Standing, WorkerTerms};
@@ -161,12 +163,7 @@ impl Dispatcher {
     }
 
     fn lease(&self, worker: WorkerId, lane: Lane) -> LaneLease {
-        LaneLease {
-            lane: Some(lane),
-            worker,
-            dispatcher: self.clone(),
-            request_written: false,
-        }
+        LaneLease::new(lane, worker, self.clone())
     }
 
     /// Makes a ready worker's lanes available; queued requests get them first.
@@ -317,7 +314,7 @@ impl Dispatcher {
     fn hand_over(&self, state: &mut State, worker: WorkerId, lane: Lane) -> Option<LaneLease> {
         let write_request = |lease: &mut LaneLease, request: &Bytes| {
             lease.lane().write_now(request);
-            lease.request_written = true;
+            lease.mark_written();
         };
         match state
             .queue
@@ -325,7 +322,7 @@ impl Dispatcher {
         {
             Handover::Delivered => None,
             Handover::NoWaiter(mut lease) => {
-                let lane = lease.lane.take().expect("a fresh lease holds its lane");
+                let lane = lease.take_lane().expect("a fresh lease holds its lane");
                 state.park(worker, lane);
                 None
             }
@@ -384,67 +381,6 @@ impl State {
             .filter(|s| s.accepting && s.standing <= floor && !s.idle.is_empty())
             .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len()))?;
         Some((slot.worker, slot.idle.pop()?))
-    }
-}
-
-/// A lane lent to one request. Dropping it gives the lane back; a lane
-/// dropped mid-exchange (client gone) is first brought to a clean state.
-#[derive(Debug)]
-pub struct LaneLease {
-    lane: Option<Lane>,
-    worker: WorkerId,
-    dispatcher: Dispatcher,
-    request_written: bool,
-}
-
-impl LaneLease {
-    /// Whether the dispatcher already wrote the request given to `acquire`
-    /// (or queued what the socket did not take at once).
-    pub fn request_written(&self) -> bool {
-        self.request_written
-    }
-
-    /// The worker this lane belongs to.
-    pub fn worker(&self) -> WorkerId {
-        self.worker
-    }
-
-    /// The lane itself.
-    pub fn lane(&mut self) -> &mut Lane {
-        self.lane
-            .as_mut()
-            .expect("a lease holds its lane until it is dropped")
-    }
-
-    /// Closes the lane for good: it broke or its worker is being replaced.
-    pub fn discard(mut self) {
-        if self.lane.take().is_some() {
-            self.dispatcher.discard(self.worker);
-        }
-    }
-}
-
-impl Drop for LaneLease {
-    fn drop(&mut self) {
-        let Some(mut lane) = self.lane.take() else {
-            return;
-        };
-        if lane.is_settled() {
-            self.dispatcher.release(self.worker, lane);
-            return;
-        }
-        let (dispatcher, worker) = (self.dispatcher.clone(), self.worker);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    match lane.cancel().await {
-                        Ok(()) => dispatcher.release(worker, lane),
-                        Err(_) => dispatcher.discard(worker),
-                    }
-                });
-            }
-            Err(_) => dispatcher.discard(worker),
-        }
     }
 }
 

@@ -12,13 +12,10 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::arbiter::ArbiterConfig;
-use super::policy::memory::MemoryLimits;
+use super::policy::memory::{MemoryLimits, DEFAULT_CONSECUTIVE};
 use super::shell::MemoryProbing;
 use crate::config::{self, Loaded, MemoryMetric, Settings};
 use crate::worker::spawn::SpawnSpec;
-
-/// A soft or total memory breach must hold for this many readings in a row.
-pub const CONSECUTIVE_BREACHES: u32 = 2;
 
 /// Settings a reload cannot apply to a running master.
 const NEEDS_RESTART: &[&str] = &[
@@ -104,7 +101,7 @@ fn arbiter_config(settings: &Settings) -> ArbiterConfig {
             soft: settings.max_memory.map(|b| b.bytes()),
             hard: settings.max_memory_hard.map(|b| b.bytes()),
             total: settings.max_memory_total.map(|b| b.bytes()),
-            consecutive: CONSECUTIVE_BREACHES,
+            consecutive: DEFAULT_CONSECUTIVE,
         },
     }
 }

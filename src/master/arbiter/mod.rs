@@ -4,62 +4,29 @@
 //! clock (see `tests.rs`). Planned recycling (max-requests, memory, reload)
 //! lives in `recycle.rs`; stopping the whole server in `stop.rs`.
 
+mod config;
 mod recycle;
 mod stop;
+mod worker_events;
+
+pub use config::ArbiterConfig;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tracing::{error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::action::{Action, WorkerSignal};
-use super::event::{Event, ExitStatus, Sig, WorkerSample};
-use super::policy::backoff::{self, Verdict};
-use super::policy::memory::{MemoryLimits, MemoryWatch};
+use super::event::{Event, Sig, WorkerSample};
+use super::policy::memory::MemoryWatch;
 use crate::exit::ExitCode;
 use crate::worker::state::{RetireReason, Transition, WorkerState};
 use crate::worker::WorkerId;
 
 /// How long a retiring worker has after the graceful timeout before KILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// The arbiter's parameters; SIGHUP may replace them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArbiterConfig {
-    /// Workers to keep serving.
-    pub workers: usize,
-    /// Time a stopping server or a retiring worker gets to finish requests.
-    pub graceful_timeout: Duration,
-    /// `--max-requests`; 0 disables.
-    pub max_requests: u64,
-    /// `--max-requests-jitter`.
-    pub max_requests_jitter: u64,
-    /// `--max-concurrent-retirements`; `None` is a quarter of the workers.
-    pub max_concurrent_retirements: Option<usize>,
-    /// `--max-memory`, `--max-memory-hard`, `--max-memory-total`.
-    pub memory: MemoryLimits,
-}
-
-impl ArbiterConfig {
-    /// A config with `workers` workers and no recycling, for tests and defaults.
-    pub fn basic(workers: usize, graceful_timeout: Duration) -> ArbiterConfig {
-        ArbiterConfig {
-            workers,
-            graceful_timeout,
-            max_requests: 0,
-            max_requests_jitter: 0,
-            max_concurrent_retirements: None,
-            memory: MemoryLimits {
-                soft: None,
-                hard: None,
-                total: None,
-                consecutive: 2,
-            },
-        }
-    }
-}
 
 /// A worker that must go once it has a replacement.
 #[derive(Debug, Clone, Copy)]
@@ -304,108 +271,6 @@ impl Arbiter {
         }
     }
 
-    fn on_ready(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
-        let Some(entry) = self.workers.get_mut(&worker) else {
-            return;
-        };
-        match entry.state.advance(Transition::Ready) {
-            Ok(state) => {
-                entry.state = state;
-                self.boot_failures = 0;
-                info!(worker = %worker, pid = entry.pid, "worker ready");
-                actions.push(Action::Admit {
-                    worker,
-                    request_limit: entry.request_limit,
-                });
-                if let Some(old) = entry.replaces.take() {
-                    self.replaced(old, now, actions);
-                }
-            }
-            // Retired while booting (e.g. a stop or a reload began): not wanted.
-            Err(_) => actions.push(Action::Stop { worker }),
-        }
-    }
-
-    fn on_boot_failed(
-        &mut self,
-        worker: WorkerId,
-        app_load: bool,
-        message: String,
-        actions: &mut Vec<Action>,
-    ) {
-        // The worker wrote the whole traceback to the error log already.
-        let summary = message.lines().next().unwrap_or_default().to_string();
-        error!(worker = %worker, "{summary}");
-        if app_load {
-            // An app that cannot import will not import on the next try either.
-            let hint = if message.lines().nth(1).is_some() {
-                " (the traceback is in the error log above)"
-            } else {
-                ""
-            };
-            actions.push(self.exit(ExitCode::AppLoad, Some(format!("{summary}{hint}"))));
-        } else {
-            actions.push(Action::Signal {
-                worker,
-                signal: WorkerSignal::Kill,
-            });
-        }
-    }
-
-    fn on_exit(
-        &mut self,
-        worker: WorkerId,
-        status: ExitStatus,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
-        let Some(entry) = self.workers.remove(&worker) else {
-            return;
-        };
-        self.memory.forget(worker);
-        actions.push(Action::Forget { worker });
-        self.unpair(&entry);
-        let age = now.saturating_duration_since(entry.spawned_at);
-        match entry.state {
-            WorkerState::Retiring(reason) => {
-                info!(worker = %worker, pid = entry.pid, reason = %reason, status = %status,
-                    requests = entry.served, age_s = age.as_secs(), "worker stopped");
-            }
-            WorkerState::Booting => {
-                self.boot_failures += 1;
-                error!(worker = %worker, pid = entry.pid, status = %status, "worker died while booting");
-                match backoff::after_failures(self.boot_failures) {
-                    Verdict::GiveUp => {
-                        let message = format!(
-                            "workers keep dying while booting ({} in a row, last: {status}); see the error log above",
-                            self.boot_failures
-                        );
-                        actions.push(self.exit(ExitCode::WorkerBoot, Some(message)));
-                        return;
-                    }
-                    Verdict::RetryAfter(delay) => {
-                        if self.phase == Phase::Running {
-                            self.pending_spawns.push(now + delay);
-                        }
-                        self.fill(now, actions);
-                        return;
-                    }
-                }
-            }
-            _ => {
-                error!(worker = %worker, pid = entry.pid, status = %status, reason = "crash",
-                    requests = entry.served, memory = entry.memory, age_s = age.as_secs(),
-                    "worker crashed; replacing it");
-                actions.push(Action::CountRestart { reason: "crash" });
-            }
-        }
-        if self.phase == Phase::Running {
-            self.advance_due(now, actions);
-        } else {
-            self.exit_when_empty(actions);
-        }
-    }
-
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.phase == Phase::Running {
             let due = self.pending_spawns.iter().filter(|&&t| t <= now).count();
@@ -469,19 +334,20 @@ impl Arbiter {
         let Ok(state) = entry.state.advance(Transition::Retire(reason)) else {
             return;
         };
-        let was_planned = entry.due.is_some_and(|d| d.started);
+        let was_planned = entry.due.is_some_and(|d| d.started && d.reason == reason);
         entry.state = state;
         entry.retired_at = Some(now);
-        if reason != RetireReason::Shutdown {
+        let age_s = now.saturating_duration_since(entry.spawned_at).as_secs();
+        if was_planned {
+            // Its decision was logged (and counted) when it became due.
+            debug!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
+                "replacement ready; the worker takes no new requests");
+        } else if reason != RetireReason::Shutdown {
             info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
-                memory = entry.memory, age_s = now.saturating_duration_since(entry.spawned_at).as_secs(),
-                "retiring worker");
-            // A planned retirement was counted when its turn came.
-            if !was_planned {
-                actions.push(Action::CountRestart {
-                    reason: reason.as_str(),
-                });
-            }
+                memory = entry.memory, age_s, "retiring worker");
+            actions.push(Action::CountRestart {
+                reason: reason.as_str(),
+            });
         }
         actions.push(Action::Retire { worker, reason });
         let entry = self.workers.remove(&worker).expect("looked up above");

@@ -1,6 +1,8 @@
 //! The arbiter fed with events and a fake clock: no processes, no sleeps.
 
 use super::*;
+use crate::master::event::ExitStatus;
+use crate::master::policy::backoff::{self, Verdict};
 use rand::SeedableRng;
 
 fn arbiter(workers: usize) -> (Arbiter, Instant) {

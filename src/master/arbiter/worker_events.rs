@@ -1,0 +1,119 @@
+//! One worker's news: ready (admit it, and retire the worker it replaces),
+//! boot failed (the app cannot load: stop the master), exited (log how,
+//! back off a boot crash loop, replace a crash).
+
+use std::time::Instant;
+
+use tracing::{error, info};
+
+use super::{Arbiter, Phase};
+use crate::exit::ExitCode;
+use crate::master::action::{Action, WorkerSignal};
+use crate::master::event::ExitStatus;
+use crate::master::policy::backoff::{self, Verdict};
+use crate::worker::state::{Transition, WorkerState};
+use crate::worker::WorkerId;
+
+impl Arbiter {
+    pub(super) fn on_ready(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
+        let Some(entry) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        match entry.state.advance(Transition::Ready) {
+            Ok(state) => {
+                entry.state = state;
+                self.boot_failures = 0;
+                info!(worker = %worker, pid = entry.pid, "worker ready");
+                actions.push(Action::Admit {
+                    worker,
+                    request_limit: entry.request_limit,
+                });
+                if let Some(old) = entry.replaces.take() {
+                    self.replaced(old, now, actions);
+                }
+            }
+            // Retired while booting (e.g. a stop or a reload began): not wanted.
+            Err(_) => actions.push(Action::Stop { worker }),
+        }
+    }
+
+    pub(super) fn on_boot_failed(
+        &mut self,
+        worker: WorkerId,
+        app_load: bool,
+        message: String,
+        actions: &mut Vec<Action>,
+    ) {
+        // The worker wrote the whole traceback to the error log already.
+        let summary = message.lines().next().unwrap_or_default().to_string();
+        error!(worker = %worker, "{summary}");
+        if app_load {
+            // An app that cannot import will not import on the next try either.
+            let hint = if message.lines().nth(1).is_some() {
+                " (the traceback is in the error log above)"
+            } else {
+                ""
+            };
+            actions.push(self.exit(ExitCode::AppLoad, Some(format!("{summary}{hint}"))));
+        } else {
+            actions.push(Action::Signal {
+                worker,
+                signal: WorkerSignal::Kill,
+            });
+        }
+    }
+
+    pub(super) fn on_exit(
+        &mut self,
+        worker: WorkerId,
+        status: ExitStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.memory.forget(worker);
+        actions.push(Action::Forget { worker });
+        self.unpair(&entry);
+        let age = now.saturating_duration_since(entry.spawned_at);
+        match entry.state {
+            WorkerState::Retiring(reason) => {
+                info!(worker = %worker, pid = entry.pid, reason = %reason, status = %status,
+                    requests = entry.served, age_s = age.as_secs(), "worker stopped");
+            }
+            WorkerState::Booting => {
+                self.boot_failures += 1;
+                error!(worker = %worker, pid = entry.pid, status = %status, "worker died while booting");
+                match backoff::after_failures(self.boot_failures) {
+                    Verdict::GiveUp => {
+                        let message = format!(
+                            "workers keep dying while booting ({} in a row, last: {status}); see the error log above",
+                            self.boot_failures
+                        );
+                        actions.push(self.exit(ExitCode::WorkerBoot, Some(message)));
+                        return;
+                    }
+                    Verdict::RetryAfter(delay) => {
+                        if self.phase == Phase::Running {
+                            self.pending_spawns.push(now + delay);
+                        }
+                        self.fill(now, actions);
+                        return;
+                    }
+                }
+            }
+            _ => {
+                error!(worker = %worker, pid = entry.pid, status = %status, reason = "crash",
+                    requests = entry.served, memory = entry.memory, age_s = age.as_secs(),
+                    "worker crashed; replacing it");
+                actions.push(Action::CountRestart { reason: "crash" });
+            }
+        }
+        if self.phase == Phase::Running {
+            self.advance_due(now, actions);
+        } else {
+            self.exit_when_empty(actions);
+        }
+    }
+}
