@@ -11,6 +11,7 @@
 //! - [`protocol`]: master <-> worker frames, handshake, environ encoding, lane sockets
 //! - [`logging`]: error log and access log
 //! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
+//! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes
 
 #![warn(missing_docs)]
@@ -24,4 +25,5 @@ pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod protocol;
+pub mod sweep;
 pub mod worker;

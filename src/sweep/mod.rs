@@ -1,0 +1,9 @@
+//! `ferrocorn sweep FILE.toml`: tuning experiments in one command. For each
+//! cell of a grid over server settings it starts the server, waits until it
+//! is ready, warms up, drives a load from ferrocorn's own HTTP client,
+//! samples the server's CPU and memory, reads its restarts, stops it, and
+//! finally writes Markdown, CSV, JSON and SVG reports.
+//!
+//! - [`model`]: the data every part shares (plans and results)
+
+pub mod model;
