@@ -44,7 +44,8 @@ pub struct ServiceCtx {
     pub access: Option<AccessLog>,
 }
 
-static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
+/// The `Server` header the master adds when the app set none.
+pub(super) static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
 
 /// Serves one request; never fails at the hyper level.
 pub async fn handle(
@@ -53,7 +54,11 @@ pub async fn handle(
     verdicts: Arc<Verdicts>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    let started = (Instant::now(), SystemTime::now());
+    // Two clock reads per request only when there is a log line to write.
+    let started = ctx
+        .access
+        .as_ref()
+        .map(|_| (Instant::now(), SystemTime::now()));
     let (head, body) = req.into_parts();
     let result = if verdicts.next_is_ambiguous() {
         // hyper closes such a connection after the response (RFC 9112 §6.3).
@@ -77,7 +82,7 @@ pub async fn handle(
     if !response.headers().contains_key(SERVER) {
         response.headers_mut().insert(SERVER, SERVER_NAME.clone());
     }
-    if let Some(access) = &ctx.access {
+    if let (Some(access), Some(started)) = (&ctx.access, started) {
         log_access(access, &conn, &head, &mut response, started);
     }
     Ok(response)
