@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::header::SERVER;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,10 +18,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::body::{BodyError, ResponseBody};
+use super::service::SERVER_NAME;
 use super::status::RequestError;
 use crate::dispatch::{Dispatcher, LaneLease};
 use crate::master::event::Event;
-use crate::protocol::environ::{decode_response_head, encode_request, BodyPlan, ConnInfo};
+use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo};
 use crate::protocol::frame::{self, flags, Frame, Kind, MAX_PAYLOAD};
 use crate::protocol::lane::{LaneError, LaneWriter, StopPump};
 
@@ -86,9 +88,14 @@ pub async fn forward(
     let first = if ctx.timeout.is_zero() {
         lease.lane().reader.read_frame().await
     } else {
-        match tokio::time::timeout(ctx.timeout, lease.lane().reader.read_frame()).await {
-            Ok(frame) => frame,
-            Err(_) => {
+        match lease
+            .lane()
+            .read_frame_within(ctx.timeout)
+            .await
+            .transpose()
+        {
+            Some(frame) => frame,
+            None => {
                 error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
                 let _ = ctx.events.send(Event::RequestTimeout { worker });
                 lease.discard();
@@ -123,7 +130,15 @@ async fn respond(
 ) -> Result<Response<ResponseBody>, RequestError> {
     // A bad head is the app's fault (the worker checks what it can); dropping
     // the lease cancels the rest of the response.
-    let head = decode_response_head(&head).map_err(|err| RequestError::App(err.to_string()))?;
+    let head = lease
+        .lane()
+        .heads
+        .decode(&head, |head| {
+            if !head.headers.contains_key(SERVER) {
+                head.headers.insert(SERVER, SERVER_NAME.clone());
+            }
+        })
+        .map_err(|err| RequestError::App(err.to_string()))?;
     let body = match lease.lane().reader.buffered_frame() {
         // Fast path: the whole response arrived with its head.
         Ok(Some(frame)) if frame.kind == Kind::Body && frame.is_end() => {

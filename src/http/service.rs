@@ -46,7 +46,8 @@ pub struct ServiceCtx {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
+/// The `Server` header the master adds when the app set none.
+pub(super) static SERVER_NAME: HeaderValue = HeaderValue::from_static("ferrocorn");
 
 /// Serves one request; never fails at the hyper level.
 pub async fn handle(
@@ -55,7 +56,9 @@ pub async fn handle(
     verdicts: Arc<Verdicts>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    let started = (Instant::now(), SystemTime::now());
+    // Clock reads only when a log line or a latency sample needs them.
+    let timed = ctx.access.is_some() || ctx.metrics.is_some();
+    let started = timed.then(|| (Instant::now(), SystemTime::now()));
     let (head, body) = req.into_parts();
     let result = if verdicts.next_is_ambiguous() {
         // hyper closes such a connection after the response (RFC 9112 §6.3).
@@ -79,10 +82,10 @@ pub async fn handle(
     if !response.headers().contains_key(SERVER) {
         response.headers_mut().insert(SERVER, SERVER_NAME.clone());
     }
-    if let Some(metrics) = &ctx.metrics {
-        metrics.observe_request(started.0.elapsed(), response.status().as_u16());
+    if let (Some(metrics), Some((at, _))) = (&ctx.metrics, started) {
+        metrics.observe_request(at.elapsed(), response.status().as_u16());
     }
-    if let Some(access) = &ctx.access {
+    if let (Some(access), Some(started)) = (&ctx.access, started) {
         log_access(access, &conn, &head, &mut response, started);
     }
     Ok(response)

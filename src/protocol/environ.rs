@@ -128,7 +128,17 @@ impl Pairs<'_> {
     }
 
     fn headers(&mut self, headers: &HeaderMap, body_buffered: bool) {
-        for name in headers.keys() {
+        // `iter` yields a name's values one after another: one pass, with no
+        // second lookup per name.
+        let mut current: Option<&HeaderName> = None;
+        for (name, value) in headers {
+            if current == Some(name) {
+                let joiner: &[u8] = if name == COOKIE { b"; " } else { b"," };
+                self.out.extend_from_slice(joiner);
+                self.out.extend_from_slice(value.as_bytes());
+                continue;
+            }
+            current = None;
             let bytes = name.as_str().as_bytes();
             // gunicorn's default header_map = "drop": X_Forwarded_For must not
             // be able to pose as X-Forwarded-For.
@@ -147,22 +157,19 @@ impl Pairs<'_> {
                 }
                 self.first = false;
                 self.out.extend_from_slice(b"HTTP_");
-                self.out.extend(bytes.iter().map(|&b| {
-                    if b == b'-' {
+                let at = self.out.len();
+                self.out.extend_from_slice(bytes);
+                for b in &mut self.out[at..] {
+                    *b = if *b == b'-' {
                         b'_'
                     } else {
                         b.to_ascii_uppercase()
-                    }
-                }));
+                    };
+                }
                 self.out.put_u8(0);
             }
-            let joiner: &[u8] = if name == COOKIE { b"; " } else { b"," };
-            for (i, value) in headers.get_all(name).iter().enumerate() {
-                if i > 0 {
-                    self.out.extend_from_slice(joiner);
-                }
-                self.out.extend_from_slice(value.as_bytes());
-            }
+            self.out.extend_from_slice(value.as_bytes());
+            current = Some(name);
         }
     }
 }
@@ -243,7 +250,7 @@ pub enum HeadError {
 }
 
 /// A decoded response head.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResponseHead {
     /// The status code.
     pub status: StatusCode,
@@ -251,6 +258,37 @@ pub struct ResponseHead {
     pub headers: HeaderMap,
     /// The app asked to close the connection after this response.
     pub close: bool,
+}
+
+/// The last response head a lane decoded, to answer the next identical one
+/// with a clone: most apps send a few distinct heads, and cloning a decoded
+/// head is much cheaper than decoding it again (header name lookups, value
+/// checks and copies, hashing into a new map).
+#[derive(Debug, Default)]
+pub struct HeadCache {
+    last: Option<(Vec<u8>, ResponseHead)>,
+}
+
+impl HeadCache {
+    /// [`decode_response_head`] then `finish` (e.g. default headers the
+    /// master adds), from the cache when `payload` is the same bytes as last
+    /// time: a header added to a cloned map would grow it again each time.
+    pub fn decode(
+        &mut self,
+        payload: &[u8],
+        finish: impl FnOnce(&mut ResponseHead),
+    ) -> Result<ResponseHead, HeadError> {
+        if let Some((bytes, head)) = &self.last {
+            if bytes.as_slice() == payload {
+                return Ok(head.clone());
+            }
+        }
+        let mut head = decode_response_head(payload)?;
+        finish(&mut head);
+        // A copy, not the payload's `Bytes`: that would pin the lane's read buffer.
+        self.last = Some((payload.to_vec(), head.clone()));
+        Ok(head)
+    }
 }
 
 /// Decodes the payload of a RESPONSE frame.
@@ -389,6 +427,27 @@ mod tests {
         assert_eq!(head.headers.get_all("set-cookie").iter().count(), 2);
         assert!(head.headers.get("transfer-encoding").is_none());
         assert!(head.close);
+    }
+
+    #[test]
+    fn head_cache_answers_repeats_and_follows_changes() {
+        let mut cache = HeadCache::default();
+        let a = b"200 OK\0Content-Type\0text/plain\0Content-Length\x005";
+        let b = b"404 Not Found\0Content-Length\x000";
+        for payload in [&a[..], &a[..], &b[..], &a[..]] {
+            let cached = cache.decode(payload, |_| {}).unwrap();
+            let fresh = decode_response_head(payload).unwrap();
+            assert_eq!(cached.status, fresh.status);
+            assert_eq!(cached.headers, fresh.headers);
+            assert_eq!(cached.close, fresh.close);
+        }
+        assert!(cache.decode(b"200 OK\0Bad Name\0v", |_| {}).is_err());
+        let finished = cache.decode(b, |h| h.close = true).unwrap();
+        assert!(finished.close, "a miss runs finish");
+        assert!(
+            cache.decode(b, |_| {}).unwrap().close,
+            "a hit keeps what finish did"
+        );
     }
 
     #[test]

@@ -3,13 +3,18 @@
 //! bytes. Split into a reader and a writer so a request body can stream to
 //! the worker while its response streams back.
 
+use std::pin::Pin;
+use std::time::Duration;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 
+use super::environ::HeadCache;
 use super::frame::{self, flags, DecodeError, Frame, Kind};
 
 /// Why a lane cannot go on.
@@ -136,6 +141,10 @@ pub struct Lane {
     /// Frames from the worker.
     pub reader: LaneReader,
     writer: WriterSlot,
+    /// The response deadline, one timer kept for the lane's whole life.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Response heads from this lane's worker.
+    pub heads: HeadCache,
 }
 
 impl Lane {
@@ -145,6 +154,32 @@ impl Lane {
         Lane {
             reader,
             writer: WriterSlot::Here(writer),
+            deadline: None,
+            heads: HeadCache::default(),
+        }
+    }
+
+    /// Reads the next whole frame, or `Ok(None)` if `timeout` passes first.
+    ///
+    /// The lane moves one timer forward for each request instead of making
+    /// a new one: moving a tokio timer that has not fired yet only stores
+    /// the new deadline, where a new timer is a timer-wheel insertion and
+    /// removal per request.
+    pub async fn read_frame_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Frame>, LaneError> {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.reader.read_frame().await.map(Some);
+        };
+        let sleep = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        sleep.as_mut().reset(deadline);
+        tokio::select! {
+            biased;
+            frame = self.reader.read_frame() => frame.map(Some),
+            () = sleep.as_mut() => Ok(None),
         }
     }
 
