@@ -261,3 +261,141 @@ fn finish(writer: ::csv::Writer<Vec<u8>>) -> Result<String, ::csv::Error> {
     // Every field written came from a Rust `String`, so the bytes are UTF-8.
     Ok(String::from_utf8(bytes).expect("csv output is made of UTF-8 strings"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::report::fixture;
+
+    type Table = (Vec<String>, Vec<Vec<String>>);
+
+    fn parse(text: &str) -> Table {
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        let header = reader
+            .headers()
+            .expect("header")
+            .iter()
+            .map(String::from)
+            .collect();
+        let rows = reader
+            .records()
+            .map(|r| {
+                r.expect("every record has the header's width")
+                    .iter()
+                    .map(String::from)
+                    .collect()
+            })
+            .collect();
+        (header, rows)
+    }
+
+    fn field<'a>(table: &'a Table, row: usize, column: &str) -> &'a str {
+        let index = table
+            .0
+            .iter()
+            .position(|h| h == column)
+            .unwrap_or_else(|| panic!("no column {column} in {:?}", table.0));
+        &table.1[row][index]
+    }
+
+    #[test]
+    fn cells_has_a_row_per_cell_and_every_figure() {
+        let table = parse(&cells(&fixture::sweep()).expect("csv"));
+        assert_eq!(table.1.len(), 6);
+        for column in [
+            "cell",
+            "row",
+            "param_workers",
+            "repetition",
+            "command",
+            "status",
+            "error",
+            "sent",
+            "p99_us",
+            "failed_status_503",
+            "failed_transport_timeout",
+            "rss_peak_bytes",
+            "restarts_total",
+            "restarts_max_requests",
+            "restarts_memory",
+        ] {
+            assert!(
+                table.0.iter().any(|h| h == column),
+                "{column} missing: {:?}",
+                table.0
+            );
+        }
+        assert_eq!(field(&table, 1, "row"), "ferrocorn");
+        assert_eq!(field(&table, 1, "param_workers"), "2");
+        assert_eq!(field(&table, 1, "sent"), "2000");
+        assert_eq!(field(&table, 1, "failed"), "6");
+        assert_eq!(field(&table, 1, "failed_status_503"), "4");
+        assert_eq!(field(&table, 1, "p50_us"), "3000");
+        assert_eq!(field(&table, 1, "throughput_rps"), "398.8");
+        assert_eq!(
+            field(&table, 1, "rss_peak_bytes"),
+            (128 * fixture::MIB).to_string()
+        );
+        assert_eq!(field(&table, 1, "restarts_memory"), "0");
+        assert_eq!(field(&table, 2, "restarts_memory"), "1");
+        assert_eq!(field(&table, 2, "restarts_total"), "5");
+    }
+
+    #[test]
+    fn fields_with_commas_and_quotes_survive_the_round_trip() {
+        let text = cells(&fixture::sweep()).expect("csv");
+        let table = parse(&text);
+        assert_eq!(field(&table, 5, "status"), "failed");
+        assert_eq!(field(&table, 5, "error"), fixture::FAILED_ERROR);
+        assert_eq!(
+            field(&table, 5, "sent"),
+            "",
+            "a failed cell has no load figures"
+        );
+        assert_eq!(
+            field(&table, 0, "command"),
+            "ferrocorn -w 1 -b 127.0.0.1:0 \"app:create(a, b)\""
+        );
+        // RFC 4180: the field is quoted and its quotes doubled.
+        assert!(
+            text.contains(
+                r#""server exited before ready: exit code 3, ""worker boot failed"" | see stderr""#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn series_has_a_row_per_cell_and_second() {
+        let table = parse(&series(&fixture::sweep()).expect("csv"));
+        // 5 measured cells x 5 s, plus the failed cell's 2 server seconds.
+        assert_eq!(table.1.len(), 27);
+        let mut header = vec!["cell", "row", "params", "repetition", "status", "t"];
+        header.extend(SERIES_LOAD_COLUMNS);
+        header.extend(SERIES_SERVER_COLUMNS);
+        assert_eq!(table.0, header);
+        // cell 1 = ferrocorn, 2 workers; its third second.
+        assert_eq!(field(&table, 7, "cell"), "1");
+        assert_eq!(field(&table, 7, "params"), "workers=2");
+        assert_eq!(field(&table, 7, "t"), "2");
+        assert_eq!(field(&table, 7, "sent"), "400");
+        assert_eq!(field(&table, 7, "concurrency"), "8");
+        assert_eq!(
+            field(&table, 7, "rss_bytes"),
+            (108 * fixture::MIB).to_string()
+        );
+        let failed = table.1.len() - 1;
+        assert_eq!(field(&table, failed, "status"), "failed");
+        assert_eq!(field(&table, failed, "sent"), "");
+        assert_eq!(field(&table, failed, "processes"), "5");
+    }
+
+    #[test]
+    fn a_sweep_without_figures_still_has_its_cells() {
+        let result = fixture::all_failed();
+        let table = parse(&cells(&result).expect("csv"));
+        assert_eq!(table.1.len(), 6);
+        assert!(table.1.iter().all(|r| r.len() == table.0.len()));
+        assert_eq!(parse(&series(&result).expect("csv")).1.len(), 0);
+    }
+}

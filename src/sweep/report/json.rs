@@ -10,3 +10,28 @@ pub(crate) fn render(result: &SweepResult) -> Result<String, serde_json::Error> 
     text.push('\n');
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::report::fixture;
+
+    #[test]
+    fn the_json_reads_back_as_the_same_result() {
+        for result in [fixture::sweep(), fixture::all_failed()] {
+            let text = render(&result).expect("json");
+            let back: SweepResult = serde_json::from_str(&text).expect("parses");
+            assert_eq!(back, result);
+        }
+    }
+
+    #[test]
+    fn the_json_is_pretty() {
+        let text = render(&fixture::sweep()).expect("json");
+        assert!(
+            text.starts_with("{\n  \"name\": \"workers-vs-gunicorn\""),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n"));
+    }
+}
