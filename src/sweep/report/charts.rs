@@ -188,8 +188,10 @@ fn draw_panel(
         .x_desc(&axis.title)
         .y_desc(panel.y_title)
         .x_label_formatter(&|x| axis.label(*x))
-        .y_label_formatter(&|y| y_label(*y))
-        .light_line_style(WHITE)
+        .y_label_formatter(&|y| y_label(*y, y_top))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(TRANSPARENT)
         .draw()?;
     for (i, line) in panel.lines.iter().enumerate() {
         let color = color(i);
@@ -252,13 +254,139 @@ fn color(index: usize) -> RGBAColor {
     Palette99::pick(index).to_rgba()
 }
 
-/// Tick labels with as many decimals as the scale needs.
-fn y_label(y: f64) -> String {
-    if y.abs() >= 100.0 || y == 0.0 {
+/// Tick labels with as many decimals as the axis's scale needs, the same
+/// for every tick.
+fn y_label(y: f64, top: f64) -> String {
+    if top >= 20.0 {
         format!("{y:.0}")
-    } else if y.abs() >= 1.0 {
+    } else if top >= 2.0 {
         format!("{y:.1}")
     } else {
         format!("{y:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::report::fixture;
+
+    /// The text of every `<text>` element, trimmed.
+    fn texts(svg: &str) -> Vec<&str> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim())
+            })
+            .collect()
+    }
+
+    fn has_text(svg: &str, text: &str) -> bool {
+        texts(svg).contains(&text)
+    }
+
+    fn names(charts: &[Chart]) -> Vec<&str> {
+        charts.iter().map(|c| c.file_name).collect()
+    }
+
+    fn chart<'a>(charts: &'a [Chart], name: &str) -> &'a str {
+        &charts
+            .iter()
+            .find(|c| c.file_name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .svg
+    }
+
+    #[test]
+    fn every_chart_is_drawn_with_legend_and_axis_titles() {
+        let charts = render(&fixture::sweep()).expect("charts");
+        assert_eq!(
+            names(&charts),
+            [
+                "latency.svg",
+                "throughput.svg",
+                "drop_rate.svg",
+                "cpu.svg",
+                "memory.svg",
+                "memory_over_time.svg"
+            ]
+        );
+        for chart in &charts {
+            let svg = chart.svg.trim_start();
+            assert!(
+                svg.starts_with("<svg") || svg.starts_with("<?xml"),
+                "{}",
+                chart.file_name
+            );
+            assert!(svg.trim_end().ends_with("</svg>"), "{}", chart.file_name);
+            for row in ["ferrocorn", "gunicorn-sync"] {
+                let in_legend = texts(svg).iter().any(|t| t.starts_with(row));
+                assert!(in_legend, "{} has no legend for {row}", chart.file_name);
+            }
+        }
+        let latency = chart(&charts, "latency.svg");
+        for text in ["p50 latency", "p95 latency", "p99 latency", "ms", "workers"] {
+            assert!(has_text(latency, text), "latency.svg lacks {text}");
+        }
+        assert!(has_text(chart(&charts, "throughput.svg"), "req/s"));
+        assert!(has_text(chart(&charts, "drop_rate.svg"), "dropped %"));
+        assert!(has_text(chart(&charts, "cpu.svg"), "Server CPU"));
+        assert!(has_text(chart(&charts, "cpu.svg"), "CPU % of all cores"));
+        assert!(has_text(
+            chart(&charts, "memory.svg"),
+            "Peak RSS (master + workers)"
+        ));
+        let over_time = chart(&charts, "memory_over_time.svg");
+        assert!(has_text(over_time, "t (s)"));
+        assert!(has_text(over_time, "ferrocorn workers=4"));
+        assert!(
+            !has_text(over_time, "gunicorn-sync workers=4"),
+            "failed cell drawn"
+        );
+    }
+
+    #[test]
+    fn a_categorical_axis_labels_its_values() {
+        let mut result = fixture::sweep();
+        result.swept = vec!["worker_class".into()];
+        for (cell, class) in result
+            .cells
+            .iter_mut()
+            .zip(["sync", "gthread", "gevent"].iter().cycle())
+        {
+            cell.params = [("worker_class".to_string(), class.to_string())].into();
+        }
+        let charts = render(&result).expect("charts");
+        let throughput = chart(&charts, "throughput.svg");
+        for text in ["sync", "gthread", "gevent", "worker_class"] {
+            assert!(has_text(throughput, text), "throughput.svg lacks {text}");
+        }
+    }
+
+    #[test]
+    fn a_single_cell_still_charts() {
+        let mut result = fixture::sweep();
+        result.cells.truncate(1);
+        let charts = render(&result).expect("charts");
+        assert_eq!(charts.len(), 6);
+        assert!(has_text(chart(&charts, "memory.svg"), "ferrocorn"));
+    }
+
+    #[test]
+    fn no_measured_cell_means_no_chart() {
+        assert!(render(&fixture::all_failed()).expect("charts").is_empty());
+    }
+
+    #[test]
+    fn time_ticks_are_whole_seconds() {
+        let line = Line {
+            label: "x".into(),
+            points: vec![(0.0, 1.0), (59.0, 1.0)],
+        };
+        let axis = time_axis(&[line]);
+        assert_eq!(axis.ticks.first().map(|t| t.0), Some(0.0));
+        assert_eq!(axis.ticks.len(), 10, "{:?}", axis.ticks);
+        assert_eq!(axis.ticks[1].1, "6");
     }
 }

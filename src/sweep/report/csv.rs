@@ -60,26 +60,23 @@ pub(crate) fn cells(result: &SweepResult) -> Result<String, ::csv::Error> {
         ]);
         match &cell.load {
             Some(l) => {
-                record.extend(
-                    [
-                        l.scheduled.to_string(),
-                        l.sent.to_string(),
-                        l.completed.to_string(),
-                        l.failed_total().to_string(),
-                        l.dropped.to_string(),
-                        (l.drop_rate() * 100.0).to_string(),
-                        (l.error_rate() * 100.0).to_string(),
-                        l.elapsed.as_secs_f64().to_string(),
-                        l.throughput.to_string(),
-                        l.latency.p50_us.to_string(),
-                        l.latency.p90_us.to_string(),
-                        l.latency.p95_us.to_string(),
-                        l.latency.p99_us.to_string(),
-                        l.latency.max_us.to_string(),
-                        l.latency.mean_us.to_string(),
-                    ]
-                    .into_iter(),
-                );
+                record.extend([
+                    l.scheduled.to_string(),
+                    l.sent.to_string(),
+                    l.completed.to_string(),
+                    l.failed_total().to_string(),
+                    l.dropped.to_string(),
+                    (l.drop_rate() * 100.0).to_string(),
+                    (l.error_rate() * 100.0).to_string(),
+                    l.elapsed.as_secs_f64().to_string(),
+                    l.throughput.to_string(),
+                    l.latency.p50_us.to_string(),
+                    l.latency.p90_us.to_string(),
+                    l.latency.p95_us.to_string(),
+                    l.latency.p99_us.to_string(),
+                    l.latency.max_us.to_string(),
+                    l.latency.mean_us.to_string(),
+                ]);
                 record.extend(statuses.iter().map(|s| {
                     let n = s
                         .parse::<u16>()

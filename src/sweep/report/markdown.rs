@@ -1,6 +1,6 @@
 //! The Markdown summary: title, description, machine, one table with a row
 //! per cell and, when cells were repeated, a table of means per (row,
-//! params). Figures come from [`figures`](super::figures), formatted for
+//! params). Figures come from `figures`, formatted for
 //! people (1 decimal for ms, %, MiB; thousands separators for counts).
 
 use std::collections::BTreeMap;

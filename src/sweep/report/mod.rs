@@ -64,8 +64,8 @@ pub enum ReportError {
 }
 
 /// Writes every output for `result` into `dir` (created if missing):
-/// summary.md, cells.csv, series.csv (per-second rows of every cell: load
-/// + server), results.json (the SweepResult as is, pretty), charts/*.svg.
+/// summary.md, cells.csv, series.csv (per-second rows of every cell, load
+/// and server), results.json (the SweepResult as is, pretty), charts/*.svg.
 /// Returns the paths written. Charts with nothing to show (e.g. every cell
 /// failed) are skipped, and `charts/` is only created when one is drawn.
 ///
@@ -124,3 +124,64 @@ fn write(path: &Path, text: &str) -> Result<PathBuf, ReportError> {
 
 #[cfg(test)]
 mod fixture;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_all_writes_every_file_into_a_new_folder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("results").join("workers");
+        let result = fixture::sweep();
+        let written = write_all(&result, &dir).expect("written");
+        let expected: Vec<PathBuf> = [
+            "summary.md",
+            "cells.csv",
+            "series.csv",
+            "results.json",
+            "charts/latency.svg",
+            "charts/throughput.svg",
+            "charts/drop_rate.svg",
+            "charts/cpu.svg",
+            "charts/memory.svg",
+            "charts/memory_over_time.svg",
+        ]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect();
+        assert_eq!(written, expected);
+        for path in &written {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0, "{} is missing or empty", path.display());
+        }
+        let json = std::fs::read_to_string(dir.join(JSON_FILE)).expect("json");
+        let back: SweepResult = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, result);
+        let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE)).expect("md");
+        assert_eq!(summary, markdown(&result));
+    }
+
+    #[test]
+    fn no_measured_cell_writes_the_tables_and_no_chart() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let written = write_all(&fixture::all_failed(), tmp.path()).expect("written");
+        assert_eq!(written.len(), 4, "{written:?}");
+        assert!(!tmp.path().join(CHARTS_DIR).exists());
+        let summary = std::fs::read_to_string(tmp.path().join(SUMMARY_FILE)).expect("md");
+        assert_eq!(
+            summary.matches("failed: cannot bind 127.0.0.1:0").count(),
+            6
+        );
+    }
+
+    #[test]
+    fn an_unwritable_folder_names_the_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("taken");
+        std::fs::write(&file, "").expect("file");
+        let error = write_all(&fixture::sweep(), &file).expect_err("a file is no folder");
+        assert!(matches!(error, ReportError::Io { .. }), "{error:?}");
+        assert!(error.to_string().contains("taken"), "{error}");
+    }
+}

@@ -3,7 +3,7 @@
 //! position per value in grid order), and one line per row + the other
 //! swept parameters, with the mean over measured repetitions at each x.
 //! Failed cells and cells without the figure are left out. Drawing is
-//! [`charts`](super::charts)'s job.
+//! `charts`'s job.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +123,10 @@ pub(crate) struct Line {
     pub points: Vec<(f64, f64)>,
 }
 
+/// The values of one line at each x, keyed by x's bits (exact, ordered
+/// only for grouping; points are sorted by x afterwards).
+type ValuesAtX = BTreeMap<u64, (f64, Vec<f64>)>;
+
 /// One line per row + other params, y = the mean of `metric` over the
 /// measured cells at each x. Lines without any point are left out.
 pub(crate) fn lines(
@@ -131,8 +135,7 @@ pub(crate) fn lines(
     metric: impl Fn(&Figures) -> Option<f64>,
 ) -> Vec<Line> {
     let names = figures::param_names(result);
-    // label -> x (as bits, exact) -> values
-    let mut by_line: Vec<(String, BTreeMap<u64, (f64, Vec<f64>)>)> = Vec::new();
+    let mut by_line: Vec<(String, ValuesAtX)> = Vec::new();
     for cell in &result.cells {
         let (Some(figures), Some(x)) = (Figures::of(cell), axis.position(cell)) else {
             continue;
@@ -204,4 +207,104 @@ pub(crate) fn memory_over_time(result: &SweepResult) -> Vec<Line> {
             Some(Line { label, points })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::report::fixture;
+
+    fn throughput(f: &Figures) -> Option<f64> {
+        f.load.as_ref().map(|l| l.throughput)
+    }
+
+    #[test]
+    fn numbers_give_a_numeric_axis_at_their_values() {
+        let axis = XAxis::of(&fixture::sweep());
+        assert!(axis.numeric);
+        assert_eq!(axis.title, "workers");
+        assert_eq!(
+            axis.ticks,
+            vec![(1.0, "1".into()), (2.0, "2".into()), (4.0, "4".into())]
+        );
+        assert_eq!(axis.label(4.0), "4");
+        let (lo, hi) = axis.range();
+        assert!(lo < 1.0 && hi > 4.0, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn words_give_one_position_per_value_in_grid_order() {
+        let mut result = fixture::sweep();
+        for (cell, class) in result
+            .cells
+            .iter_mut()
+            .zip(["sync", "gthread", "sync"].iter().cycle())
+        {
+            cell.params.insert("workers".into(), class.to_string());
+        }
+        let axis = XAxis::of(&result);
+        assert!(!axis.numeric);
+        assert_eq!(
+            axis.ticks,
+            vec![(0.0, "sync".into()), (1.0, "gthread".into())]
+        );
+        assert_eq!(axis.position(&result.cells[1]), Some(1.0));
+        assert_eq!(axis.label(0.5), "");
+        assert_eq!(axis.range(), (-0.5, 1.5));
+    }
+
+    #[test]
+    fn one_line_per_row_skipping_failed_cells() {
+        let result = fixture::sweep();
+        let lines = lines(&result, &XAxis::of(&result), throughput);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].label, "ferrocorn");
+        assert_eq!(
+            lines[0].points,
+            vec![(1.0, 199.4), (2.0, 398.8), (4.0, 797.6)]
+        );
+        assert_eq!(lines[1].label, "gunicorn-sync");
+        assert_eq!(lines[1].points, vec![(1.0, 199.4), (2.0, 398.8)]);
+    }
+
+    #[test]
+    fn other_swept_params_split_lines_and_repetitions_average() {
+        let mut result = fixture::sweep();
+        result.swept.push("threads".into());
+        for cell in &mut result.cells {
+            cell.params.insert("threads".into(), "2".into());
+        }
+        let mut again = fixture::measured("ferrocorn", 1, 2);
+        again.params.insert("threads".into(), "2".into());
+        if let Some(load) = again.load.as_mut() {
+            load.throughput = 100.6;
+        }
+        result.cells.push(again);
+        let lines = lines(&result, &XAxis::of(&result), throughput);
+        assert_eq!(lines[0].label, "ferrocorn threads=2");
+        assert_eq!(lines[0].points[0], (1.0, 150.0));
+    }
+
+    #[test]
+    fn nothing_swept_puts_every_cell_at_one_position() {
+        let mut result = fixture::sweep();
+        result.swept.clear();
+        for cell in &mut result.cells {
+            cell.params.clear();
+        }
+        let axis = XAxis::of(&result);
+        let lines = lines(&result, &axis, throughput);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].points.len(), 1, "three cells averaged at x = 0");
+    }
+
+    #[test]
+    fn memory_over_time_has_a_line_per_measured_cell() {
+        let lines = memory_over_time(&fixture::sweep());
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[1].label, "ferrocorn workers=2");
+        assert_eq!(lines[1].points.len(), 5);
+        assert_eq!(lines[1].points[4], (4.0, 116.0));
+        assert!(memory_over_time(&fixture::all_failed()).is_empty());
+    }
 }
