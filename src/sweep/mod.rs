@@ -5,5 +5,7 @@
 //! finally writes Markdown, CSV, JSON and SVG reports.
 //!
 //! - [`model`]: the data every part shares (plans and results)
+//! - [`report`]: the results folder: Markdown summary, CSV, JSON and SVG charts
 
 pub mod model;
+pub mod report;
