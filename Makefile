@@ -7,7 +7,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.flask-installed
 
-.PHONY: serve test bench
+.PHONY: serve test bench bench-containment
 
 $(STAMP):
 	python3 -m venv $(VENV)
@@ -24,3 +24,7 @@ test: $(STAMP)
 
 bench:
 	bash benches/run.sh
+
+# a leaking Flask app under paced load: no limit, max-requests, max-memory, next to gunicorn (~6 min)
+bench-containment:
+	bash benches/run.sh --containment

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine and run the ferrocorn benchmark (benches/compare.py).
+# Set up a fresh Debian machine and run the ferrocorn benchmark (benches/compare.py), or with
+# --containment first, the leak-containment benchmark (benches/containment.py).
 #
 #   benches/run.sh [compare.py options]      e.g. benches/run.sh --duration 5 --apps flask
+#   benches/run.sh --containment [containment.py options]   e.g. --duration 20 --rows ferrocorn
 #
 # Installs wrk with apt-get if missing (needs root), creates .venv-bench with flask, gunicorn
 # and granian (benchmark-only; never dependencies of ferrocorn), builds ferrocorn in release
-# mode, then runs compare.py. BENCH_SKIP_BUILD=1 skips the cargo build.
+# mode, then runs compare.py (or containment.py). BENCH_SKIP_BUILD=1 skips the cargo build.
 set -euo pipefail
+
+SCRIPT=benches/compare.py
+if [ "${1:-}" = --containment ]; then
+    SCRIPT=benches/containment.py
+    shift
+fi
 
 cd "$(dirname "$0")/.."
 VENV=.venv-bench
@@ -20,7 +28,8 @@ apt_install() {
     apt-get install -y "$@" || { apt-get update && apt-get install -y "$@"; }
 }
 
-command -v wrk >/dev/null || apt_install wrk
+# containment.py paces its own load in Python and needs no wrk
+[ "$SCRIPT" != benches/compare.py ] || command -v wrk >/dev/null || apt_install wrk
 command -v python3 >/dev/null || apt_install python3 python3-venv
 
 if ! "$VENV/bin/python" -c 'import flask, gunicorn, granian' 2>/dev/null; then
@@ -41,4 +50,4 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     }
 fi
 
-exec "$VENV/bin/python" benches/compare.py "$@"
+exec "$VENV/bin/python" "$SCRIPT" "$@"

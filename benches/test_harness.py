@@ -5,17 +5,22 @@ Run: python3 -m unittest discover -s benches -p 'test_*.py'
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 import time
 import unittest
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.measure import process_stats, process_tree, sample_memory  # noqa: E402
+from harness.paced import PacedLoad, percentile  # noqa: E402
 from harness.process import stop_server  # noqa: E402
 from harness.report import RunResult, ratios  # noqa: E402
+from harness.restarts import gunicorn_worker_pids, parse_restarts  # noqa: E402
 from harness.wrk import WrkResult, parse_wrk  # noqa: E402
 
 WRK_OK = """\
@@ -102,6 +107,76 @@ class ProcessTest(unittest.TestCase):
         # the orphaned child may linger as a zombie until init reaps it
         alive = [pid for pid, fields in process_stats().items() if pid in tree and fields[0] != "Z"]
         self.assertEqual(alive, [])
+
+
+METRICS = """\
+# HELP ferrocorn_worker_restarts Workers replaced, by reason.
+# TYPE ferrocorn_worker_restarts counter
+ferrocorn_worker_restarts_total{reason="max_requests"} 7
+ferrocorn_worker_restarts_total{reason="memory"} 0
+ferrocorn_worker_restarts_total{reason="crash",extra="a\\"b"} 2.0
+ferrocorn_worker_restarts_created{reason="crash"} 1764000000.0
+ferrocorn_requests_total{status="200"} 300
+# EOF
+"""
+
+GUNICORN_LOG = """\
+[2026-11-23 05:50:01 +0000] [100] [INFO] Starting gunicorn 27.0.1
+[2026-11-23 05:50:01 +0000] [100] [INFO] Listening at: http://127.0.0.1:4000 (100)
+[2026-11-23 05:50:01 +0000] [101] [INFO] Booting worker with pid: 101
+[2026-11-23 05:50:01 +0000] [102] [INFO] Booting worker with pid: 102
+[2026-11-23 05:50:05 +0000] [101] [INFO] Autorestarting worker after current request.
+[2026-11-23 05:50:05 +0000] [101] [INFO] Worker exiting (pid: 101)
+[2026-11-23 05:50:05 +0000] [103] [INFO] Booting worker with pid: 103
+[2026-11-23 05:50:05 +0000] [103] [INFO] Booting worker with pid: 103
+"""
+
+
+class RestartsTest(unittest.TestCase):
+    def test_ferrocorn_counters_by_reason(self) -> None:
+        self.assertEqual(parse_restarts(METRICS), Counter({"max_requests": 7, "crash": 2}))
+        self.assertEqual(parse_restarts(""), Counter())
+
+    def test_gunicorn_worker_pids_each_once(self) -> None:
+        self.assertEqual(gunicorn_worker_pids(GUNICORN_LOG), [101, 102, 103])
+
+
+class PacedLoadTest(unittest.TestCase):
+    def test_percentile_nearest_rank(self) -> None:
+        values = [float(v) for v in range(1, 101)]
+        self.assertEqual((percentile(values, 50), percentile(values, 99), percentile(values, 100)), (50, 99, 100))
+        self.assertEqual(percentile([7.0], 1), 7.0)
+        self.assertIsNone(percentile([], 50))
+
+    def test_sends_the_scheduled_requests_and_counts_non_2xx(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                self.send_response(200 if self.path == "/ok" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            port = server.server_address[1]
+            ok, missing = PacedLoad(port, "/ok", 40, 0.5, 2, 5), PacedLoad(port, "/nope", 40, 0.5, 2, 5)
+            for load in (ok, missing):
+                start = time.monotonic()
+                load.start()
+                self.assertTrue(load.join(10))
+                self.assertGreaterEqual(time.monotonic() - start, 0.45)  # paced, not as fast as it can
+        finally:
+            server.shutdown()
+            server.server_close()
+        r = ok.snapshot()
+        self.assertEqual((r.scheduled, r.sent, r.done, r.ok, r.failed, r.not_sent), (20, 20, 20, 20, 0, 0))
+        r = missing.snapshot()
+        self.assertEqual((r.done, r.non_2xx, r.failed), (20, 20, 20))
 
 
 if __name__ == "__main__":

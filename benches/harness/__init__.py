@@ -1,8 +1,10 @@
-"""The parts of benches/compare.py, one job per module.
+"""The parts of benches/compare.py and benches/containment.py, one job per module.
 
 - options.py  command line -> Config; setup checks that name their fix
 - process.py  start a server in its own session, wait for 200, stop its process group
 - measure.py  memory (RSS/PSS) and CPU of a process tree, read from /proc
 - wrk.py      the wrk command line and the parser of its output
-- report.py   one RunResult per server x app; ratios, CSV and the Markdown summary
+- paced.py    a paced keep-alive HTTP load (same requests at the same times for every server)
+- restarts.py workers replaced: ferrocorn's /metrics restart counters, gunicorn's boot log lines
+- report.py   one RunResult per server x app; ratios, CSV and the Markdown summary; machine facts
 """

@@ -99,20 +99,27 @@ def write_csv(config: Config, results: Sequence[RunResult], path: Path) -> None:
 
 
 def machine_info(config: Config) -> dict[str, str]:
+    facts = machine_facts(config.venv, config.ferrocorn)
+    facts["granian"] = command_output([str(config.venv_bin("granian")), "--version"])
+    facts["wrk"] = command_output([config.wrk, "-v"])
+    return facts
+
+
+def machine_facts(venv: Path, ferrocorn: Path) -> dict[str, str]:
+    """The machine, its load right now, and the versions of ferrocorn, gunicorn, Flask and Python."""
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    py = str(config.venv_bin("python"))
+    py = str(venv / "bin" / "python")
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(len(os.sched_getaffinity(0))),
         "cpu": model.group(1).strip() if model else "unknown",
+        "load average (1, 5, 15 min) at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "kernel": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
         "python (servers)": command_output([py, "-c", "import sys; print(sys.version.split()[0])"]),
-        "ferrocorn": command_output([str(config.ferrocorn), "--version"]),
-        "gunicorn": command_output([str(config.venv_bin("gunicorn")), "--version"]),
-        "granian": command_output([str(config.venv_bin("granian")), "--version"]),
+        "ferrocorn": command_output([str(ferrocorn), "--version"]),
+        "gunicorn": command_output([str(venv / "bin" / "gunicorn"), "--version"]),
         "flask": command_output([py, "-c", "import importlib.metadata as m; print(m.version('flask'))"]),
-        "wrk": command_output([config.wrk, "-v"]),
     }
 
 
