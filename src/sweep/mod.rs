@@ -5,5 +5,7 @@
 //! finally writes Markdown, CSV, JSON and SVG reports.
 //!
 //! - [`model`]: the data every part shares (plans and results)
+//! - [`load`]: the load generator: open and closed models from our own keep-alive HTTP client
 
+pub mod load;
 pub mod model;
