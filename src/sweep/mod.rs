@@ -6,6 +6,8 @@
 //!
 //! - [`model`]: the data every part shares (plans and results)
 //! - [`report`]: the results folder: Markdown summary, CSV, JSON and SVG charts
+//! - [`load`]: the load generator: open and closed models from our own keep-alive HTTP client
 
+pub mod load;
 pub mod model;
 pub mod report;
