@@ -7,7 +7,10 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.flask-installed
 
-.PHONY: serve test bench bench-containment
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.servers-installed
+
+.PHONY: serve test bench bench-containment sweep
 
 $(STAMP):
 	python3 -m venv $(VENV)
@@ -28,3 +31,15 @@ bench:
 # a leaking Flask app under paced load: no limit, max-requests, max-memory, next to gunicorn (~6 min)
 bench-containment:
 	bash benches/run.sh --containment
+
+# Comparison servers for sweeps that have gunicorn or flask rows; never
+# dependencies of ferrocorn.
+$(BENCH_STAMP):
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check flask gunicorn granian
+	touch $(BENCH_STAMP)
+
+# make sweep SWEEP=configs/sweeps/cpu-levels.toml [SWEEP_ARGS="--out DIR"]
+sweep: $(STAMP) $(BENCH_STAMP)
+	cargo build --release
+	./target/release/ferrocorn sweep $(SWEEP) $(SWEEP_ARGS)

@@ -7,8 +7,9 @@
 //! command-line layer as raw strings; `config::load` merges it with the
 //! other layers. gunicorn options ferrocorn lacks are caught before clap, so
 //! they get a clear "not supported yet" instead of "unexpected argument".
-//! The command is ready for subcommands (`sweep`, later): arguments and
-//! subcommands conflict, so `ferrocorn -w 4 app:app` keeps working.
+//! `ferrocorn sweep ...` never reaches this parser: `main` hands it to
+//! `sweep::cli` first, so `ferrocorn -w 4 app:app` keeps gunicorn's shape
+//! (serve a module named `sweep` with `sweep:application`).
 
 use crate::config::layers::{Layer, Origin};
 use crate::config::table::{SettingSpec, SETTINGS};

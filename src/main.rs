@@ -11,6 +11,10 @@ use ferrocorn::master;
 use ferrocorn::metrics;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "sweep") {
+        return ferrocorn::sweep::cli::main(args[1..].to_vec());
+    }
     let loaded = match config::load(std::env::args_os(), &config::process_env) {
         Ok(loaded) => loaded,
         Err(config::ConfigError::Clap(err)) => {

@@ -373,14 +373,24 @@ impl State {
     }
 
     /// The least-loaded idle lane among the workers that may serve.
+    /// Among equally loaded workers the least recently picked wins: the
+    /// picked slot moves to the end, so light load rotates over every
+    /// worker instead of piling onto the first (which would make one
+    /// worker leak, and recycle, for all of them).
     fn pick(&mut self) -> Option<(WorkerId, Lane)> {
         let floor = self.lowest_standing()?;
-        let slot = self
+        let index = self
             .slots
-            .iter_mut()
-            .filter(|s| s.accepting && s.standing <= floor && !s.idle.is_empty())
-            .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len()))?;
-        Some((slot.worker, slot.idle.pop()?))
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.accepting && s.standing <= floor && !s.idle.is_empty())
+            .min_by_key(|(_, s)| (s.standing, s.open_lanes - s.idle.len()))?
+            .0;
+        let mut slot = self.slots.remove(index);
+        let lane = slot.idle.pop();
+        let worker = slot.worker;
+        self.slots.push(slot);
+        Some((worker, lane?))
     }
 }
 

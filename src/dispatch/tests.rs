@@ -229,3 +229,20 @@ async fn reports_rss_above_the_threshold_after_each_request_and_once_below() {
         }
     }
 }
+
+#[tokio::test]
+async fn light_load_rotates_over_every_worker() {
+    let (d, _) = dispatcher(8);
+    let mut keep = Vec::new();
+    for id in 1..=3 {
+        let (lanes, theirs) = lanes(1);
+        keep.push(theirs);
+        d.add_worker(WorkerId(id), lanes, WorkerTerms::default());
+    }
+    let mut picked = Vec::new();
+    for _ in 0..6 {
+        // One request at a time: every worker is idle at each pick.
+        picked.push(d.acquire(Bytes::new()).await.unwrap().worker().0);
+    }
+    assert_eq!(picked, [1, 2, 3, 1, 2, 3]);
+}

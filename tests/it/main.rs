@@ -10,3 +10,4 @@ mod options;
 mod pep3333;
 mod recycling;
 mod serving;
+mod sweep;

@@ -1,0 +1,462 @@
+//! Runs a sweep: for each cell (combination x row x repetition) start the
+//! server, wait until it is ready, warm up, drive the measured load while
+//! sampling the server every second, read its restarts, stop it. A cell
+//! that fails is recorded with its reason and the sweep goes on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::definition::{LoadSpec, RowSpec, SweepFile};
+use super::grid::{self, Combo};
+use super::load;
+use super::model::{
+    CellResult, CellStatus, Endpoint, LoadModel, LoadPlan, LoadResult, MemoryFigure, ServerFigures,
+    ServerSecond, Stage,
+};
+use super::sample::Sampler;
+use super::target::{self, Launch, Target};
+use crate::config::table;
+
+/// Time a stopping server gets before KILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// One cell to run.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Its number, from 1, in run order.
+    pub index: usize,
+    /// The server.
+    pub row: RowSpec,
+    /// The swept values.
+    pub combo: Combo,
+    /// 1-based repetition.
+    pub repetition: u32,
+}
+
+impl Cell {
+    /// A short label for progress lines.
+    pub fn label(&self) -> String {
+        let params: Vec<String> = self
+            .combo
+            .iter()
+            .map(|(k, v)| format!("{k}={}", grid::display(v)))
+            .collect();
+        format!(
+            "{} {} #{}",
+            self.row.name,
+            params.join(" "),
+            self.repetition
+        )
+    }
+}
+
+/// Every cell of the sweep, in run order.
+pub fn cells(file: &SweepFile) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for combo in grid::combos(&file.grid) {
+        for row in file.rows() {
+            for repetition in 1..=file.repetitions {
+                out.push(Cell {
+                    index: out.len() + 1,
+                    row: row.clone(),
+                    combo: combo.clone(),
+                    repetition,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What every cell shares.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The ferrocorn binary for ferrocorn rows.
+    pub ferrocorn: PathBuf,
+    /// The results folder; cell configs and server logs go in `cells/`.
+    pub out: PathBuf,
+}
+
+/// Runs one cell to its result; never fails the sweep.
+pub async fn run_cell(file: &SweepFile, cell: &Cell, ctx: &RunContext) -> CellResult {
+    let mut result = CellResult {
+        row: cell.row.name.clone(),
+        params: grid::params(&cell.combo),
+        repetition: cell.repetition,
+        command: String::new(),
+        status: CellStatus::Ok,
+        load: None,
+        server: None,
+    };
+    if let Err(error) = measure(file, cell, ctx, &mut result).await {
+        result.status = CellStatus::Failed(error);
+    }
+    result
+}
+
+async fn measure(
+    file: &SweepFile,
+    cell: &Cell,
+    ctx: &RunContext,
+    result: &mut CellResult,
+) -> Result<(), String> {
+    let bind: SocketAddr = format!("127.0.0.1:{}", port()?).parse().expect("valid");
+    let mut values = result.params.clone();
+    values.insert("bind".into(), bind.to_string());
+    values.insert("host".into(), bind.ip().to_string());
+    values.insert("port".into(), bind.port().to_string());
+    values.insert("app".into(), file.app.clone());
+    let plan = load_plan(file, bind, &values)?;
+    let launch = match &cell.row.command {
+        None => ferrocorn_launch(file, cell, ctx, bind)?,
+        Some(command) => command_launch(file, cell, ctx, bind, command, &values)?,
+    };
+    result.command = launch.shown();
+    let mut target = Target::start(launch)?;
+    let outcome = drive(file, &plan, &mut target, result).await;
+    let died = !target.running();
+    target.stop(STOP_GRACE).await;
+    outcome?;
+    if died {
+        return Err("the server exited during the run".into());
+    }
+    Ok(())
+}
+
+async fn drive(
+    file: &SweepFile,
+    plan: &LoadPlan,
+    target: &mut Target,
+    result: &mut CellResult,
+) -> Result<(), String> {
+    target.wait_ready(file.ready_timeout).await?;
+    if !file.warmup.is_zero() {
+        let warmup = LoadPlan {
+            duration: file.warmup,
+            ..plan.clone()
+        };
+        load::run(&warmup, Duration::ZERO)
+            .await
+            .map_err(|e| format!("warm-up: {e}"))?;
+    }
+    let restarts_before = restarts(target).await;
+    let sampling = SamplingThread::start(target.pid());
+    let measured = load::run(plan, Duration::ZERO).await;
+    let (series, extra_processes) = sampling.finish();
+    let restarts_after = restarts(target).await;
+    let load: LoadResult = measured.map_err(|e| format!("load: {e}"))?;
+    let restarts = match (restarts_before, restarts_after) {
+        (Some(before), Some(after)) => after
+            .into_iter()
+            .map(|(reason, n)| {
+                let was = before.get(&reason).copied().unwrap_or(0);
+                (reason, n.saturating_sub(was))
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect(),
+        // Not ferrocorn: processes that appeared during the run replaced others.
+        _ if extra_processes > 0 => [("unknown".to_string(), extra_processes as u64)].into(),
+        _ => BTreeMap::new(),
+    };
+    result.server = Some(server_figures(series, restarts));
+    result.load = Some(load);
+    Ok(())
+}
+
+async fn restarts(target: &Target) -> Option<BTreeMap<String, u64>> {
+    let (status, body) = target::http_get(target.metrics()?, "/metrics").await.ok()?;
+    (status == 200).then(|| target::parse_restarts(&body))
+}
+
+fn port() -> Result<u16, String> {
+    target::free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+}
+
+fn load_plan(
+    file: &SweepFile,
+    target: SocketAddr,
+    values: &BTreeMap<String, String>,
+) -> Result<LoadPlan, String> {
+    let endpoints = file
+        .endpoints
+        .iter()
+        .map(|e| {
+            let path = grid::fill(&e.path, values)?;
+            Ok(Endpoint {
+                name: e.name.clone().unwrap_or_else(|| path.clone()),
+                method: e.method.to_ascii_uppercase(),
+                body: e
+                    .body
+                    .as_deref()
+                    .map(|b| grid::fill(b, values))
+                    .transpose()?,
+                weight: e.weight.max(1),
+                path,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut model = match &file.load {
+        LoadSpec::Open {
+            rate,
+            max_in_flight,
+        } => LoadModel::Open {
+            rate: *rate,
+            max_in_flight: *max_in_flight,
+        },
+        LoadSpec::Closed { users, loops, ramp } => LoadModel::Closed {
+            users: *users,
+            loops: *loops,
+            stages: stages(*users, ramp.as_ref(), file.duration),
+        },
+    };
+    override_load(&mut model, values)?;
+    Ok(LoadPlan {
+        target,
+        endpoints,
+        model,
+        duration: file.duration,
+        request_timeout: file.request_timeout,
+    })
+}
+
+/// Applies `load.*` grid keys: the load itself is swept.
+fn override_load(model: &mut LoadModel, values: &BTreeMap<String, String>) -> Result<(), String> {
+    for key in grid::LOAD_KEYS {
+        let Some(text) = values.get(*key) else {
+            continue;
+        };
+        let bad = || format!("{key} = {text:?} is not a number");
+        match (&mut *model, *key) {
+            (LoadModel::Open { rate, .. }, "load.rate") => {
+                *rate = text.parse().map_err(|_| bad())?
+            }
+            (LoadModel::Open { max_in_flight, .. }, "load.max_in_flight") => {
+                *max_in_flight = text.parse().map_err(|_| bad())?
+            }
+            (LoadModel::Closed { users, .. }, "load.users") => {
+                *users = text.parse().map_err(|_| bad())?
+            }
+            (LoadModel::Closed { loops, .. }, "load.loops") => {
+                *loops = Some(text.parse().map_err(|_| bad())?)
+            }
+            _ => return Err(format!("{key} does not apply to this load model")),
+        }
+    }
+    Ok(())
+}
+
+/// A regular ramp as explicit stages within the run.
+fn stages(
+    users: usize,
+    ramp: Option<&super::definition::RampSpec>,
+    duration: Duration,
+) -> Vec<Stage> {
+    let Some(ramp) = ramp.filter(|r| !r.every.is_zero()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let (mut at, mut now_users) = (ramp.every, users as i64);
+    while at < duration {
+        now_users = (now_users + ramp.add).max(1);
+        out.push(Stage {
+            at,
+            users: now_users as usize,
+        });
+        at += ramp.every;
+    }
+    out
+}
+
+fn ferrocorn_launch(
+    file: &SweepFile,
+    cell: &Cell,
+    ctx: &RunContext,
+    bind: SocketAddr,
+) -> Result<Launch, String> {
+    let mut settings = file.server.clone();
+    for (key, value) in &cell.combo {
+        if table::spec(key).is_some() {
+            settings.insert(key.clone(), value.clone());
+        }
+    }
+    if let Some(python) = &file.python {
+        settings.insert(
+            "python".into(),
+            absolute(python).display().to_string().into(),
+        );
+    }
+    if let Some(chdir) = &file.chdir {
+        settings.insert("chdir".into(), absolute(chdir).display().to_string().into());
+    }
+    let config = ctx
+        .out
+        .join("cells")
+        .join(format!("{:03}.toml", cell.index));
+    std::fs::write(
+        &config,
+        toml::to_string(&settings).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", port()?).parse().expect("valid");
+    let argv: Vec<String> = vec![
+        ctx.ferrocorn.display().to_string(),
+        "-c".into(),
+        config.display().to_string(),
+        "-b".into(),
+        bind.to_string(),
+        "--metrics-bind".into(),
+        metrics.to_string(),
+        file.app.clone(),
+    ];
+    // A bad setting in this cell stops here with ferrocorn's own message.
+    let mut check = argv.clone();
+    check.push("--check-config".into());
+    crate::config::load(check, &|_| None).map_err(|e| format!("bad cell config: {e}"))?;
+    Ok(Launch {
+        argv,
+        env: Vec::new(),
+        cwd: None,
+        bind,
+        metrics: Some(metrics),
+        ready_path: "/".into(),
+        log: ctx.out.join("cells").join(format!("{:03}.log", cell.index)),
+    })
+}
+
+fn command_launch(
+    file: &SweepFile,
+    cell: &Cell,
+    ctx: &RunContext,
+    bind: SocketAddr,
+    command: &str,
+    values: &BTreeMap<String, String>,
+) -> Result<Launch, String> {
+    let line = grid::fill(command, values)?;
+    let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    if argv.is_empty() {
+        return Err(format!("row {} has an empty command", cell.row.name));
+    }
+    Ok(Launch {
+        argv,
+        env: Vec::new(),
+        cwd: file.chdir.as_deref().map(absolute),
+        bind,
+        metrics: None,
+        ready_path: grid::fill(&cell.row.ready_path, values)?,
+        log: ctx.out.join("cells").join(format!("{:03}.log", cell.index)),
+    })
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_relative() && path.components().count() > 1 {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(path);
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Samples the server once a second on its own thread: /proc reads of a
+/// big process (PSS) take milliseconds and must not stall the load.
+struct SamplingThread {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(Vec<ServerSecond>, usize)>,
+}
+
+impl SamplingThread {
+    fn start(root: u32) -> SamplingThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut sampler = Sampler::new(root);
+            let mut series = vec![sampler.sample()];
+            let initial = sampler.processes_seen();
+            let tick = Duration::from_secs(1);
+            let mut next = std::time::Instant::now() + tick;
+            while !flag.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                if now >= next {
+                    series.push(sampler.sample());
+                    next += tick;
+                } else {
+                    std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                }
+            }
+            series.push(sampler.sample());
+            (series, sampler.processes_seen().saturating_sub(initial))
+        });
+        SamplingThread { stop, handle }
+    }
+
+    fn finish(self) -> (Vec<ServerSecond>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+fn server_figures(series: Vec<ServerSecond>, restarts: BTreeMap<String, u64>) -> ServerFigures {
+    // The first sample is the baseline: its CPU is 0 by construction.
+    let measured = &series[1.min(series.len())..];
+    let mean = |f: fn(&ServerSecond) -> f64| {
+        if measured.is_empty() {
+            0.0
+        } else {
+            measured.iter().map(f).sum::<f64>() / measured.len() as f64
+        }
+    };
+    let figure = |f: fn(&ServerSecond) -> u64| MemoryFigure {
+        start: series.first().map(f).unwrap_or(0),
+        end: series.last().map(f).unwrap_or(0),
+        peak: series.iter().map(f).max().unwrap_or(0),
+    };
+    ServerFigures {
+        cpu_server_pct: mean(|s| s.cpu_server_pct),
+        cpu_host_pct: mean(|s| s.cpu_host_pct),
+        rss: figure(|s| s.rss_bytes),
+        pss: figure(|s| s.pss_bytes),
+        restarts,
+        series,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::definition::RampSpec;
+
+    #[test]
+    fn a_ramp_becomes_stages_within_the_run() {
+        let ramp = RampSpec {
+            every: Duration::from_secs(60),
+            add: 20,
+        };
+        let stages = stages(50, Some(&ramp), Duration::from_secs(200));
+        let users: Vec<usize> = stages.iter().map(|s| s.users).collect();
+        assert_eq!(users, [70, 90, 110]);
+        assert_eq!(stages[0].at, Duration::from_secs(60));
+        assert!(super::stages(5, None, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn memory_figures_take_start_end_and_peak() {
+        let second = |rss| ServerSecond {
+            rss_bytes: rss,
+            cpu_server_pct: 50.0,
+            ..ServerSecond::default()
+        };
+        let figures = server_figures(vec![second(10), second(30), second(20)], BTreeMap::new());
+        assert_eq!(
+            figures.rss,
+            MemoryFigure {
+                start: 10,
+                end: 20,
+                peak: 30
+            }
+        );
+        assert_eq!(figures.cpu_server_pct, 50.0);
+    }
+}
