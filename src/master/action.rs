@@ -33,12 +33,12 @@ pub enum Action {
         /// Its own max-requests limit (with jitter), if any.
         request_limit: Option<u64>,
     },
-    /// The worker's replacement is booting: it serves only as `standing`
-    /// allows until the replacement is ready.
-    Deprioritize {
+    /// How much the worker may serve: Reserve or Excluded while its
+    /// replacement boots, Normal again if its replacement is called off.
+    SetStanding {
         /// Which worker.
         worker: WorkerId,
-        /// Reserve, or Excluded for memory.
+        /// Its new standing.
         standing: Standing,
     },
     /// Give the worker no new requests; it finishes what it has.
@@ -76,6 +76,8 @@ pub enum Action {
     /// Re-read the config file and environment (HUP); the shell answers
     /// with `Event::Reloaded`, or logs why it keeps the old config.
     ReloadConfig,
+    /// The reloaded app cannot load: go back to the config before it.
+    RevertConfig,
     /// Count one worker replacement, by reason (crash included), for metrics.
     CountRestart {
         /// The reason's snake_case name.

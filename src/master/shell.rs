@@ -81,6 +81,8 @@ pub struct Shell {
     pub reloader: Reloader,
     /// The Prometheus registry, when `--metrics-bind` is set.
     pub metrics: Option<std::sync::Arc<Metrics>>,
+    /// What HUP replaced, in case the reloaded app cannot load.
+    before_reload: Option<(SpawnSpec, MemoryProbing)>,
     workers: HashMap<WorkerId, Handle>,
     /// Control sockets of booted workers, until the boot task hands them over.
     booted: mpsc::UnboundedReceiver<(WorkerId, UnixStream)>,
@@ -107,6 +109,7 @@ impl Shell {
             http,
             logging,
             events,
+            before_reload: None,
             workers: HashMap::new(),
             booted,
             booted_tx,
@@ -140,7 +143,7 @@ impl Shell {
                     self.dispatcher.add_worker(worker, lanes, terms);
                 }
             }
-            Action::Deprioritize { worker, standing } => {
+            Action::SetStanding { worker, standing } => {
                 self.dispatcher.set_standing(worker, standing)
             }
             Action::Retire { worker, .. } => self.dispatcher.retire(worker),
@@ -179,7 +182,8 @@ impl Shell {
             },
             Action::ReloadConfig => match self.reloader.reload() {
                 Ok(reloaded) => {
-                    self.spawn = reloaded.spawn;
+                    let spawn = std::mem::replace(&mut self.spawn, reloaded.spawn);
+                    self.before_reload = Some((spawn, self.memory));
                     self.memory = reloaded.memory;
                     let _ = self.events.send(Event::Reloaded(reloaded.arbiter));
                 }
@@ -187,6 +191,12 @@ impl Shell {
                     error!("cannot reload the configuration, keeping the running one: {err}")
                 }
             },
+            Action::RevertConfig => {
+                if let Some((spawn, memory)) = self.before_reload.take() {
+                    self.spawn = spawn;
+                    self.memory = memory;
+                }
+            }
             Action::CountRestart { reason } => {
                 if let Some(metrics) = &self.metrics {
                     metrics.restart(reason);

@@ -257,3 +257,48 @@ fn hup_rereads_the_config_and_rolls_every_worker_under_load() {
     );
     assert_eq!(rolled.len(), 2, "{}", server.stderr());
 }
+
+#[test]
+fn a_hup_to_an_app_that_cannot_load_keeps_the_running_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrocorn.toml");
+    std::fs::write(
+        &config,
+        "workers = 2\nwsgi_app = \"examples.flask_app:app\"\n",
+    )
+    .unwrap();
+    let mut server = TestServer::start(&["-c", config.to_str().unwrap()]);
+    let before = wait_until("2 workers", DEADLINE, || match server.worker_pids() {
+        pids if pids.len() == 2 => Ok(pids),
+        pids => Err(format!("{pids:?}")),
+    });
+    std::fs::write(
+        &config,
+        "workers = 2\nwsgi_app = \"examples.no_such_module:app\"\n",
+    )
+    .unwrap();
+    server.signal("HUP");
+    wait_until("the reload to be called off", DEADLINE, || {
+        let log = server.stderr();
+        if log.contains("reload is called off") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    assert_eq!(server.get("/hello").status, 200);
+    let mut before = before;
+    before.sort_unstable();
+    // The failed new worker is killed; the old ones are the workers left.
+    wait_until("only the old workers", DEADLINE, || {
+        let mut after = server.worker_pids();
+        after.sort_unstable();
+        if after == before {
+            Ok(())
+        } else {
+            Err(format!("{after:?} vs {before:?}"))
+        }
+    });
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(DEADLINE), Some(0), "{}", server.stderr());
+}

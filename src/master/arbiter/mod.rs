@@ -93,6 +93,8 @@ pub struct Arbiter {
     pending_spawns: Vec<Instant>,
     memory: MemoryWatch,
     rng: StdRng,
+    /// The config before the last reload, while its roll is under way.
+    before_reload: Option<ArbiterConfig>,
 }
 
 /// A live worker as metrics show it.
@@ -131,6 +133,7 @@ impl Arbiter {
             boot_failures: 0,
             pending_spawns: Vec::new(),
             rng,
+            before_reload: None,
         }
     }
 
@@ -195,7 +198,7 @@ impl Arbiter {
                 worker,
                 app_load,
                 message,
-            } => self.on_boot_failed(worker, app_load, message, &mut actions),
+            } => self.on_boot_failed(worker, app_load, message, now, &mut actions),
             Event::Exited { worker, status } => self.on_exit(worker, status, now, &mut actions),
             Event::Drained { worker, served } => {
                 if let Some(entry) = self.workers.get_mut(&worker) {

@@ -67,7 +67,7 @@ impl Arbiter {
                     RetireReason::Memory | RetireReason::MemoryTotal => Standing::Excluded,
                     _ => Standing::Reserve,
                 };
-                actions.push(Action::Deprioritize { worker, standing });
+                actions.push(Action::SetStanding { worker, standing });
                 actions.push(Action::CountRestart {
                     reason: due.reason.as_str(),
                 });
@@ -174,7 +174,7 @@ impl Arbiter {
         }
         self.desired = config.workers;
         self.memory = MemoryWatch::new(config.memory);
-        self.config = config;
+        self.before_reload = Some(std::mem::replace(&mut self.config, config));
         self.generation += 1;
         let old: Vec<(WorkerId, WorkerState)> = self
             .workers
@@ -205,6 +205,61 @@ impl Arbiter {
             }
         }
         self.advance_due(now, actions);
+    }
+}
+
+impl Arbiter {
+    /// A worker of the reloaded config cannot load the app: if workers of
+    /// the previous config still serve, the reload is called off and they
+    /// keep serving (returns true); otherwise the caller stops the master.
+    pub(super) fn abandon_reload(
+        &mut self,
+        failed: WorkerId,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let generation = self.generation;
+        let old_serving = self
+            .workers
+            .values()
+            .any(|e| e.generation < generation && e.state == WorkerState::Serving);
+        let Some(previous) = self.before_reload.take().filter(|_| old_serving) else {
+            return false;
+        };
+        tracing::error!(worker = %failed, "the reloaded app cannot be loaded; the reload is called off and the workers of the previous configuration keep serving");
+        actions.push(Action::RevertConfig);
+        self.desired = previous.workers;
+        self.memory = MemoryWatch::new(previous.memory);
+        self.config = previous;
+        let new: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| e.generation == generation)
+            .map(|(&id, _)| id)
+            .collect();
+        for worker in new {
+            self.retire(worker, RetireReason::Reload, now, actions);
+            actions.push(Action::Signal {
+                worker,
+                signal: WorkerSignal::Kill,
+            });
+        }
+        for (&worker, entry) in self.workers.iter_mut() {
+            if entry.generation < generation {
+                entry.generation = generation;
+                if entry.due.is_some_and(|d| d.reason == RetireReason::Reload) {
+                    if entry.due.is_some_and(|d| d.started) {
+                        actions.push(Action::SetStanding {
+                            worker,
+                            standing: Standing::Normal,
+                        });
+                    }
+                    entry.due = None;
+                }
+            }
+        }
+        self.advance_due(now, actions);
+        true
     }
 }
 

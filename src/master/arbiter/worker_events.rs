@@ -42,11 +42,15 @@ impl Arbiter {
         worker: WorkerId,
         app_load: bool,
         message: String,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
         // The worker wrote the whole traceback to the error log already.
         let summary = message.lines().next().unwrap_or_default().to_string();
         error!(worker = %worker, "{summary}");
+        if app_load && self.abandon_reload(worker, now, actions) {
+            return;
+        }
         if app_load {
             // An app that cannot import will not import on the next try either.
             let hint = if message.lines().nth(1).is_some() {

@@ -148,7 +148,7 @@ fn the_old_worker_serves_until_its_replacement_is_ready() {
         worker: ids[0],
         served: 100,
     });
-    assert!(actions.contains(&Action::Deprioritize {
+    assert!(actions.contains(&Action::SetStanding {
         worker: ids[0],
         standing: Standing::Reserve
     }));
@@ -229,7 +229,7 @@ fn a_single_memory_spike_is_ignored_two_in_a_row_retire() {
     pool.memory(&[(ids[0], 60 * MIB), (ids[1], 50 * MIB)]);
     assert!(spawned(&pool.memory(&[(ids[0], 150 * MIB), (ids[1], 50 * MIB)])).is_empty());
     let actions = pool.memory(&[(ids[0], 160 * MIB), (ids[1], 50 * MIB)]);
-    assert!(actions.contains(&Action::Deprioritize {
+    assert!(actions.contains(&Action::SetStanding {
         worker: ids[0],
         standing: Standing::Excluded
     }));
@@ -286,7 +286,7 @@ fn over_the_total_budget_the_largest_worker_retires() {
         "one round is a spike"
     );
     let actions = pool.memory(&round);
-    assert!(actions.contains(&Action::Deprioritize {
+    assert!(actions.contains(&Action::SetStanding {
         worker: ids[1],
         standing: Standing::Excluded
     }));
@@ -355,4 +355,55 @@ fn a_crash_is_counted_and_replaced() {
     });
     assert!(actions.contains(&Action::CountRestart { reason: "crash" }));
     assert_eq!(spawned(&actions).len(), 1);
+}
+
+#[test]
+fn a_reload_whose_app_cannot_load_is_called_off_and_the_old_workers_keep_serving() {
+    let (mut pool, ids, _) = Pool::start(config(2));
+    let mut cfg = config(3);
+    cfg.max_requests = 10;
+    let new = spawned(&pool.on(Event::Reloaded(cfg)));
+    assert_eq!(new.len(), 2, "one replacement (cap 1) and one more worker");
+    let actions = pool.on(Event::BootFailed {
+        worker: new[0],
+        app_load: true,
+        message: "app failed to load: No module named 'nope'".into(),
+    });
+    assert!(actions.contains(&Action::RevertConfig), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Exit { .. })),
+        "a bad reload must not stop a serving master: {actions:?}"
+    );
+    assert!(actions.contains(&Action::SetStanding {
+        worker: ids[0],
+        standing: Standing::Normal
+    }));
+    assert!(spawned(&actions).is_empty(), "back to the old count of 2");
+    for &worker in &new {
+        assert!(retired(&actions).contains(&(worker, RetireReason::Reload)));
+        pool.exit(worker);
+    }
+    assert_eq!(pool.arb.serving(), 2);
+    assert!(!pool.arb.finished());
+    // The old config is back: a later crash is replaced with no request limit.
+    let replacement = spawned(&pool.on(Event::Exited {
+        worker: ids[1],
+        status: ExitStatus::Signal(9),
+    }));
+    assert_eq!(limits(&pool.ready(replacement[0])), vec![None]);
+}
+
+#[test]
+fn an_app_that_cannot_load_at_start_still_stops_the_master() {
+    let mut pool = Pool {
+        arb: Arbiter::with_rng(config(1), StdRng::seed_from_u64(1)),
+        now: Instant::now(),
+    };
+    let first = spawned(&pool.on(Event::Start))[0];
+    let actions = pool.on(Event::BootFailed {
+        worker: first,
+        app_load: true,
+        message: "app failed to load".into(),
+    });
+    assert!(matches!(actions.last(), Some(Action::Exit { .. })));
 }
