@@ -399,6 +399,29 @@ async fn warmup_is_sent_but_not_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_of_a_plan_starting_at_a_stage_uses_that_stage() {
+    let server = serve(Duration::ZERO).await;
+    let stages = vec![Stage {
+        at: Duration::ZERO,
+        users: 2,
+    }];
+    let p = plan(
+        server.addr,
+        vec![get("/w", 1)],
+        closed(0, Some(3), stages),
+        5000,
+    );
+    let r = run_within(&p, Duration::from_millis(100), secs(5)).await;
+    assert_consistent(&r);
+    assert_eq!(r.sent, 6);
+    assert!(
+        server.seen.hits("/w") > 6,
+        "the warm-up sent load: {}",
+        server.seen.hits("/w")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_closing_keep_alive_costs_no_failures() {
     let server = serve(Duration::ZERO).await;
     let p = plan(
