@@ -489,6 +489,31 @@ async fn capacity() {
         r.latency.p99_us,
         r.failed_total()
     );
+    for rate in [20_000.0, 40_000.0] {
+        let model = LoadModel::Open {
+            rate,
+            max_in_flight: 100,
+        };
+        let r = run(
+            &plan(server.addr, vec![get("/", 1)], model, 5000),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_consistent(&r);
+        println!(
+            "open {rate} req/s, 100 in flight, 5 s: {:.0} req/s completed, dropped {}, p50 {} us, p99 {} us, failed {}",
+            r.throughput,
+            r.dropped,
+            r.latency.p50_us,
+            r.latency.p99_us,
+            r.failed_total()
+        );
+        println!(
+            "  dropped per second: {:?}",
+            r.series.iter().map(|s| s.dropped).collect::<Vec<_>>()
+        );
+    }
 }
 
 fn secs(n: u64) -> Duration {
