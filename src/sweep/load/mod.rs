@@ -65,7 +65,8 @@ struct Setup {
 /// load first that is not counted (same model), 0 for none.
 ///
 /// The warm-up runs the plan's model without its loop bound and stages
-/// (open: same rate and limit; closed: the starting users), and its
+/// (open: same rate and limit; closed: the starting users, or the
+/// first stage's if it starts with none), and its
 /// keep-alive connections carry over into the measured run. Requests still
 /// in flight when the warm-up ends are waited for, then the measured run
 /// starts with a fresh tally.
@@ -83,8 +84,13 @@ pub async fn run(plan: &LoadPlan, warmup: Duration) -> Result<LoadResult, LoadEr
     if !warmup.is_zero() {
         let model = match &plan.model {
             LoadModel::Open { .. } => plan.model.clone(),
-            LoadModel::Closed { users, .. } => LoadModel::Closed {
-                users: *users,
+            LoadModel::Closed { users, stages, .. } => LoadModel::Closed {
+                // A plan may start with 0 users and ramp up at its first stage.
+                users: if *users > 0 {
+                    *users
+                } else {
+                    stages.first().map_or(0, |s| s.users)
+                },
                 loops: None,
                 stages: Vec::new(),
             },

@@ -57,6 +57,10 @@ pub(crate) async fn drive(
         // the loop walks them one by one without sleeping.
         if due > Instant::now() {
             tokio::time::sleep_until(due).await;
+        } else {
+            // A long backlog of due arrivals must not hog the worker thread
+            // that the requests' tasks need.
+            tokio::task::coop::consume_budget().await;
         }
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             phase.dropped();

@@ -399,6 +399,29 @@ async fn warmup_is_sent_but_not_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_of_a_plan_starting_at_a_stage_uses_that_stage() {
+    let server = serve(Duration::ZERO).await;
+    let stages = vec![Stage {
+        at: Duration::ZERO,
+        users: 2,
+    }];
+    let p = plan(
+        server.addr,
+        vec![get("/w", 1)],
+        closed(0, Some(3), stages),
+        5000,
+    );
+    let r = run_within(&p, Duration::from_millis(100), secs(5)).await;
+    assert_consistent(&r);
+    assert_eq!(r.sent, 6);
+    assert!(
+        server.seen.hits("/w") > 6,
+        "the warm-up sent load: {}",
+        server.seen.hits("/w")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_closing_keep_alive_costs_no_failures() {
     let server = serve(Duration::ZERO).await;
     let p = plan(
@@ -466,6 +489,31 @@ async fn capacity() {
         r.latency.p99_us,
         r.failed_total()
     );
+    for rate in [20_000.0, 40_000.0] {
+        let model = LoadModel::Open {
+            rate,
+            max_in_flight: 100,
+        };
+        let r = run(
+            &plan(server.addr, vec![get("/", 1)], model, 5000),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_consistent(&r);
+        println!(
+            "open {rate} req/s, 100 in flight, 5 s: {:.0} req/s completed, dropped {}, p50 {} us, p99 {} us, failed {}",
+            r.throughput,
+            r.dropped,
+            r.latency.p50_us,
+            r.latency.p99_us,
+            r.failed_total()
+        );
+        println!(
+            "  dropped per second: {:?}",
+            r.series.iter().map(|s| s.dropped).collect::<Vec<_>>()
+        );
+    }
 }
 
 fn secs(n: u64) -> Duration {
