@@ -2,6 +2,7 @@
 //! tests can feed any sequence of them.
 
 use super::arbiter::ArbiterConfig;
+use crate::dispatch::PoolNews;
 use crate::worker::WorkerId;
 
 /// A process signal with gunicorn's meaning.
@@ -99,29 +100,9 @@ pub enum Event {
         /// How.
         status: ExitStatus,
     },
-    /// A retiring worker has no open lanes left.
-    Drained {
-        /// Which worker.
-        worker: WorkerId,
-        /// Requests it served in all.
-        served: u64,
-    },
-    /// A worker served its request limit.
-    RequestLimit {
-        /// Which worker.
-        worker: WorkerId,
-        /// Requests served.
-        served: u64,
-    },
-    /// One worker's memory, read right after one of its requests.
-    MemoryReading {
-        /// Which worker.
-        worker: WorkerId,
-        /// Bytes of the configured memory metric.
-        bytes: u64,
-        /// Requests it served so far.
-        served: u64,
-    },
+    /// What the dispatcher saw: a worker drained, a request limit
+    /// reached, an RSS reading after a request.
+    Pool(PoolNews),
     /// The periodic sample of every live worker.
     Sample(Vec<WorkerSample>),
     /// SIGHUP re-read the config: these are the arbiter's new parameters.

@@ -18,14 +18,14 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::Loaded;
-use crate::dispatch::{self, Dispatcher, PoolNews};
+use crate::dispatch::{self, Dispatcher};
 use crate::exit::ExitCode;
 use crate::http::exchange::ExchangeCtx;
 use crate::http::listener::Listener;
 use crate::http::server::{self, ConnOptions};
 use crate::http::service::{Limits, ServiceCtx};
 use crate::logging::Logging;
-use crate::metrics::{self, Metrics, Readiness, WorkerView};
+use crate::metrics::{self, Metrics, Readiness};
 use action::Action;
 use arbiter::Arbiter;
 use event::Event;
@@ -148,7 +148,7 @@ pub async fn run(
         event = loop {
             tokio::select! {
                 Some(sig) = signals.recv() => break Event::Signal(sig),
-                Some(news) = news.recv() => break from_news(news),
+                Some(news) = news.recv() => break Event::Pool(news),
                 Some(ev) = events.recv() => break ev,
                 // The readings come back as an event; /proc reads may block.
                 _ = sample.tick() => shell.start_sample(),
@@ -158,37 +158,9 @@ pub async fn run(
     }
 }
 
-fn from_news(news: PoolNews) -> Event {
-    match news {
-        PoolNews::Drained { worker, served } => Event::Drained { worker, served },
-        PoolNews::RequestLimit { worker, served } => Event::RequestLimit { worker, served },
-        PoolNews::Rss {
-            worker,
-            bytes,
-            served,
-        } => Event::MemoryReading {
-            worker,
-            bytes,
-            served,
-        },
-    }
-}
-
 fn publish(metrics: &Metrics, arbiter: &Arbiter) {
-    let facts = arbiter.facts(Instant::now());
-    let workers = facts
-        .into_iter()
-        .map(|f| WorkerView {
-            id: f.worker.0,
-            pid: f.pid,
-            state: f.state,
-            requests: f.served,
-            memory_bytes: f.memory,
-            age: f.age,
-        })
-        .collect();
     metrics.set_workers(
-        workers,
+        arbiter.facts(Instant::now()),
         Readiness {
             ready_workers: arbiter.serving(),
             desired_workers: arbiter.desired(),

@@ -268,10 +268,14 @@ fn a_hup_to_an_app_that_cannot_load_keeps_the_running_workers() {
     )
     .unwrap();
     let mut server = TestServer::start(&["-c", config.to_str().unwrap()]);
-    let before = wait_until("2 workers", DEADLINE, || match server.worker_pids() {
-        pids if pids.len() == 2 => Ok(pids),
-        pids => Err(format!("{pids:?}")),
+    // Both ready: a worker still booting at HUP is replaced at once by design.
+    wait_until("2 ready workers", DEADLINE, || {
+        match server.stderr().matches("worker ready").count() {
+            2 => Ok(()),
+            n => Err(format!("{n} ready")),
+        }
     });
+    let before = server.worker_pids();
     std::fs::write(
         &config,
         "workers = 2\nwsgi_app = \"examples.no_such_module:app\"\n",
@@ -296,7 +300,7 @@ fn a_hup_to_an_app_that_cannot_load_keeps_the_running_workers() {
         if after == before {
             Ok(())
         } else {
-            Err(format!("{after:?} vs {before:?}"))
+            Err(format!("{after:?} vs {before:?}\n{}", server.stderr()))
         }
     });
     server.signal("TERM");

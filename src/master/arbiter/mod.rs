@@ -21,7 +21,9 @@ use tracing::{debug, info, warn};
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, Sig, WorkerSample};
 use super::policy::memory::MemoryWatch;
+use crate::dispatch::PoolNews;
 use crate::exit::ExitCode;
+use crate::metrics::WorkerView;
 use crate::worker::state::{RetireReason, Transition, WorkerState};
 use crate::worker::WorkerId;
 
@@ -97,23 +99,6 @@ pub struct Arbiter {
     before_reload: Option<ArbiterConfig>,
 }
 
-/// A live worker as metrics show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerFacts {
-    /// Which worker.
-    pub worker: WorkerId,
-    /// Its pid, once spawned.
-    pub pid: Option<u32>,
-    /// booting, serving or retiring.
-    pub state: &'static str,
-    /// Requests served (as of the last report).
-    pub served: u64,
-    /// Last memory reading.
-    pub memory: Option<u64>,
-    /// Time since spawn.
-    pub age: Duration,
-}
-
 impl Arbiter {
     /// An arbiter with no workers yet; `Event::Start` spawns them.
     pub fn new(config: ArbiterConfig) -> Arbiter {
@@ -160,20 +145,20 @@ impl Arbiter {
         self.phase != Phase::Running
     }
 
-    /// Every live worker, for metrics.
-    pub fn facts(&self, now: Instant) -> Vec<WorkerFacts> {
+    /// Every live worker, as metrics show it.
+    pub fn facts(&self, now: Instant) -> Vec<WorkerView> {
         self.workers
             .iter()
-            .map(|(&worker, e)| WorkerFacts {
-                worker,
+            .map(|(&worker, e)| WorkerView {
+                id: worker.0,
                 pid: e.pid,
                 state: match e.state {
                     WorkerState::Booting => "booting",
                     WorkerState::Serving => "serving",
                     _ => "retiring",
                 },
-                served: e.served,
-                memory: e.memory,
+                requests: e.served,
+                memory_bytes: e.memory,
                 age: now.saturating_duration_since(e.spawned_at),
             })
             .collect()
@@ -200,28 +185,7 @@ impl Arbiter {
                 message,
             } => self.on_boot_failed(worker, app_load, message, now, &mut actions),
             Event::Exited { worker, status } => self.on_exit(worker, status, now, &mut actions),
-            Event::Drained { worker, served } => {
-                if let Some(entry) = self.workers.get_mut(&worker) {
-                    entry.served = served;
-                }
-                actions.push(Action::Stop { worker });
-            }
-            Event::RequestLimit { worker, served } => {
-                if let Some(entry) = self.workers.get_mut(&worker) {
-                    entry.served = served;
-                }
-                self.plan_retirement(worker, RetireReason::MaxRequests, now, &mut actions);
-            }
-            Event::MemoryReading {
-                worker,
-                bytes,
-                served,
-            } => {
-                if let Some(entry) = self.workers.get_mut(&worker) {
-                    entry.served = served;
-                }
-                self.on_memory(&[(worker, bytes)], false, now, &mut actions)
-            }
+            Event::Pool(news) => self.on_pool(news, now, &mut actions),
             Event::Sample(samples) => self.on_sample(&samples, now, &mut actions),
             Event::Reloaded(config) => self.on_reloaded(config, now, &mut actions),
             Event::RequestTimeout { worker } => {
@@ -240,6 +204,24 @@ impl Arbiter {
             Event::Tick => self.on_tick(now, &mut actions),
         }
         actions
+    }
+
+    /// What the dispatcher saw: a drained worker, a request limit reached,
+    /// an RSS reading after a request.
+    fn on_pool(&mut self, news: PoolNews, now: Instant, actions: &mut Vec<Action>) {
+        let (PoolNews::Drained { worker, served }
+        | PoolNews::RequestLimit { worker, served }
+        | PoolNews::Rss { worker, served, .. }) = news;
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.served = entry.served.max(served);
+        }
+        match news {
+            PoolNews::Drained { .. } => actions.push(Action::Stop { worker }),
+            PoolNews::RequestLimit { .. } => {
+                self.plan_retirement(worker, RetireReason::MaxRequests, now, actions)
+            }
+            PoolNews::Rss { bytes, .. } => self.on_memory(&[(worker, bytes)], false, now, actions),
+        }
     }
 
     fn on_signal(&mut self, sig: Sig, now: Instant, actions: &mut Vec<Action>) {

@@ -1,6 +1,7 @@
 //! The arbiter fed with events and a fake clock: no processes, no sleeps.
 
 use super::*;
+use crate::dispatch::PoolNews;
 use crate::master::event::ExitStatus;
 use crate::master::policy::backoff::{self, Verdict};
 use rand::SeedableRng;
@@ -289,10 +290,10 @@ fn drained_worker_is_stopped() {
     arb.on_event(Event::ProtocolError { worker: ids[0] }, now);
     assert_eq!(
         arb.on_event(
-            Event::Drained {
+            Event::Pool(PoolNews::Drained {
                 worker: ids[0],
                 served: 3
-            },
+            }),
             now
         ),
         vec![Action::Stop { worker: ids[0] }]

@@ -205,10 +205,13 @@ async fn closed_model_accounting_is_exact_per_status() {
     assert!(
         server.seen.hits("/a") > 0 && server.seen.hits("/b") > 0 && server.seen.hits("/fail") > 0
     );
-    assert_eq!(
-        server.seen.connections.load(Ordering::Relaxed),
-        4,
-        "one keep-alive connection per user"
+    // Keep-alive: about one connection per user, not one per request. A
+    // connection still finishing its last response when the next request
+    // is due may be passed over for a new one on a busy machine.
+    let connections = server.seen.connections.load(Ordering::Relaxed);
+    assert!(
+        (4..=8).contains(&connections),
+        "{connections} connections for 4 users x 25 requests"
     );
     assert!(r.latency.max_us > 0 && r.latency.p50_us <= r.latency.max_us);
     assert!(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::dispatch::Standing;
+use crate::dispatch::{PoolNews, Standing};
 use crate::master::action::{Action, WorkerSignal};
 use crate::master::arbiter::{Arbiter, ArbiterConfig};
 use crate::master::event::{Event, ExitStatus, WorkerSample};
@@ -110,18 +110,18 @@ fn each_worker_draws_its_own_limit_within_the_jitter() {
     // Recycle a few generations to see many draws.
     for _ in 0..10 {
         let old = ids.remove(0);
-        let actions = pool.on(Event::RequestLimit {
+        let actions = pool.on(Event::Pool(PoolNews::RequestLimit {
             worker: old,
             served: 25,
-        });
+        }));
         let new = spawned(&actions);
         assert_eq!(new.len(), 1);
         drawn.extend(limits(&pool.ready(new[0])));
         ids.push(new[0]);
-        pool.on(Event::Drained {
+        pool.on(Event::Pool(PoolNews::Drained {
             worker: old,
             served: 25,
-        });
+        }));
         pool.exit(old);
     }
     let drawn: Vec<u64> = drawn.into_iter().map(|l| l.unwrap()).collect();
@@ -144,10 +144,10 @@ fn the_old_worker_serves_until_its_replacement_is_ready() {
     let mut cfg = config(1);
     cfg.max_requests = 100;
     let (mut pool, ids, _) = Pool::start(cfg);
-    let actions = pool.on(Event::RequestLimit {
+    let actions = pool.on(Event::Pool(PoolNews::RequestLimit {
         worker: ids[0],
         served: 100,
-    });
+    }));
     assert!(actions.contains(&Action::SetStanding {
         worker: ids[0],
         standing: Standing::Reserve
@@ -163,10 +163,10 @@ fn the_old_worker_serves_until_its_replacement_is_ready() {
     let actions = pool.ready(new[0]);
     assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MaxRequests)]);
     // It drains, is stopped, exits: nobody else is spawned.
-    let actions = pool.on(Event::Drained {
+    let actions = pool.on(Event::Pool(PoolNews::Drained {
         worker: ids[0],
         served: 104,
-    });
+    }));
     assert_eq!(actions, vec![Action::Stop { worker: ids[0] }]);
     assert!(spawned(&pool.exit(ids[0])).is_empty());
     assert_eq!(pool.arb.serving(), 1);
@@ -179,10 +179,10 @@ fn stagger_caps_how_many_are_replaced_at_once() {
     let (mut pool, ids, _) = Pool::start(cfg);
     let mut replacements = Vec::new();
     for &id in &ids {
-        replacements.extend(spawned(&pool.on(Event::RequestLimit {
+        replacements.extend(spawned(&pool.on(Event::Pool(PoolNews::RequestLimit {
             worker: id,
             served: 10,
-        })));
+        }))));
     }
     assert_eq!(replacements.len(), 1, "cap for 4 workers is 1");
     // Still capped while the first old worker drains.
@@ -201,10 +201,10 @@ fn a_replacement_that_dies_booting_is_retried_and_the_old_worker_keeps_serving()
     let mut cfg = config(1);
     cfg.max_requests = 10;
     let (mut pool, ids, _) = Pool::start(cfg);
-    let first = spawned(&pool.on(Event::RequestLimit {
+    let first = spawned(&pool.on(Event::Pool(PoolNews::RequestLimit {
         worker: ids[0],
         served: 10,
-    }))[0];
+    })))[0];
     let actions = pool.on(Event::Exited {
         worker: first,
         status: ExitStatus::Code(1),
@@ -247,10 +247,12 @@ fn per_request_readings_count_as_samples() {
     let mut cfg = config(2);
     cfg.memory.soft = Some(100 * MIB);
     let (mut pool, ids, _) = Pool::start(cfg);
-    let reading = |bytes| Event::MemoryReading {
-        worker: ids[1],
-        bytes,
-        served: 7,
+    let reading = |bytes| {
+        Event::Pool(PoolNews::Rss {
+            worker: ids[1],
+            bytes,
+            served: 7,
+        })
     };
     assert!(spawned(&pool.on(reading(120 * MIB))).is_empty());
     assert_eq!(spawned(&pool.on(reading(121 * MIB))).len(), 1);
@@ -327,7 +329,7 @@ fn reload_rolls_every_worker_new_ones_first() {
         .arb
         .facts(pool.now)
         .iter()
-        .all(|f| f.worker == first[0] || f.worker == second[0]));
+        .all(|f| f.id == first[0].0 || f.id == second[0].0));
 }
 
 #[test]
