@@ -8,6 +8,7 @@
 //! - [`definition`]: the sweep file (TOML), checked
 //! - [`grid`]: cells from the swept values, `{placeholder}` filling
 //! - [`runner`]: one cell: start, ready, warm up, load, sample, stop
+//! - [`launch`]: a cell's server command: ferrocorn's cell config, or a row's own command
 //! - [`target`]: the server process under test
 //! - [`sample`]: CPU and memory of the server's process tree from /proc
 //! - [`model`]: the data every part shares (plans and results)
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod definition;
 pub mod grid;
+pub mod launch;
 pub mod load;
 pub mod model;
 pub mod report;

@@ -5,21 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::definition::{LoadSpec, RowSpec, SweepFile};
 use super::grid::{self, Combo};
-use super::load;
-use super::model::{
-    CellResult, CellStatus, Endpoint, LoadModel, LoadPlan, LoadResult, MemoryFigure, ServerFigures,
-    ServerSecond, Stage,
-};
-use super::sample::Sampler;
-use super::target::{self, Launch, Target};
-use crate::config::table;
+use super::model::{CellResult, CellStatus, Endpoint, LoadModel, LoadPlan, LoadResult, Stage};
+use super::target::{self, Target};
+use super::{launch, load, sample};
 
 /// Time a stopping server gets before KILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -112,8 +105,8 @@ async fn measure(
     values.insert("app".into(), file.app.clone());
     let plan = load_plan(file, bind, &values)?;
     let launch = match &cell.row.command {
-        None => ferrocorn_launch(file, cell, ctx, bind)?,
-        Some(command) => command_launch(file, cell, ctx, bind, command, &values)?,
+        None => launch::ferrocorn_launch(file, cell, ctx, bind)?,
+        Some(command) => launch::command_launch(file, cell, ctx, bind, command, &values)?,
     };
     result.command = launch.shown();
     let mut target = Target::start(launch)?;
@@ -144,7 +137,7 @@ async fn drive(
             .map_err(|e| format!("warm-up: {e}"))?;
     }
     let restarts_before = restarts(target).await;
-    let sampling = SamplingThread::start(target.pid());
+    let sampling = sample::SamplingThread::start(target.pid());
     let measured = load::run(plan, Duration::ZERO).await;
     let (series, extra_processes) = sampling.finish();
     let restarts_after = restarts(target).await;
@@ -162,7 +155,7 @@ async fn drive(
         _ if extra_processes > 0 => [("unknown".to_string(), extra_processes as u64)].into(),
         _ => BTreeMap::new(),
     };
-    result.server = Some(server_figures(series, restarts));
+    result.server = Some(sample::server_figures(series, restarts));
     result.load = Some(load);
     Ok(())
 }
@@ -172,7 +165,8 @@ async fn restarts(target: &Target) -> Option<BTreeMap<String, u64>> {
     (status == 200).then(|| target::parse_restarts(&body))
 }
 
-fn port() -> Result<u16, String> {
+/// A free loopback port, or the reason there is none.
+pub fn port() -> Result<u16, String> {
     target::free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
@@ -271,158 +265,6 @@ fn stages(
     out
 }
 
-fn ferrocorn_launch(
-    file: &SweepFile,
-    cell: &Cell,
-    ctx: &RunContext,
-    bind: SocketAddr,
-) -> Result<Launch, String> {
-    let mut settings = file.server.clone();
-    for (key, value) in &cell.combo {
-        if table::spec(key).is_some() {
-            settings.insert(key.clone(), value.clone());
-        }
-    }
-    if let Some(python) = &file.python {
-        settings.insert(
-            "python".into(),
-            absolute(python).display().to_string().into(),
-        );
-    }
-    if let Some(chdir) = &file.chdir {
-        settings.insert("chdir".into(), absolute(chdir).display().to_string().into());
-    }
-    let config = ctx
-        .out
-        .join("cells")
-        .join(format!("{:03}.toml", cell.index));
-    std::fs::write(
-        &config,
-        toml::to_string(&settings).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-    let metrics: SocketAddr = format!("127.0.0.1:{}", port()?).parse().expect("valid");
-    let argv: Vec<String> = vec![
-        ctx.ferrocorn.display().to_string(),
-        "-c".into(),
-        config.display().to_string(),
-        "-b".into(),
-        bind.to_string(),
-        "--metrics-bind".into(),
-        metrics.to_string(),
-        file.app.clone(),
-    ];
-    // A bad setting in this cell stops here with ferrocorn's own message.
-    let mut check = argv.clone();
-    check.push("--check-config".into());
-    crate::config::load(check, &|_| None).map_err(|e| format!("bad cell config: {e}"))?;
-    Ok(Launch {
-        argv,
-        env: Vec::new(),
-        cwd: None,
-        bind,
-        metrics: Some(metrics),
-        ready_path: "/".into(),
-        log: ctx.out.join("cells").join(format!("{:03}.log", cell.index)),
-    })
-}
-
-fn command_launch(
-    file: &SweepFile,
-    cell: &Cell,
-    ctx: &RunContext,
-    bind: SocketAddr,
-    command: &str,
-    values: &BTreeMap<String, String>,
-) -> Result<Launch, String> {
-    let line = grid::fill(command, values)?;
-    let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    if argv.is_empty() {
-        return Err(format!("row {} has an empty command", cell.row.name));
-    }
-    Ok(Launch {
-        argv,
-        env: Vec::new(),
-        cwd: file.chdir.as_deref().map(absolute),
-        bind,
-        metrics: None,
-        ready_path: grid::fill(&cell.row.ready_path, values)?,
-        log: ctx.out.join("cells").join(format!("{:03}.log", cell.index)),
-    })
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_relative() && path.components().count() > 1 {
-        if let Ok(cwd) = std::env::current_dir() {
-            return cwd.join(path);
-        }
-    }
-    path.to_path_buf()
-}
-
-/// Samples the server once a second on its own thread: /proc reads of a
-/// big process (PSS) take milliseconds and must not stall the load.
-struct SamplingThread {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(Vec<ServerSecond>, usize)>,
-}
-
-impl SamplingThread {
-    fn start(root: u32) -> SamplingThread {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut sampler = Sampler::new(root);
-            let mut series = vec![sampler.sample()];
-            let initial = sampler.processes_seen();
-            let tick = Duration::from_secs(1);
-            let mut next = std::time::Instant::now() + tick;
-            while !flag.load(Ordering::Relaxed) {
-                let now = std::time::Instant::now();
-                if now >= next {
-                    series.push(sampler.sample());
-                    next += tick;
-                } else {
-                    std::thread::sleep((next - now).min(Duration::from_millis(50)));
-                }
-            }
-            series.push(sampler.sample());
-            (series, sampler.processes_seen().saturating_sub(initial))
-        });
-        SamplingThread { stop, handle }
-    }
-
-    fn finish(self) -> (Vec<ServerSecond>, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
-    }
-}
-
-fn server_figures(series: Vec<ServerSecond>, restarts: BTreeMap<String, u64>) -> ServerFigures {
-    // The first sample is the baseline: its CPU is 0 by construction.
-    let measured = &series[1.min(series.len())..];
-    let mean = |f: fn(&ServerSecond) -> f64| {
-        if measured.is_empty() {
-            0.0
-        } else {
-            measured.iter().map(f).sum::<f64>() / measured.len() as f64
-        }
-    };
-    let figure = |f: fn(&ServerSecond) -> u64| MemoryFigure {
-        start: series.first().map(f).unwrap_or(0),
-        end: series.last().map(f).unwrap_or(0),
-        peak: series.iter().map(f).max().unwrap_or(0),
-    };
-    ServerFigures {
-        cpu_server_pct: mean(|s| s.cpu_server_pct),
-        cpu_host_pct: mean(|s| s.cpu_host_pct),
-        rss: figure(|s| s.rss_bytes),
-        pss: figure(|s| s.pss_bytes),
-        restarts,
-        series,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,24 +281,5 @@ mod tests {
         assert_eq!(users, [70, 90, 110]);
         assert_eq!(stages[0].at, Duration::from_secs(60));
         assert!(super::stages(5, None, Duration::from_secs(10)).is_empty());
-    }
-
-    #[test]
-    fn memory_figures_take_start_end_and_peak() {
-        let second = |rss| ServerSecond {
-            rss_bytes: rss,
-            cpu_server_pct: 50.0,
-            ..ServerSecond::default()
-        };
-        let figures = server_figures(vec![second(10), second(30), second(20)], BTreeMap::new());
-        assert_eq!(
-            figures.rss,
-            MemoryFigure {
-                start: 10,
-                end: 20,
-                peak: 30
-            }
-        );
-        assert_eq!(figures.cpu_server_pct, 50.0);
     }
 }

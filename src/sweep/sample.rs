@@ -3,11 +3,13 @@
 //! of the tree. CPU of workers that exited is not lost: the master reaps
 //! them, so their time is in its `cutime`/`cstime`.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::MemoryMetric;
-use crate::sweep::model::ServerSecond;
+use crate::sweep::model::{MemoryFigure, ServerFigures, ServerSecond};
 use crate::worker::memory;
 
 /// Samples one server's process tree.
@@ -174,9 +176,94 @@ fn clock_ticks() -> f64 {
     }
 }
 
+/// Samples the server once a second on its own thread: /proc reads of a
+/// big process (PSS) take milliseconds and must not stall the load.
+pub struct SamplingThread {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(Vec<ServerSecond>, usize)>,
+}
+
+impl SamplingThread {
+    /// Starts sampling the tree under `root`, first sample at once.
+    pub fn start(root: u32) -> SamplingThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut sampler = Sampler::new(root);
+            let mut series = vec![sampler.sample()];
+            let initial = sampler.processes_seen();
+            let tick = Duration::from_secs(1);
+            let mut next = std::time::Instant::now() + tick;
+            while !flag.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                if now >= next {
+                    series.push(sampler.sample());
+                    next += tick;
+                } else {
+                    std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                }
+            }
+            series.push(sampler.sample());
+            (series, sampler.processes_seen().saturating_sub(initial))
+        });
+        SamplingThread { stop, handle }
+    }
+
+    /// Stops; the series and how many processes appeared meanwhile.
+    pub fn finish(self) -> (Vec<ServerSecond>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// The cell's server figures from its series.
+pub fn server_figures(series: Vec<ServerSecond>, restarts: BTreeMap<String, u64>) -> ServerFigures {
+    // The first sample is the baseline: its CPU is 0 by construction.
+    let measured = &series[1.min(series.len())..];
+    let mean = |f: fn(&ServerSecond) -> f64| {
+        if measured.is_empty() {
+            0.0
+        } else {
+            measured.iter().map(f).sum::<f64>() / measured.len() as f64
+        }
+    };
+    let figure = |f: fn(&ServerSecond) -> u64| MemoryFigure {
+        start: series.first().map(f).unwrap_or(0),
+        end: series.last().map(f).unwrap_or(0),
+        peak: series.iter().map(f).max().unwrap_or(0),
+    };
+    ServerFigures {
+        cpu_server_pct: mean(|s| s.cpu_server_pct),
+        cpu_host_pct: mean(|s| s.cpu_host_pct),
+        rss: figure(|s| s.rss_bytes),
+        pss: figure(|s| s.pss_bytes),
+        restarts,
+        series,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_figures_take_start_end_and_peak() {
+        let second = |rss| ServerSecond {
+            rss_bytes: rss,
+            cpu_server_pct: 50.0,
+            ..ServerSecond::default()
+        };
+        let figures = server_figures(vec![second(10), second(30), second(20)], BTreeMap::new());
+        assert_eq!(
+            figures.rss,
+            MemoryFigure {
+                start: 10,
+                end: 20,
+                peak: 30
+            }
+        );
+        assert_eq!(figures.cpu_server_pct, 50.0);
+    }
 
     #[test]
     fn stat_ticks_survive_odd_command_names() {
