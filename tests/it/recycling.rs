@@ -61,8 +61,9 @@ fn max_requests_with_jitter_recycles_every_worker_within_its_own_limit_and_fails
         "10",
         "examples.flask_app:app",
     ]);
-    // 10 ms per request: the run lasts long enough for a dozen boots.
-    let results = load(&server, "/pid?ms=10", 600, 8);
+    // 20 ms per request: the run lasts long enough (about 6 s) for several
+    // replacements to boot, one at a time, even on a busy machine.
+    let results = load(&server, "/pid?ms=20", 600, 8);
     assert_eq!(failures(&results), Vec::<&(u16, String)>::new());
     let log = server.stderr();
     // The count at which each worker was declared due is its drawn limit.
@@ -95,9 +96,10 @@ fn max_requests_with_jitter_recycles_every_worker_within_its_own_limit_and_fails
 fn a_leaking_app_is_held_under_the_memory_limit_without_failing_a_request() {
     const LIMIT: u64 = 120_000_000;
     const ONE_REQUEST: u64 = 1 << 20;
-    // Two readings in a row must be over before the worker is excluded,
-    // plus the allocator's slack.
-    const MARGIN: u64 = 4 << 20;
+    // Two readings in a row must be over before the worker is excluded, one
+    // more request may start before the dispatcher hears it, plus the
+    // allocator's slack. Without the limit a worker would reach ~300 MiB.
+    const MARGIN: u64 = 8 << 20;
     let metrics = format!("127.0.0.1:{}", free_port());
     // Both workers may be replaced at once: with the default cap (1 of 2)
     // the second would wait its turn serving, and grow, while the first's
