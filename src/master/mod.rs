@@ -58,11 +58,12 @@ pub async fn run(
         if let Ok(address) = listener.local_addr() {
             info!(%address, "serving metrics, /healthz and /readyz");
         }
-        tokio::spawn(metrics::endpoint::serve(
-            listener,
-            metrics.clone(),
-            std::future::pending(),
-        ));
+        let endpoint = metrics::endpoint::serve(listener, metrics.clone(), std::future::pending());
+        tokio::spawn(async move {
+            if let Err(err) = endpoint.await {
+                tracing::error!(error = %err, "the metrics endpoint stopped; serving goes on without it");
+            }
+        });
         metrics
     });
     let queue_wait = metrics
