@@ -38,6 +38,7 @@ MAX_PAYLOAD = 16 * 1024 * 1024
 HELLO = 1
 READY = 2
 BOOT_FAILED = 3
+REOPEN_LOG = 4
 REQUEST = 16
 BODY = 17
 CANCEL = 18
@@ -880,14 +881,33 @@ class Worker:
                 return EXIT_OK
             for fd, _ in poller.poll(1000):
                 if fd == control_fd:
-                    if not self.control.recv(4096):
+                    data, fds, _, _ = socket.recv_fds(self.control, 4096, 4)
+                    if not data:
                         log.info("control socket closed, stopping gracefully")
                         return self.stop()
+                    self._on_control(data, fds)
                 else:
                     wakes = self.wake_r.recv(4096)
                     if signal.SIGTERM in wakes:
                         log.info("got SIGTERM, stopping gracefully")
                         return self.stop()
+
+    def _on_control(self, data: bytes, fds: list) -> None:
+        """A REOPEN_LOG frame carries the error log's new file (after USR1):
+        it becomes this process's stderr, for the logger, tracebacks and
+        faulthandler alike. Anything else from the master is ignored."""
+        kinds = []
+        pos = 0
+        while pos + HEADER_SIZE <= len(data):
+            length, kind, _, _ = HEADER.unpack_from(data, pos)
+            kinds.append(kind)
+            pos += HEADER_SIZE + length
+        for fd in fds:
+            if REOPEN_LOG in kinds:
+                sys.stderr.flush()
+                os.dup2(fd, 2)
+                log.info("error log reopened")
+            os.close(fd)
 
     def _lane_main(self, server: LaneServer) -> None:
         try:

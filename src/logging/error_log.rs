@@ -68,9 +68,15 @@ impl ErrorSink {
     /// writing to the old (rotated) file until it is replaced; only the
     /// master's own lines move at once.
     pub(crate) fn worker_stderr(&self) -> io::Result<Stdio> {
+        Ok(self.worker_file()?.map_or_else(Stdio::inherit, Stdio::from))
+    }
+
+    /// A dup of the log file for a worker, or `None` when the log is the
+    /// master's stderr (which workers inherit and which never moves).
+    pub(crate) fn worker_file(&self) -> io::Result<Option<File>> {
         match self {
-            Self::Stderr => Ok(Stdio::inherit()),
-            Self::File { file, .. } => Ok(Stdio::from(lock(file).try_clone()?)),
+            Self::Stderr => Ok(None),
+            Self::File { file, .. } => Ok(Some(lock(file).try_clone()?)),
         }
     }
 }

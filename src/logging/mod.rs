@@ -168,10 +168,16 @@ impl Logging {
 
     /// What a Python worker's stderr should be: the master's stderr, or a dup
     /// of the error log file (append mode), so its tracebacks land in the
-    /// error log. A worker keeps the file it was given until it is replaced,
-    /// so after a reopen old workers still write to the rotated file.
+    /// error log. After a reopen, running workers get the new file through
+    /// [`Logging::worker_log_file`].
     pub fn worker_stderr(&self) -> io::Result<Stdio> {
         self.error.worker_stderr()
+    }
+
+    /// The error log file to hand running workers after [`Logging::reopen`]
+    /// (sent over their control sockets), or `None` when it is stderr.
+    pub fn worker_log_file(&self) -> io::Result<Option<std::fs::File>> {
+        self.error.worker_file()
     }
 
     /// Reopens the error and access log files (gunicorn's SIGUSR1, after

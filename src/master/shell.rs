@@ -177,7 +177,10 @@ impl Shell {
                 self.http.stop(graceful);
             }
             Action::ReopenLogs => match self.logging.reopen() {
-                Ok(()) => info!("log files reopened"),
+                Ok(()) => {
+                    info!("log files reopened");
+                    self.reopen_worker_logs();
+                }
                 Err(err) => error!(error = %err, "cannot reopen log files"),
             },
             Action::ReloadConfig => match self.reloader.reload() {
@@ -228,6 +231,25 @@ impl Shell {
                 .collect();
             let _ = events.send(Event::Sample(samples));
         });
+    }
+
+    /// Hands every running worker the reopened error log: a REOPEN_LOG
+    /// frame on its control socket with the file's descriptor attached.
+    fn reopen_worker_logs(&mut self) {
+        self.collect_control_sockets();
+        for (&worker, handle) in &self.workers {
+            let Some(control) = &handle.control else {
+                continue; // booting or stopping: a new worker gets the new file anyway
+            };
+            let sent = match self.logging.worker_log_file() {
+                Ok(Some(file)) => send_reopen_log(control, &file),
+                Ok(None) => return, // stderr: nothing moved
+                Err(err) => Err(err),
+            };
+            if let Err(err) = sent {
+                error!(worker = %worker, pid = handle.pid, error = %err, "cannot hand the reopened error log to a worker");
+            }
+        }
     }
 
     fn collect_control_sockets(&mut self) {
@@ -305,4 +327,22 @@ impl Shell {
             let _ = events.send(event);
         });
     }
+}
+
+/// One REOPEN_LOG frame with `file`'s descriptor (SCM_RIGHTS). The control
+/// socket carries nothing else from the master, so its buffer has room.
+fn send_reopen_log(control: &UnixStream, file: &std::fs::File) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut frame = bytes::BytesMut::new();
+    crate::protocol::frame::put_header(&mut frame, crate::protocol::frame::Kind::ReopenLog, 0, 0);
+    let fds = [file.as_raw_fd()];
+    sendmsg::<()>(
+        control.as_raw_fd(),
+        &[std::io::IoSlice::new(&frame)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    Ok(())
 }

@@ -23,6 +23,9 @@ pub enum Kind {
     Ready = 2,
     /// Worker -> master: the worker could not start; text.
     BootFailed = 3,
+    /// Master -> worker, control: reopen the error log; the new file's
+    /// descriptor rides along (SCM_RIGHTS).
+    ReopenLog = 4,
     /// Master -> worker: the request head as environ pairs.
     Request = 16,
     /// Both ways: a chunk of a body.
@@ -41,6 +44,7 @@ impl Kind {
             1 => Kind::Hello,
             2 => Kind::Ready,
             3 => Kind::BootFailed,
+            4 => Kind::ReopenLog,
             16 => Kind::Request,
             17 => Kind::Body,
             18 => Kind::Cancel,
@@ -198,6 +202,25 @@ mod tests {
             assert_eq!(frame.flags, flag_bits);
             assert_eq!(&frame.payload[..], b"payload");
             assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn kinds_match_the_python_worker() {
+        let program = crate::worker::script::WORKER_PROGRAM;
+        for (name, kind) in [
+            ("HELLO", Kind::Hello),
+            ("READY", Kind::Ready),
+            ("BOOT_FAILED", Kind::BootFailed),
+            ("REOPEN_LOG", Kind::ReopenLog),
+            ("REQUEST", Kind::Request),
+            ("BODY", Kind::Body),
+            ("CANCEL", Kind::Cancel),
+            ("RESPONSE", Kind::Response),
+            ("ERROR", Kind::Error),
+        ] {
+            let line = format!("\n{name} = {}\n", kind as u8);
+            assert!(program.contains(&line), "the worker lacks {line:?}");
         }
     }
 

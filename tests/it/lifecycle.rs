@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{wait_until, TestServer, DEADLINE};
+use crate::harness::{command, free_port, http_get, wait_until, TestServer, DEADLINE};
 
 #[test]
 fn term_lets_the_request_in_flight_finish_then_exits_0() {
@@ -66,4 +66,69 @@ fn workers_die_with_a_killed_master() {
             Err(format!("alive: {alive:?}"))
         }
     });
+}
+
+#[test]
+fn usr1_reopens_the_error_log_in_the_master_and_in_running_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    let rotated = dir.path().join("error.log.1");
+    // The error log is a file, so the address is known up front.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = command(&[
+        "-w",
+        "1",
+        "-b",
+        &addr,
+        "--error-logfile",
+        log.to_str().unwrap(),
+        "examples.flask_app:app",
+    ])
+    .spawn()
+    .unwrap();
+    let kill = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    wait_until("the server to serve", DEADLINE, || {
+        match http_get(&addr, "/hello") {
+            Ok(resp) if resp.status == 200 => Ok(()),
+            other => Err(format!("{:?}", other.map(|r| r.status))),
+        }
+    });
+    // logrotate's move, then its signal.
+    std::fs::rename(&log, &rotated).unwrap();
+    kill("USR1");
+    let fresh = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the worker to take the new file", DEADLINE, || {
+        let text = fresh();
+        if text.contains("log files reopened") && text.contains("error log reopened") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    // A traceback is written by the worker itself: it must land in the new file.
+    assert_eq!(http_get(&addr, "/error").unwrap().status, 500);
+    wait_until("the traceback in the new file", DEADLINE, || {
+        let text = fresh();
+        if text.contains("Traceback") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(!old.contains("Traceback"), "{old}");
+    kill("TERM");
+    let status = wait_until("the server to exit", DEADLINE, || {
+        child
+            .try_wait()
+            .unwrap()
+            .ok_or_else(|| "running".to_string())
+    });
+    assert!(status.success(), "{status:?}");
 }
