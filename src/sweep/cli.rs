@@ -18,12 +18,15 @@ use super::runner::{self, RunContext};
 
 fn command() -> Command {
     Command::new("ferrocorn sweep")
+        .bin_name("ferrocorn sweep")
+        .version(env!("CARGO_PKG_VERSION"))
         .about("Run a tuning experiment: a grid of server settings under load, with reports")
         .arg(
             Arg::new("file")
                 .value_name("FILE.toml")
                 .required(true)
-                .value_parser(clap::value_parser!(PathBuf)),
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The sweep definition (examples in configs/sweeps/)"),
         )
         .arg(
             Arg::new("out")
