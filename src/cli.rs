@@ -101,7 +101,8 @@ pub fn command() -> Command {
         .after_help(
             "Every setting can also be given in the TOML file of -c (key = setting name) or as \
              FERROCORN_<NAME> in the environment. The command line wins over the environment, \
-             the environment over the file.",
+             the environment over the file.\n\n\
+             Tuning experiments: ferrocorn sweep FILE.toml (see ferrocorn sweep --help).",
         )
         // gunicorn spells version -v/--version; clap's own -V would be a second spelling.
         .disable_version_flag(true)
