@@ -49,18 +49,6 @@ impl RetireReason {
             RetireReason::ScaleDown => "scale_down",
         }
     }
-
-    /// Planned retirements wait for a replacement to be ready before the
-    /// worker stops taking requests, and count against the stagger cap.
-    pub fn is_planned(self) -> bool {
-        matches!(
-            self,
-            RetireReason::MaxRequests
-                | RetireReason::Memory
-                | RetireReason::MemoryTotal
-                | RetireReason::Reload
-        )
-    }
 }
 
 impl fmt::Display for RetireReason {

@@ -94,8 +94,6 @@ impl Arbiter {
             return;
         };
         self.retire(worker, due.reason, now, actions);
-        // Its slot under the cap is still taken until it exits; a drained
-        // worker frees it quickly, and `on_exit` advances the queue.
     }
 
     /// A worker that leaves stops standing in for (or waiting on) another.
@@ -263,14 +261,12 @@ impl Arbiter {
     }
 }
 
-/// Being replaced: due with its turn started, or retired for a planned
-/// reason and still draining.
+/// Being replaced: due, with its replacement booting. A worker already
+/// draining does not count: its replacement is serving, so the pool is
+/// whole again, and holding the next turn back for its drain would leave a
+/// worker over its limit serving (and growing) meanwhile.
 fn in_progress(entry: &Entry) -> bool {
-    match entry.state {
-        WorkerState::Serving => entry.due.is_some_and(|d| d.started),
-        WorkerState::Retiring(reason) => reason.is_planned(),
-        _ => false,
-    }
+    entry.state == WorkerState::Serving && entry.due.is_some_and(|d| d.started)
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ impl Arbiter {
                 });
                 if let Some(old) = entry.replaces.take() {
                     self.replaced(old, now, actions);
+                    // Its turn under the stagger cap is over: the next may start.
+                    self.advance_due(now, actions);
                 }
             }
             // Retired while booting (e.g. a stop or a reload began): not wanted.

@@ -185,14 +185,15 @@ fn stagger_caps_how_many_are_replaced_at_once() {
         }))));
     }
     assert_eq!(replacements.len(), 1, "cap for 4 workers is 1");
-    // Still capped while the first old worker drains.
+    // The first replacement is ready: the old worker drains and the next
+    // due worker's replacement starts at once.
     let actions = pool.ready(replacements[0]);
     assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MaxRequests)]);
-    assert!(spawned(&actions).is_empty());
-    // Its exit frees the slot: the next due worker's replacement starts.
-    let actions = pool.exit(ids[0]);
-    assert_eq!(spawned(&actions).len(), 1);
-    // Capacity never dipped: every step kept 4 serving or booting.
+    let second = spawned(&actions);
+    assert_eq!(second.len(), 1);
+    // Its exit changes nothing: one replacement boots at a time.
+    assert!(spawned(&pool.exit(ids[0])).is_empty());
+    // Capacity never dipped: every step kept 4 serving (3 old, 1 new).
     assert_eq!(pool.arb.serving(), 4);
 }
 
@@ -317,8 +318,10 @@ fn reload_rolls_every_worker_new_ones_first() {
         "new workers get the new config"
     );
     assert_eq!(retired(&actions), vec![(ids[0], RetireReason::Reload)]);
-    let second = spawned(&pool.exit(ids[0]));
+    // The first old worker drains; the second's replacement starts at once.
+    let second = spawned(&actions);
     assert_eq!(second.len(), 1);
+    assert!(spawned(&pool.exit(ids[0])).is_empty());
     assert_eq!(
         retired(&pool.ready(second[0])),
         vec![(ids[1], RetireReason::Reload)]
