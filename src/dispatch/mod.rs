@@ -347,16 +347,15 @@ impl Dispatcher {
 
 impl State {
     /// The best standing among accepting workers: a worker serves only if
-    /// its standing allows it next to that one.
+    /// its standing allows it next to that one. Excluded workers never do.
     fn lowest_standing(&self) -> Option<Standing> {
-        let accepting = self.slots.iter().filter(|s| s.accepting);
-        let best = accepting.clone().map(|s| s.standing).min()?;
-        // Excluded workers serve only when nothing else accepts at all.
-        Some(if best == Standing::Excluded && accepting.count() > 1 {
-            Standing::Reserve
-        } else {
-            best
-        })
+        let best = self
+            .slots
+            .iter()
+            .filter(|s| s.accepting)
+            .map(|s| s.standing)
+            .min()?;
+        (best != Standing::Excluded).then_some(best)
     }
 
     fn may_serve(&self, worker: WorkerId) -> bool {

@@ -99,8 +99,8 @@ pub enum Standing {
     /// Being replaced (max-requests, reload): serves only when no worker
     /// in normal standing is left, so the pool never stalls.
     Reserve,
-    /// Being replaced for memory: serves only when it is the one worker
-    /// accepting requests (`-w 1`); otherwise requests go to others or wait
-    /// for the replacement rather than grow it further.
+    /// Being replaced for memory: takes no new requests; they go to other
+    /// workers or wait for the replacement rather than grow it further. (With
+    /// `-w 1` the arbiter uses Reserve instead, so one worker never stalls.)
     Excluded,
 }

@@ -142,7 +142,11 @@ fn a_leaking_app_is_held_under_the_memory_limit_without_failing_a_request() {
         .iter()
         .filter(|(_, &peak)| peak > LIMIT + ONE_REQUEST + MARGIN)
         .collect();
-    assert!(over.is_empty(), "over the limit: {over:?} (all: {peaks:?})");
+    assert!(
+        over.is_empty(),
+        "over the limit: {over:?} (all: {peaks:?})\n{}",
+        server.stderr()
+    );
     // 500 MiB leaked against ~85 MiB of room per worker: several recycles.
     let restarts = metric(
         &metrics,

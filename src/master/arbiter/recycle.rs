@@ -4,8 +4,8 @@
 //! serving as before. When its turn comes, its replacement spawns and the
 //! dispatcher puts it in reserve (it serves only when no other worker is
 //! accepting, so even `-w 1` never stalls on an app's import) or, for
-//! memory, excludes it (it serves only if it is the sole worker: feeding a
-//! worker that is over its limit is what the limit forbids). Once the
+//! memory with more than one worker, excludes it (it takes no new request:
+//! feeding a worker that is over its limit is what the limit forbids). Once the
 //! replacement is ready the due worker gets no new requests, finishes its
 //! own and stops.
 
@@ -54,7 +54,8 @@ impl Arbiter {
     /// Starts the replacements of due workers whose turn has come (oldest
     /// worker first), then fills the pool.
     pub(super) fn advance_due(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let cap = stagger::cap(self.desired, self.config.max_concurrent_retirements);
+        let desired = self.desired;
+        let cap = stagger::cap(desired, self.config.max_concurrent_retirements);
         let mut in_progress = self.workers.values().filter(|e| in_progress(e)).count();
         for (&worker, entry) in self.workers.iter_mut() {
             if !stagger::may_start(in_progress, cap) {
@@ -63,8 +64,12 @@ impl Arbiter {
             if let Some(due) = entry.due.as_mut().filter(|d| !d.started) {
                 due.started = true;
                 in_progress += 1;
+                // A worker over its memory limit takes nothing more, unless
+                // it is the pool's only worker: then stalling is worse.
                 let standing = match due.reason {
-                    RetireReason::Memory | RetireReason::MemoryTotal => Standing::Excluded,
+                    RetireReason::Memory | RetireReason::MemoryTotal if desired > 1 => {
+                        Standing::Excluded
+                    }
                     _ => Standing::Reserve,
                 };
                 actions.push(Action::SetStanding { worker, standing });

@@ -412,3 +412,17 @@ fn an_app_that_cannot_load_at_start_still_stops_the_master() {
     });
     assert!(matches!(actions.last(), Some(Action::Exit { .. })));
 }
+
+#[test]
+fn a_single_worker_over_its_memory_limit_stays_in_reserve_so_nothing_stalls() {
+    let mut cfg = config(1);
+    cfg.memory.soft = Some(100 * MIB);
+    let (mut pool, ids, _) = Pool::start(cfg);
+    pool.memory(&[(ids[0], 150 * MIB)]);
+    let actions = pool.memory(&[(ids[0], 160 * MIB)]);
+    assert!(actions.contains(&Action::SetStanding {
+        worker: ids[0],
+        standing: Standing::Reserve
+    }));
+    assert_eq!(spawned(&actions).len(), 1);
+}
