@@ -75,7 +75,7 @@ fn usr1_reopens_the_error_log_in_the_master_and_in_running_workers() {
     let rotated = dir.path().join("error.log.1");
     // The error log is a file, so the address is known up front.
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = command(&[
+    let child = command(&[
         "-w",
         "1",
         "-b",
@@ -86,9 +86,19 @@ fn usr1_reopens_the_error_log_in_the_master_and_in_running_workers() {
     ])
     .spawn()
     .unwrap();
+    // Killed on the way out even if an assertion fails first.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let mut child = Reap(child);
     let kill = |sig: &str| {
         let status = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &child.id().to_string()])
+            .args([&format!("-{sig}"), &pid.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -126,6 +136,7 @@ fn usr1_reopens_the_error_log_in_the_master_and_in_running_workers() {
     kill("TERM");
     let status = wait_until("the server to exit", DEADLINE, || {
         child
+            .0
             .try_wait()
             .unwrap()
             .ok_or_else(|| "running".to_string())
