@@ -86,6 +86,8 @@ struct State {
     /// Waiting requests, each with its encoded request ready to write.
     queue: WaitQueue<LaneLease, Bytes>,
     closed: bool,
+    /// Lanes handed out so far, the clock of `Slot::last_pick`.
+    picks: u64,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,9 @@ struct Slot {
     accepting: bool,
     /// Whether it is being replaced, and how much it may still serve.
     standing: Standing,
+    /// When it was last picked (the pool's pick count then): ties go to
+    /// the least recently picked worker.
+    last_pick: u64,
     tally: Tally,
 }
 
@@ -115,6 +120,7 @@ impl Dispatcher {
                     slots: Vec::new(),
                     queue: WaitQueue::new(backlog.max(1)),
                     closed: false,
+                    picks: 0,
                 }),
                 queue_timeout,
                 news,
@@ -176,6 +182,7 @@ impl Dispatcher {
             open_lanes: lanes.len(),
             accepting: true,
             standing: Standing::Normal,
+            last_pick: 0,
             tally: Tally::new(terms),
         });
         for lane in lanes {
@@ -372,24 +379,20 @@ impl State {
     }
 
     /// The least-loaded idle lane among the workers that may serve.
-    /// Among equally loaded workers the least recently picked wins: the
-    /// picked slot moves to the end, so light load rotates over every
-    /// worker instead of piling onto the first (which would make one
-    /// worker leak, and recycle, for all of them).
+    /// Among equally loaded workers the least recently picked wins, so
+    /// light load rotates over every worker instead of piling onto the
+    /// first (which would make one worker leak, and recycle, for all).
     fn pick(&mut self) -> Option<(WorkerId, Lane)> {
         let floor = self.lowest_standing()?;
-        let index = self
+        self.picks += 1;
+        let picks = self.picks;
+        let slot = self
             .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.accepting && s.standing <= floor && !s.idle.is_empty())
-            .min_by_key(|(_, s)| (s.standing, s.open_lanes - s.idle.len()))?
-            .0;
-        let mut slot = self.slots.remove(index);
-        let lane = slot.idle.pop();
-        let worker = slot.worker;
-        self.slots.push(slot);
-        Some((worker, lane?))
+            .iter_mut()
+            .filter(|s| s.accepting && s.standing <= floor && !s.idle.is_empty())
+            .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len(), s.last_pick))?;
+        slot.last_pick = picks;
+        Some((slot.worker, slot.idle.pop()?))
     }
 }
 

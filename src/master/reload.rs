@@ -141,13 +141,13 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
 
 /// `.venv/bin/python` means the master's directory, not `--chdir`'s, where
 /// the worker starts; a bare `python3` is still looked up on PATH.
-fn absolute_if_relative_path(python: PathBuf) -> PathBuf {
-    if python.is_relative() && python.components().count() > 1 {
+pub fn absolute_if_relative_path(path: PathBuf) -> PathBuf {
+    if path.is_relative() && path.components().count() > 1 {
         if let Ok(cwd) = std::env::current_dir() {
-            return cwd.join(python);
+            return cwd.join(path);
         }
     }
-    python
+    path
 }
 
 /// Importing a big app can take a while: boot gets the request timeout, but

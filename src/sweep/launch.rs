@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use super::definition::SweepFile;
 use super::grid;
 use super::runner::{port, Cell, RunContext};
 use super::target::Launch;
 use crate::config::table;
+use crate::master::reload::absolute_if_relative_path;
 
 /// ferrocorn with the cell's settings.
 pub fn ferrocorn_launch(
@@ -29,11 +29,20 @@ pub fn ferrocorn_launch(
     if let Some(python) = &file.python {
         settings.insert(
             "python".into(),
-            absolute(python).display().to_string().into(),
+            absolute_if_relative_path(python.clone())
+                .display()
+                .to_string()
+                .into(),
         );
     }
     if let Some(chdir) = &file.chdir {
-        settings.insert("chdir".into(), absolute(chdir).display().to_string().into());
+        settings.insert(
+            "chdir".into(),
+            absolute_if_relative_path(chdir.clone())
+                .display()
+                .to_string()
+                .into(),
+        );
     }
     let config = ctx
         .out
@@ -87,19 +96,10 @@ pub fn command_launch(
     Ok(Launch {
         argv,
         env: Vec::new(),
-        cwd: file.chdir.as_deref().map(absolute),
+        cwd: file.chdir.clone().map(absolute_if_relative_path),
         bind,
         metrics: None,
         ready_path: grid::fill(&cell.row.ready_path, values)?,
         log: ctx.out.join("cells").join(format!("{:03}.log", cell.index)),
     })
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_relative() && path.components().count() > 1 {
-        if let Ok(cwd) = std::env::current_dir() {
-            return cwd.join(path);
-        }
-    }
-    path.to_path_buf()
 }

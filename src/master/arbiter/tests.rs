@@ -15,7 +15,8 @@ fn with_config(config: ArbiterConfig) -> (Arbiter, Instant) {
     (arbiter, Instant::now())
 }
 
-fn spawned(actions: &[Action]) -> Vec<WorkerId> {
+/// The workers an event spawned (shared with the recycling tests).
+pub(super) fn spawned(actions: &[Action]) -> Vec<WorkerId> {
     actions
         .iter()
         .filter_map(|a| match a {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::figures;
-use crate::sweep::model::{CellResult, CellStatus, LoadSecond, ServerSecond, SweepResult};
+use crate::sweep::model::{CellResult, CellStatus, Latency, LoadSecond, ServerSecond, SweepResult};
 
 /// The per-cell table.
 pub(crate) fn cells(result: &SweepResult) -> Result<String, ::csv::Error> {
@@ -70,13 +70,8 @@ pub(crate) fn cells(result: &SweepResult) -> Result<String, ::csv::Error> {
                     (l.error_rate() * 100.0).to_string(),
                     l.elapsed.as_secs_f64().to_string(),
                     l.throughput.to_string(),
-                    l.latency.p50_us.to_string(),
-                    l.latency.p90_us.to_string(),
-                    l.latency.p95_us.to_string(),
-                    l.latency.p99_us.to_string(),
-                    l.latency.max_us.to_string(),
-                    l.latency.mean_us.to_string(),
                 ]);
+                record.extend(latency_fields(&l.latency));
                 record.extend(statuses.iter().map(|s| {
                     let n = s
                         .parse::<u16>()
@@ -210,19 +205,16 @@ pub(crate) fn series(result: &SweepResult) -> Result<String, ::csv::Error> {
                 t.to_string(),
             ];
             match load.get(&t) {
-                Some(s) => record.extend([
-                    s.sent.to_string(),
-                    s.completed.to_string(),
-                    s.failed.to_string(),
-                    s.dropped.to_string(),
-                    s.latency.p50_us.to_string(),
-                    s.latency.p90_us.to_string(),
-                    s.latency.p95_us.to_string(),
-                    s.latency.p99_us.to_string(),
-                    s.latency.max_us.to_string(),
-                    s.latency.mean_us.to_string(),
-                    s.concurrency.to_string(),
-                ]),
+                Some(s) => {
+                    record.extend([
+                        s.sent.to_string(),
+                        s.completed.to_string(),
+                        s.failed.to_string(),
+                        s.dropped.to_string(),
+                    ]);
+                    record.extend(latency_fields(&s.latency));
+                    record.push(s.concurrency.to_string());
+                }
                 None => record.extend(blanks(SERIES_LOAD_COLUMNS.len())),
             }
             match server.get(&t) {
@@ -257,6 +249,18 @@ fn finish(writer: ::csv::Writer<Vec<u8>>) -> Result<String, ::csv::Error> {
         .map_err(|e| ::csv::Error::from(e.into_error()))?;
     // Every field written came from a Rust `String`, so the bytes are UTF-8.
     Ok(String::from_utf8(bytes).expect("csv output is made of UTF-8 strings"))
+}
+
+/// A latency's columns, in the order of the `*_COLUMNS` headers.
+fn latency_fields(l: &Latency) -> [String; 6] {
+    [
+        l.p50_us.to_string(),
+        l.p90_us.to_string(),
+        l.p95_us.to_string(),
+        l.p99_us.to_string(),
+        l.max_us.to_string(),
+        l.mean_us.to_string(),
+    ]
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 
 use crate::dispatch::{PoolNews, Standing};
 use crate::master::action::{Action, WorkerSignal};
+use crate::master::arbiter::tests::spawned;
 use crate::master::arbiter::{Arbiter, ArbiterConfig};
 use crate::master::event::{Event, ExitStatus, WorkerSample};
 use crate::worker::state::RetireReason;
@@ -18,16 +19,6 @@ const MIB: u64 = 1 << 20;
 
 fn config(workers: usize) -> ArbiterConfig {
     ArbiterConfig::basic(workers, Duration::from_secs(10))
-}
-
-fn spawned(actions: &[Action]) -> Vec<WorkerId> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { worker } => Some(*worker),
-            _ => None,
-        })
-        .collect()
 }
 
 fn retired(actions: &[Action]) -> Vec<(WorkerId, RetireReason)> {
