@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs (see README.md):
 #   make serve   - serve the example Flask app on 127.0.0.1:8000
-#   make test    - run every test (Rust unit + integration, Python worker)
+#   make test    - run every test (Rust unit + integration, Python worker, benchmark harness)
 # Both create the project-local .venv with Flask first.
 
 VENV   := .venv
@@ -23,6 +23,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m unittest discover -s python/tests
+	$(PYTHON) -m unittest discover -s benches -p "test_*.py"
 	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) cargo test
 
 bench:

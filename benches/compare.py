@@ -2,7 +2,8 @@
 """Throughput, latency and memory of ferrocorn next to gunicorn and Granian.
 
 Runs each server x app on 127.0.0.1 with the same worker count and the same load generator
-(wrk), one at a time: start the server in its own session, poll GET until 200, warm up, measure
+(wrk), one at a time and --rounds times over (interleaved; the summary shows each one's median
+run and the spread, since this machine varies by +-15% from minute to minute): start the server in its own session, poll GET until 200, warm up, measure
 while sampling the memory of its process tree, stop it (TERM, then KILL its process group).
 Writes raw results (CSV, wrk output, server logs) and a Markdown summary into a results folder.
 A benchmark, not a test: it prints figures and asserts nothing about speed. A server that fails
@@ -75,11 +76,12 @@ def load(config: Config, port: int, seconds: int) -> list[str]:
     return wrk_command(config.wrk, config.wrk_threads, config.connections, seconds, url)
 
 
-def run_one(config: Config, command: ServerCommand) -> RunResult:
+def run_one(config: Config, command: ServerCommand, round_no: int) -> RunResult:
     """Start, wait for 200, warm up, measure, stop. Never raises for a misbehaving server."""
-    stem = f"{command.app}-{command.server}"
+    stem = f"{command.app}-{command.server}-r{round_no}"
     log_path = config.out / "logs" / f"{stem}.log"
-    result = RunResult(server=command.server, app=command.app, status="ok", command=command.shell())
+    result = RunResult(server=command.server, app=command.app, status="ok", command=command.shell(),
+                       round=round_no)
     try:
         proc = start_server(command.argv, command.cwd, log_path)
     except OSError as e:
@@ -130,15 +132,19 @@ def main(argv: Sequence[str]) -> int:
     flags = gunicorn_flags(config)
     command_line = [sys.executable, *argv]
     results: list[RunResult] = []
-    total = len(config.apps) * len(config.servers)
+    total = config.rounds * len(config.apps) * len(config.servers)
     print(f"results -> {config.out}", flush=True)
     try:
-        for app in config.apps:
-            for server in config.servers:
-                command = server_command(config, server, app, free_port(), flags)
-                print(f"[{len(results) + 1}/{total}] {app} {server}: {command.shell()}", flush=True)
-                results.append(run_one(config, command))
-                print("    " + progress_line(results[-1]), flush=True)
+        # Rounds outermost: a slow minute on a shared machine then lowers one run of
+        # every server instead of every run of one server.
+        for round_no in range(1, config.rounds + 1):
+            for app in config.apps:
+                for server in config.servers:
+                    command = server_command(config, server, app, free_port(), flags)
+                    print(f"[{len(results) + 1}/{total}] round {round_no} {app} {server}: {command.shell()}",
+                          flush=True)
+                    results.append(run_one(config, command, round_no))
+                    print("    " + progress_line(results[-1]), flush=True)
     finally:
         write_csv(config, results, config.out / "results.csv")
         summary = summary_markdown(config, command_line, machine, results)

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.measure import process_stats, process_tree, sample_memory  # noqa: E402
 from harness.paced import PacedLoad, percentile  # noqa: E402
 from harness.process import stop_server  # noqa: E402
-from harness.report import RunResult, ratios  # noqa: E402
+from harness.measure import CpuUsage  # noqa: E402
+from harness.report import RunResult, ratios, summarize  # noqa: E402
 from harness.restarts import gunicorn_worker_pids, parse_restarts  # noqa: E402
 from harness.wrk import WrkResult, parse_wrk  # noqa: E402
 
@@ -90,6 +91,35 @@ class RatiosTest(unittest.TestCase):
 
     def test_no_ratio_without_a_working_ferrocorn(self) -> None:
         self.assertEqual(ratios([row("ferrocorn", 0, 0, status="failed to start"), row("granian", 1, 1)]), [])
+
+
+class RoundsTest(unittest.TestCase):
+    def test_each_server_is_represented_by_its_median_successful_run(self) -> None:
+        runs = [row("ferrocorn", 9000, 1), row("granian", 5, 1, status="crashed"), row("ferrocorn", 7000, 3),
+                row("granian", 12000, 2), row("ferrocorn", 8000, 2), row("granian", 0, 0, status="load failed")]
+        for i, r in enumerate(runs):
+            r.round = i // 2 + 1
+        by_server = {s.median.server: s for s in summarize(runs)}
+        self.assertEqual(list(by_server), ["ferrocorn", "granian"])
+        self.assertEqual((by_server["ferrocorn"].median.wrk.requests_per_s, by_server["ferrocorn"].median.round),
+                         (8000, 3))
+        self.assertEqual(by_server["ferrocorn"].ok_rates, [7000, 8000, 9000])
+        # one success among failures: the success stands for the server
+        self.assertEqual(by_server["granian"].median.wrk.requests_per_s, 12000)
+        self.assertEqual(len(by_server["granian"].runs), 3)
+
+    def test_even_count_takes_the_lower_middle_and_all_failed_shows_a_failure(self) -> None:
+        even = summarize([row("ferrocorn", 2, 1), row("ferrocorn", 4, 1)])
+        self.assertEqual(even[0].median.wrk.requests_per_s, 2)
+        failed = summarize([row("granian", 0, 0, status="failed to start")])
+        self.assertEqual((failed[0].median.status, failed[0].ok_rates), ("failed to start", []))
+
+    def test_cpu_per_request(self) -> None:
+        cpu = CpuUsage(server_cores=1.5, wrk_cores=0.2, other_cores=0.0, top_cores=0.3)
+        total, top = cpu.per_request_us(10_000)
+        self.assertAlmostEqual(total, 150.0)
+        self.assertAlmostEqual(top, 30.0)
+        self.assertEqual(cpu.per_request_us(0), (0.0, 0.0))
 
 
 class ProcessTest(unittest.TestCase):

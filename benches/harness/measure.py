@@ -45,6 +45,7 @@ class CpuSnapshot:
     wall_s: float
     machine_busy_s: float
     server_s: float
+    top_s: float
     children_s: float
     self_s: float
 
@@ -56,6 +57,14 @@ class CpuUsage:
     server_cores: float
     wrk_cores: float
     other_cores: float
+    # The server's first process alone: ferrocorn's master, gunicorn's arbiter, Granian's main process.
+    top_cores: float = 0.0
+
+    def per_request_us(self, requests_per_s: float) -> tuple[float, float]:
+        """CPU microseconds per request: (whole server tree, its first process)."""
+        if requests_per_s <= 0:
+            return 0.0, 0.0
+        return self.server_cores / requests_per_s * 1e6, self.top_cores / requests_per_s * 1e6
 
 
 def process_stats() -> dict[int, list[str]]:
@@ -155,11 +164,13 @@ def cpu_snapshot(root: int) -> CpuSnapshot:
     stats = process_stats()
     tree = [pid for pid in process_tree(root, stats) if pid in stats]
     server = sum(int(stats[pid][11]) + int(stats[pid][12]) for pid in tree)  # utime + stime, all threads
+    top = int(stats[root][11]) + int(stats[root][12]) if root in stats else 0
     children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     return CpuSnapshot(
         wall_s=time.monotonic(),
         machine_busy_s=(sum(jiffies) - jiffies[3] - jiffies[4]) / ticks,
         server_s=server / ticks,
+        top_s=top / ticks,
         children_s=children.ru_utime + children.ru_stime,
         self_s=own.ru_utime + own.ru_stime,
     )
@@ -172,4 +183,5 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
     wrk = after.children_s - before.children_s
     own = after.self_s - before.self_s
     other = after.machine_busy_s - before.machine_busy_s - server - wrk - own
-    return CpuUsage(server_cores=server / wall, wrk_cores=wrk / wall, other_cores=max(other, 0.0) / wall)
+    return CpuUsage(server_cores=server / wall, wrk_cores=wrk / wall, other_cores=max(other, 0.0) / wall,
+                    top_cores=(after.top_s - before.top_s) / wall)

@@ -24,6 +24,7 @@ class Config:
 
     duration: int
     warmup: int
+    rounds: int
     connections: int
     wrk_threads: int
     workers: int
@@ -52,6 +53,9 @@ def parse_args(argv: Sequence[str]) -> Config:
     )
     p.add_argument("--duration", type=int, default=15, help="seconds of each measured wrk run")
     p.add_argument("--warmup", type=int, default=3, help="seconds of the warm-up wrk run before it (0: none)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="runs of every server x app, interleaved (round 1 runs every server, then round 2...); "
+                   "the summary reports each one's median run, so a noisy moment hits one run, not one server")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (-c)")
     p.add_argument("--threads", dest="wrk_threads", type=int, default=1, help="wrk threads (-t)")
     p.add_argument("--workers", type=int, default=2, help="worker processes, the same for every server")
@@ -71,14 +75,14 @@ def parse_args(argv: Sequence[str]) -> Config:
     a = p.parse_args(argv)
     servers = split_choices(p, "--servers", a.servers, SERVERS)
     apps = split_choices(p, "--apps", a.apps, tuple(APPS))
-    for name in ("duration", "connections", "wrk_threads", "workers", "gthread_threads", "ferrocorn_threads"):
+    for name in ("duration", "rounds", "connections", "wrk_threads", "workers", "gthread_threads", "ferrocorn_threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.warmup < 0 or a.ready_timeout <= 0:
         p.error("--warmup must be 0 or more and --ready-timeout more than 0")
     out = a.out or REPO_ROOT / "bench-results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     return Config(
-        duration=a.duration, warmup=a.warmup, connections=a.connections, wrk_threads=a.wrk_threads,
+        duration=a.duration, warmup=a.warmup, rounds=a.rounds, connections=a.connections, wrk_threads=a.wrk_threads,
         workers=a.workers, gthread_threads=a.gthread_threads, ferrocorn_threads=a.ferrocorn_threads,
         servers=servers, apps=apps, out=out.resolve(), ferrocorn=a.ferrocorn.resolve(),
         venv=a.venv.absolute(), apps_dir=a.apps_dir.resolve(), ready_timeout=a.ready_timeout, wrk=a.wrk,

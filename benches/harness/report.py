@@ -33,6 +33,34 @@ class RunResult:
     memory: Optional[MemoryUsage] = None
     cpu: Optional[CpuUsage] = None
     detail: str = ""
+    round: int = 1
+
+
+@dataclass(frozen=True)
+class Summary:
+    """All runs of one server x app, represented by its median run (by req/s)."""
+
+    median: RunResult
+    runs: tuple[RunResult, ...]
+
+    @property
+    def ok_rates(self) -> list[float]:
+        return sorted(r.wrk.requests_per_s for r in self.runs if r.status == "ok" and r.wrk)
+
+
+def summarize(results: Sequence[RunResult]) -> list[Summary]:
+    """One Summary per server x app, in first-seen order. The median is taken over the successful
+    runs (the lower one of the middle two for an even count); a server x app with none is
+    represented by its first failure."""
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((r.app, r.server), []).append(r)
+    out = []
+    for runs in groups.values():
+        ok = sorted((r for r in runs if r.status == "ok" and r.wrk), key=lambda r: r.wrk.requests_per_s)
+        median = ok[(len(ok) - 1) // 2] if ok else next((r for r in runs if r.status != "ok"), runs[0])
+        out.append(Summary(median=median, runs=tuple(runs)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,23 +95,28 @@ def ratios(results: Sequence[RunResult]) -> list[Ratio]:
     return out
 
 
-CSV_FIELDS = ("app", "server", "status", "requests_per_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors",
+CSV_FIELDS = ("app", "server", "round", "status", "requests_per_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors",
               "errors", "idle_rss_kib", "peak_rss_kib", "peak_pss_kib", "processes", "memory_samples",
-              "server_cpu_cores", "wrk_cpu_cores", "other_cpu_cores",
+              "server_cpu_cores", "top_process_cpu_cores", "wrk_cpu_cores", "other_cpu_cores",
+              "server_cpu_us_per_request", "top_process_cpu_us_per_request",
               "workers", "duration_s", "connections", "wrk_threads", "server_command", "wrk_command", "detail")
 
 
 def csv_row(config: Config, r: RunResult) -> dict[str, object]:
     w, m, c = r.wrk, r.memory, r.cpu
+    per_request = c.per_request_us(w.requests_per_s) if c and w else None
     return {
-        "app": r.app, "server": r.server, "status": r.status,
+        "app": r.app, "server": r.server, "round": r.round, "status": r.status,
         "requests_per_s": f"{w.requests_per_s:.2f}" if w else "", "p50_ms": f"{w.p50_ms:.3f}" if w else "",
         "p99_ms": f"{w.p99_ms:.3f}" if w else "", "non_2xx": w.non_2xx if w else "",
         "socket_errors": w.socket_errors if w else "", "errors": w.errors if w else "",
         "idle_rss_kib": m.idle_rss_kib if m else "", "peak_rss_kib": m.peak_rss_kib if m else "",
         "peak_pss_kib": m.peak_pss_kib if m and m.peak_pss_kib is not None else "",
         "processes": m.processes if m else "", "memory_samples": m.samples if m else "",
-        "server_cpu_cores": f"{c.server_cores:.2f}" if c else "", "wrk_cpu_cores": f"{c.wrk_cores:.2f}" if c else "",
+        "server_cpu_cores": f"{c.server_cores:.2f}" if c else "",
+        "top_process_cpu_cores": f"{c.top_cores:.2f}" if c else "", "wrk_cpu_cores": f"{c.wrk_cores:.2f}" if c else "",
+        "server_cpu_us_per_request": f"{per_request[0]:.1f}" if per_request else "",
+        "top_process_cpu_us_per_request": f"{per_request[1]:.1f}" if per_request else "",
         "other_cpu_cores": f"{c.other_cores:.2f}" if c else "",
         "workers": config.workers, "duration_s": config.duration, "connections": config.connections,
         "wrk_threads": config.wrk_threads, "server_command": r.command, "wrk_command": r.wrk_command,
@@ -132,17 +165,27 @@ def mib(kib: Optional[int]) -> str:
     return "" if kib is None else f"{kib / 1024:.0f}"
 
 
-def results_table(rows: Sequence[RunResult]) -> list[str]:
-    lines = ["| server | status | req/s | p50 ms | p99 ms | errors (non-2xx + socket) | peak RSS MiB | "
-             "peak PSS MiB | idle RSS MiB | processes | server CPU | wrk CPU | other CPU |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for r in rows:
+def results_table(rows: Sequence[Summary]) -> list[str]:
+    lines = ["| server | status | req/s | req/s over the rounds | p50 ms | p99 ms | errors (non-2xx + socket) | "
+             "peak RSS MiB | peak PSS MiB | idle RSS MiB | processes | server CPU | CPU µs/request | "
+             "of it, first process | wrk CPU | other CPU |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for summary in rows:
+        r = summary.median
         w, m, c = r.wrk, r.memory, r.cpu
+        rates = summary.ok_rates
+        spread = f"{rates[0]:,.0f}–{rates[-1]:,.0f} ({len(rates)}/{len(summary.runs)} ok)" if rates else \
+            f"0/{len(summary.runs)} ok"
         cells = [r.server, r.status]
-        cells += [f"{w.requests_per_s:,.0f}", f"{w.p50_ms:.2f}", f"{w.p99_ms:.2f}",
-                  f"{w.errors} ({w.non_2xx} + {w.socket_errors})"] if w else [""] * 4
+        cells += [f"{w.requests_per_s:,.0f}", spread, f"{w.p50_ms:.2f}", f"{w.p99_ms:.2f}",
+                  f"{w.errors} ({w.non_2xx} + {w.socket_errors})"] if w else ["", spread, "", "", ""]
         cells += [mib(m.peak_rss_kib), mib(m.peak_pss_kib), mib(m.idle_rss_kib), str(m.processes)] if m else [""] * 4
-        cells += [f"{c.server_cores:.2f}", f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"] if c else [""] * 3
+        if c and w:
+            total_us, top_us = c.per_request_us(w.requests_per_s)
+            cells += [f"{c.server_cores:.2f}", f"{total_us:.0f}", f"{top_us:.0f}",
+                      f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"]
+        else:
+            cells += [""] * 5
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -156,14 +199,19 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
              "Granian --blocking-threads 1. Memory: sum over the server's process tree (master + workers), "
              f"sampled every {SAMPLE_INTERVAL_S}s from /proc during the measured run. CPU columns: "
              "average cores busy during the measured run (server tree, wrk, everything else on the machine); "
-             "a high *other CPU* means the figures were disturbed.", "",
+             "a high *other CPU* means the figures were disturbed. *CPU µs/request*: the server tree's CPU "
+             "time divided by the requests served; *of it, first process*: the part spent in the process "
+             "the benchmark started (ferrocorn's master, gunicorn's arbiter, Granian's main process). "
+             f"Each server x app ran {config.rounds} time(s), interleaved; every row is its median run "
+             "by req/s, ratios included.", "",
              "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
+    summaries = summarize(results)
     for app in config.apps:
-        rows = [r for r in results if r.app == app]
+        rows = [s for s in summaries if s.median.app == app]
         if rows:
             lines += ["", f"## {app} (`{APPS[app]}`, GET {URL_PATH})", ""] + results_table(rows)
-    rs = ratios(results)
+    rs = ratios([s.median for s in summaries])
     lines += ["", "## Ratios (ferrocorn / reference)", ""]
     if rs:
         lines += ["req/s above 1 and p99 below 1 favour ferrocorn.", "",
@@ -171,12 +219,13 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
         lines += [f"| {x.app} | {x.reference} | {x.requests_per_s:.2f} | {x.p99:.2f} |" for x in rs]
     else:
         lines.append("None: ferrocorn has no successful row.")
-    lines += ["", "## Server commands", ""] + [f"- {r.app} {r.server}: `{r.command}`" for r in results]
+    lines += ["", "## Server commands (first round)", ""]
+    lines += [f"- {r.app} {r.server}: `{r.command}`" for r in results if r.round == 1]
     failed = [r for r in results if r.status != "ok"]
     if failed:
         lines += ["", "## Failures", ""]
         for r in failed:
-            lines += [f"### {r.app} {r.server}: {r.status}", "", "```", r.detail, "```", ""]
+            lines += [f"### {r.app} {r.server} (round {r.round}): {r.status}", "", "```", r.detail, "```", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -184,8 +233,9 @@ def progress_line(r: RunResult) -> str:
     if r.wrk is None:
         first = r.detail.splitlines()[0] if r.detail else ""
         return f"{r.app:6} {r.server:17} {r.status}: {first}"
-    w, m = r.wrk, r.memory
+    w, m, c = r.wrk, r.memory, r.cpu
     memory = f" peak RSS {mib(m.peak_rss_kib)} MiB" if m else ""
+    cpu = f"  CPU {c.per_request_us(w.requests_per_s)[0]:.0f} µs/req" if c else ""
     status = "" if r.status == "ok" else f" [{r.status}]"
     return (f"{r.app:6} {r.server:17} {w.requests_per_s:9,.0f} req/s  p50 {w.p50_ms:6.2f} ms  "
-            f"p99 {w.p99_ms:6.2f} ms  errors {w.errors}{memory}{status}")
+            f"p99 {w.p99_ms:6.2f} ms  errors {w.errors}{cpu}{memory}{status}")
