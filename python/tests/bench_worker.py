@@ -1,6 +1,7 @@
 """Per-request overhead of the worker's lane loop (not a test; prints figures only).
 
     python3 python/tests/bench_worker.py [-n 200000] [--profile] [--worker OLD/ferrocorn_worker.py]
+    .venv/bin/python python/tests/bench_worker.py -n 20000 --app examples.flask_app:app   # a real app's GET /hello
 
 "python only" feeds the loop ready-made requests and drops its output: the
 pure Python cost, steady even on a busy machine. Then a forked "master" pipelines N GET requests into one lane (a writer thread) and
@@ -172,12 +173,45 @@ def run(app, n: int, profile: bool, ping_pong: bool = False) -> tuple[float, flo
     return wall / n * 1e6, cpu / n * 1e6
 
 
+def load_app(spec: str):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def app_alone_us(app, n: int) -> float:
+    """The app's own cost for GET /hello: the environ the worker would build, no worker loop."""
+    fields = request_frame()[H.size:].decode("latin-1").split("\0")
+    base = W.base_environ(1, 1)
+    base.update(zip(fields[::2], fields[1::2]))
+    base["wsgi.input"] = None
+
+    def start_response(status, headers, exc_info=None):
+        return None
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for _ in range(n):
+            environ = base.copy()
+            result = app(environ, start_response)
+            for _chunk in result:
+                pass
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        best = min(best, (time.process_time() - started) / n * 1e6)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--worker", help="another ferrocorn_worker.py to measure (e.g. an older version)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--app", help="also measure a real app, MODULE:ATTR importable from the repository root "
+                        "(e.g. examples.flask_app:app), and the app alone called in a loop with no worker around it")
     args = parser.parse_args()
     global W
     if args.worker:
@@ -185,7 +219,10 @@ def main() -> None:
         W = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(W)
     print(f"python {sys.version.split()[0]}, {args.n} requests per run, best of {args.repeat}; load {os.getloadavg()[0]:.1f}")
-    apps = (("list app", list_app), ("flask-like closing iterator", closing_app))
+    apps = [("list app", list_app), ("flask-like closing iterator", closing_app)]
+    if args.app:
+        apps.append((args.app, load_app(args.app)))
+        print(f"{args.app} called alone in a loop: {app_alone_us(apps[-1][1], args.n):5.2f} us per call")
     for name, app in apps:
         python_only = min(run_no_io(app, args.n, False) for _ in range(args.repeat))
         wall, cpu = min((run(app, args.n, False) for _ in range(args.repeat)), key=lambda x: x[1])
