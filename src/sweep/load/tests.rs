@@ -207,10 +207,12 @@ async fn closed_model_accounting_is_exact_per_status() {
     );
     // Keep-alive: about one connection per user, not one per request. A
     // connection still finishing its last response when the next request
-    // is due may be passed over for a new one on a busy machine.
+    // is due may be passed over for a new one on a busy machine, and a user
+    // that starts after another has finished takes that one's connection
+    // from the pool (seen in CI: 3 connections), so fewer than 4 is fine.
     let connections = server.seen.connections.load(Ordering::Relaxed);
     assert!(
-        (4..=8).contains(&connections),
+        (1..=8).contains(&connections),
         "{connections} connections for 4 users x 25 requests"
     );
     assert!(r.latency.max_us > 0 && r.latency.p50_us <= r.latency.max_us);
