@@ -32,7 +32,7 @@ import traceback
 from itertools import chain
 from typing import Any, Callable, Iterable, Optional
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_PAYLOAD = 16 * 1024 * 1024
 
 HELLO = 1
@@ -46,6 +46,9 @@ RESPONSE = 32
 ERROR = 33
 
 HAS_BODY = 0x01  # REQUEST
+# REQUEST and CANCEL: the request's parity on its lane. A second request may
+# wait in the lane behind the running one, so a CANCEL names whose it is.
+ODD = 0x02
 END = 0x01  # BODY
 APP_LOAD = 0x01  # BOOT_FAILED
 
@@ -57,7 +60,16 @@ HEADER = struct.Struct("<IBBH")
 HEADER_SIZE = HEADER.size
 # (kind << 8 | flags) of every frame a master may send on a lane.
 _LANE_FRAMES = frozenset(
-    (REQUEST << 8, REQUEST << 8 | HAS_BODY, BODY << 8, BODY << 8 | END, CANCEL << 8)
+    (
+        REQUEST << 8,
+        REQUEST << 8 | HAS_BODY,
+        REQUEST << 8 | ODD,
+        REQUEST << 8 | HAS_BODY | ODD,
+        BODY << 8,
+        BODY << 8 | END,
+        CANCEL << 8,
+        CANCEL << 8 | ODD,
+    )
 )
 RECV_SIZE = 64 * 1024
 # Below this a frame header and its payload are joined into one sendall.
@@ -100,7 +112,7 @@ def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
 class Lane:
     """One lane socket: a buffered frame reader plus the send side."""
 
-    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "_recv", "_poll", "sendall")
+    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "odd", "_recv", "_poll", "sendall")
 
     def __init__(self, index: int, sock: socket.socket) -> None:
         sock.setblocking(True)
@@ -110,6 +122,7 @@ class Lane:
         self.pos = 0
         self.eof = False
         self.broken = False
+        self.odd = 0  # the running request's ODD flag: a CANCEL without it is not for this request
         # Held while a request is in flight; stop() takes it to wait for idleness.
         self.busy = threading.Lock()
         self._recv = sock.recv
@@ -175,27 +188,34 @@ class Lane:
         return b"".join(parts)
 
     def cancelled(self) -> bool:
-        """Without blocking: True if the next frame is a CANCEL (consumed) or the lane hit EOF.
+        """Without blocking: True if the master cancelled the running request or the lane hit EOF.
 
-        Anything else (an unread request BODY) stays buffered for wsgi.input.
+        The CANCEL may sit behind frames that stay buffered: the rest of this
+        request's body (for wsgi.input) or the next request, already waiting
+        in the lane. A CANCEL at the front is consumed; one further back is
+        left to be skipped as stale once this request is over.
         """
-        if len(self.buf) - self.pos < HEADER_SIZE:
-            if self.eof:
-                return True
-            if not self._poll(0):
-                return False
+        if self.eof:
+            return True
+        if self._poll(0):
             data = self._recv(RECV_SIZE)
             if not data:
                 self.eof = True
                 return True
-            self.buf = self.buf[self.pos :] + data
+            self.buf = self.buf[self.pos :] + data if self.pos < len(self.buf) else data
             self.pos = 0
-            if len(self.buf) < HEADER_SIZE:
-                return False
-        if self.buf[self.pos + 4] != CANCEL:
-            return False
-        self.read_frame()
-        return True
+        buf = self.buf
+        pos = front = self.pos
+        end = len(buf)
+        odd = self.odd
+        while pos + HEADER_SIZE <= end:
+            length, kind, flags, _ = HEADER.unpack_from(buf, pos)
+            if kind == CANCEL and flags & ODD == odd:
+                if pos == front:
+                    self.pos = pos + HEADER_SIZE
+                return True
+            pos += HEADER_SIZE + length
+        return False
 
     def send(self, data: bytes) -> None:
         """sendall, turning a dead master into LaneClosed."""
@@ -262,6 +282,8 @@ class Input:
                 if payload:
                     return payload
             elif kind == CANCEL:
+                if flags & ODD != self._lane.odd:
+                    continue  # stale: it was for the previous request and crossed its END
                 self._done = self.cancelled = True
                 raise ClientDisconnected("client disconnected")
             else:
@@ -598,6 +620,7 @@ class LaneServer:
                     continue  # it crossed our END: the request is already over
                 log.error("lane %d: frame kind %d while waiting for a request; dropping the lane", lane.index, kind)
                 return
+            lane.odd = flags & ODD
             with busy:
                 fields = payload.decode("latin-1").split("\0")
                 if len(fields) & 1:

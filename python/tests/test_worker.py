@@ -656,6 +656,82 @@ class ResponseTest(LaneTestCase):
         send_frame(sock, W.CANCEL)
         self.assertEqual(get(sock).body, b"Hello, World!")
 
+    def streaming_app(self, chunks: int, gate: threading.Event, closed: list) -> Callable:
+        """/ok says hello; anything else streams `chunks` chunks, pausing after the first until `gate`."""
+
+        class Stream:
+            def __init__(self) -> None:
+                self.sent = 0
+
+            def __iter__(self):
+                for i in range(chunks):
+                    self.sent += 1
+                    yield b"c%d," % i
+                    if i == 0:
+                        assert gate.wait(TIMEOUT)
+
+            def close(self) -> None:
+                closed.append(self.sent)
+
+        def app(environ: dict, start_response: Callable) -> Any:
+            if environ["PATH_INFO"] == "/ok":
+                return hello_app(environ, start_response)
+            start_response("200 OK", [])
+            return Stream()
+
+        return app
+
+    def test_cancel_behind_a_waiting_request_stops_the_running_one(self) -> None:
+        gate, closed = threading.Event(), []
+        sock = self.serve(self.streaming_app(1000, gate, closed))
+        send_request(sock)  # parity 0, streams
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock)[2], b"c0,")
+        # The next request already waits in the lane; the CANCEL for the
+        # running one comes after it and must still be found.
+        send_frame(sock, W.REQUEST, W.ODD, request_head(path="/ok"))
+        send_frame(sock, W.CANCEL, 0)
+        gate.set()
+        while True:
+            kind, flags, _ = recv_frame(sock)
+            if kind == W.BODY and flags & W.END:
+                break
+        self.assertLess(closed[0], 1000)
+        self.assertEqual(read_response(sock).body, b"Hello, World!")  # the waiting request, served whole
+
+    def test_a_cancel_for_the_previous_request_leaves_the_next_one_alone(self) -> None:
+        gate, closed = threading.Event(), []
+        sock = self.serve(self.streaming_app(50, gate, closed))
+        # Request 0 ends; the master, not yet aware, cancels it just as
+        # request 1 (ODD, waiting behind it) starts streaming.
+        send_request(sock, path="/ok")
+        send_frame(sock, W.REQUEST, W.ODD, request_head(path="/stream"))
+        self.assertEqual(read_response(sock).body, b"Hello, World!")
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        send_frame(sock, W.CANCEL, 0)
+        gate.set()
+        r = read_response(sock)
+        self.assertEqual(r.body, b"".join(b"c%d," % i for i in range(50)))
+        wait_until(lambda: closed, "close()")
+        self.assertEqual(closed, [50])
+
+    def test_a_stale_cancel_inside_the_next_body_is_skipped(self) -> None:
+        def app(environ: dict, start_response: Callable) -> list:
+            body = environ["wsgi.input"].read()
+            start_response("200 OK", [])
+            return [body]
+
+        sock = self.serve(app)
+        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))
+        send_frame(sock, W.BODY, 0, b"one,")
+        send_frame(sock, W.CANCEL, 0)  # for the request before this one
+        send_frame(sock, W.BODY, W.END, b"two")
+        self.assertEqual(read_response(sock).body, b"one,two")
+        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))
+        send_frame(sock, W.BODY, 0, b"x")
+        send_frame(sock, W.CANCEL, W.ODD)  # for this one: the client left
+        self.assertIsNotNone(read_response(sock).error)
+
     def test_bad_frame_drops_the_lane(self) -> None:
         sock = self.serve(hello_app)
         with self.assertLogs("ferrocorn.worker", "ERROR"):
@@ -796,7 +872,7 @@ class WorkerProcessTest(unittest.TestCase):
         w = self.start()
         hello = w.handshake()
         self.assertEqual(hello["pid"], w.proc.pid)
-        self.assertEqual(hello["protocol"], 1)
+        self.assertEqual(hello["protocol"], 2)
         self.assertEqual(hello["max_payload"], 16 * 1024 * 1024)
         self.assertEqual(hello["python"], "%d.%d.%d" % sys.version_info[:3])
         self.assertEqual((hello["worker_class"], hello["lanes"]), ("sync", 1))

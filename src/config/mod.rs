@@ -243,6 +243,7 @@ mod tests {
         ("backlog", "64"),
         ("workers", "4"),
         ("threads", "8"),
+        ("pipeline_below", "5ms"),
         ("worker_class", "gthread"),
         ("python", "/usr/bin/python3.12"),
         ("timeout", "1m"),

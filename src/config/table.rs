@@ -37,6 +37,10 @@ macro_rules! with_settings {
                 doc: "Lanes (concurrent requests) per worker; more than 1 makes a sync worker behave as gthread",
                 section: Workers, long: "threads", min: 1,
             },
+            pipeline_below: Duration = ["2ms"] {
+                doc: "A request may wait in a busy lane, written behind the running one so the worker never sleeps between requests, when that worker's requests take less than this on average; 0 turns it off",
+                section: Workers, long: "pipeline-below",
+            },
             worker_class: WorkerClass = ["sync"] {
                 doc: "Worker type: sync or gthread",
                 section: Workers, short: 'k', long: "worker-class",

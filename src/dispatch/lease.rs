@@ -2,7 +2,7 @@
 //! at once; a lane dropped mid-exchange (client gone) is first cancelled.
 
 use super::Dispatcher;
-use crate::protocol::lane::Lane;
+use crate::protocol::lane::{Lane, LaneError};
 use crate::worker::WorkerId;
 
 /// A lane lent to one request. Dropping it gives the lane back; a lane
@@ -13,6 +13,8 @@ pub struct LaneLease {
     worker: WorkerId,
     dispatcher: Dispatcher,
     request_written: bool,
+    /// The number of this lease's request on its lane, once written (0: not yet).
+    request: u64,
 }
 
 impl LaneLease {
@@ -22,6 +24,7 @@ impl LaneLease {
             worker,
             dispatcher,
             request_written: false,
+            request: 0,
         }
     }
 
@@ -31,14 +34,35 @@ impl LaneLease {
         self.lane.take()
     }
 
+    /// The lease's request is the last one written to its lane.
     pub(super) fn mark_written(&mut self) {
         self.request_written = true;
+        if let Some(lane) = &self.lane {
+            self.request = lane.written();
+        }
+    }
+
+    /// Sends what the lane's writer holds, then `request` unless the
+    /// dispatcher wrote it already, and notes the request's number on the lane.
+    pub async fn send_request(&mut self, request: &[u8]) -> Result<(), LaneError> {
+        let unsent: &[u8] = if self.request_written { b"" } else { request };
+        let lane = self.lane();
+        lane.send_request(unsent).await?;
+        if !unsent.is_empty() {
+            self.request = self.lane().written();
+        }
+        Ok(())
     }
 
     /// Whether the dispatcher already wrote the request given to `acquire`
     /// (or queued what the socket did not take at once).
     pub fn request_written(&self) -> bool {
         self.request_written
+    }
+
+    /// The number of this lease's request on its lane (0 until written).
+    pub fn request(&self) -> u64 {
+        self.request
     }
 
     /// The worker this lane belongs to.
@@ -55,8 +79,8 @@ impl LaneLease {
 
     /// Closes the lane for good: it broke or its worker is being replaced.
     pub fn discard(mut self) {
-        if self.lane.take().is_some() {
-            self.dispatcher.discard(self.worker);
+        if let Some(lane) = self.lane.take() {
+            self.dispatcher.discard(self.worker, lane, self.request);
         }
     }
 }
@@ -66,21 +90,21 @@ impl Drop for LaneLease {
         let Some(mut lane) = self.lane.take() else {
             return;
         };
-        if lane.is_settled() {
+        if lane.is_settled(self.request) {
             self.dispatcher.release(self.worker, lane);
             return;
         }
-        let (dispatcher, worker) = (self.dispatcher.clone(), self.worker);
+        let (dispatcher, worker, request) = (self.dispatcher.clone(), self.worker, self.request);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    match lane.cancel().await {
+                    match lane.cancel(request).await {
                         Ok(()) => dispatcher.release(worker, lane),
-                        Err(_) => dispatcher.discard(worker),
+                        Err(_) => dispatcher.discard(worker, lane, request),
                     }
                 });
             }
-            Err(_) => dispatcher.discard(worker),
+            Err(_) => dispatcher.discard(worker, lane, request),
         }
     }
 }

@@ -3,6 +3,15 @@
 //! none is idle it waits in a bounded FIFO ([`queue`]) until a lane frees up
 //! or the queue timeout passes (the HTTP side turns both refusals into 503).
 //!
+//! Under overload (two or more requests queued) the oldest queued request
+//! may also wait *in* a busy lane, written behind the running one, so a
+//! worker serving short requests goes straight on to the next without
+//! sleeping (docs/design/lane-pipelining.md): at most one per lane, only on
+//! workers in normal standing whose recent requests took less than
+//! `pipeline_below` and behind a request younger than that, never ahead of
+//! an older queued request. If the worker dies before that request started,
+//! it is served elsewhere ([`waiting`]).
+//!
 //! It only sees lanes and worker ids; which workers exist and when they
 //! retire is the arbiter's business, told through `add_worker`,
 //! `deprioritize`, `retire` and `remove`. A retiring worker's lanes close as
@@ -13,19 +22,22 @@
 mod lease;
 pub mod queue;
 pub mod terms;
+mod waiting;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::lane::Lane;
+use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::lane::{Lane, LaneId, MAX_WAITING_REQUEST};
 use crate::worker::WorkerId;
 pub use lease::LaneLease;
 use queue::{Handover, WaitQueue};
 use terms::Tally;
 pub use terms::{PoolNews, Standing, WorkerTerms};
+use waiting::{Delivery, LaneBook, Waiting};
 
 /// Why a request got no lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +51,10 @@ pub enum DispatchError {
     /// The server is stopping.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The request waited in a lane behind another, and the worker died
+    /// after it may have started it (502, like any request in flight).
+    #[error("the worker died with the request")]
+    WorkerLost,
 }
 
 /// Load figures for readiness probes, logs and metrics.
@@ -52,6 +68,13 @@ pub struct DispatchStats {
     pub idle_lanes: usize,
     /// Requests waiting for a lane.
     pub queued: usize,
+    /// Requests waiting in a busy lane behind the running one.
+    pub waiting_in_lanes: usize,
+    /// Requests that waited in a lane, since the start.
+    pub pipelined_total: u64,
+    /// Requests served elsewhere because their lane's worker died before
+    /// they started, since the start.
+    pub redispatched_total: u64,
 }
 
 /// Shared handle; clones are cheap and see the same pool.
@@ -63,6 +86,9 @@ pub struct Dispatcher {
 struct Shared {
     state: Mutex<State>,
     queue_timeout: Duration,
+    /// Requests wait in busy lanes only on workers whose recent requests
+    /// took less than this; zero never.
+    pipeline_below: Duration,
     news: mpsc::UnboundedSender<PoolNews>,
     /// Hears how long each queued request waited, for metrics.
     queue_wait: Option<QueueWaitObserver>,
@@ -76,6 +102,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("state", &self.state)
             .field("queue_timeout", &self.queue_timeout)
+            .field("pipeline_below", &self.pipeline_below)
             .finish_non_exhaustive()
     }
 }
@@ -84,10 +111,15 @@ impl std::fmt::Debug for Shared {
 struct State {
     slots: Vec<Slot>,
     /// Waiting requests, each with its encoded request ready to write.
-    queue: WaitQueue<LaneLease, Bytes>,
+    queue: WaitQueue<Delivery, Bytes>,
     closed: bool,
     /// Lanes handed out so far, the clock of `Slot::last_pick`.
     picks: u64,
+    /// Requests waiting in lanes of workers already removed: their fate
+    /// is known once their lane comes back.
+    stranded: Vec<(LaneId, Waiting)>,
+    pipelined: u64,
+    redispatched: u64,
 }
 
 #[derive(Debug)]
@@ -103,6 +135,38 @@ struct Slot {
     /// the least recently picked worker.
     last_pick: u64,
     tally: Tally,
+    /// Its open lanes as the dispatcher tracks them while they are lent.
+    books: Vec<LaneBook>,
+    /// Moving average of how long its lanes were lent per request.
+    service: Option<Duration>,
+}
+
+impl Slot {
+    fn book(&mut self, lane: LaneId) -> Option<&mut LaneBook> {
+        self.books.iter_mut().find(|b| b.lane == lane)
+    }
+
+    fn close_book(&mut self, lane: LaneId) -> Option<LaneBook> {
+        let at = self.books.iter().position(|b| b.lane == lane)?;
+        Some(self.books.swap_remove(at))
+    }
+
+    /// Learns from one lent period; the average moves an eighth of the way.
+    fn learn(&mut self, took: Duration) {
+        self.service = Some(match self.service {
+            None => took,
+            Some(avg) if took > avg => avg + (took - avg) / 8,
+            Some(avg) => avg - (avg - took) / 8,
+        });
+    }
+
+    /// Whether a request may wait behind this worker's running ones now.
+    fn takes_waiting(&self, below: Duration) -> bool {
+        self.accepting
+            && self.standing == Standing::Normal
+            && !self.tally.due()
+            && self.service.is_some_and(|s| s < below)
+    }
 }
 
 impl Dispatcher {
@@ -111,6 +175,7 @@ impl Dispatcher {
     pub fn new(
         backlog: usize,
         queue_timeout: Duration,
+        pipeline_below: Duration,
         news: mpsc::UnboundedSender<PoolNews>,
         queue_wait: Option<QueueWaitObserver>,
     ) -> Dispatcher {
@@ -121,8 +186,12 @@ impl Dispatcher {
                     queue: WaitQueue::new(backlog.max(1)),
                     closed: false,
                     picks: 0,
+                    stranded: Vec::new(),
+                    pipelined: 0,
+                    redispatched: 0,
                 }),
                 queue_timeout,
+                pipeline_below,
                 news,
                 queue_wait,
             }),
@@ -142,6 +211,10 @@ impl Dispatcher {
     /// request is written to its lane the moment the lane frees up, by
     /// whoever frees it, so a busy worker goes straight on to the next
     /// request; [`LaneLease::request_written`] then says so.
+    ///
+    /// Under overload a queued request may move into a busy lane instead
+    /// ([module docs](self)); it is then past the queue, and the queue
+    /// timeout no longer applies to it.
     pub async fn acquire(&self, request: Bytes) -> Result<LaneLease, DispatchError> {
         let waiting = {
             let mut state = self.state();
@@ -149,12 +222,14 @@ impl Dispatcher {
                 return Err(DispatchError::ShuttingDown);
             }
             if let Some((worker, lane)) = state.pick() {
-                return Ok(self.lease(worker, lane));
+                return Ok(self.lease(&mut state, worker, lane));
             }
-            state
+            let waiting = state
                 .queue
                 .push(request)
-                .map_err(|_| DispatchError::QueueFull)?
+                .map_err(|_| DispatchError::QueueFull)?;
+            self.move_into_lanes(&mut state);
+            waiting
         };
         let queued_at = self.shared.queue_wait.as_ref().map(|_| Instant::now());
         let outcome = tokio::time::timeout(self.shared.queue_timeout, waiting).await;
@@ -162,14 +237,57 @@ impl Dispatcher {
             observe(at.elapsed());
         }
         match outcome {
-            Ok(Ok(lease)) => Ok(lease),
+            Ok(Ok(delivery)) => follow_from(delivery).await,
             Ok(Err(_)) => Err(DispatchError::ShuttingDown),
             Err(_) => Err(DispatchError::QueueTimeout),
         }
     }
 
-    fn lease(&self, worker: WorkerId, lane: Lane) -> LaneLease {
+    /// Lends `lane`, noting when, for the service-time average.
+    fn lease(&self, state: &mut State, worker: WorkerId, lane: Lane) -> LaneLease {
+        if let Some(book) = state.slot(worker).and_then(|s| s.book(lane.id())) {
+            book.since = Some(Instant::now());
+        }
         LaneLease::new(lane, worker, self.clone())
+    }
+
+    /// Under overload (at least two requests queued), moves the oldest
+    /// queued requests into busy lanes, behind their running request, each
+    /// into the lane most likely to free up first. With fewer waiting, a
+    /// request waits for whichever lane frees up first, as without this.
+    fn move_into_lanes(&self, state: &mut State) {
+        let below = self.shared.pipeline_below;
+        if below.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        while state.queue.live_at_least(2) {
+            // Nothing waits behind a request already running for `below`: it
+            // may be a slow one. Among the rest, the oldest ends first.
+            let Some(book) = state
+                .slots
+                .iter_mut()
+                .filter(|s| s.takes_waiting(below))
+                .flat_map(|s| s.books.iter_mut())
+                .filter(|b| b.waiting.is_none() && b.since.is_some_and(|t| now - t < below))
+                .min_by_key(|b| b.since)
+            else {
+                return;
+            };
+            // The oldest live waiter if it is small enough; never a younger
+            // one past it.
+            let Some((waiter, request)) = state
+                .queue
+                .pop_if(|r| (HEADER_LEN..=MAX_WAITING_REQUEST).contains(&r.len()))
+            else {
+                return;
+            };
+            let (tx, rx) = oneshot::channel();
+            if waiter.send(Delivery::Moved(rx)).is_ok() {
+                book.wait(tx, request);
+                state.pipelined += 1;
+            }
+        }
     }
 
     /// Makes a ready worker's lanes available; queued requests get them first.
@@ -184,6 +302,8 @@ impl Dispatcher {
             standing: Standing::Normal,
             last_pick: 0,
             tally: Tally::new(terms),
+            books: lanes.iter().map(LaneBook::new).collect(),
+            service: None,
         });
         for lane in lanes {
             orphans.extend(self.put_back(&mut state, worker, lane));
@@ -223,7 +343,9 @@ impl Dispatcher {
         };
         slot.accepting = false;
         slot.open_lanes -= slot.idle.len();
-        slot.idle.clear();
+        for lane in std::mem::take(&mut slot.idle) {
+            slot.close_book(lane.id());
+        }
         self.forget_if_drained(&mut state, worker);
         // A worker in reserve may be the one left to serve the waiters.
         let mut orphans = Vec::new();
@@ -236,7 +358,14 @@ impl Dispatcher {
     pub fn remove(&self, worker: WorkerId) {
         let mut orphans = Vec::new();
         let mut state = self.state();
-        state.slots.retain(|s| s.worker != worker);
+        if let Some(at) = state.slots.iter().position(|s| s.worker == worker) {
+            let slot = state.slots.swap_remove(at);
+            for book in slot.books {
+                if let Some(waiting) = book.waiting {
+                    state.stranded.push((book.lane, waiting));
+                }
+            }
+        }
         self.serve_waiters(&mut state, &mut orphans);
         drop(state);
         drop(orphans);
@@ -255,10 +384,14 @@ impl Dispatcher {
         let state = self.state();
         let mut stats = DispatchStats {
             queued: state.queue.len(),
+            waiting_in_lanes: state.stranded.len(),
+            pipelined_total: state.pipelined,
+            redispatched_total: state.redispatched,
             ..DispatchStats::default()
         };
         for slot in &state.slots {
             stats.busy_lanes += slot.open_lanes - slot.idle.len();
+            stats.waiting_in_lanes += slot.books.iter().filter(|b| b.waiting.is_some()).count();
             if slot.accepting {
                 stats.accepting_workers += 1;
                 stats.idle_lanes += slot.idle.len();
@@ -267,25 +400,88 @@ impl Dispatcher {
         stats
     }
 
-    /// A lane is back from a finished request.
-    fn release(&self, worker: WorkerId, lane: Lane) {
+    /// A lane is back from a finished request. A request waiting in it
+    /// runs now and gets the lane; otherwise it goes back to the pool.
+    fn release(&self, worker: WorkerId, mut lane: Lane) {
         let mut state = self.state();
-        if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
-            slot.tally.count(worker, &self.shared.news);
-        }
-        let orphan = self.put_back(&mut state, worker, lane);
+        let now = Instant::now();
+        let waiting = match state.slots.iter_mut().find(|s| s.worker == worker) {
+            Some(slot) => {
+                slot.tally.count(worker, &self.shared.news);
+                let (took, waiting) = match slot.book(lane.id()) {
+                    Some(book) => (book.since.take().map(|t| now - t), book.waiting.take()),
+                    None => (None, None),
+                };
+                if let Some(took) = took {
+                    slot.learn(took);
+                }
+                waiting
+            }
+            None => state.take_stranded(lane.id()),
+        };
+        let orphan = match waiting {
+            Some(waiting) => {
+                if lane.written() == lane.ended() {
+                    // Its holder never got to write it: write it now.
+                    let _ = lane.take_unwritten_ahead();
+                    lane.write_now(&waiting.request);
+                }
+                let mut lease = self.lease(&mut state, worker, lane);
+                lease.mark_written();
+                match waiting.tx.send(Delivery::Lease(lease)) {
+                    Ok(()) => {
+                        self.move_into_lanes(&mut state);
+                        None
+                    }
+                    Err(Delivery::Lease(lease)) => Some(lease),
+                    Err(_) => None,
+                }
+            }
+            None => self.put_back(&mut state, worker, lane),
+        };
         drop(state);
         // Dropped outside the lock: it cancels its request and comes back.
         drop(orphan);
     }
 
-    /// A broken lane is closed instead of coming back.
-    fn discard(&self, worker: WorkerId) {
+    /// A broken lane is closed instead of coming back. `running` is the
+    /// number of the request that was running on it; a request waiting
+    /// behind it is served elsewhere if it never started.
+    fn discard(&self, worker: WorkerId, lane: Lane, running: u64) {
         let mut state = self.state();
-        if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
-            slot.open_lanes -= 1;
-        }
+        let waiting = match state.slots.iter_mut().find(|s| s.worker == worker) {
+            Some(slot) => {
+                slot.open_lanes -= 1;
+                slot.close_book(lane.id()).and_then(|b| b.waiting)
+            }
+            None => state.take_stranded(lane.id()),
+        };
         self.forget_if_drained(&mut state, worker);
+        let Some(waiting) = waiting else {
+            return;
+        };
+        if lane.written() <= running {
+            // Never written to the worker: nothing of it ran.
+            let mut orphans = Vec::new();
+            self.redispatch(&mut state, waiting, &mut orphans);
+            drop(state);
+            drop(orphans);
+            return;
+        }
+        drop(state);
+        waiting::settle(self.clone(), lane, running, waiting);
+    }
+
+    /// Serves a request that waited in a lane whose worker died before it
+    /// started: first in the queue, ahead of every queued one.
+    fn redispatch(&self, state: &mut State, waiting: Waiting, orphans: &mut Vec<LaneLease>) {
+        let (tx, rx) = oneshot::channel();
+        if waiting.tx.send(Delivery::Moved(rx)).is_err() {
+            return; // its client left
+        }
+        state.redispatched += 1;
+        state.queue.push_front(tx, waiting.request);
+        self.serve_waiters(state, orphans);
     }
 
     /// Returns a lease whose waiter left just as its request was written:
@@ -297,6 +493,7 @@ impl Dispatcher {
         };
         if !slot.accepting {
             slot.open_lanes -= 1;
+            slot.close_book(lane.id());
             self.forget_if_drained(state, worker);
             return None;
         }
@@ -319,21 +516,29 @@ impl Dispatcher {
 
     #[must_use]
     fn hand_over(&self, state: &mut State, worker: WorkerId, lane: Lane) -> Option<LaneLease> {
-        let write_request = |lease: &mut LaneLease, request: &Bytes| {
-            lease.lane().write_now(request);
-            lease.mark_written();
+        let id = lane.id();
+        let write_request = |delivery: &mut Delivery, request: &Bytes| {
+            if let Delivery::Lease(lease) = delivery {
+                lease.lane().write_now(request);
+                lease.mark_written();
+            }
         };
-        match state
-            .queue
-            .hand_over(self.lease(worker, lane), write_request)
-        {
-            Handover::Delivered => None,
-            Handover::NoWaiter(mut lease) => {
+        let lease = self.lease(state, worker, lane);
+        match state.queue.hand_over(Delivery::Lease(lease), write_request) {
+            Handover::Delivered => {
+                self.move_into_lanes(state);
+                None
+            }
+            Handover::NoWaiter(Delivery::Lease(mut lease)) => {
                 let lane = lease.take_lane().expect("a fresh lease holds its lane");
+                if let Some(book) = state.slot(worker).and_then(|s| s.book(id)) {
+                    book.since = None;
+                }
                 state.park(worker, lane);
                 None
             }
-            Handover::Orphaned(lease) => Some(lease),
+            Handover::Orphaned(Delivery::Lease(lease)) => Some(lease),
+            Handover::NoWaiter(_) | Handover::Orphaned(_) => None,
         }
     }
 
@@ -353,6 +558,15 @@ impl Dispatcher {
 }
 
 impl State {
+    fn slot(&mut self, worker: WorkerId) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.worker == worker)
+    }
+
+    fn take_stranded(&mut self, lane: LaneId) -> Option<Waiting> {
+        let at = self.stranded.iter().position(|(l, _)| *l == lane)?;
+        Some(self.stranded.swap_remove(at).1)
+    }
+
     /// The best standing among accepting workers: a worker serves only if
     /// its standing allows it next to that one. Excluded workers never do.
     fn lowest_standing(&self) -> Option<Standing> {
@@ -393,6 +607,20 @@ impl State {
             .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len(), s.last_pick))?;
         slot.last_pick = picks;
         Some((slot.worker, slot.idle.pop()?))
+    }
+}
+
+/// Waits for a lane, following moves (into a lane, back to the queue).
+async fn follow_from(mut delivery: Delivery) -> Result<LaneLease, DispatchError> {
+    loop {
+        delivery = match delivery {
+            Delivery::Lease(lease) => return Ok(lease),
+            Delivery::Lost => return Err(DispatchError::WorkerLost),
+            Delivery::Moved(rx) => match rx.await {
+                Ok(next) => next,
+                Err(_) => return Err(DispatchError::ShuttingDown),
+            },
+        };
     }
 }
 

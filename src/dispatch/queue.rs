@@ -66,6 +66,38 @@ impl<T, P> WaitQueue<T, P> {
         Handover::NoWaiter(item)
     }
 
+    /// Puts a waiter first, ahead of every other and past the bound: it
+    /// was admitted before and lost its place through no fault of its own.
+    pub fn push_front(&mut self, waiter: oneshot::Sender<T>, ticket: P) {
+        self.waiters.push_front((waiter, ticket));
+    }
+
+    /// Takes the oldest live waiter out if `fits` its ticket; `None` if
+    /// there is none or it does not fit (a younger one never goes first).
+    pub fn pop_if(&mut self, fits: impl Fn(&P) -> bool) -> Option<(oneshot::Sender<T>, P)> {
+        while let Some((waiter, ticket)) = self.waiters.front() {
+            if waiter.is_closed() {
+                self.waiters.pop_front();
+                continue;
+            }
+            if !fits(ticket) {
+                return None;
+            }
+            return self.waiters.pop_front();
+        }
+        None
+    }
+
+    /// Whether at least `n` waiters are still waiting (stops counting there).
+    pub fn live_at_least(&self, n: usize) -> bool {
+        self.waiters
+            .iter()
+            .filter(|(w, _)| !w.is_closed())
+            .take(n)
+            .count()
+            >= n
+    }
+
     /// Waiters still waiting.
     pub fn len(&self) -> usize {
         self.waiters.iter().filter(|(w, _)| !w.is_closed()).count()
@@ -96,6 +128,24 @@ mod tests {
         assert_eq!(queue.hand_over(2, add), Handover::Delivered);
         assert_eq!(second.try_recv().unwrap(), 22);
         assert_eq!(queue.hand_over(3, add), Handover::NoWaiter(3));
+    }
+
+    #[test]
+    fn pop_if_takes_the_oldest_live_waiter_only_if_it_fits() {
+        let mut queue: WaitQueue<u32, u32> = WaitQueue::new(4);
+        drop(queue.push(1).unwrap());
+        let _big = queue.push(500).unwrap();
+        let _small = queue.push(2).unwrap();
+        assert!(
+            queue.pop_if(|t| *t < 100).is_none(),
+            "the big one blocks the small one behind it"
+        );
+        assert_eq!(queue.pop_if(|_| true).map(|(_, t)| t), Some(500));
+        let (tx, _rx) = oneshot::channel();
+        queue.push_front(tx, 7);
+        assert_eq!(queue.pop_if(|t| *t < 100).map(|(_, t)| t), Some(7));
+        assert_eq!(queue.pop_if(|t| *t < 100).map(|(_, t)| t), Some(2));
+        assert!(queue.pop_if(|_| true).is_none());
     }
 
     #[test]

@@ -63,6 +63,16 @@ impl Tally {
         }
     }
 
+    /// Whether the last count reached the request limit or found RSS over
+    /// its threshold: the worker is about to be told to retire.
+    pub fn due(&self) -> bool {
+        self.rss_over
+            || self
+                .terms
+                .request_limit
+                .is_some_and(|limit| self.served >= limit)
+    }
+
     /// One more request done on `worker`.
     pub fn count(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
         self.served += 1;

@@ -19,7 +19,7 @@ fn lanes(n: usize) -> (Vec<Lane>, Vec<UnixStream>) {
 fn dispatcher(backlog: usize) -> (Dispatcher, mpsc::UnboundedReceiver<PoolNews>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
-        Dispatcher::new(backlog, Duration::from_secs(5), tx, None),
+        Dispatcher::new(backlog, Duration::from_secs(5), Duration::ZERO, tx, None),
         rx,
     )
 }
@@ -235,4 +235,240 @@ async fn light_load_rotates_over_every_worker() {
         picked.push(d.acquire(Bytes::new()).await.unwrap().worker().0);
     }
     assert_eq!(picked, [1, 2, 3, 1, 2, 3]);
+}
+
+// ------------------------------------------------------------- waiting in lanes
+
+fn pipelining(below: Duration) -> Dispatcher {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::mem::forget(rx); // no arbiter in these tests; keep the channel open
+    Dispatcher::new(8, Duration::from_secs(5), below, tx, None)
+}
+
+fn request(tag: &[u8]) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    crate::protocol::frame::put_frame(&mut out, crate::protocol::frame::Kind::Request, 0, tag);
+    out.freeze()
+}
+
+/// What the worker end of a lane reads: (flags, payload) of one frame.
+async fn worker_reads(sock: &mut UnixStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 8];
+    sock.read_exact(&mut head).await.unwrap();
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut payload = vec![0u8; len];
+    sock.read_exact(&mut payload).await.unwrap();
+    (head[5], payload)
+}
+
+/// The worker end answers one request: RESPONSE then BODY(END).
+async fn worker_answers(sock: &mut UnixStream) {
+    use crate::protocol::frame::{flags, put_frame, Kind};
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    put_frame(&mut out, Kind::Response, 0, b"200 OK");
+    put_frame(&mut out, Kind::Body, flags::END, b"");
+    sock.write_all(&out).await.unwrap();
+}
+
+/// Serves one request through `lease` as the exchange does: sends it, then
+/// waits for the response head (writing whatever waits behind it).
+async fn run(lease: &mut LaneLease, req: &Bytes) {
+    lease.send_request(req).await.unwrap();
+    let head = lease.lane().read_frame_within(Duration::from_secs(5)).await;
+    assert!(matches!(head, Ok(Some(_))), "{head:?}");
+    let end = lease.lane().reader.read_frame().await.unwrap();
+    assert!(end.is_end());
+}
+
+/// One worker with one lane that has served a request, so its service time is known.
+async fn warmed(d: &Dispatcher, id: u64) -> UnixStream {
+    let (lanes, mut theirs) = lanes(1);
+    d.add_worker(WorkerId(id), lanes, WorkerTerms::default());
+    let mut sock = theirs.pop().unwrap();
+    let warm = request(b"warm");
+    let mut lease = d.acquire(warm.clone()).await.unwrap();
+    let serve = async {
+        worker_reads(&mut sock).await;
+        worker_answers(&mut sock).await;
+    };
+    tokio::join!(run(&mut lease, &warm), serve);
+    drop(lease);
+    sock
+}
+
+/// Spawns an acquire of `req`; yields so it reaches the dispatcher.
+async fn ask(
+    d: &Dispatcher,
+    tag: &'static [u8],
+) -> tokio::task::JoinHandle<Result<LaneLease, DispatchError>> {
+    let handle = tokio::spawn({
+        let d = d.clone();
+        async move { d.acquire(request(tag)).await }
+    });
+    tokio::task::yield_now().await;
+    handle
+}
+
+fn load_of(d: &Dispatcher) -> (usize, usize, u64) {
+    let s = d.stats();
+    (s.queued, s.waiting_in_lanes, s.pipelined_total)
+}
+
+#[tokio::test]
+async fn under_overload_the_oldest_queued_request_is_written_behind_the_running_one() {
+    let d = pipelining(Duration::from_secs(1));
+    let mut sock = warmed(&d, 1).await;
+    let mut a = d.acquire(request(b"a")).await.unwrap();
+    a.send_request(&request(b"a")).await.unwrap();
+    let b = ask(&d, b"b").await;
+    assert_eq!(
+        load_of(&d),
+        (1, 0, 0),
+        "one queued request waits for any lane"
+    );
+    let c = ask(&d, b"c").await;
+    assert_eq!(
+        load_of(&d),
+        (1, 1, 1),
+        "with two, the oldest moves into the lane"
+    );
+    // The worker gets b right behind a, before a's response, with the other parity.
+    let (a_flags, _) = worker_reads(&mut sock).await;
+    let reading = tokio::spawn(async move {
+        let b = worker_reads(&mut sock).await;
+        (b, sock)
+    });
+    let head = tokio::time::timeout(
+        Duration::from_millis(200),
+        a.lane().read_frame_within(Duration::ZERO),
+    )
+    .await;
+    assert!(
+        head.is_err(),
+        "no response yet: the holder only wrote b meanwhile"
+    );
+    let ((b_flags, b_payload), mut sock) = reading.await.unwrap();
+    assert_eq!(b_payload, b"b");
+    assert_ne!(a_flags & 0x02, b_flags & 0x02);
+    worker_answers(&mut sock).await;
+    assert!(a
+        .lane()
+        .read_frame_within(Duration::ZERO)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(a.lane().reader.read_frame().await.unwrap().is_end());
+    drop(a);
+    let b = b.await.unwrap().unwrap();
+    assert!(b.request_written());
+    assert_eq!(b.request(), 3, "warm-up, a, b");
+    assert_eq!(load_of(&d), (1, 0, 1), "c alone in the queue stays there");
+    c.abort();
+}
+
+#[tokio::test]
+async fn nothing_waits_behind_a_worker_whose_requests_are_slow() {
+    let d = pipelining(Duration::from_nanos(1));
+    let _sock = warmed(&d, 1).await;
+    let _a = d.acquire(request(b"a")).await.unwrap();
+    let b = ask(&d, b"b").await;
+    let c = ask(&d, b"c").await;
+    assert_eq!(load_of(&d), (2, 0, 0));
+    b.abort();
+    c.abort();
+}
+
+#[tokio::test]
+async fn the_next_queued_request_moves_in_as_soon_as_the_waiting_one_starts() {
+    let d = pipelining(Duration::from_secs(1));
+    let mut sock = warmed(&d, 1).await;
+    let mut a = d.acquire(request(b"a")).await.unwrap();
+    a.send_request(&request(b"a")).await.unwrap();
+    let b = ask(&d, b"b").await;
+    let c = ask(&d, b"c").await;
+    let e = ask(&d, b"e").await;
+    assert_eq!(load_of(&d), (2, 1, 1), "one waiting place per lane");
+    worker_reads(&mut sock).await; // a
+    worker_answers(&mut sock).await;
+    assert!(a
+        .lane()
+        .read_frame_within(Duration::ZERO)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(a.lane().reader.read_frame().await.unwrap().is_end());
+    drop(a);
+    assert_eq!(b.await.unwrap().unwrap().request(), 3);
+    assert_eq!(load_of(&d), (1, 1, 2), "c moved in behind b");
+    c.abort();
+    e.abort();
+}
+
+#[tokio::test]
+async fn a_request_waiting_behind_one_whose_worker_died_is_served_by_another() {
+    let d = pipelining(Duration::from_secs(1));
+    let mut dying = warmed(&d, 1).await;
+    let mut a = d.acquire(request(b"a")).await.unwrap();
+    a.send_request(&request(b"a")).await.unwrap();
+    let b = ask(&d, b"b").await;
+    let c = ask(&d, b"c").await;
+    assert_eq!(load_of(&d), (1, 1, 1));
+    // The holder writes b behind a; then the worker dies without answering a.
+    let holder = tokio::spawn(async move {
+        let read = a.lane().read_frame_within(Duration::ZERO).await;
+        (read.map(|_| ()), a)
+    });
+    worker_reads(&mut dying).await; // a
+    let (_, b_payload) = worker_reads(&mut dying).await;
+    assert_eq!(b_payload, b"b", "b was in the dying worker's lane");
+    drop(dying);
+    let (read, a) = holder.await.unwrap();
+    assert!(read.is_err());
+    a.discard();
+    // b goes back to the front of the queue, ahead of c.
+    wait_for(|| d.stats().redispatched_total == 1).await;
+    let (other, _keep) = lanes(1);
+    d.add_worker(WorkerId(2), other, WorkerTerms::default());
+    let b = b.await.unwrap().expect("b is served elsewhere");
+    assert_eq!(b.worker(), WorkerId(2));
+    assert!(b.request_written());
+    assert_eq!(d.stats().queued, 1, "c still waits");
+    c.abort();
+}
+
+#[tokio::test]
+async fn a_request_waiting_behind_one_that_ended_fails_with_its_worker() {
+    let d = pipelining(Duration::from_secs(1));
+    let mut dying = warmed(&d, 1).await;
+    let mut a = d.acquire(request(b"a")).await.unwrap();
+    a.send_request(&request(b"a")).await.unwrap();
+    let b = ask(&d, b"b").await;
+    let c = ask(&d, b"c").await;
+    // The holder writes b and gives up on a (as a timeout does), but the
+    // worker had answered a: b may have started when the worker died.
+    let read = tokio::time::timeout(
+        Duration::from_millis(100),
+        a.lane().read_frame_within(Duration::ZERO),
+    )
+    .await;
+    assert!(read.is_err());
+    worker_reads(&mut dying).await; // a
+    worker_reads(&mut dying).await; // b
+    worker_answers(&mut dying).await;
+    drop(dying);
+    a.discard();
+    assert_eq!(b.await.unwrap().map(|_| ()), Err(DispatchError::WorkerLost));
+    assert_eq!(d.stats().redispatched_total, 0);
+    c.abort();
+}
+
+async fn wait_for(done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
 }

@@ -20,11 +20,11 @@ use tracing::{error, warn};
 use super::body::{BodyError, ResponseBody};
 use super::service::SERVER_NAME;
 use super::status::RequestError;
-use crate::dispatch::{Dispatcher, LaneLease};
+use crate::dispatch::{DispatchError, Dispatcher, LaneLease};
 use crate::master::event::Event;
 use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo};
 use crate::protocol::frame::{self, flags, Frame, Kind, MAX_PAYLOAD};
-use crate::protocol::lane::{LaneError, LaneWriter, StopPump};
+use crate::protocol::lane::{parity, LaneError, LaneWriter, StopPump};
 
 /// What every exchange needs; shared by all connections.
 #[derive(Debug, Clone)]
@@ -67,40 +67,40 @@ pub async fn forward(
         BodyPlan::Streamed(_) => put_body(&mut request, &body.buffered, false),
     }
     let request = request.freeze();
-    let mut lease = ctx.dispatcher.acquire(request.clone()).await?;
+    let mut lease = ctx
+        .dispatcher
+        .acquire(request.clone())
+        .await
+        .map_err(|err| match err {
+            DispatchError::WorkerLost => RequestError::Worker(err.to_string()),
+            other => RequestError::Overloaded(other),
+        })?;
     let worker = lease.worker();
     // Unless the dispatcher wrote it already (the request was queued).
-    let unsent: &[u8] = if lease.request_written() {
-        b""
-    } else {
-        &request
-    };
-    let lane = lease.lane();
-    if let Err(err) = lane.send_request(unsent).await {
+    if let Err(err) = lease.send_request(&request).await {
         return Err(worker_failed(ctx, lease, err));
     }
     if let Some(rest) = body.rest {
         let limit = ctx.limit_request_body;
         let sent = body.buffered.len() as u64;
-        lane.lend_writer(|writer, stop| tokio::spawn(pump(writer, rest, stop, sent, limit)));
+        let odd = parity(lease.request());
+        lease
+            .lane()
+            .lend_writer(|writer, stop| tokio::spawn(pump(writer, rest, stop, sent, limit, odd)));
     }
 
-    let first = if ctx.timeout.is_zero() {
-        lease.lane().reader.read_frame().await
-    } else {
-        match lease
-            .lane()
-            .read_frame_within(ctx.timeout)
-            .await
-            .transpose()
-        {
-            Some(frame) => frame,
-            None => {
-                error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
-                let _ = ctx.events.send(Event::RequestTimeout { worker });
-                lease.discard();
-                return Err(RequestError::Timeout);
-            }
+    let first = match lease
+        .lane()
+        .read_frame_within(ctx.timeout)
+        .await
+        .transpose()
+    {
+        Some(frame) => frame,
+        None => {
+            error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
+            let _ = ctx.events.send(Event::RequestTimeout { worker });
+            lease.discard();
+            return Err(RequestError::Timeout);
         }
     };
     let frame = match first {
@@ -237,13 +237,14 @@ async fn pump(
     mut stop: oneshot::Receiver<StopPump>,
     mut sent: u64,
     limit: u64,
+    odd: u8,
 ) -> Result<LaneWriter, LaneError> {
     loop {
         let next = tokio::select! {
             how = &mut stop => {
                 match how {
                     Ok(StopPump::Finish) => put_body(&mut writer.buf, b"", true),
-                    Ok(StopPump::Cancel) | Err(_) => frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b""),
+                    Ok(StopPump::Cancel) | Err(_) => frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b""),
                 }
                 writer.flush().await?;
                 return Ok(writer);
@@ -257,7 +258,7 @@ async fn pump(
                 };
                 sent += data.len() as u64;
                 if sent > limit {
-                    frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b"");
+                    frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
                     true
                 } else {
                     put_body(&mut writer.buf, &data, false);
@@ -269,7 +270,7 @@ async fn pump(
                 true
             }
             Some(Err(_)) => {
-                frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b"");
+                frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
                 true
             }
         };

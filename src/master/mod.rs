@@ -72,6 +72,7 @@ pub async fn run(
     let dispatcher = Dispatcher::new(
         settings.backlog as usize,
         settings.queue_timeout,
+        settings.pipeline_below,
         news_tx,
         queue_wait,
     );
@@ -79,7 +80,12 @@ pub async fn run(
         let stats = dispatcher.clone();
         metrics.set_load_source(Box::new(move || {
             let s = stats.stats();
-            (s.busy_lanes, s.queued)
+            metrics::Load {
+                in_flight: s.busy_lanes,
+                queued: s.queued,
+                waited_in_lane_total: s.pipelined_total,
+                redispatched_total: s.redispatched_total,
+            }
         }));
     }
     for listener in &listeners {

@@ -47,9 +47,13 @@ pub const QUEUE_WAIT_SECONDS: &str = "ferrocorn_queue_wait_seconds";
 pub const REQUEST_DURATION_SECONDS: &str = "ferrocorn_request_duration_seconds";
 /// Responses by status class.
 pub const RESPONSES_TOTAL: &str = "ferrocorn_responses_total";
+/// Requests that waited in a busy lane behind the running one.
+pub const WAITED_IN_LANE_TOTAL: &str = "ferrocorn_requests_waited_in_lane_total";
+/// Requests served by another worker because theirs died before they started.
+pub const REDISPATCHED_TOTAL: &str = "ferrocorn_requests_redispatched_total";
 
 /// Every exposed family name, for tests and docs.
-pub const ALL_NAMES: [&str; 11] = [
+pub const ALL_NAMES: [&str; 13] = [
     WORKER_MEMORY_BYTES,
     WORKER_REQUESTS_SERVED,
     WORKER_AGE_SECONDS,
@@ -61,6 +65,8 @@ pub const ALL_NAMES: [&str; 11] = [
     QUEUE_WAIT_SECONDS,
     REQUEST_DURATION_SECONDS,
     RESPONSES_TOTAL,
+    WAITED_IN_LANE_TOTAL,
+    REDISPATCHED_TOTAL,
 ];
 
 /// Restart reasons counted from zero, so `rate()` works before the first one.
@@ -110,7 +116,20 @@ struct StatusLabels {
     class: &'static str,
 }
 
-type LoadSource = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+type LoadSource = Box<dyn Fn() -> Load + Send + Sync>;
+
+/// The dispatcher's figures, read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Requests being served by a worker lane.
+    pub in_flight: usize,
+    /// Requests waiting in the queue.
+    pub queued: usize,
+    /// Requests that waited in a busy lane, since the start.
+    pub waited_in_lane_total: u64,
+    /// Requests served elsewhere after their worker died before they started, since the start.
+    pub redispatched_total: u64,
+}
 
 /// The master's metrics: a registry plus handles to its families.
 /// Shared as `Arc<Metrics>`; every method takes `&self`.
@@ -124,6 +143,8 @@ pub struct Metrics {
     restarts: Family<ReasonLabels, Counter>,
     in_flight: Gauge,
     queue_length: Gauge,
+    waited_in_lane: Counter,
+    redispatched: Counter,
     queue_wait: Histogram,
     request_duration: Histogram,
     /// Pre-created so the hot path builds no label set.
@@ -207,6 +228,20 @@ impl Metrics {
             "Requests waiting for a free worker lane",
             queue_length.clone(),
         );
+        let waited_in_lane = Counter::default();
+        register(
+            &mut registry,
+            WAITED_IN_LANE_TOTAL,
+            "Requests that waited in a busy worker lane, written behind the running request",
+            waited_in_lane.clone(),
+        );
+        let redispatched = Counter::default();
+        register(
+            &mut registry,
+            REDISPATCHED_TOTAL,
+            "Requests that waited in a lane whose worker died before they started, and were served by another",
+            redispatched.clone(),
+        );
         let queue_wait = Histogram::new(LATENCY_BUCKETS);
         register(
             &mut registry,
@@ -240,6 +275,8 @@ impl Metrics {
             restarts,
             in_flight,
             queue_length,
+            waited_in_lane,
+            redispatched,
             queue_wait,
             request_duration,
             responses,
@@ -289,9 +326,9 @@ impl Metrics {
     }
 
     /// Live dispatcher figures read at scrape time: a closure returning
-    /// `(in_flight, queued)`. It runs inside [`Metrics::render`], so it must
-    /// not call back into this `Metrics`.
-    pub fn set_load_source(&self, f: Box<dyn Fn() -> (usize, usize) + Send + Sync>) {
+    /// [`Load`]. It runs inside [`Metrics::render`], so it must not call
+    /// back into this `Metrics`.
+    pub fn set_load_source(&self, f: Box<dyn Fn() -> Load + Send + Sync>) {
         *self.load.write().unwrap_or_else(PoisonError::into_inner) = Some(f);
     }
 
@@ -332,11 +369,18 @@ impl Metrics {
     pub fn render(&self) -> String {
         let load = self.load.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(source) = load.as_ref() {
-            let (in_flight, queued) = source();
+            let load = source();
             self.in_flight
-                .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+                .set(i64::try_from(load.in_flight).unwrap_or(i64::MAX));
             self.queue_length
-                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+                .set(i64::try_from(load.queued).unwrap_or(i64::MAX));
+            // The dispatcher keeps the totals; the counters catch up.
+            for (counter, total) in [
+                (&self.waited_in_lane, load.waited_in_lane_total),
+                (&self.redispatched, load.redispatched_total),
+            ] {
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
         }
         drop(load);
         let _view = self.view();
@@ -613,11 +657,24 @@ mod tests {
         let source = load.clone();
         metrics.set_load_source(Box::new(move || {
             let n = source.load(std::sync::atomic::Ordering::Relaxed);
-            (n, n * 10)
+            Load {
+                in_flight: n,
+                queued: n * 10,
+                waited_in_lane_total: n as u64 * 100,
+                redispatched_total: n as u64,
+            }
         }));
         let text = metrics.render();
         assert_eq!(sample(&text, "ferrocorn_requests_in_flight"), Some(4.0));
         assert_eq!(sample(&text, "ferrocorn_queue_length"), Some(40.0));
+        assert_eq!(
+            sample(&text, "ferrocorn_requests_waited_in_lane_total"),
+            Some(400.0)
+        );
+        assert_eq!(
+            sample(&text, "ferrocorn_requests_redispatched_total"),
+            Some(4.0)
+        );
         load.store(1, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(
             sample(&metrics.render(), "ferrocorn_queue_length"),

@@ -8,7 +8,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Version of the protocol; the worker reports its own in HELLO.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 8;
 /// Largest payload of one frame; larger data is split into BODY frames.
@@ -57,7 +57,8 @@ impl Kind {
     /// Flag bits this kind may carry.
     fn allowed_flags(self) -> u8 {
         match self {
-            Kind::Request => flags::HAS_BODY,
+            Kind::Request => flags::HAS_BODY | flags::ODD,
+            Kind::Cancel => flags::ODD,
             Kind::Body => flags::END,
             Kind::BootFailed => flags::APP_LOAD,
             _ => 0,
@@ -69,6 +70,9 @@ impl Kind {
 pub mod flags {
     /// REQUEST: BODY frames follow.
     pub const HAS_BODY: u8 = 0x01;
+    /// REQUEST and CANCEL: the request's parity on its lane. A second
+    /// request may wait behind the running one, so a CANCEL says whose it is.
+    pub const ODD: u8 = 0x02;
     /// BODY: the last frame of the body.
     pub const END: u8 = 0x01;
     /// BOOT_FAILED: the app could not be loaded (exit 4, not 3).

@@ -1,21 +1,24 @@
-//! A lane's socket: one request at a time between the master and one worker
-//! thread. Reads whole frames into a reusable buffer and writes prepared
-//! bytes. Split into a reader and a writer so a request body can stream to
-//! the worker while its response streams back.
+//! A lane's socket between the master and one worker thread: one request
+//! runs at a time, and one more may wait behind it (written ahead, so a busy
+//! worker never sleeps between requests). Reads whole frames into a reusable
+//! buffer and writes prepared bytes. Split into a reader and a writer so a
+//! request body can stream to the worker while its response streams back.
 
+use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use super::environ::HeadCache;
-use super::frame::{self, flags, DecodeError, Frame, Kind};
+use super::frame::{self, flags, DecodeError, Frame, Kind, HEADER_LEN};
 
 /// Why a lane cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +41,11 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct LaneReader {
     half: OwnedReadHalf,
     buf: BytesMut,
-    /// A request was sent and its response has not ended yet.
-    open: bool,
+    /// Requests written to the lane so far, and responses ended (END or
+    /// ERROR). Request number `n` runs while `ended == n - 1` and waits
+    /// behind the running one while `ended < n - 1`.
+    written: u64,
+    ended: u64,
 }
 
 impl LaneReader {
@@ -52,8 +58,16 @@ impl LaneReader {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(READ_CHUNK);
             }
-            if self.half.read_buf(&mut self.buf).await? == 0 {
-                return Err(LaneError::Closed);
+            match self.half.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(LaneError::Closed),
+                Ok(_) => {}
+                // A Unix socket whose peer exits with bytes unread (a request
+                // waiting behind the one it was running) reports a reset
+                // instead of EOF, after everything the peer sent was read.
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Err(LaneError::Closed)
+                }
+                Err(err) => return Err(err.into()),
             }
         }
     }
@@ -67,8 +81,10 @@ impl LaneReader {
     pub fn buffered_frame(&mut self) -> Result<Option<Frame>, LaneError> {
         let frame = frame::decode(&mut self.buf)?;
         if let Some(frame) = &frame {
-            if frame.kind == Kind::Error || (frame.kind == Kind::Body && frame.is_end()) {
-                self.open = false;
+            if (frame.kind == Kind::Error || (frame.kind == Kind::Body && frame.is_end()))
+                && self.ended < self.written
+            {
+                self.ended += 1;
             }
         }
         Ok(frame)
@@ -104,7 +120,8 @@ pub fn split(stream: UnixStream) -> (LaneReader, LaneWriter) {
         LaneReader {
             half: read,
             buf: BytesMut::with_capacity(READ_CHUNK),
-            open: false,
+            written: 0,
+            ended: 0,
         },
         LaneWriter {
             half: write,
@@ -135,6 +152,13 @@ enum WriterSlot {
     Lost,
 }
 
+/// Identifies a lane for the dispatcher while the lane itself is lent out.
+pub type LaneId = u64;
+
+/// Largest request (head and buffered body) that may wait in a lane behind
+/// a running one; larger ones wait in the dispatcher's queue.
+pub const MAX_WAITING_REQUEST: usize = 64 * 1024;
+
 /// Both halves of a lane, and what state the exchange on it is in.
 #[derive(Debug)]
 pub struct Lane {
@@ -145,21 +169,60 @@ pub struct Lane {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Response heads from this lane's worker.
     pub heads: HeadCache,
+    id: LaneId,
+    /// Requests the dispatcher wants written behind the running one. The
+    /// lane's holder writes them while it waits for its response
+    /// ([`Lane::read_frame_within`]); the dispatcher writes one itself if it
+    /// is still here when the lane comes back.
+    ahead_tx: mpsc::UnboundedSender<Bytes>,
+    ahead_rx: mpsc::UnboundedReceiver<Bytes>,
 }
 
 impl Lane {
     /// Wraps a lane socket.
     pub fn new(stream: UnixStream) -> Lane {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (reader, writer) = split(stream);
+        let (ahead_tx, ahead_rx) = mpsc::unbounded_channel();
         Lane {
             reader,
             writer: WriterSlot::Here(writer),
             deadline: None,
             heads: HeadCache::default(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            ahead_tx,
+            ahead_rx,
         }
     }
 
-    /// Reads the next whole frame, or `Ok(None)` if `timeout` passes first.
+    /// This lane's id, unique in the process.
+    pub fn id(&self) -> LaneId {
+        self.id
+    }
+
+    /// Where the dispatcher sends a request to be written behind the running one.
+    pub fn ahead_sender(&self) -> mpsc::UnboundedSender<Bytes> {
+        self.ahead_tx.clone()
+    }
+
+    /// A request sent to [`Lane::ahead_sender`] that nobody has written yet.
+    pub fn take_unwritten_ahead(&mut self) -> Option<Bytes> {
+        self.ahead_rx.try_recv().ok()
+    }
+
+    /// Requests written to this lane so far; the last one's number.
+    pub fn written(&self) -> u64 {
+        self.reader.written
+    }
+
+    /// Responses that ended on this lane so far.
+    pub fn ended(&self) -> u64 {
+        self.reader.ended
+    }
+
+    /// Reads the next whole frame, or `Ok(None)` if `timeout` (zero: none)
+    /// passes first. Meanwhile it writes any request the dispatcher sends to
+    /// wait behind this one.
     ///
     /// The lane moves one timer forward for each request instead of making
     /// a new one: moving a tokio timer that has not fired yet only stores
@@ -169,17 +232,29 @@ impl Lane {
         &mut self,
         timeout: Duration,
     ) -> Result<Option<Frame>, LaneError> {
-        let Some(deadline) = Instant::now().checked_add(timeout) else {
-            return self.reader.read_frame().await.map(Some);
+        let deadline = if timeout.is_zero() {
+            None
+        } else {
+            Instant::now().checked_add(timeout)
         };
-        let sleep = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        sleep.as_mut().reset(deadline);
-        tokio::select! {
-            biased;
-            frame = self.reader.read_frame() => frame.map(Some),
-            () = sleep.as_mut() => Ok(None),
+        if let Some(deadline) = deadline {
+            let sleep = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            sleep.as_mut().reset(deadline);
+        }
+        loop {
+            let writer_here = matches!(self.writer, WriterSlot::Here(_));
+            let timed = deadline.is_some();
+            let (reader, timer, ahead_rx) =
+                (&mut self.reader, &mut self.deadline, &mut self.ahead_rx);
+            let ahead = tokio::select! {
+                biased;
+                frame = reader.read_frame() => return frame.map(Some),
+                () = expire(timer), if timed => return Ok(None),
+                Some(ahead) = ahead_rx.recv(), if writer_here => ahead,
+            };
+            self.write_now(&ahead);
         }
     }
 
@@ -192,29 +267,58 @@ impl Lane {
     }
 
     /// Sends what the writer holds, then `request` (a REQUEST frame, maybe
-    /// with its body), and marks the lane busy until the response ends.
+    /// with its body; empty if it was written already). The lane is busy
+    /// until its response ends.
     pub async fn send_request(&mut self, request: &[u8]) -> Result<(), LaneError> {
         let WriterSlot::Here(writer) = &mut self.writer else {
             return Err(LaneError::Closed);
         };
-        self.reader.open = true;
         writer.flush().await?;
-        writer.half.write_all(request).await?;
+        if request.len() < HEADER_LEN {
+            return Ok(());
+        }
+        let head = stamp(&mut self.reader, request);
+        let rest = &request[HEADER_LEN..];
+        let mut sent = 0;
+        while sent < request.len() {
+            let n = if sent < HEADER_LEN {
+                let parts = [IoSlice::new(&head[sent..]), IoSlice::new(rest)];
+                writer.half.write_vectored(&parts).await?
+            } else {
+                writer.half.write(&rest[sent - HEADER_LEN..]).await?
+            };
+            if n == 0 {
+                return Err(LaneError::Closed);
+            }
+            sent += n;
+        }
         Ok(())
     }
 
     /// Writes `request` without waiting: what the socket takes now goes out
-    /// at once, the rest waits in the writer for [`Lane::send_request`].
-    /// The lane is busy from here on.
+    /// at once, the rest waits in the writer for the next write on the lane
+    /// (the request's own [`Lane::send_request`] at the latest). Also used
+    /// to write a request behind a running one.
     pub fn write_now(&mut self, request: &[u8]) {
-        if let WriterSlot::Here(writer) = &mut self.writer {
-            let written = if writer.buf.is_empty() {
-                writer.half.try_write(request).unwrap_or(0)
-            } else {
-                0
-            };
+        let WriterSlot::Here(writer) = &mut self.writer else {
+            return;
+        };
+        if request.len() < HEADER_LEN {
+            return;
+        }
+        let head = stamp(&mut self.reader, request);
+        let rest = &request[HEADER_LEN..];
+        let written = if writer.buf.is_empty() {
+            let parts = [IoSlice::new(&head), IoSlice::new(rest)];
+            writer.half.try_write_vectored(&parts).unwrap_or(0)
+        } else {
+            0
+        };
+        if written < HEADER_LEN {
+            writer.buf.extend_from_slice(&head[written..]);
+            writer.buf.extend_from_slice(rest);
+        } else {
             writer.buf.extend_from_slice(&request[written..]);
-            self.reader.open = true;
         }
     }
 
@@ -251,26 +355,55 @@ impl Lane {
         }
     }
 
-    /// Whether the lane can take the next request as it is.
-    pub fn is_settled(&self) -> bool {
-        !self.reader.open && matches!(self.writer, WriterSlot::Here(_))
+    /// Whether request number `request` (0: none was written) is over and
+    /// the writer is back, so the lane can go to its next holder.
+    pub fn is_settled(&self, request: u64) -> bool {
+        self.reader.ended >= request && matches!(self.writer, WriterSlot::Here(_))
     }
 
     /// Brings an abandoned exchange to its end: stops the body pump, tells
-    /// the worker the client is gone and discards the rest of the response.
-    pub async fn cancel(&mut self) -> Result<(), LaneError> {
+    /// the worker the client of request number `request` is gone (once it
+    /// runs) and discards the rest of its response.
+    pub async fn cancel(&mut self, request: u64) -> Result<(), LaneError> {
         self.reclaim_writer(StopPump::Cancel).await?;
-        if !self.reader.open {
-            return Ok(());
-        }
-        let writer = self.writer().ok_or(LaneError::Closed)?;
-        frame::put_frame(&mut writer.buf, Kind::Cancel, 0, b"");
-        writer.flush().await?;
-        while self.reader.open {
+        let mut told = false;
+        while self.reader.ended < request {
+            if !told && self.reader.ended + 1 == request {
+                let writer = self.writer().ok_or(LaneError::Closed)?;
+                frame::put_frame(&mut writer.buf, Kind::Cancel, parity(request), b"");
+                writer.flush().await?;
+                told = true;
+            }
             self.reader.read_frame().await?;
         }
         Ok(())
     }
+}
+
+async fn expire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The ODD flag of request number `request` on its lane.
+pub fn parity(request: u64) -> u8 {
+    if request % 2 == 1 {
+        flags::ODD
+    } else {
+        0
+    }
+}
+
+/// Counts a request written to the lane and returns its REQUEST header with
+/// the request's parity flag set.
+fn stamp(reader: &mut LaneReader, request: &[u8]) -> [u8; HEADER_LEN] {
+    reader.written += 1;
+    let mut head = [0u8; HEADER_LEN];
+    head.copy_from_slice(&request[..HEADER_LEN]);
+    head[5] |= parity(reader.written);
+    head
 }
 
 /// Appends an empty BODY(END) frame: the request body is over.

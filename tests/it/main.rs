@@ -8,6 +8,7 @@ mod http_front;
 mod lifecycle;
 mod options;
 mod pep3333;
+mod pipelining;
 mod recycling;
 mod serving;
 mod sweep;
