@@ -359,7 +359,8 @@ impl Dispatcher {
         let mut orphans = Vec::new();
         let mut state = self.state();
         if let Some(at) = state.slots.iter().position(|s| s.worker == worker) {
-            let slot = state.slots.swap_remove(at);
+            // `remove`, not `swap_remove`: ties in `pick` go by slot order.
+            let slot = state.slots.remove(at);
             for book in slot.books {
                 if let Some(waiting) = book.waiting {
                     state.stranded.push((book.lane, waiting));
