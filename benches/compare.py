@@ -17,7 +17,6 @@ live in benches/harness/ (module map in its __init__.py).
 from __future__ import annotations
 
 import shlex
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from typing import Sequence
 
 from harness.measure import MemorySampler, cpu_snapshot, cpu_usage, sample_memory
 from harness.options import APPS, URL_PATH, Config, check_setup, parse_args
-from harness.process import command_output, free_port, log_excerpt, start_server, stop_server, wait_ready
+from harness.process import (command_output, free_port, log_excerpt, start_server, stop_on_term, stop_server,
+                             wait_ready)
 from harness.report import RunResult, machine_info, progress_line, summary_markdown, write_csv
 from harness.wrk import parse_wrk, run_wrk, wrk_command
 
@@ -114,10 +114,6 @@ def run_one(config: Config, command: ServerCommand, round_no: int) -> RunResult:
     return result
 
 
-def raise_on_term(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str]) -> int:
     config = parse_args(argv[1:])
     problems = check_setup(config)
@@ -125,7 +121,7 @@ def main(argv: Sequence[str]) -> int:
         for problem in problems:
             print(f"compare.py: {problem}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, raise_on_term)  # so the `finally` in run_one stops the running server
+    stop_on_term()  # so the `finally` in run_one stops the running server
     for sub in ("logs", "wrk"):
         (config.out / sub).mkdir(parents=True, exist_ok=True)
     machine = machine_info(config)

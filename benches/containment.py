@@ -24,7 +24,6 @@ import argparse
 import csv
 import os
 import shlex
-import signal
 import sys
 import time
 from collections import Counter
@@ -35,7 +34,8 @@ from typing import Callable, Optional, Sequence
 
 from harness.measure import CpuUsage, MemorySample, MemorySampler, cpu_snapshot, cpu_usage, sample_memory
 from harness.paced import LoadResult, PacedLoad, percentile
-from harness.process import command_output, free_port, log_excerpt, start_server, stop_server, wait_ready
+from harness.process import (command_output, free_port, log_excerpt, start_server, stop_on_term, stop_server,
+                             wait_ready)
 from harness.report import machine_facts, mib
 from harness.restarts import gunicorn_restarts, scrape_restarts
 
@@ -378,10 +378,6 @@ def progress_line(r: RowResult) -> str:
             + ("" if r.status == "ok" else f"  [{r.status}]"))
 
 
-def raise_on_term(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str]) -> int:
     o = parse_args(argv[1:])
     problems = check_setup(o)
@@ -389,7 +385,7 @@ def main(argv: Sequence[str]) -> int:
         for problem in problems:
             print(f"containment.py: {problem}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, raise_on_term)  # so run_row's `finally` stops the running server
+    stop_on_term()  # so run_row's `finally` stops the running server
     (o.out / "logs").mkdir(parents=True, exist_ok=True)
     machine = machine_facts(o.venv, o.ferrocorn)
     help_text = command_output([str(o.venv / "bin" / "gunicorn"), "--help"], first_line=False)

@@ -113,3 +113,12 @@ def command_output(argv: Sequence[str], first_line: bool = True, timeout: float 
     if not text:
         return f"unavailable (exit code {proc.returncode}, no output)"
     return text.splitlines()[0] if first_line else text
+
+
+def stop_on_term() -> None:
+    """Make TERM raise SystemExit, so a `finally` that stops the running server runs."""
+
+    def raise_on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, raise_on_term)

@@ -12,7 +12,6 @@ pub struct LaneLease {
     lane: Option<Lane>,
     worker: WorkerId,
     dispatcher: Dispatcher,
-    request_written: bool,
     /// The number of this lease's request on its lane, once written (0: not yet).
     request: u64,
 }
@@ -23,7 +22,6 @@ impl LaneLease {
             lane: Some(lane),
             worker,
             dispatcher,
-            request_written: false,
             request: 0,
         }
     }
@@ -36,7 +34,6 @@ impl LaneLease {
 
     /// The lease's request is the last one written to its lane.
     pub(super) fn mark_written(&mut self) {
-        self.request_written = true;
         if let Some(lane) = &self.lane {
             self.request = lane.written();
         }
@@ -45,7 +42,7 @@ impl LaneLease {
     /// Sends what the lane's writer holds, then `request` unless the
     /// dispatcher wrote it already, and notes the request's number on the lane.
     pub async fn send_request(&mut self, request: &[u8]) -> Result<(), LaneError> {
-        let unsent: &[u8] = if self.request_written { b"" } else { request };
+        let unsent: &[u8] = if self.request_written() { b"" } else { request };
         let lane = self.lane();
         lane.send_request(unsent).await?;
         if !unsent.is_empty() {
@@ -54,10 +51,11 @@ impl LaneLease {
         Ok(())
     }
 
-    /// Whether the dispatcher already wrote the request given to `acquire`
+    /// Whether the request is written: before [`LaneLease::send_request`],
+    /// whether the dispatcher already wrote the request given to `acquire`
     /// (or queued what the socket did not take at once).
     pub fn request_written(&self) -> bool {
-        self.request_written
+        self.request != 0
     }
 
     /// The number of this lease's request on its lane (0 until written).

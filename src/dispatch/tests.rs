@@ -272,13 +272,26 @@ async fn worker_answers(sock: &mut UnixStream) {
 }
 
 /// Serves one request through `lease` as the exchange does: sends it, then
-/// waits for the response head (writing whatever waits behind it).
+/// reads its response.
 async fn run(lease: &mut LaneLease, req: &Bytes) {
     lease.send_request(req).await.unwrap();
+    finish(lease).await;
+}
+
+/// Reads a whole response through `lease` as the exchange does: the head
+/// (writing whatever waits behind it meanwhile), then BODY(END).
+async fn finish(lease: &mut LaneLease) {
     let head = lease.lane().read_frame_within(Duration::from_secs(5)).await;
     assert!(matches!(head, Ok(Some(_))), "{head:?}");
     let end = lease.lane().reader.read_frame().await.unwrap();
     assert!(end.is_end());
+}
+
+/// A lane leased for request `tag`, its request sent: the running request.
+async fn running(d: &Dispatcher, tag: &'static [u8]) -> LaneLease {
+    let mut lease = d.acquire(request(tag)).await.unwrap();
+    lease.send_request(&request(tag)).await.unwrap();
+    lease
 }
 
 /// One worker with one lane that has served a request, so its service time is known.
@@ -319,8 +332,7 @@ fn load_of(d: &Dispatcher) -> (usize, usize, u64) {
 async fn under_overload_the_oldest_queued_request_is_written_behind_the_running_one() {
     let d = pipelining(Duration::from_secs(1));
     let mut sock = warmed(&d, 1).await;
-    let mut a = d.acquire(request(b"a")).await.unwrap();
-    a.send_request(&request(b"a")).await.unwrap();
+    let mut a = running(&d, b"a").await;
     let b = ask(&d, b"b").await;
     assert_eq!(
         load_of(&d),
@@ -352,13 +364,7 @@ async fn under_overload_the_oldest_queued_request_is_written_behind_the_running_
     assert_eq!(b_payload, b"b");
     assert_ne!(a_flags & 0x02, b_flags & 0x02);
     worker_answers(&mut sock).await;
-    assert!(a
-        .lane()
-        .read_frame_within(Duration::ZERO)
-        .await
-        .unwrap()
-        .is_some());
-    assert!(a.lane().reader.read_frame().await.unwrap().is_end());
+    finish(&mut a).await;
     drop(a);
     let b = b.await.unwrap().unwrap();
     assert!(b.request_written());
@@ -383,21 +389,14 @@ async fn nothing_waits_behind_a_worker_whose_requests_are_slow() {
 async fn the_next_queued_request_moves_in_as_soon_as_the_waiting_one_starts() {
     let d = pipelining(Duration::from_secs(1));
     let mut sock = warmed(&d, 1).await;
-    let mut a = d.acquire(request(b"a")).await.unwrap();
-    a.send_request(&request(b"a")).await.unwrap();
+    let mut a = running(&d, b"a").await;
     let b = ask(&d, b"b").await;
     let c = ask(&d, b"c").await;
     let e = ask(&d, b"e").await;
     assert_eq!(load_of(&d), (2, 1, 1), "one waiting place per lane");
     worker_reads(&mut sock).await; // a
     worker_answers(&mut sock).await;
-    assert!(a
-        .lane()
-        .read_frame_within(Duration::ZERO)
-        .await
-        .unwrap()
-        .is_some());
-    assert!(a.lane().reader.read_frame().await.unwrap().is_end());
+    finish(&mut a).await;
     drop(a);
     assert_eq!(b.await.unwrap().unwrap().request(), 3);
     assert_eq!(load_of(&d), (1, 1, 2), "c moved in behind b");
@@ -409,8 +408,7 @@ async fn the_next_queued_request_moves_in_as_soon_as_the_waiting_one_starts() {
 async fn a_request_waiting_behind_one_whose_worker_died_is_served_by_another() {
     let d = pipelining(Duration::from_secs(1));
     let mut dying = warmed(&d, 1).await;
-    let mut a = d.acquire(request(b"a")).await.unwrap();
-    a.send_request(&request(b"a")).await.unwrap();
+    let mut a = running(&d, b"a").await;
     let b = ask(&d, b"b").await;
     let c = ask(&d, b"c").await;
     assert_eq!(load_of(&d), (1, 1, 1));
@@ -441,8 +439,7 @@ async fn a_request_waiting_behind_one_whose_worker_died_is_served_by_another() {
 async fn a_request_waiting_behind_one_that_ended_fails_with_its_worker() {
     let d = pipelining(Duration::from_secs(1));
     let mut dying = warmed(&d, 1).await;
-    let mut a = d.acquire(request(b"a")).await.unwrap();
-    a.send_request(&request(b"a")).await.unwrap();
+    let mut a = running(&d, b"a").await;
     let b = ask(&d, b"b").await;
     let c = ask(&d, b"c").await;
     // The holder writes b and gives up on a (as a timeout does), but the

@@ -76,7 +76,6 @@ pub async fn forward(
             other => RequestError::Overloaded(other),
         })?;
     let worker = lease.worker();
-    // Unless the dispatcher wrote it already (the request was queued).
     if let Err(err) = lease.send_request(&request).await {
         return Err(worker_failed(ctx, lease, err));
     }

@@ -299,6 +299,14 @@ pub fn http_get(addr: &str, path: &str) -> Result<Response, String> {
     )
 }
 
+/// The value of the `/metrics` sample line that starts with `series` (name
+/// and labels, then a space), if the endpoint answers and has it.
+pub fn metric(metrics_addr: &str, series: &str) -> Option<f64> {
+    let text = http_get(metrics_addr, "/metrics").ok()?.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -4,59 +4,43 @@
 
 use std::process::Command;
 
-use crate::harness::{free_port, http_get, wait_until, TestServer, DEADLINE};
-
-fn metric(metrics_addr: &str, series: &str) -> f64 {
-    let text = http_get(metrics_addr, "/metrics")
-        .unwrap_or_else(|e| panic!("/metrics: {e}"))
-        .text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
+use crate::harness::{free_port, metric, wait_until, TestServer, DEADLINE};
 
 const WAITED: &str = "ferrocorn_requests_waited_in_lane_total ";
 const REDISPATCHED: &str = "ferrocorn_requests_redispatched_total ";
 const IN_FLIGHT: &str = "ferrocorn_requests_in_flight ";
+const SERVING: &str = "ferrocorn_workers{state=\"serving\"} ";
+
+/// The series' value; the test fails if `/metrics` lacks it.
+fn value(metrics: &str, series: &str) -> f64 {
+    metric(metrics, series).unwrap_or_else(|| panic!("no {series} on /metrics"))
+}
 
 /// Waits until the series reaches `at_least`.
 fn wait_metric(server: &TestServer, metrics: &str, series: &str, at_least: f64) {
-    wait_until(series, DEADLINE, || {
-        let value = metric(metrics, series);
-        if value >= at_least {
-            Ok(())
-        } else {
-            let all = http_get(metrics, "/metrics")
-                .map(|r| r.text())
-                .unwrap_or_default();
-            let load: Vec<&str> = all
-                .lines()
-                .filter(|l| l.starts_with("ferrocorn_") && !l.contains("bucket"))
-                .collect();
-            Err(format!(
-                "{series}= {value}; {load:#?}\nlog:\n{}",
-                server.stderr()
-            ))
-        }
+    wait_until(series, DEADLINE, || match metric(metrics, series) {
+        Some(value) if value >= at_least => Ok(()),
+        value => Err(format!("{series}= {value:?}; log:\n{}", server.stderr())),
     });
+}
+
+/// Serves the example Flask app with `-w workers`, `extra` flags and
+/// metrics on a free port; returns once every worker is serving (start()
+/// waits for one) with the metrics address.
+fn start(workers: &str, extra: &[&str]) -> (TestServer, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["-w", workers, "--metrics-bind", &metrics];
+    args.extend_from_slice(extra);
+    args.push("examples.flask_app:app");
+    let server = TestServer::start(&args);
+    let all: f64 = workers.parse().expect("a worker count");
+    wait_metric(&server, &metrics, SERVING, all);
+    (server, metrics)
 }
 
 #[test]
 fn short_requests_wait_in_busy_lanes_under_load_and_none_fails() {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server = TestServer::start(&[
-        "-w",
-        "2",
-        "--metrics-bind",
-        &metrics,
-        "examples.flask_app:app",
-    ]);
-    wait_metric(
-        &server,
-        &metrics,
-        "ferrocorn_workers{state=\"serving\"} ",
-        2.0,
-    );
+    let (server, metrics) = start("2", &[]);
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let clients: Vec<_> = (0..8)
             .map(|_| {
@@ -75,49 +59,24 @@ fn short_requests_wait_in_busy_lanes_under_load_and_none_fails() {
     assert_eq!(statuses.len(), 320);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     // 8 clients on 2 lanes: whenever a lane frees up, a request is waiting.
-    assert!(metric(&metrics, WAITED) > 0.0, "{}", server.stderr());
+    assert!(value(&metrics, WAITED) > 0.0, "{}", server.stderr());
 
     // Turned off, nothing waits in a lane.
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server = TestServer::start(&[
-        "-w",
-        "2",
-        "--pipeline-below",
-        "0",
-        "--metrics-bind",
-        &metrics,
-        "examples.flask_app:app",
-    ]);
+    let (server, metrics) = start("2", &["--pipeline-below", "0"]);
     assert!(server
         .get_concurrently(16, "/hello")
         .iter()
         .all(|&s| s == 200));
-    assert_eq!(metric(&metrics, WAITED), 0.0);
+    assert_eq!(value(&metrics, WAITED), 0.0);
 }
 
 #[test]
 fn a_killed_worker_takes_only_its_running_request_with_it() {
-    let metrics = format!("127.0.0.1:{}", free_port());
     // --pipeline-below 60s: requests also wait behind the slow ones here.
-    let server = TestServer::start(&[
-        "-w",
-        "2",
-        "--pipeline-below",
-        "60s",
-        "--metrics-bind",
-        &metrics,
-        "examples.flask_app:app",
-    ]);
-    // Both workers up (start() waits for one), and each learns its
-    // (short) service time.
-    wait_metric(
-        &server,
-        &metrics,
-        "ferrocorn_workers{state=\"serving\"} ",
-        2.0,
-    );
+    let (server, metrics) = start("2", &["--pipeline-below", "60s"]);
+    // Each worker learns its (short) service time.
     assert!(server.get_concurrently(4, "/pid").iter().all(|&s| s == 200));
-    let waited_before = metric(&metrics, WAITED);
+    let waited_before = value(&metrics, WAITED);
     let results: Vec<(u16, String)> = std::thread::scope(|s| {
         let slow: Vec<_> = (0..2)
             .map(|_| s.spawn(|| server.get("/pid?ms=3000")))
@@ -152,25 +111,14 @@ fn a_killed_worker_takes_only_its_running_request_with_it() {
         "{results:?}\n{}",
         server.stderr()
     );
-    assert_eq!(metric(&metrics, REDISPATCHED), 1.0, "{}", server.stderr());
+    assert_eq!(value(&metrics, REDISPATCHED), 1.0, "{}", server.stderr());
 }
 
 #[test]
 fn a_request_waiting_behind_one_that_times_out_is_served_by_the_replacement() {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server = TestServer::start(&[
-        "-w",
-        "1",
-        "--timeout",
-        "1",
-        "--pipeline-below",
-        "60s",
-        "--metrics-bind",
-        &metrics,
-        "examples.flask_app:app",
-    ]);
+    let (server, metrics) = start("1", &["--timeout", "1", "--pipeline-below", "60s"]);
     let before = server.get("/pid").text();
-    let waited_before = metric(&metrics, WAITED);
+    let waited_before = value(&metrics, WAITED);
     let (slow, waiting) = std::thread::scope(|s| {
         let slow = s.spawn(|| server.get("/pid?ms=3000"));
         wait_metric(&server, &metrics, IN_FLIGHT, 1.0);
@@ -185,5 +133,5 @@ fn a_request_waiting_behind_one_that_times_out_is_served_by_the_replacement() {
         assert_eq!(resp.status, 200, "{}", server.stderr());
         assert_ne!(resp.text(), before, "served by the replacement");
     }
-    assert_eq!(metric(&metrics, REDISPATCHED), 1.0);
+    assert_eq!(value(&metrics, REDISPATCHED), 1.0);
 }

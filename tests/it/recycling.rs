@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::harness::{children_of, free_port, http_get, wait_until, TestServer, DEADLINE};
+use crate::harness::{children_of, free_port, http_get, metric, wait_until, TestServer, DEADLINE};
 
 /// `total` GETs of `path` from `clients` threads; (status, body) of each.
 fn load(server: &TestServer, path: &str, total: usize, clients: usize) -> Vec<(u16, String)> {
@@ -35,12 +35,6 @@ fn logged_numbers(log: &str, needles: &[&str], key: &str) -> Vec<u64> {
             line[at..].split_whitespace().next()?.parse().ok()
         })
         .collect()
-}
-
-fn metric(metrics_addr: &str, series: &str) -> Option<f64> {
-    let text = http_get(metrics_addr, "/metrics").ok()?.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 fn failures(results: &[(u16, String)]) -> Vec<&(u16, String)> {
