@@ -2,7 +2,8 @@
 //!
 //! [`command`] turns every row of `config::table` into a clap argument (all
 //! optional and repeatable, so "not given" stays visible and the last value
-//! wins, as in gunicorn) and adds the CLI-only meta flags: `-c/--config`,
+//! wins, as in gunicorn; a switch such as `--preload` takes no value and
+//! turns its setting on) and adds the CLI-only meta flags: `-c/--config`,
 //! `--print-config`, `--check-config`, `-v/--version`. [`parse`] returns the
 //! command-line layer as raw strings; `config::load` merges it with the
 //! other layers. gunicorn options ferrocorn lacks are caught before clap, so
@@ -14,13 +15,13 @@
 use crate::config::layers::{Layer, Origin};
 use crate::config::table::{SettingSpec, SETTINGS};
 use crate::config::{ConfigError, Mode};
+use clap::parser::ValueSource;
 use clap::{value_parser, Arg, ArgAction, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// gunicorn command-line options that ferrocorn does not support yet: the one list.
 pub const UNSUPPORTED_GUNICORN_OPTIONS: &[&str] = &[
-    "--preload",
     "--reload",
     "--reload-engine",
     "--reload-extra-file",
@@ -153,9 +154,15 @@ fn setting_arg(spec: &'static SettingSpec) -> Arg {
     if let Some(placeholder) = spec.positional {
         return arg.value_name(placeholder).index(1).action(ArgAction::Set);
     }
-    let arg = arg
-        .action(ArgAction::Append)
-        .visible_aliases(spec.aliases.iter().copied());
+    let arg = if spec.is_switch() {
+        // gunicorn's store_true: no value, and giving it twice is not an error.
+        arg.num_args(0)
+            .action(ArgAction::SetTrue)
+            .overrides_with(spec.name)
+    } else {
+        arg.action(ArgAction::Append)
+    };
+    let arg = arg.visible_aliases(spec.aliases.iter().copied());
     let arg = match spec.long {
         Some(long) => arg.long(long),
         None => arg,
@@ -178,7 +185,12 @@ pub fn parse(args: &[OsString]) -> Result<CliArgs, ConfigError> {
         .map_err(ConfigError::Clap)?;
     let mut layer = Layer::default();
     for (index, spec) in SETTINGS.iter().enumerate() {
-        if let Some(values) = matches.get_many::<String>(spec.name) {
+        if spec.is_switch() {
+            // SetTrue always has a value (false when absent): only a given flag is a layer value.
+            if matches.value_source(spec.name) == Some(ValueSource::CommandLine) {
+                layer.set(index, vec!["true".to_string()], Origin::Cli);
+            }
+        } else if let Some(values) = matches.get_many::<String>(spec.name) {
             layer.set(index, values.cloned().collect(), Origin::Cli);
         }
     }
@@ -230,7 +242,7 @@ mod tests {
     #[test]
     fn unsupported_gunicorn_options_fail_before_clap_with_exit_code_2() {
         for (args, option) in [
-            (&["ferrocorn", "--preload", "app:app"][..], "--preload"),
+            (&["ferrocorn", "--paste", "app.ini"][..], "--paste"),
             (&["ferrocorn", "app:app", "-D"], "-D"),
             (&["ferrocorn", "--user=www", "app:app"], "--user"),
             (&["ferrocorn", "-uwww", "app:app"], "-u"),
@@ -247,11 +259,47 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
         }
         // After `--` everything is a value (here: the app); an unknown non-gunicorn flag is clap's error.
-        assert!(parse_strs(&["ferrocorn", "--", "--preload"]).is_ok());
+        assert!(parse_strs(&["ferrocorn", "--", "--daemon"]).is_ok());
         assert!(matches!(
             parse_strs(&["ferrocorn", "--frobnicate"]),
             Err(ConfigError::Clap(_))
         ));
+    }
+
+    #[test]
+    fn a_switch_takes_no_value_and_is_only_in_the_layer_when_given() {
+        let index = SETTINGS
+            .iter()
+            .position(|s| s.name == "preload_app")
+            .expect("known setting");
+        let cli = parse_strs(&["ferrocorn", "app:app"]).expect("valid");
+        assert_eq!(cli.layer.get(index), None, "not given stays not given");
+        for args in [
+            &["ferrocorn", "--preload", "app:app"][..],
+            &["ferrocorn", "app:app", "--preload"],
+            &["ferrocorn", "--preload", "--preload", "app:app"],
+        ] {
+            let cli = parse_strs(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let given = cli.layer.get(index).expect("given");
+            assert_eq!(
+                (given.values.as_slice(), &given.origin),
+                (&["true".to_string()][..], &Origin::Cli),
+                "{args:?}"
+            );
+        }
+        // The flag takes no value: `--preload app:app` keeps app:app as the app.
+        let cli = parse_strs(&["ferrocorn", "--preload", "app:app"]).expect("valid");
+        let app = SETTINGS
+            .iter()
+            .position(|s| s.name == "wsgi_app")
+            .expect("known");
+        assert_eq!(
+            cli.layer.get(app).map(|raw| raw.values.clone()),
+            Some(vec!["app:app".to_string()])
+        );
+        let err = parse_strs(&["ferrocorn", "--preload=yes", "app:app"]).expect_err("no value");
+        assert!(matches!(err, ConfigError::Clap(_)));
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]
@@ -293,6 +341,9 @@ mod tests {
             "-w, --workers <INT>",
             "[default: 1] [env: FERROCORN_WORKERS]",
             "[APP]",
+            "App:",
+            "--preload ",
+            "[default: false] [env: FERROCORN_PRELOAD_APP]",
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
         }

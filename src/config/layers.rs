@@ -1,13 +1,17 @@
 //! The raw layers: defaults < TOML file < `FERROCORN_*` env < command line.
 //!
 //! A layer only collects strings (a TOML number becomes its decimal text, a
-//! TOML array a list of strings) and remembers where each value came from;
-//! it never converts to a typed value, so every source goes through the same
-//! parser in `validate.rs`. The command-line layer is filled by `cli.rs`
-//! through [`Layer::set`]. [`merge`] picks, per setting, the highest layer
-//! that has a value.
+//! TOML array a list of strings, a TOML boolean `true` or `false`) and
+//! remembers where each value came from; it never converts to a typed value,
+//! so every source goes through the same parser in `validate.rs`. It only
+//! checks the TOML shape: no tables, no list for a single value, and only a
+//! TOML boolean for a switch (a `bool` setting: `preload_app = "no"` or `= 1`
+//! is refused, so a quoted value cannot pass for a boolean). The command-line
+//! layer is filled by `cli.rs` through [`Layer::set`]. [`merge`] picks, per
+//! setting, the highest layer that has a value.
 
 use super::table::Kind;
+use super::table::TomlKind;
 use super::table::{SettingSpec, SETTINGS};
 use super::ConfigError;
 use std::fmt;
@@ -152,6 +156,14 @@ impl Layer {
                 problem: what.to_string(),
             };
             let given = match (value, spec.kind) {
+                (toml::Value::Boolean(b), _) if spec.toml == TomlKind::Boolean => {
+                    vec![b.to_string()]
+                }
+                (other, _) if spec.toml == TomlKind::Boolean => {
+                    return Err(wrong_type(&format!(
+                        "expected true or false (a TOML boolean, without quotes), not {other}"
+                    )))
+                }
                 (toml::Value::Array(items), Kind::List { .. }) => items
                     .into_iter()
                     .map(|item| {

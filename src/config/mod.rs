@@ -81,7 +81,7 @@ pub enum ConfigError {
     /// A gunicorn option ferrocorn does not have yet.
     #[error("gunicorn option {option} is not supported by ferrocorn yet")]
     UnsupportedGunicornOption {
-        /// The option as written, e.g. `--preload` or `-D`.
+        /// The option as written, e.g. `--paste` or `-D`.
         option: String,
     },
     /// A value that does not parse or is out of range.
@@ -135,7 +135,8 @@ pub enum ConfigError {
         /// The TOML parser's message.
         message: String,
     },
-    /// A TOML value of the wrong shape (a table, or a list for a single value).
+    /// A TOML value of the wrong shape (a table, a list for a single value, or
+    /// anything but a TOML boolean for a switch).
     #[error("invalid value for {setting} in {}: {problem}", path.display())]
     TomlType {
         /// The config file.
@@ -258,6 +259,7 @@ mod tests {
         ("request_buffer_size", "64KiB"),
         ("wsgi_app", "pkg.mod:create_app(debug=True)"),
         ("chdir", "/srv/app"),
+        ("preload_app", "true"),
         ("pythonpath", "/opt/lib"),
         ("raw_env", "A=1"),
         ("log_level", "debug"),
@@ -334,6 +336,11 @@ mod tests {
             }
             let longs = spec.long.into_iter().chain(spec.aliases.iter().copied());
             for long in longs {
+                if spec.is_switch() {
+                    // A switch's sample is "true": giving the flag is the whole value.
+                    spellings.push(vec![format!("--{long}")]);
+                    continue;
+                }
                 spellings.push(vec![format!("--{long}"), sample.to_string()]);
                 spellings.push(vec![format!("--{long}={sample}")]);
             }
@@ -367,6 +374,8 @@ mod tests {
                 _ if spec.toml == table::TomlKind::Integer => {
                     tomls.push(format!("{} = {sample}", spec.name))
                 }
+                // A switch takes only a bare TOML boolean, never a quoted one.
+                _ if spec.is_switch() => tomls = vec![format!("{} = {sample}", spec.name)],
                 _ => {}
             }
             for text in tomls {
@@ -513,6 +522,120 @@ mod tests {
     }
 
     #[test]
+    fn preload_is_a_switch_on_the_command_line_a_boolean_in_toml_and_yes_no_in_env() {
+        let loaded = load(["ferrocorn", "app:app"], &no_env).expect("valid");
+        assert!(!loaded.settings.preload_app);
+        assert_eq!(loaded.origins.get("preload_app"), Some(&Origin::Default));
+
+        let loaded = load(["ferrocorn", "--preload", "app:app"], &no_env).expect("valid");
+        assert!(loaded.settings.preload_app);
+        assert_eq!(loaded.origins.get("preload_app"), Some(&Origin::Cli));
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (text, value) in [
+            ("preload_app = true\n", true),
+            ("preload_app = false\n", false),
+        ] {
+            let path = write_toml(dir.path(), text);
+            let path_arg = path.to_str().expect("utf-8 temp path");
+            let loaded = load(["ferrocorn", "-c", path_arg, "app:app"], &no_env).expect(text);
+            assert_eq!(loaded.settings.preload_app, value, "{text}");
+            assert_eq!(loaded.origins.get("preload_app"), Some(&Origin::File(path)));
+        }
+
+        let var = "FERROCORN_PRELOAD_APP";
+        for (text, value) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("Yes", true),
+            ("false", false),
+            ("False", false),
+            ("0", false),
+            ("NO", false),
+        ] {
+            let loaded = load(["ferrocorn", "app:app"], &env_of(&[(var, text)])).expect(text);
+            assert_eq!(loaded.settings.preload_app, value, "{var}={text}");
+            assert_eq!(
+                loaded.origins.get("preload_app"),
+                Some(&Origin::Env(var.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn preload_from_the_command_line_beats_env_beats_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_toml(dir.path(), "preload_app = true\n");
+        let path_arg = path.to_str().expect("utf-8 temp path");
+        let file_only = load(["ferrocorn", "-c", path_arg, "app:app"], &no_env).expect("valid");
+        assert!(file_only.settings.preload_app);
+
+        let env = env_of(&[("FERROCORN_PRELOAD_APP", "no")]);
+        let loaded = load(["ferrocorn", "-c", path_arg, "app:app"], &env).expect("valid");
+        assert!(!loaded.settings.preload_app, "env beats the file");
+        assert_eq!(
+            loaded.origins.get("preload_app"),
+            Some(&Origin::Env("FERROCORN_PRELOAD_APP".into()))
+        );
+
+        let args = ["ferrocorn", "-c", path_arg, "--preload", "app:app"];
+        let loaded = load(args, &env).expect("valid");
+        assert!(loaded.settings.preload_app, "the flag beats env");
+        assert_eq!(loaded.origins.get("preload_app"), Some(&Origin::Cli));
+
+        let printed = render_effective(
+            &load(["ferrocorn", "--print-config", "--preload"], &no_env).expect("valid"),
+        );
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with("preload_app "))
+            .expect("print-config lists preload_app");
+        assert!(
+            line.contains("= true ") && line.ends_with("# --preload"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn bad_preload_values_name_the_source_and_the_accepted_values() {
+        let env = env_of(&[("FERROCORN_PRELOAD_APP", "maybe")]);
+        assert_eq!(
+            error(&["ferrocorn", "app:app"], &env),
+            r#"invalid value "maybe" for preload_app (from FERROCORN_PRELOAD_APP): expected true, false, 1, 0, yes or no"#
+        );
+        let env = env_of(&[("FERROCORN_PRELOAD_APP", "")]);
+        assert_eq!(
+            error(&["ferrocorn", "app:app"], &env),
+            r#"invalid value "" for preload_app (from FERROCORN_PRELOAD_APP): expected true, false, 1, 0, yes or no"#
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ferrocorn.toml");
+        let path_arg = path.to_str().expect("utf-8 temp path");
+        for (value, shown) in [
+            (r#""maybe""#, r#""maybe""#),
+            (r#""true""#, r#""true""#),
+            ("3", "3"),
+            ("1", "1"),
+            ("[true]", "[true]"),
+            ("{ on = true }", "{ on = true }"),
+        ] {
+            write_toml(dir.path(), &format!("preload_app = {value}\n"));
+            assert_eq!(
+                error(&["ferrocorn", "-c", path_arg, "app:app"], &no_env),
+                format!(
+                    "invalid value for preload_app in {path_arg}: expected true or false (a TOML boolean, without quotes), not {shown}"
+                ),
+                "{value}"
+            );
+        }
+        let err = load(["ferrocorn", "--preload=true", "app:app"], &no_env).expect_err("no value");
+        assert!(matches!(err, ConfigError::Clap(_)), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
     fn cross_field_and_missing_app_errors() {
         let env = env_of(&[("FERROCORN_MAX_MEMORY", "1GiB")]);
         assert_eq!(
@@ -555,11 +678,11 @@ mod tests {
             err(&path),
             format!(r#"unknown setting "max-requests" in {shown}: did you mean "max_requests"?"#)
         );
-        write_toml(dir.path(), "preload_app = true\n");
+        write_toml(dir.path(), "daemon = true\n");
         assert_eq!(
             err(&path),
             format!(
-                r#"unknown setting "preload_app" in {shown}: run ferrocorn --print-config to list the settings"#
+                r#"unknown setting "daemon" in {shown}: run ferrocorn --print-config to list the settings"#
             )
         );
         write_toml(dir.path(), "workers = 2\nthreads = \n");

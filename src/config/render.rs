@@ -72,7 +72,10 @@ pub fn readme_table() -> String {
     out += "\nEvery setting can be given as a flag, as `FERROCORN_<NAME>` in the environment, \
             or as `name = value` in the TOML file of `-c`. The command line wins over the \
             environment, the environment over the file. Durations: `30` (seconds), `500ms`, \
-            `2m`, `1h`. Sizes: `512` (bytes), `200MB` (powers of 1000), `512MiB` (powers of 1024).\n";
+            `2m`, `1h`. Sizes: `512` (bytes), `200MB` (powers of 1000), `512MiB` (powers of 1024). \
+            Switches (default `false`) are turned on by the flag alone (`--preload`), by \
+            `= true` in the file (a TOML boolean, no quotes) or by `true`, `1` or `yes` in \
+            the environment (`false`, `0` or `no` turn them off).\n";
     for section in sections() {
         out += &format!("\n**{}**\n\n", section.title());
         out += "| Setting | Flag | Environment | Default | Description |\n";
@@ -145,7 +148,7 @@ fn sections() -> Vec<super::table::Section> {
 /// One setting's canonical strings as a TOML value.
 fn toml_value(spec: &SettingSpec, values: &[String]) -> String {
     let scalar = |text: &str| match spec.toml {
-        TomlKind::Integer => text.to_string(),
+        TomlKind::Integer | TomlKind::Boolean => text.to_string(),
         TomlKind::String => toml::Value::String(text.to_string()).to_string(),
     };
     match spec.kind {

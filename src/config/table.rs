@@ -11,6 +11,11 @@
 //! optional short, long, aliases, positional, value_name, min, max, example }`.
 //! The TOML key is the name; the env var is `FERROCORN_` + the name in upper
 //! case, derived by [`SettingSpec::env_var`] and never typed out.
+//!
+//! A `bool` setting is a switch (see [`SettingSpec::is_switch`]): its flag
+//! takes no value and turns it on, as gunicorn's `store_true` options do; the
+//! TOML file takes a TOML boolean and the env var true/false, 1/0 or yes/no.
+//! So that the flag means something, a switch defaults to false.
 
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, WorkerClass};
 use super::validate::SettingValue;
@@ -97,6 +102,10 @@ macro_rules! with_settings {
             chdir: Option<PathBuf> = [] {
                 doc: "Directory to change to before loading the app",
                 section: App, long: "chdir", example: "/srv/app",
+            },
+            preload_app: bool = ["false"] {
+                doc: "Import the app once in the fork server before forking the workers, so they share its memory and boot in milliseconds; HUP still reloads code",
+                section: App, long: "preload",
             },
             pythonpath: Vec<PathBuf> = [] {
                 doc: "Comma-separated directories to put first on the workers' sys.path",
@@ -187,6 +196,8 @@ pub enum TomlKind {
     Integer,
     /// A quoted string.
     String,
+    /// A bare `true` or `false`; the TOML reader accepts nothing else.
+    Boolean,
 }
 
 /// The group a setting belongs to, in docs and `--help`.
@@ -265,6 +276,11 @@ impl SettingSpec {
     /// The environment variable: `FERROCORN_` + the name in upper case.
     pub fn env_var(&self) -> String {
         format!("FERROCORN_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// Whether this is an on/off setting whose flag takes no value (`--preload`).
+    pub fn is_switch(&self) -> bool {
+        self.toml == TomlKind::Boolean
     }
 
     /// How the command line spells it: `-w/--workers`, `--backlog` or `APP`.
@@ -453,6 +469,35 @@ mod tests {
             crate::config::load(args, &env)
                 .unwrap_or_else(|e| panic!("{}: example: {e}", spec.name));
         }
+    }
+
+    #[test]
+    fn switches_are_single_flags_that_default_to_false() {
+        let switches: Vec<&SettingSpec> = SETTINGS.iter().filter(|s| s.is_switch()).collect();
+        assert!(switches.iter().any(|s| s.name == "preload_app"));
+        for spec in switches {
+            assert_eq!(spec.kind, Kind::One, "{}: a switch is one bool", spec.name);
+            assert!(
+                spec.long.is_some() && spec.positional.is_none(),
+                "{}: a switch needs a flag",
+                spec.name
+            );
+            assert_eq!(
+                spec.default,
+                ["false"],
+                "{}: the flag can only turn a switch on",
+                spec.name
+            );
+        }
+        let preload = spec("preload_app").expect("known setting");
+        assert_eq!(
+            (preload.flag(), preload.section, preload.env_var()),
+            (
+                "--preload".to_string(),
+                Section::App,
+                "FERROCORN_PRELOAD_APP".to_string()
+            )
+        );
     }
 
     #[test]

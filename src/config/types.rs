@@ -85,6 +85,25 @@ macro_rules! integer_scalar {
 }
 integer_scalar!(u32, u64, usize);
 
+/// On/off, for switches: `true`/`false`, `1`/`0` or `yes`/`no`, in any case.
+/// Only the env var can carry the other spellings: the flag takes no value and
+/// the TOML reader takes only TOML booleans, which it passes on as `true`/`false`.
+impl Scalar for bool {
+    const VALUE_NAME: &'static str = "BOOL";
+    const EXPECTED: &'static str = "expected true, false, 1, 0, yes or no";
+    const TOML: TomlKind = TomlKind::Boolean;
+    fn parse(text: &str) -> Result<Self, ValueError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ValueError::Invalid),
+        }
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Scalar for String {
     const VALUE_NAME: &'static str = "TEXT";
     const EXPECTED: &'static str = "expected text";
@@ -633,6 +652,30 @@ mod tests {
         ] {
             assert!(bad.parse::<AppSpec>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn booleans_parse_true_false_one_zero_yes_no_in_any_case_and_render_true_or_false() {
+        for (text, value) in [
+            ("true", true),
+            ("TRUE", true),
+            (" Yes ", true),
+            ("1", true),
+            ("false", false),
+            ("False", false),
+            ("no", false),
+            ("0", false),
+        ] {
+            assert_eq!(bool::parse(text), Ok(value), "{text:?}");
+        }
+        for bad in ["", "maybe", "on", "off", "2", "y", "t", "truee"] {
+            assert_eq!(bool::parse(bad), Err(ValueError::Invalid), "{bad:?}");
+        }
+        assert_eq!(
+            (true.render(), false.render()),
+            ("true".into(), "false".into())
+        );
+        assert_eq!(<bool as Scalar>::TOML, TomlKind::Boolean);
     }
 
     #[test]

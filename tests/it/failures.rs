@@ -73,11 +73,11 @@ fn bad_config_stops_at_start_naming_the_problem() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("workerz"), "{stderr}");
 
-    let out = command(&["--preload", "examples.flask_app:app"])
+    let out = command(&["--paste", "site.ini", "examples.flask_app:app"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--preload"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--paste"));
 }
 
 #[test]
