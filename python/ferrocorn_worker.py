@@ -1,11 +1,15 @@
 """ferrocorn worker: runs one WSGI app and serves the requests its master sends.
 
-The Rust master starts ``PYTHON - ferrocorn-worker <id>`` and feeds this file on
-stdin; everything else comes from the FERROCORN_* environment. This file owns
-the Python half of docs/protocol.md (the spec, read it first): the handshake on
-the control socket, one thread per lane, the environ, wsgi.input, start_response
-and the response frames. It does not speak HTTP and has no policy: the master
-decides when a worker is retired, killed or replaced.
+The Rust master starts ``PYTHON - ferrocorn-forkserver`` and feeds this file on
+stdin: the fork server (the end of this file) gets ready up to the fork (with
+``--preload`` the app imported) and forks a worker whenever the master asks.
+If the fork server cannot run, the master starts a worker directly as
+``PYTHON - ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
+environment. This file owns the Python half of docs/protocol.md (the spec, read
+it first): the handshakes on the control sockets, one thread per lane, the
+environ, wsgi.input, start_response and the response frames. It does not speak
+HTTP and has no policy: the master decides when a worker is started, retired,
+killed or replaced.
 
 Standard library only, Python 3.9+. The per-request path (``LaneServer.run``)
 is the hot spot of the whole server: keep it to a few C-level calls.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import ast
 import difflib
 import faulthandler
+import gc
 import importlib
 import io
 import json
@@ -28,6 +33,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from itertools import chain
 from typing import Any, Callable, Iterable, Optional
@@ -39,6 +45,9 @@ HELLO = 1
 READY = 2
 BOOT_FAILED = 3
 REOPEN_LOG = 4
+FORK = 5
+FORKED = 6
+FORK_FAILED = 7
 REQUEST = 16
 BODY = 17
 CANCEL = 18
@@ -971,8 +980,12 @@ def install_signals(wake_fd: int) -> None:
     signal.signal(signal.SIGQUIT, quick_exit)
 
 
-def main(env: Optional[dict] = None) -> int:
-    """Boot the worker and serve; return the exit status (0, 3 or 4)."""
+def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> int:
+    """Boot the worker and serve; return the exit status (0, 3 or 4).
+
+    ``preloaded`` is the app the fork server imported (``--preload``); without
+    it the worker imports the app itself, after the fork, as gunicorn's do.
+    """
     env = os.environ if env is None else env
     faulthandler.enable(all_threads=True)  # SIGABRT (timeout) dumps every thread's stack
     control: Optional[socket.socket] = None
@@ -985,6 +998,7 @@ def main(env: Optional[dict] = None) -> int:
         except (ValueError, OSError) as exc:
             raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
+        set_process_name("fc-worker")
         setup_logging(config.log_level)
         if config.master_pid is not None and os.getppid() != config.master_pid:
             raise BootError(f"parent pid {os.getppid()} is not the master pid {config.master_pid}")
@@ -993,8 +1007,11 @@ def main(env: Optional[dict] = None) -> int:
         worker = Worker(config, control)
         install_signals(worker.wake_w.fileno())
         worker.hello()
-        app = import_app(config.app)
-        log.info("app loaded: %s", config.app)
+        if preloaded is None:
+            app = import_app(config.app)
+            log.info("app loaded: %s", config.app)
+        else:
+            app = preloaded
         worker.send_control(READY)
     except BootError as exc:
         text = exc.report()
@@ -1011,5 +1028,248 @@ def main(env: Optional[dict] = None) -> int:
     return worker.serve(app)
 
 
+# --------------------------------------------------------------------------- fork server
+
+# Linux prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+PID = struct.Struct("<i")
+# How long a forked worker waits to be adopted by the master (its parent, the
+# short-lived middle process, exits right after the second fork).
+ADOPTION_TIMEOUT = 5.0
+
+
+class BecomeWorker(BaseException):
+    """Raised in a freshly forked worker: unwinds the fork server's loop, so the
+    worker runs at the top of the stack and exits through sys.exit (atexit
+    handlers and stdio flushing included), as gunicorn's forked workers do."""
+
+    def __init__(self, worker_id: int, fds: list) -> None:
+        super().__init__(worker_id)
+        self.worker_id = worker_id
+        self.fds = fds
+
+
+class ForkServer:
+    """Gets a worker ready up to the fork, then forks one per FORK message.
+
+    Every worker must be the master's direct child (waitpid, exit statuses,
+    signals): the fork server forks a middle process, which forks the worker
+    and exits at once; the orphaned worker is adopted by the master, which is
+    a child subreaper. The fork server itself reaps only the middle process.
+    """
+
+    def __init__(self, env: dict, control: socket.socket) -> None:
+        self.env = env
+        self.control = control
+        self.app_spec = env.get("FERROCORN_WORKER_APP", "")
+        self.preload = env.get("FERROCORN_FORKSERVER_PRELOAD", "") == "1"
+        master = env.get("FERROCORN_WORKER_MASTER_PID", "")
+        self.master_pid = int(master) if master.isdigit() else None
+        self.app: Optional[Callable] = None
+        # Loaded once here, so a forked worker needs no import to call prctl.
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def send(self, kind: int, flags: int = 0, payload: bytes = b"") -> None:
+        self.control.sendall(frame(kind, flags, payload[:MAX_PAYLOAD]))
+
+    def boot(self) -> None:
+        """HELLO, the app with --preload, then READY; raises BootError."""
+        info = {
+            "pid": os.getpid(),
+            "protocol": PROTOCOL_VERSION,
+            "python": "%d.%d.%d" % sys.version_info[:3],
+            "preload": self.preload,
+            "max_payload": MAX_PAYLOAD,
+        }
+        self.send(HELLO, 0, json.dumps(info).encode())
+        if self.preload:
+            self.app = import_app(self.app_spec)
+            log.info("app preloaded: %s", self.app_spec)
+        # Move everything imported so far out of the collector's reach: a
+        # collection in a worker would otherwise write to every old object's
+        # header and un-share its page (Python's gc.freeze advice for forks).
+        gc.freeze()
+        self.send(READY)
+
+    def serve(self) -> int:
+        """Answer FORK messages until the master closes the socket."""
+        while True:
+            data, fds, _, _ = socket.recv_fds(self.control, 64 * 1024, 1024)
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                log.debug("control socket closed, fork server exiting")
+                return EXIT_OK
+            if len(data) < HEADER_SIZE:
+                raise ProtocolError(f"short message of {len(data)} bytes from master")
+            length, kind, _, _ = HEADER.unpack_from(data)
+            payload = data[HEADER_SIZE : HEADER_SIZE + length]
+            if kind == FORK:
+                self.fork(payload, fds)
+            elif kind == REOPEN_LOG and fds:
+                sys.stderr.flush()
+                os.dup2(fds[0], 2)
+                for fd in fds:
+                    os.close(fd)
+                log.info("error log reopened")
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def fork(self, payload: bytes, fds: list) -> None:
+        """FORK: fork a worker onto the descriptors that came with it (its
+        control socket, then its lanes) and tell the master its pid. In the
+        worker itself this raises BecomeWorker."""
+        worker_id = -1
+        try:
+            request = json.loads(payload)
+            worker_id = int(request["worker"])
+            if len(fds) != 1 + int(request["lanes"]):
+                raise ValueError(f"{len(fds)} descriptors for {request['lanes']} lanes")
+            pid = self.double_fork(worker_id, fds)
+        except BecomeWorker:
+            raise
+        except Exception as exc:
+            log.error("cannot fork worker %s: %s", worker_id, exc)
+            reply = {"worker": worker_id, "error": f"{type(exc).__name__}: {exc}"}
+            self.send(FORK_FAILED, 0, json.dumps(reply).encode())
+            pid = None
+        # The worker has its copies; ours would keep its sockets from ever
+        # reaching EOF, and every later worker would inherit them.
+        for fd in fds:
+            os.close(fd)
+        if pid is not None:
+            self.send(FORKED, 0, json.dumps({"worker": worker_id, "pid": pid}).encode())
+
+    def double_fork(self, worker_id: int, fds: list) -> int:
+        """Fork the worker through a middle process; return the worker's pid."""
+        read_end, write_end = os.pipe()
+        try:
+            middle = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
+        if middle == 0:
+            try:
+                os.close(read_end)
+                worker = os.fork()
+                if worker:
+                    os.write(write_end, PID.pack(worker))
+            except BaseException:
+                os._exit(EXIT_BOOT)
+            if worker:
+                os._exit(EXIT_OK)
+            os.close(write_end)
+            raise BecomeWorker(worker_id, fds)
+        os.close(write_end)
+        try:
+            data = b""
+            while len(data) < PID.size:
+                chunk = os.read(read_end, PID.size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(read_end)
+            os.waitpid(middle, 0)
+        if len(data) != PID.size:
+            raise OSError("the middle process died before it forked the worker")
+        return PID.unpack(data)[0]
+
+
+def set_process_name(name: str) -> None:
+    """The name ps -o comm, top and /proc/PID/comm show (forked workers
+    would otherwise all look like the fork server); best effort."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass
+
+
+def adopt_and_guard(master_pid: Optional[int], libc: Any) -> None:
+    """In a forked worker: wait until the master has adopted it, then ask for
+    SIGKILL when the master dies (set before adoption, the middle process's
+    exit would send it)."""
+    if master_pid is None:
+        return
+    deadline = time.monotonic() + ADOPTION_TIMEOUT
+    while os.getppid() != master_pid:
+        if time.monotonic() > deadline:
+            raise BootError(f"parent pid {os.getppid()} is not the master pid {master_pid} (is the master a child subreaper?)")
+        time.sleep(0.0002)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise BootError("prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != master_pid:  # the master died in between
+        os._exit(EXIT_OK)
+
+
+def run_forked_worker(server: ForkServer, become: BecomeWorker) -> int:
+    """The worker side of a fork: fresh signals, adopted by the master, then main()."""
+    set_process_name("fc-worker")
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    server.control.close()
+    gc.enable()
+    control_fd, lane_fds = become.fds[0], become.fds[1:]
+    worker_env = {
+        "FERROCORN_WORKER_CONTROL_FD": str(control_fd),
+        "FERROCORN_WORKER_LANE_FDS": ",".join(str(fd) for fd in lane_fds),
+        "FERROCORN_WORKER_ID": str(become.worker_id),
+    }
+    os.environ.update(worker_env)
+    env = dict(server.env)
+    env.update(worker_env)
+    try:
+        adopt_and_guard(server.master_pid, server.libc)
+    except BootError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_BOOT
+    return main(env, server.app)
+
+
+def forkserver_main(env: Optional[dict] = None) -> int:
+    """Run the fork server; in each forked worker, run the worker. Returns an exit status."""
+    env = os.environ if env is None else env
+    # No collections while the fork server builds what the workers share
+    # (they would leave freed holes in its pages); gc.freeze() at READY.
+    gc.disable()
+    fd = env.get("FERROCORN_FORKSERVER_CONTROL_FD", "")
+    try:
+        control = socket.socket(fileno=int(fd))
+        control.setblocking(True)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"FERROCORN_FORKSERVER_CONTROL_FD={fd!r} is not a socket: {exc}\n")
+        return EXIT_BOOT
+    server = ForkServer(env, control)
+    set_process_name("fc-forkserver")
+    try:
+        level = env.get("FERROCORN_WORKER_LOG_LEVEL", "info").upper()
+        setup_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO")
+        if server.master_pid is not None and os.getppid() != server.master_pid:
+            raise BootError(f"parent pid {os.getppid()} is not the master pid {server.master_pid}")
+        sys.path[0:0] = [p for p in env.get("FERROCORN_WORKER_PYTHONPATH", "").split(os.pathsep) if p]
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: os._exit(EXIT_OK))
+        server.boot()
+    except BootError as exc:
+        text = exc.report()
+        log.error("%s", text.rstrip())
+        try:
+            server.send(BOOT_FAILED, APP_LOAD if exc.app_load else 0, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT
+    try:
+        return server.serve()
+    except BecomeWorker as become:
+        return run_forked_worker(server, become)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["ferrocorn-forkserver"]:
+        sys.exit(forkserver_main())
     sys.exit(main())

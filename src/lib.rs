@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line, built from the settings table
 //! - [`config`]: the settings table, layers (defaults < TOML < env < CLI), validation, rendering
 //! - [`master`]: the event loop, the arbiter (worker lifecycle), policies, signals
+//! - [`forkserver`]: the Python fork server that forks workers from a loaded interpreter, and its fallback
 //! - [`worker`]: spawning a Python worker, its boot handshake, its states, the embedded program
 //! - [`dispatch`]: idle lanes, least-loaded pick, the bounded wait queue
 //! - [`http`]: listeners, hyper connections, the request service, the trip to a worker, status mapping
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod exit;
+pub mod forkserver;
 pub mod http;
 pub mod logging;
 pub mod master;

@@ -78,6 +78,9 @@ pub enum Action {
     ReloadConfig,
     /// The reloaded app cannot load: go back to the config before it.
     RevertConfig,
+    /// The last worker of the config before a reload is gone: what only it
+    /// needed (its fork server) can go.
+    SettleReload,
     /// Count one worker replacement, by reason (crash included), for metrics.
     CountRestart {
         /// The reason's snake_case name.

@@ -121,10 +121,15 @@ pub async fn run(
         },
     );
     let mut signals = signals::listen()?;
+    // Workers forked by the fork server are orphaned on purpose and must
+    // become the master's children; the reaper collects every child.
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
+    let reaper = crate::worker::reap::Reaper::start()?;
     let derived = Derived::from_settings(&settings);
     let mut shell = shell::Shell::new(
         shell::ShellParts {
             spawn: derived.spawn,
+            reaper,
             boot_timeout: reload::boot_timeout(&settings),
             memory: derived.memory,
             reloader: Reloader::new(loaded),

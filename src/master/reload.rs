@@ -136,6 +136,7 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         lanes: settings.threads,
         workers: settings.workers,
         log_level: settings.log_level.to_string(),
+        preload: settings.preload_app,
     }
 }
 

@@ -3,7 +3,6 @@
 //! into [`Event`]s. No decisions are made here.
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -17,13 +16,15 @@ use super::event::{Event, ExitStatus, WorkerSample};
 use super::reload::Reloader;
 use crate::config::MemoryMetric;
 use crate::dispatch::{Dispatcher, WorkerTerms};
+use crate::forkserver::{LaunchError, LaunchSpec, Launcher};
 use crate::http::server::HttpServer;
 use crate::logging::Logging;
 use crate::metrics::Metrics;
 use crate::protocol::lane::Lane;
 use crate::worker::boot::handshake;
 use crate::worker::memory::RssProbe;
-use crate::worker::spawn::{spawn, SpawnSpec};
+use crate::worker::reap::Reaper;
+use crate::worker::spawn::{sockets, SpawnSpec};
 use crate::worker::{memory, WorkerId};
 
 /// How the shell measures workers' memory.
@@ -38,7 +39,10 @@ pub struct MemoryProbing {
 /// A worker as the shell holds it.
 #[derive(Debug)]
 struct Handle {
-    pid: u32,
+    /// Known once the fork server has answered.
+    pid: Option<u32>,
+    /// A signal the arbiter sent before the pid was known.
+    pending_signal: Option<Signal>,
     /// Closing it tells the worker to stop once idle.
     control: Option<UnixStream>,
     /// Lanes until the worker is admitted to the dispatcher.
@@ -51,6 +55,8 @@ struct Handle {
 pub struct ShellParts {
     /// How to start workers.
     pub spawn: SpawnSpec,
+    /// Reaps every child of the master.
+    pub reaper: Reaper,
     /// Time a worker has to import the app and say READY.
     pub boot_timeout: Duration,
     /// Memory measuring.
@@ -65,6 +71,9 @@ pub struct ShellParts {
 pub struct Shell {
     /// How to start workers.
     pub spawn: SpawnSpec,
+    /// Starts workers through the fork server of `spawn`.
+    launcher: Launcher,
+    reaper: Reaper,
     /// Time a worker has to import the app and say READY.
     pub boot_timeout: Duration,
     /// The lanes' pool.
@@ -82,11 +91,14 @@ pub struct Shell {
     /// The Prometheus registry, when `--metrics-bind` is set.
     pub metrics: Option<std::sync::Arc<Metrics>>,
     /// What HUP replaced, in case the reloaded app cannot load.
-    before_reload: Option<(SpawnSpec, MemoryProbing)>,
+    before_reload: Option<(SpawnSpec, MemoryProbing, Launcher)>,
     workers: HashMap<WorkerId, Handle>,
     /// Control sockets of booted workers, until the boot task hands them over.
     booted: mpsc::UnboundedReceiver<(WorkerId, UnixStream)>,
     booted_tx: mpsc::UnboundedSender<(WorkerId, UnixStream)>,
+    /// Pids of launched workers, until the launch task hands them over.
+    launched: mpsc::UnboundedReceiver<(WorkerId, u32)>,
+    launched_tx: mpsc::UnboundedSender<(WorkerId, u32)>,
 }
 
 impl Shell {
@@ -99,8 +111,12 @@ impl Shell {
         events: mpsc::UnboundedSender<Event>,
     ) -> Shell {
         let (booted_tx, booted) = mpsc::unbounded_channel();
+        let (launched_tx, launched) = mpsc::unbounded_channel();
+        let launcher = start_launcher(&parts.spawn, parts.boot_timeout, &logging, &parts.reaper);
         Shell {
             spawn: parts.spawn,
+            launcher,
+            reaper: parts.reaper,
             boot_timeout: parts.boot_timeout,
             memory: parts.memory,
             reloader: parts.reloader,
@@ -113,6 +129,8 @@ impl Shell {
             workers: HashMap::new(),
             booted,
             booted_tx,
+            launched,
+            launched_tx,
         }
     }
 
@@ -128,13 +146,15 @@ impl Shell {
                 if let Some(handle) = self.workers.get_mut(&worker) {
                     let lanes = handle.lanes.drain(..).map(Lane::new).collect();
                     let rss_watch = self.memory.rss_threshold.and_then(|threshold| {
-                        match RssProbe::open(handle.pid) {
+                        match handle.pid.map(RssProbe::open) {
+                            None => None,
+                            Some(probe) => match probe {
                             Ok(probe) => Some((probe, threshold)),
                             Err(err) => {
                                 error!(worker = %worker, pid = handle.pid, error = %err, "cannot watch the worker's RSS; the periodic sample still applies");
                                 None
                             }
-                        }
+                        }}
                     });
                     let terms = WorkerTerms {
                         request_limit,
@@ -159,15 +179,20 @@ impl Shell {
                 self.workers.remove(&worker);
             }
             Action::Signal { worker, signal } => {
-                if let Some(handle) = self.workers.get(&worker) {
+                if let Some(handle) = self.workers.get_mut(&worker) {
                     let signal = match signal {
                         WorkerSignal::Term => Signal::SIGTERM,
                         WorkerSignal::Abort => Signal::SIGABRT,
                         WorkerSignal::Quit => Signal::SIGQUIT,
                         WorkerSignal::Kill => Signal::SIGKILL,
                     };
-                    // It may have exited already; its exit event is on the way.
-                    let _ = kill(Pid::from_raw(handle.pid as i32), signal);
+                    match handle.pid {
+                        // It may have exited already; its exit event is on the way.
+                        Some(pid) => {
+                            let _ = kill(Pid::from_raw(pid as i32), signal);
+                        }
+                        None => handle.pending_signal = Some(signal),
+                    }
                 }
             }
             Action::StopAccepting { graceful } => {
@@ -185,8 +210,17 @@ impl Shell {
             },
             Action::ReloadConfig => match self.reloader.reload() {
                 Ok(reloaded) => {
+                    // A new fork server imports the new code (with --preload
+                    // too); the old one stays until the roll is settled.
+                    let launcher = start_launcher(
+                        &reloaded.spawn,
+                        self.boot_timeout,
+                        &self.logging,
+                        &self.reaper,
+                    );
+                    let old_launcher = std::mem::replace(&mut self.launcher, launcher);
                     let spawn = std::mem::replace(&mut self.spawn, reloaded.spawn);
-                    self.before_reload = Some((spawn, self.memory));
+                    self.before_reload = Some((spawn, self.memory, old_launcher));
                     self.memory = reloaded.memory;
                     let _ = self.events.send(Event::Reloaded(reloaded.arbiter));
                 }
@@ -195,11 +229,14 @@ impl Shell {
                 }
             },
             Action::RevertConfig => {
-                if let Some((spawn, memory)) = self.before_reload.take() {
+                if let Some((spawn, memory, launcher)) = self.before_reload.take() {
                     self.spawn = spawn;
                     self.memory = memory;
+                    self.launcher = launcher;
                 }
             }
+            // No worker of the old config is left: its fork server can go.
+            Action::SettleReload => self.before_reload = None,
             Action::CountRestart { reason } => {
                 if let Some(metrics) = &self.metrics {
                     metrics.restart(reason);
@@ -217,7 +254,7 @@ impl Shell {
         let workers: Vec<(WorkerId, u32)> = self
             .workers
             .iter()
-            .map(|(&worker, handle)| (worker, handle.pid))
+            .filter_map(|(&worker, handle)| Some((worker, handle.pid?)))
             .collect();
         let (metric, events) = (self.memory.metric, self.events.clone());
         tokio::task::spawn_blocking(move || {
@@ -237,6 +274,11 @@ impl Shell {
     /// frame on its control socket with the file's descriptor attached.
     fn reopen_worker_logs(&mut self) {
         self.collect_control_sockets();
+        let file = self.logging.worker_log_file().ok().flatten();
+        let old = self.before_reload.as_ref().map(|(_, _, launcher)| launcher);
+        for launcher in std::iter::once(&self.launcher).chain(old) {
+            launcher.reopen_log(file.as_ref().and_then(|f| f.try_clone().ok()));
+        }
         for (&worker, handle) in &self.workers {
             let Some(control) = &handle.control else {
                 continue; // booting or stopping: a new worker gets the new file anyway
@@ -252,7 +294,17 @@ impl Shell {
         }
     }
 
+    /// Takes what the launch and boot tasks report: pids (delivering a
+    /// signal the arbiter sent before the pid was known) and control sockets.
     fn collect_control_sockets(&mut self) {
+        while let Ok((worker, pid)) = self.launched.try_recv() {
+            if let Some(handle) = self.workers.get_mut(&worker) {
+                handle.pid = Some(pid);
+                if let Some(signal) = handle.pending_signal.take() {
+                    let _ = kill(Pid::from_raw(pid as i32), signal);
+                }
+            }
+        }
         while let Ok((worker, control)) = self.booted.try_recv() {
             match self.workers.get_mut(&worker) {
                 Some(handle) if !handle.stopping => handle.control = Some(control),
@@ -262,18 +314,8 @@ impl Shell {
     }
 
     fn spawn(&mut self, worker: WorkerId) {
-        let stderr = match self.logging.worker_stderr() {
-            Ok(stderr) => stderr,
-            Err(err) => {
-                let _ = self.events.send(Event::SpawnFailed {
-                    worker,
-                    error: format!("cannot open the error log for a worker: {err}"),
-                });
-                return;
-            }
-        };
-        let spawned = match spawn(worker, &self.spawn, stderr) {
-            Ok(spawned) => spawned,
+        let (ours, ends) = match sockets(self.spawn.lanes) {
+            Ok(pair) => pair,
             Err(err) => {
                 let _ = self.events.send(Event::SpawnFailed {
                     worker,
@@ -282,36 +324,43 @@ impl Shell {
                 return;
             }
         };
-        let pid = spawned.pid;
-        info!(worker = %worker, pid, "booting worker");
-        let _ = self.events.send(Event::Spawned { worker, pid });
         self.workers.insert(
             worker,
             Handle {
-                pid,
+                pid: None,
+                pending_signal: None,
                 control: None,
-                lanes: spawned.lanes,
+                lanes: ours.lanes,
                 stopping: false,
             },
         );
-        let mut child = spawned.child;
+        let launcher = self.launcher.clone();
+        let reaper = self.reaper.clone();
         let events = self.events.clone();
-        tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(status) => match (status.code(), status.signal()) {
-                    (Some(code), _) => ExitStatus::Code(code),
-                    (None, Some(sig)) => ExitStatus::Signal(sig),
-                    (None, None) => ExitStatus::Code(-1),
-                },
-                Err(_) => ExitStatus::Code(-1),
-            };
-            let _ = events.send(Event::Exited { worker, status });
-        });
-        let events = self.events.clone();
+        let launched = self.launched_tx.clone();
         let booted = self.booted_tx.clone();
         let (lanes, timeout) = (self.spawn.lanes, self.boot_timeout);
+        let control = ours.control;
         tokio::spawn(async move {
-            let (control, result) = handshake(spawned.control, lanes, timeout).await;
+            let pid = match launcher.launch(worker, ends).await {
+                Ok(pid) => pid,
+                Err(err) => {
+                    for event in launch_failed(worker, err) {
+                        let _ = events.send(event);
+                    }
+                    return;
+                }
+            };
+            info!(worker = %worker, pid, "booting worker");
+            let _ = launched.send((worker, pid));
+            let _ = events.send(Event::Spawned { worker, pid });
+            let exited = reaper.watch(pid);
+            let exit_events = events.clone();
+            tokio::spawn(async move {
+                let status = exited.await.unwrap_or(ExitStatus::Code(-1));
+                let _ = exit_events.send(Event::Exited { worker, status });
+            });
+            let (control, result) = handshake(control, lanes, timeout).await;
             let _ = booted.send((worker, control));
             let event = match result {
                 Ok(hello) => {
@@ -327,6 +376,53 @@ impl Shell {
             let _ = events.send(event);
         });
     }
+}
+
+/// The events for a worker that never started: an app that cannot load
+/// is a boot failure the arbiter knows (stop, or call a reload off), an
+/// interpreter that cannot run stops the master, and a fork that failed
+/// is a worker that died while booting (it is backed off and replaced).
+fn launch_failed(worker: WorkerId, err: LaunchError) -> Vec<Event> {
+    // The worker never ran: exit code 3 as for a worker that could not boot.
+    let never_ran = Event::Exited {
+        worker,
+        status: ExitStatus::Code(crate::exit::ExitCode::WorkerBoot as i32),
+    };
+    match err {
+        LaunchError::AppLoad(text) => vec![
+            Event::BootFailed {
+                worker,
+                app_load: true,
+                message: format!("app failed to load: {text}"),
+            },
+            never_ran,
+        ],
+        LaunchError::Exec(error) => vec![Event::SpawnFailed { worker, error }],
+        LaunchError::Failed(why) => {
+            error!(worker = %worker, "{why}");
+            vec![never_ran]
+        }
+    }
+}
+
+fn start_launcher(
+    spawn: &SpawnSpec,
+    boot_timeout: Duration,
+    logging: &Logging,
+    reaper: &Reaper,
+) -> Launcher {
+    let log_file = logging.worker_log_file().unwrap_or_else(|err| {
+        error!(error = %err, "cannot open the error log for the fork server; it writes to the master's stderr");
+        None
+    });
+    Launcher::start(
+        LaunchSpec {
+            spawn: spawn.clone(),
+            boot_timeout,
+            log_file,
+        },
+        reaper.clone(),
+    )
 }
 
 /// One REOPEN_LOG frame with `file`'s descriptor (SCM_RIGHTS). The control

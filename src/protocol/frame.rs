@@ -26,6 +26,13 @@ pub enum Kind {
     /// Master -> worker, control: reopen the error log; the new file's
     /// descriptor rides along (SCM_RIGHTS).
     ReopenLog = 4,
+    /// Master -> fork server: fork a worker onto the descriptors that ride
+    /// along (control socket, then lanes); JSON.
+    Fork = 5,
+    /// Fork server -> master: the worker's pid; JSON.
+    Forked = 6,
+    /// Fork server -> master: no worker was forked; JSON with the error.
+    ForkFailed = 7,
     /// Master -> worker: the request head as environ pairs.
     Request = 16,
     /// Both ways: a chunk of a body.
@@ -45,6 +52,9 @@ impl Kind {
             2 => Kind::Ready,
             3 => Kind::BootFailed,
             4 => Kind::ReopenLog,
+            5 => Kind::Fork,
+            6 => Kind::Forked,
+            7 => Kind::ForkFailed,
             16 => Kind::Request,
             17 => Kind::Body,
             18 => Kind::Cancel,
@@ -193,6 +203,9 @@ mod tests {
             (Kind::Hello, 0),
             (Kind::Ready, 0),
             (Kind::BootFailed, flags::APP_LOAD),
+            (Kind::Fork, 0),
+            (Kind::Forked, 0),
+            (Kind::ForkFailed, 0),
             (Kind::Request, flags::HAS_BODY),
             (Kind::Body, flags::END),
             (Kind::Cancel, 0),
@@ -217,6 +230,9 @@ mod tests {
             ("READY", Kind::Ready),
             ("BOOT_FAILED", Kind::BootFailed),
             ("REOPEN_LOG", Kind::ReopenLog),
+            ("FORK", Kind::Fork),
+            ("FORKED", Kind::Forked),
+            ("FORK_FAILED", Kind::ForkFailed),
             ("REQUEST", Kind::Request),
             ("BODY", Kind::Body),
             ("CANCEL", Kind::Cancel),

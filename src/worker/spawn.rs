@@ -1,19 +1,22 @@
-//! Starting one Python worker: socketpairs for its control channel and
-//! lanes, the interpreter's argv and environment, a parent-death signal so it
-//! never outlives the master, and the worker program on its stdin.
+//! Starting Python processes: socketpairs for a worker's control channel
+//! and lanes, and a fresh interpreter (argv, environment, a parent-death
+//! signal so it never outlives the master, the embedded program on its
+//! stdin) for the fork server, or for a worker when no fork server runs.
+//!
+//! Children are started with `std::process` and never waited for here: the
+//! master's reaper (`reap.rs`) reaps every child.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
 
 use super::script::WORKER_PROGRAM;
 use super::WorkerId;
-
 /// Everything a worker needs that is the same for every worker.
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
@@ -33,22 +36,39 @@ pub struct SpawnSpec {
     pub workers: usize,
     /// Python logging level name.
     pub log_level: String,
+    /// Import the app once in the fork server, before forking (`--preload`).
+    pub preload: bool,
 }
 
-/// A started worker, before its handshake.
+/// The master's ends of a new worker's sockets.
 #[derive(Debug)]
-pub struct Spawned {
-    /// The process.
-    pub child: Child,
-    /// Its pid.
-    pub pid: u32,
-    /// The master's end of the control socket.
+pub struct WorkerSockets {
+    /// The control socket: handshake, then REOPEN_LOG; closing it stops the worker.
     pub control: UnixStream,
-    /// The master's ends of the lane sockets.
+    /// One socket per lane.
     pub lanes: Vec<UnixStream>,
 }
 
-/// A worker that could not be started at all.
+/// The worker's ends of its sockets, to hand to the fork server or to a
+/// fresh interpreter; the master closes its copies once the worker has them.
+#[derive(Debug)]
+pub struct WorkerEnds {
+    /// Its control socket.
+    pub control: OwnedFd,
+    /// Its lanes.
+    pub lanes: Vec<OwnedFd>,
+}
+
+impl WorkerEnds {
+    /// The control socket's descriptor, then the lanes'.
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        std::iter::once(self.control.as_raw_fd())
+            .chain(self.lanes.iter().map(|fd| fd.as_raw_fd()))
+            .collect()
+    }
+}
+
+/// A process that could not be started at all.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// The interpreter could not be executed.
@@ -64,53 +84,112 @@ pub enum SpawnError {
     Sockets(std::io::Error),
 }
 
-/// Starts worker `id`. The caller runs the handshake on `control`.
-pub fn spawn(id: WorkerId, spec: &SpawnSpec, stderr: Stdio) -> Result<Spawned, SpawnError> {
-    let (control_ours, control_theirs) = StdUnixStream::pair().map_err(SpawnError::Sockets)?;
-    let mut lanes_ours = Vec::with_capacity(spec.lanes);
-    let mut lanes_theirs = Vec::with_capacity(spec.lanes);
-    for _ in 0..spec.lanes {
+/// Socketpairs for a worker with `lanes` lanes.
+pub fn sockets(lanes: usize) -> Result<(WorkerSockets, WorkerEnds), SpawnError> {
+    let pair = || -> Result<(UnixStream, OwnedFd), SpawnError> {
         let (ours, theirs) = StdUnixStream::pair().map_err(SpawnError::Sockets)?;
-        lanes_ours.push(ours);
-        lanes_theirs.push(theirs);
-    }
-    let inherited: Vec<RawFd> = std::iter::once(control_theirs.as_raw_fd())
-        .chain(lanes_theirs.iter().map(|s| s.as_raw_fd()))
-        .collect();
-    let lane_fds = inherited[1..]
+        Ok((
+            into_tokio(ours).map_err(SpawnError::Sockets)?,
+            theirs.into(),
+        ))
+    };
+    let (control, control_end) = pair()?;
+    let (lanes, lane_ends): (Vec<_>, Vec<_>) = (0..lanes)
+        .map(|_| pair())
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    Ok((
+        WorkerSockets { control, lanes },
+        WorkerEnds {
+            control: control_end,
+            lanes: lane_ends,
+        },
+    ))
+}
+
+/// The environment every worker and the fork server share
+/// (docs/protocol.md, "Processes and sockets").
+pub fn shared_env(spec: &SpawnSpec) -> Vec<(String, String)> {
+    let pythonpath = std::env::join_paths(&spec.pythonpath)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut env = spec.env.clone();
+    env.extend(
+        [
+            ("PYTHONUNBUFFERED", "1".to_string()),
+            ("FERROCORN_WORKER_APP", spec.app.clone()),
+            (
+                "FERROCORN_WORKER_MASTER_PID",
+                std::process::id().to_string(),
+            ),
+            ("FERROCORN_WORKER_PYTHONPATH", pythonpath),
+            ("FERROCORN_WORKER_LOG_LEVEL", spec.log_level.clone()),
+            ("FERROCORN_WORKER_COUNT", spec.workers.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    env
+}
+
+/// Starts worker `id` as a fresh interpreter on `ends`; returns its pid.
+/// The caller runs the handshake on the control socket.
+pub fn start_worker(
+    id: WorkerId,
+    spec: &SpawnSpec,
+    ends: &WorkerEnds,
+    stderr: Stdio,
+) -> Result<u32, SpawnError> {
+    let fds = ends.raw_fds();
+    let lane_fds = fds[1..]
         .iter()
         .map(|fd| fd.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let pythonpath = std::env::join_paths(&spec.pythonpath)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let mut env = shared_env(spec);
+    env.extend(
+        [
+            ("FERROCORN_WORKER_CONTROL_FD", fds[0].to_string()),
+            ("FERROCORN_WORKER_LANE_FDS", lane_fds),
+            ("FERROCORN_WORKER_ID", id.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let args = ["ferrocorn-worker".to_string(), id.to_string()];
+    start_python(
+        &spec.python,
+        spec.chdir.as_deref(),
+        &args,
+        &env,
+        &fds,
+        stderr,
+    )
+}
 
-    let mut command = Command::new(&spec.python);
+/// Runs `python - ARGS...` with the embedded program on its stdin, `env`
+/// added, the `inherited` descriptors left open across exec, and a
+/// parent-death signal; returns its pid.
+pub fn start_python(
+    python: &Path,
+    chdir: Option<&Path>,
+    args: &[String],
+    env: &[(String, String)],
+    inherited: &[RawFd],
+    stderr: Stdio,
+) -> Result<u32, SpawnError> {
+    let mut command = Command::new(python);
     command
         .arg("-")
-        .arg("ferrocorn-worker")
-        .arg(id.to_string())
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env("PYTHONUNBUFFERED", "1")
-        .env("FERROCORN_WORKER_CONTROL_FD", inherited[0].to_string())
-        .env("FERROCORN_WORKER_LANE_FDS", lane_fds)
-        .env("FERROCORN_WORKER_APP", &spec.app)
-        .env("FERROCORN_WORKER_ID", id.to_string())
-        .env(
-            "FERROCORN_WORKER_MASTER_PID",
-            std::process::id().to_string(),
-        )
-        .env("FERROCORN_WORKER_PYTHONPATH", pythonpath)
-        .env("FERROCORN_WORKER_LOG_LEVEL", &spec.log_level)
-        .env("FERROCORN_WORKER_COUNT", spec.workers.to_string())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(stderr);
-    if let Some(dir) = &spec.chdir {
+    if let Some(dir) = chdir {
         command.current_dir(dir);
     }
     let master_pid = nix::unistd::getpid();
+    let inherited = inherited.to_vec();
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe calls (prctl, fcntl, getppid, _exit).
     unsafe {
@@ -133,29 +212,22 @@ pub fn spawn(id: WorkerId, spec: &SpawnSpec, stderr: Stdio) -> Result<Spawned, S
         });
     }
     let mut child = command.spawn().map_err(|source| SpawnError::Exec {
-        python: spec.python.clone(),
+        python: python.to_path_buf(),
         source,
     })?;
-    let pid = child.id().unwrap_or_default();
+    let pid = child.id();
     // The program is larger than a pipe buffer may be: write it from a task.
-    if let Some(mut stdin) = child.stdin.take() {
-        tokio::spawn(async move {
-            // A worker that dies before reading it is reported by its exit.
-            let _ = stdin.write_all(WORKER_PROGRAM.as_bytes()).await;
-        });
+    if let Some(stdin) = child.stdin.take() {
+        if let Ok(mut stdin) = tokio::process::ChildStdin::from_std(stdin) {
+            tokio::spawn(async move {
+                // A process that dies before reading it is reported by its exit.
+                let _ = stdin.write_all(WORKER_PROGRAM.as_bytes()).await;
+            });
+        }
     }
-    drop(control_theirs);
-    drop(lanes_theirs);
-    Ok(Spawned {
-        child,
-        pid,
-        control: into_tokio(control_ours).map_err(SpawnError::Sockets)?,
-        lanes: lanes_ours
-            .into_iter()
-            .map(into_tokio)
-            .collect::<Result<_, _>>()
-            .map_err(SpawnError::Sockets)?,
-    })
+    // Dropping a std Child neither waits nor kills: the reaper has it.
+    drop(child);
+    Ok(pid)
 }
 
 fn into_tokio(stream: StdUnixStream) -> std::io::Result<UnixStream> {

@@ -224,6 +224,16 @@ impl TestServer {
     /// Pids of the master's children (the workers), from /proc.
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.pid())
+            .into_iter()
+            .filter(|&pid| !is_fork_server(pid))
+            .collect()
+    }
+
+    /// The fork server's pid, if one runs (it names itself fc-forkserver).
+    pub fn fork_server_pid(&self) -> Option<u32> {
+        children_of(self.pid())
+            .into_iter()
+            .find(|&pid| is_fork_server(pid))
     }
 }
 
@@ -246,6 +256,11 @@ impl Drop for TestServer {
 }
 
 /// Children of `pid`, read from /proc.
+/// Whether `pid` is a fork server (its /proc comm is `fc-forkserver`).
+pub fn is_fork_server(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "fc-forkserver")
+}
+
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut all: Vec<u32> = Vec::new();
     // Children may be listed under any of the master's threads.

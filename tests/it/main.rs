@@ -4,6 +4,7 @@
 mod harness;
 
 mod failures;
+mod forking;
 mod http_front;
 mod lifecycle;
 mod options;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::harness::{children_of, free_port, http_get, metric, wait_until, TestServer, DEADLINE};
+use crate::harness::{free_port, http_get, metric, wait_until, TestServer, DEADLINE};
 
 /// `total` GETs of `path` from `clients` threads; (status, body) of each.
 fn load(server: &TestServer, path: &str, total: usize, clients: usize) -> Vec<(u16, String)> {
@@ -116,7 +116,7 @@ fn a_leaking_app_is_held_under_the_memory_limit_without_failing_a_request() {
     let results = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Relaxed) {
-                for pid in children_of(server.pid()) {
+                for pid in server.worker_pids() {
                     if let Some(rss) = rss(pid) {
                         let mut peaks = peaks.lock().unwrap();
                         let peak = peaks.entry(pid).or_default();

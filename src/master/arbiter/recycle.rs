@@ -212,6 +212,17 @@ impl Arbiter {
 }
 
 impl Arbiter {
+    /// Once no worker of the config before a reload is left, that config
+    /// is gone for good: a reload can no longer be called off.
+    pub(super) fn settle_reload(&mut self, actions: &mut Vec<Action>) {
+        let generation = self.generation;
+        if self.before_reload.is_some() && self.workers.values().all(|e| e.generation == generation)
+        {
+            self.before_reload = None;
+            actions.push(Action::SettleReload);
+        }
+    }
+
     /// A worker of the reloaded config cannot load the app: if workers of
     /// the previous config still serve, the reload is called off and they
     /// keep serving (returns true); otherwise the caller stops the master.

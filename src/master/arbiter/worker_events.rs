@@ -82,6 +82,7 @@ impl Arbiter {
         self.memory.forget(worker);
         actions.push(Action::Forget { worker });
         self.unpair(&entry);
+        self.settle_reload(actions);
         let age = now.saturating_duration_since(entry.spawned_at);
         match entry.state {
             WorkerState::Retiring(reason) => {

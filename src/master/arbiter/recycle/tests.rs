@@ -312,12 +312,18 @@ fn reload_rolls_every_worker_new_ones_first() {
     // The first old worker drains; the second's replacement starts at once.
     let second = spawned(&actions);
     assert_eq!(second.len(), 1);
-    assert!(spawned(&pool.exit(ids[0])).is_empty());
+    let actions = pool.exit(ids[0]);
+    assert!(spawned(&actions).is_empty());
+    assert!(
+        !actions.contains(&Action::SettleReload),
+        "an old worker still serves"
+    );
     assert_eq!(
         retired(&pool.ready(second[0])),
         vec![(ids[1], RetireReason::Reload)]
     );
-    pool.exit(ids[1]);
+    // The last old worker is gone: the old config (and its fork server) can go.
+    assert!(pool.exit(ids[1]).contains(&Action::SettleReload));
     assert_eq!(pool.arb.serving(), 2);
     assert!(pool
         .arb

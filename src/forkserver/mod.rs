@@ -1,0 +1,264 @@
+//! The fork server: the master's Python half. One process of the user's
+//! interpreter gets a worker ready up to the fork (the worker program
+//! imported; with `--preload` the app too, then frozen for copy-on-write)
+//! and forks a worker whenever the master asks, so a replacement costs
+//! milliseconds instead of an interpreter start and an import.
+//!
+//! [`Launcher`] is the master's handle: a task owns the fork server
+//! ([`process`]) and answers launch requests one at a time. If the fork
+//! server dies, running workers are not affected; the task starts a new one,
+//! backing off while it keeps failing, and past the back-off's limit it
+//! starts workers the old way, as fresh interpreters, and says so in the
+//! log. It decides nothing else: which worker to start and when is the
+//! arbiter's business.
+
+pub mod process;
+
+use std::fs::File;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::master::policy::backoff::{self, Verdict};
+use crate::worker::reap::Reaper;
+use crate::worker::spawn::{start_worker, SpawnSpec, WorkerEnds};
+use crate::worker::WorkerId;
+use process::{ForkError, ForkServer, StartError};
+
+/// Why a worker was not started.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LaunchError {
+    /// `--preload`: the app could not be imported in the fork server; the
+    /// text holds the Python error. The next try would fail the same way.
+    #[error("app failed to load: {0}")]
+    AppLoad(String),
+    /// The interpreter could not be executed at all.
+    #[error("{0}")]
+    Exec(String),
+    /// This worker did not start (the fork failed, or the fork server died
+    /// while forking it); the next one may.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How the launcher starts workers.
+#[derive(Debug)]
+pub struct LaunchSpec {
+    /// Interpreter, app, environment and `--preload`.
+    pub spawn: SpawnSpec,
+    /// Time the fork server has to get ready.
+    pub boot_timeout: Duration,
+    /// The error log file the Python side writes to; `None` is the master's stderr.
+    pub log_file: Option<File>,
+}
+
+enum Request {
+    Launch {
+        worker: WorkerId,
+        ends: WorkerEnds,
+        reply: oneshot::Sender<Result<u32, LaunchError>>,
+    },
+    ReopenLog(Option<File>),
+}
+
+/// Starts workers through the fork server. Dropping every clone stops the
+/// fork server (its control socket closes); its workers serve on.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl Launcher {
+    /// Starts the fork server in the background; launches wait for it.
+    pub fn start(spec: LaunchSpec, reaper: Reaper) -> Launcher {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let task = Task {
+            spec,
+            reaper,
+            state: State::Down { failures: 0 },
+        };
+        tokio::spawn(task.run(rx));
+        Launcher { requests }
+    }
+
+    /// Starts worker `worker` on `ends`; returns its pid, which is a child
+    /// of the master either way.
+    pub async fn launch(&self, worker: WorkerId, ends: WorkerEnds) -> Result<u32, LaunchError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || LaunchError::Failed("the master is stopping".into());
+        self.requests
+            .send(Request::Launch {
+                worker,
+                ends,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// The error log was reopened (USR1): workers forked from now on write
+    /// to `file`.
+    pub fn reopen_log(&self, file: Option<File>) {
+        let _ = self.requests.send(Request::ReopenLog(file));
+    }
+}
+
+enum State {
+    Up(ForkServer),
+    /// No fork server: the next launch starts one (`failures` in a row so far).
+    Down {
+        failures: u32,
+    },
+    /// The app cannot be imported: every launch fails the same way.
+    Broken(LaunchError),
+    /// The fork server kept failing: workers start as fresh interpreters.
+    Fallback,
+}
+
+struct Task {
+    spec: LaunchSpec,
+    reaper: Reaper,
+    state: State,
+}
+
+impl Task {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        // Boot it now, so the first workers do not wait for an interpreter.
+        self.ensure_up().await;
+        loop {
+            let request = match &mut self.state {
+                State::Up(server) => {
+                    let pid = server.pid;
+                    tokio::select! {
+                        request = requests.recv() => request,
+                        status = server.exited() => {
+                            error!(pid, %status, "fork server died; starting a new one (running workers are not affected)");
+                            self.state = State::Down { failures: 0 };
+                            self.ensure_up().await;
+                            continue;
+                        }
+                    }
+                }
+                _ => requests.recv().await,
+            };
+            match request {
+                None => return,
+                Some(Request::Launch {
+                    worker,
+                    ends,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.launch(worker, ends).await);
+                }
+                Some(Request::ReopenLog(file)) => self.reopen_log(file).await,
+            }
+        }
+    }
+
+    async fn launch(&mut self, worker: WorkerId, ends: WorkerEnds) -> Result<u32, LaunchError> {
+        loop {
+            self.ensure_up().await;
+            match &mut self.state {
+                State::Up(server) => match server.fork(worker, &ends).await {
+                    Ok(pid) => return Ok(pid),
+                    Err(ForkError::Refused(why)) => {
+                        return Err(LaunchError::Failed(format!(
+                            "the fork server could not fork worker {worker}: {why}"
+                        )))
+                    }
+                    // It never got the request: the next fork server may.
+                    Err(ForkError::NotSent) => self.lost(None),
+                    Err(err @ ForkError::Lost(_)) => {
+                        // A worker may exist on these sockets: they are not
+                        // reused; dropping ours stops such a worker.
+                        let message = err.to_string();
+                        self.lost(Some(&message));
+                        return Err(LaunchError::Failed(message));
+                    }
+                },
+                // ensure_up never leaves it Down; go round again if it did.
+                State::Down { .. } => continue,
+                State::Broken(err) => return Err(err.clone()),
+                State::Fallback => {
+                    return start_worker(worker, &self.spec.spawn, &ends, self.stderr())
+                        .map_err(|e| LaunchError::Exec(e.to_string()))
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, why: Option<&str>) {
+        if let State::Up(server) = &self.state {
+            server.kill();
+            error!(
+                pid = server.pid,
+                "fork server lost{}; starting a new one",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+        }
+        self.state = State::Down { failures: 0 };
+    }
+
+    /// Starts fork servers until one is ready, backing off between tries;
+    /// gives up on them (fresh interpreters from then on) past the limit.
+    async fn ensure_up(&mut self) {
+        while let State::Down { failures } = self.state {
+            let started = ForkServer::start(
+                &self.spec.spawn,
+                self.spec.boot_timeout,
+                self.stderr(),
+                &self.reaper,
+            )
+            .await;
+            self.state = match started {
+                Ok(server) => {
+                    info!(
+                        pid = server.pid,
+                        preload = self.spec.spawn.preload,
+                        "fork server ready"
+                    );
+                    State::Up(server)
+                }
+                Err(StartError::AppLoad(text)) => State::Broken(LaunchError::AppLoad(text)),
+                Err(StartError::Exec(err)) => State::Broken(LaunchError::Exec(err.to_string())),
+                Err(StartError::Failed(why)) => {
+                    let failures = failures + 1;
+                    match backoff::after_failures(failures) {
+                        Verdict::RetryAfter(delay) => {
+                            warn!(
+                                failures,
+                                delay_ms = delay.as_millis() as u64,
+                                "fork server failed to start: {why}; trying again"
+                            );
+                            tokio::time::sleep(delay).await;
+                            State::Down { failures }
+                        }
+                        Verdict::GiveUp => {
+                            error!(failures, "fork server failed to start: {why}; workers start as fresh interpreters from now on (slower boots, no shared memory)");
+                            State::Fallback
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    async fn reopen_log(&mut self, file: Option<File>) {
+        if let (State::Up(server), Some(file)) = (&mut self.state, &file) {
+            if let Err(err) = server.reopen_log(file).await {
+                error!(pid = server.pid, error = %err, "cannot hand the reopened error log to the fork server");
+            }
+        }
+        self.spec.log_file = file;
+    }
+
+    /// The Python side's stderr: the error log file, or the master's stderr.
+    fn stderr(&self) -> Stdio {
+        match self.spec.log_file.as_ref().map(File::try_clone) {
+            Some(Ok(file)) => Stdio::from(file),
+            _ => Stdio::inherit(),
+        }
+    }
+}
