@@ -274,6 +274,7 @@ mod tests {
         ("max_memory_total", "4GiB"),
         ("memory_metric", "pss"),
         ("memory_check_interval", "250ms"),
+        ("spare_workers", "2"),
         ("max_concurrent_retirements", "2"),
         ("metrics_bind", "127.0.0.1:9100"),
     ];

@@ -163,6 +163,10 @@ macro_rules! with_settings {
                 doc: "How often the master samples each worker's memory",
                 section: Recycling, long: "memory-check-interval",
             },
+            spare_workers: usize = ["1"] {
+                doc: "With max_requests or a memory limit, keep this many workers booted and idle, so a worker due to retire is replaced at once instead of after a boot; 0 boots each replacement when it is needed",
+                section: Recycling, long: "spare-workers", max: 64,
+            },
             max_concurrent_retirements: Option<usize> = [] {
                 doc: "At most this many workers retire at once; default: a quarter of the workers, at least 1",
                 section: Recycling, long: "max-concurrent-retirements", min: 1, example: "2",

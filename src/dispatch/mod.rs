@@ -162,9 +162,11 @@ impl Slot {
 
     /// Whether a request may wait behind this worker's running ones now.
     fn takes_waiting(&self, below: Duration) -> bool {
+        let waiting = self.books.iter().filter(|b| b.waiting.is_some()).count() as u64;
         self.accepting
             && self.standing == Standing::Normal
             && !self.tally.due()
+            && self.tally.has_room(waiting)
             && self.service.is_some_and(|s| s < below)
     }
 }
@@ -222,6 +224,7 @@ impl Dispatcher {
                 return Err(DispatchError::ShuttingDown);
             }
             if let Some((worker, lane)) = state.pick() {
+                self.give(&mut state, worker);
                 return Ok(self.lease(&mut state, worker, lane));
             }
             let waiting = state
@@ -427,6 +430,7 @@ impl Dispatcher {
                     let _ = lane.take_unwritten_ahead();
                     lane.write_now(&waiting.request);
                 }
+                self.give(&mut state, worker);
                 let mut lease = self.lease(&mut state, worker, lane);
                 lease.mark_written();
                 match waiting.tx.send(Delivery::Lease(lease)) {
@@ -527,6 +531,7 @@ impl Dispatcher {
         let lease = self.lease(state, worker, lane);
         match state.queue.hand_over(Delivery::Lease(lease), write_request) {
             Handover::Delivered => {
+                self.give(state, worker);
                 self.move_into_lanes(state);
                 None
             }
@@ -538,8 +543,19 @@ impl Dispatcher {
                 state.park(worker, lane);
                 None
             }
-            Handover::Orphaned(Delivery::Lease(lease)) => Some(lease),
+            Handover::Orphaned(Delivery::Lease(lease)) => {
+                // Written already: the worker runs it until the CANCEL.
+                self.give(state, worker);
+                Some(lease)
+            }
             Handover::NoWaiter(_) | Handover::Orphaned(_) => None,
+        }
+    }
+
+    /// Counts a request handed to `worker` against its limit and cap.
+    fn give(&self, state: &mut State, worker: WorkerId) {
+        if let Some(slot) = state.slot(worker) {
+            slot.tally.take(worker, &self.shared.news);
         }
     }
 
@@ -568,13 +584,14 @@ impl State {
         Some(self.stranded.swap_remove(at).1)
     }
 
-    /// The best standing among accepting workers: a worker serves only if
-    /// its standing allows it next to that one. Excluded workers never do.
+    /// The best standing among accepting workers with room under their
+    /// request cap: a worker serves only if its standing allows it next to
+    /// that one. Excluded workers never do.
     fn lowest_standing(&self) -> Option<Standing> {
         let best = self
             .slots
             .iter()
-            .filter(|s| s.accepting)
+            .filter(|s| s.accepting && s.tally.has_room(0))
             .map(|s| s.standing)
             .min()?;
         (best != Standing::Excluded).then_some(best)
@@ -582,9 +599,9 @@ impl State {
 
     fn may_serve(&self, worker: WorkerId) -> bool {
         let floor = self.lowest_standing();
-        self.slots
-            .iter()
-            .any(|s| s.worker == worker && floor.is_some_and(|f| s.standing <= f))
+        self.slots.iter().any(|s| {
+            s.worker == worker && s.tally.has_room(0) && floor.is_some_and(|f| s.standing <= f)
+        })
     }
 
     fn park(&mut self, worker: WorkerId, lane: Lane) {
@@ -604,7 +621,9 @@ impl State {
         let slot = self
             .slots
             .iter_mut()
-            .filter(|s| s.accepting && s.standing <= floor && !s.idle.is_empty())
+            .filter(|s| {
+                s.accepting && s.standing <= floor && !s.idle.is_empty() && s.tally.has_room(0)
+            })
             .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len(), s.last_pick))?;
         slot.last_pick = picks;
         Some((slot.worker, slot.idle.pop()?))

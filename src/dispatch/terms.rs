@@ -18,11 +18,12 @@ pub enum PoolNews {
         /// Requests it served in all.
         served: u64,
     },
-    /// The worker has served its request limit.
+    /// The worker has been given its request limit (the last ones may
+    /// still be running).
     RequestLimit {
         /// Which worker.
         worker: WorkerId,
-        /// Requests served (the limit).
+        /// Requests served so far.
         served: u64,
     },
     /// The worker's RSS after a request: sent while it is above the
@@ -40,8 +41,12 @@ pub enum PoolNews {
 /// The terms a worker is admitted on.
 #[derive(Debug, Default)]
 pub struct WorkerTerms {
-    /// Requests after which the arbiter hears `RequestLimit`.
+    /// Requests given to the worker after which the arbiter hears `RequestLimit`.
     pub request_limit: Option<u64>,
+    /// Requests the worker is given at most, whatever its standing
+    /// (`max_requests + max_requests_jitter`): past its own limit it may
+    /// serve on while its replacement boots, but never past this.
+    pub request_cap: Option<u64>,
     /// RSS checked after each request, reported above this many bytes.
     pub rss_watch: Option<(RssProbe, u64)>,
 }
@@ -51,6 +56,8 @@ pub struct WorkerTerms {
 pub(super) struct Tally {
     pub terms: WorkerTerms,
     pub served: u64,
+    /// Requests handed to the worker so far (served or running).
+    pub taken: u64,
     rss_over: bool,
 }
 
@@ -59,29 +66,44 @@ impl Tally {
         Tally {
             terms,
             served: 0,
+            taken: 0,
             rss_over: false,
         }
     }
 
-    /// Whether the last count reached the request limit or found RSS over
-    /// its threshold: the worker is about to be told to retire.
+    /// Whether the worker may be given `more` requests beyond those it has.
+    pub fn has_room(&self, more: u64) -> bool {
+        self.terms
+            .request_cap
+            .map_or(true, |cap| self.taken + more < cap)
+    }
+
+    /// Whether it has been given its request limit or the last count
+    /// found RSS over its threshold: the worker is about to be told to retire.
     pub fn due(&self) -> bool {
         self.rss_over
             || self
                 .terms
                 .request_limit
-                .is_some_and(|limit| self.served >= limit)
+                .is_some_and(|limit| self.taken >= limit)
     }
 
-    /// One more request done on `worker`.
-    pub fn count(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
-        self.served += 1;
-        if self.terms.request_limit == Some(self.served) {
+    /// One more request given to `worker`. The arbiter hears of the limit
+    /// when it is handed out, not when it is done, so the replacement can
+    /// take over before the worker is asked for more.
+    pub fn take(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
+        self.taken += 1;
+        if self.terms.request_limit == Some(self.taken) {
             let _ = news.send(PoolNews::RequestLimit {
                 worker,
                 served: self.served,
             });
         }
+    }
+
+    /// One more request done on `worker`.
+    pub fn count(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
+        self.served += 1;
         if let Some((probe, threshold)) = &self.terms.rss_watch {
             // A vanished process reads as an error: its exit is on the way.
             if let Ok(bytes) = probe.read() {

@@ -174,12 +174,12 @@ async fn an_excluded_worker_takes_no_new_request_even_when_alone() {
 }
 
 #[tokio::test]
-async fn counts_requests_and_reports_the_limit_once() {
+async fn counts_requests_and_reports_the_limit_once_when_it_is_handed_out() {
     let (d, mut news) = dispatcher(8);
     let (a, _keep) = lanes(1);
     let terms = WorkerTerms {
         request_limit: Some(3),
-        rss_watch: None,
+        ..WorkerTerms::default()
     };
     d.add_worker(WorkerId(7), a, terms);
     for _ in 0..5 {
@@ -190,10 +190,36 @@ async fn counts_requests_and_reports_the_limit_once() {
         news.try_recv().unwrap(),
         PoolNews::RequestLimit {
             worker: WorkerId(7),
-            served: 3
-        }
+            served: 2
+        },
+        "heard as the third request is given, before it is done"
     );
     assert!(news.try_recv().is_err(), "reported once");
+}
+
+#[tokio::test]
+async fn a_worker_at_its_request_cap_gets_nothing_more_whatever_its_standing() {
+    let (d, _news) = dispatcher(8);
+    let (a, _keep_a) = lanes(1);
+    let terms = WorkerTerms {
+        request_limit: Some(1),
+        request_cap: Some(2),
+        ..WorkerTerms::default()
+    };
+    d.add_worker(WorkerId(1), a, terms);
+    d.set_standing(WorkerId(1), Standing::Reserve);
+    for _ in 0..2 {
+        drop(d.acquire(Bytes::new()).await.unwrap());
+    }
+    let waiter = tokio::spawn({
+        let d = d.clone();
+        async move { d.acquire(Bytes::new()).await.map(|lease| lease.worker()) }
+    });
+    wait_for(|| d.stats().queued == 1).await;
+    let (b, _keep_b) = lanes(1);
+    d.add_worker(WorkerId(2), b, WorkerTerms::default());
+    assert_eq!(waiter.await.unwrap(), Ok(WorkerId(2)));
+    assert_eq!(d.served(), vec![(WorkerId(1), 2), (WorkerId(2), 1)]);
 }
 
 #[tokio::test]
@@ -203,8 +229,8 @@ async fn reports_rss_above_the_threshold_after_each_request_and_once_below() {
     let (a, _keep) = lanes(1);
     let rss = RssProbe::open(std::process::id()).unwrap().read().unwrap();
     let terms = WorkerTerms {
-        request_limit: None,
         rss_watch: Some((RssProbe::open(std::process::id()).unwrap(), rss / 2)),
+        ..WorkerTerms::default()
     };
     d.add_worker(WorkerId(1), a, terms);
     drop(d.acquire(Bytes::new()).await.unwrap());

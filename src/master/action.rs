@@ -32,6 +32,9 @@ pub enum Action {
         worker: WorkerId,
         /// Its own max-requests limit (with jitter), if any.
         request_limit: Option<u64>,
+        /// Requests it may be given at most, even while its replacement
+        /// boots (`max_requests + max_requests_jitter`).
+        request_cap: Option<u64>,
     },
     /// How much the worker may serve: Reserve or Excluded while its
     /// replacement boots, Normal again if its replacement is called off.

@@ -142,6 +142,7 @@ impl Shell {
             Action::Admit {
                 worker,
                 request_limit,
+                request_cap,
             } => {
                 if let Some(handle) = self.workers.get_mut(&worker) {
                     let lanes = handle.lanes.drain(..).map(Lane::new).collect();
@@ -158,6 +159,7 @@ impl Shell {
                     });
                     let terms = WorkerTerms {
                         request_limit,
+                        request_cap,
                         rss_watch,
                     };
                     self.dispatcher.add_worker(worker, lanes, terms);

@@ -6,6 +6,7 @@
 
 mod config;
 mod recycle;
+mod spare;
 mod stop;
 mod worker_events;
 
@@ -53,6 +54,9 @@ struct Entry {
     due: Option<Due>,
     /// The due worker this one replaces: retired when this one is ready.
     replaces: Option<WorkerId>,
+    /// Booted ahead of need and not admitted: the next due worker's
+    /// replacement (see `spare.rs`).
+    spare: bool,
     /// When it started retiring: TERM and KILL deadlines count from here.
     retired_at: Option<Instant>,
     term_sent: bool,
@@ -63,7 +67,12 @@ impl Entry {
     /// Booting or Serving, not counting a due worker whose replacement is
     /// under way: the replacement stands in for it.
     fn counts_toward_capacity(&self) -> bool {
-        self.state.counts_toward_capacity() && !self.due.is_some_and(|d| d.started)
+        self.state.counts_toward_capacity() && !self.spare && !self.due.is_some_and(|d| d.started)
+    }
+
+    /// Ready and admitted: the dispatcher may give it requests.
+    fn is_serving(&self) -> bool {
+        self.state == WorkerState::Serving && !self.spare
     }
 }
 
@@ -129,10 +138,7 @@ impl Arbiter {
 
     /// Workers that are ready and accept requests.
     pub fn serving(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|e| e.state == WorkerState::Serving)
-            .count()
+        self.workers.values().filter(|e| e.is_serving()).count()
     }
 
     /// The worker count the arbiter aims for.
@@ -153,6 +159,7 @@ impl Arbiter {
                 id: worker.0,
                 pid: e.pid,
                 state: match e.state {
+                    _ if e.spare && e.state.counts_toward_capacity() => "spare",
                     WorkerState::Booting => "booting",
                     WorkerState::Serving => "serving",
                     _ => "retiring",
@@ -346,6 +353,11 @@ impl Arbiter {
         if self.phase != Phase::Running {
             return;
         }
+        for old in self.waiting_for_replacement() {
+            if !self.use_spare(old, now, actions) {
+                break;
+            }
+        }
         let have = self
             .workers
             .values()
@@ -353,44 +365,58 @@ impl Arbiter {
             .count()
             + self.pending_spawns.len();
         for _ in have..self.desired {
-            let worker = WorkerId(self.next_id);
-            self.next_id += 1;
             let replaces = self.waiting_for_replacement().first().copied();
+            let worker = self.spawn(replaces, false, now, actions);
             if let Some(old) = replaces {
                 if let Some(due) = self.workers.get_mut(&old).and_then(|e| e.due.as_mut()) {
                     due.replacement = Some(worker);
                 }
             }
-            let request_limit = super::policy::max_requests::draw_limit(
-                self.config.max_requests,
-                self.config.max_requests_jitter,
-                &mut self.rng,
-            );
-            self.workers.insert(
-                worker,
-                Entry {
-                    state: WorkerState::Booting,
-                    pid: None,
-                    generation: self.generation,
-                    spawned_at: now,
-                    request_limit,
-                    served: 0,
-                    memory: None,
-                    due: None,
-                    replaces,
-                    retired_at: None,
-                    term_sent: false,
-                    kill_sent: false,
-                },
-            );
-            actions.push(Action::Spawn { worker });
         }
+        self.keep_spare(now, actions);
         // Started retirements nobody will replace (the count went down):
         // they go now, unless a backed-off spawn is still coming for them.
         let unreplaced = self.waiting_for_replacement();
         for &old in unreplaced.iter().skip(self.pending_spawns.len()) {
             self.replaced(old, now, actions);
         }
+    }
+
+    /// A new worker entry (drawing its own request limit) and its Spawn.
+    fn spawn(
+        &mut self,
+        replaces: Option<WorkerId>,
+        spare: bool,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> WorkerId {
+        let worker = WorkerId(self.next_id);
+        self.next_id += 1;
+        let request_limit = super::policy::max_requests::draw_limit(
+            self.config.max_requests,
+            self.config.max_requests_jitter,
+            &mut self.rng,
+        );
+        self.workers.insert(
+            worker,
+            Entry {
+                state: WorkerState::Booting,
+                pid: None,
+                generation: self.generation,
+                spawned_at: now,
+                request_limit,
+                served: 0,
+                memory: None,
+                due: None,
+                replaces,
+                spare,
+                retired_at: None,
+                term_sent: false,
+                kill_sent: false,
+            },
+        );
+        actions.push(Action::Spawn { worker });
+        worker
     }
 
     fn exit(&mut self, code: ExitCode, message: Option<String>) -> Action {

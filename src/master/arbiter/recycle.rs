@@ -37,7 +37,7 @@ impl Arbiter {
         let Some(entry) = self.workers.get_mut(&worker) else {
             return;
         };
-        if entry.state != WorkerState::Serving || entry.due.is_some() {
+        if !entry.is_serving() || entry.due.is_some() {
             return;
         }
         entry.due = Some(Due {
@@ -46,37 +46,58 @@ impl Arbiter {
             replacement: None,
         });
         info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
-            memory = entry.memory, age_s = now.saturating_duration_since(entry.spawned_at).as_secs(),
-            "worker due to retire");
+            limit = entry.request_limit, memory = entry.memory,
+            age_s = now.saturating_duration_since(entry.spawned_at).as_secs(), "worker due to retire");
+        // Until its turn comes it serves only when no other worker can:
+        // a due worker that kept normal standing took all the traffic
+        // while another's replacement booted, far past its limit.
+        actions.push(Action::SetStanding {
+            worker,
+            standing: Standing::Reserve,
+        });
         self.advance_due(now, actions);
     }
 
     /// Starts the replacements of due workers whose turn has come (oldest
-    /// worker first), then fills the pool.
+    /// worker first), then fills the pool. A ready spare replaces a due
+    /// worker at once, whatever the stagger cap: the pool never dips.
     pub(super) fn advance_due(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let desired = self.desired;
         let cap = stagger::cap(desired, self.config.max_concurrent_retirements);
         let mut in_progress = self.workers.values().filter(|e| in_progress(e)).count();
-        for (&worker, entry) in self.workers.iter_mut() {
-            if !stagger::may_start(in_progress, cap) {
+        let waiting: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| e.is_serving() && e.due.is_some_and(|d| !d.started))
+            .map(|(&id, _)| id)
+            .collect();
+        for worker in waiting {
+            let swap = self.has_ready_spare();
+            if !swap && !stagger::may_start(in_progress, cap) {
                 break;
             }
-            if let Some(due) = entry.due.as_mut().filter(|d| !d.started) {
-                due.started = true;
-                in_progress += 1;
-                // A worker over its memory limit takes nothing more, unless
-                // it is the pool's only worker: then stalling is worse.
-                let standing = match due.reason {
-                    RetireReason::Memory | RetireReason::MemoryTotal if desired > 1 => {
-                        Standing::Excluded
-                    }
-                    _ => Standing::Reserve,
-                };
-                actions.push(Action::SetStanding { worker, standing });
-                actions.push(Action::CountRestart {
-                    reason: due.reason.as_str(),
-                });
+            let Some(due) = self.workers.get_mut(&worker).and_then(|e| e.due.as_mut()) else {
+                continue;
+            };
+            due.started = true;
+            let reason = due.reason;
+            actions.push(Action::CountRestart {
+                reason: reason.as_str(),
+            });
+            if swap {
+                self.use_spare(worker, now, actions);
+                continue;
             }
+            in_progress += 1;
+            // A worker over its memory limit takes nothing more, unless
+            // it is the pool's only worker: then stalling is worse.
+            let standing = match reason {
+                RetireReason::Memory | RetireReason::MemoryTotal if desired > 1 => {
+                    Standing::Excluded
+                }
+                _ => Standing::Reserve,
+            };
+            actions.push(Action::SetStanding { worker, standing });
         }
         self.fill(now, actions);
     }
@@ -86,8 +107,7 @@ impl Arbiter {
         self.workers
             .iter()
             .filter(|(_, e)| {
-                e.state == WorkerState::Serving
-                    && e.due.is_some_and(|d| d.started && d.replacement.is_none())
+                e.is_serving() && e.due.is_some_and(|d| d.started && d.replacement.is_none())
             })
             .map(|(&id, _)| id)
             .collect()
@@ -129,7 +149,7 @@ impl Arbiter {
         let leaving = |id: WorkerId| {
             workers
                 .get(&id)
-                .map_or(true, |e| e.state != WorkerState::Serving || e.due.is_some())
+                .map_or(true, |e| !e.is_serving() || e.due.is_some())
         };
         let verdicts = match readings {
             [(worker, bytes)] if !full_round => self.memory.observe_one(*worker, *bytes, &leaving),
@@ -179,10 +199,11 @@ impl Arbiter {
         self.memory = MemoryWatch::new(config.memory);
         self.before_reload = Some(std::mem::replace(&mut self.config, config));
         self.generation += 1;
+        self.drop_stale_spares(now, actions);
         let old: Vec<(WorkerId, WorkerState)> = self
             .workers
             .iter()
-            .filter(|(_, e)| e.generation < self.generation)
+            .filter(|(_, e)| e.generation < self.generation && !e.spare)
             .map(|(&id, e)| (id, e.state))
             .collect();
         info!(
@@ -236,7 +257,7 @@ impl Arbiter {
         let old_serving = self
             .workers
             .values()
-            .any(|e| e.generation < generation && e.state == WorkerState::Serving);
+            .any(|e| e.generation < generation && e.is_serving());
         let Some(previous) = self.before_reload.take().filter(|_| old_serving) else {
             return false;
         };
@@ -282,7 +303,7 @@ impl Arbiter {
 /// whole again, and holding the next turn back for its drain would leave a
 /// worker over its limit serving (and growing) meanwhile.
 fn in_progress(entry: &Entry) -> bool {
-    entry.state == WorkerState::Serving && entry.due.is_some_and(|d| d.started)
+    entry.is_serving() && entry.due.is_some_and(|d| d.started)
 }
 
 #[cfg(test)]

@@ -23,10 +23,17 @@ impl Arbiter {
             Ok(state) => {
                 entry.state = state;
                 self.boot_failures = 0;
+                if entry.spare {
+                    info!(worker = %worker, pid = entry.pid, "spare worker ready");
+                    // A due worker may be waiting for it.
+                    self.advance_due(now, actions);
+                    return;
+                }
                 info!(worker = %worker, pid = entry.pid, "worker ready");
                 actions.push(Action::Admit {
                     worker,
                     request_limit: entry.request_limit,
+                    request_cap: self.config.request_cap(),
                 });
                 if let Some(old) = entry.replaces.take() {
                     self.replaced(old, now, actions);

@@ -423,3 +423,134 @@ fn a_single_worker_over_its_memory_limit_stays_in_reserve_so_nothing_stalls() {
     }));
     assert_eq!(spawned(&actions).len(), 1);
 }
+
+fn admitted(actions: &[Action]) -> Vec<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Admit { worker, .. } => Some(*worker),
+            _ => None,
+        })
+        .collect()
+}
+
+fn limit_reached(pool: &mut Pool, worker: WorkerId) -> Vec<Action> {
+    pool.on(Event::Pool(PoolNews::RequestLimit { worker, served: 10 }))
+}
+
+/// Two workers and one spare, all ready; returns the pool, the workers and the spare.
+fn with_a_ready_spare() -> (Pool, Vec<WorkerId>, WorkerId) {
+    let mut cfg = config(2);
+    cfg.max_requests = 10;
+    cfg.max_requests_jitter = 5;
+    cfg.spare_workers = 1;
+    let mut pool = Pool {
+        arb: Arbiter::with_rng(cfg, StdRng::seed_from_u64(3)),
+        now: Instant::now(),
+    };
+    let ids = spawned(&pool.on(Event::Start));
+    assert_eq!(ids.len(), 3, "two workers and a spare");
+    let mut admits = Vec::new();
+    for &id in &ids {
+        admits.extend(admitted(&pool.ready(id)));
+    }
+    assert_eq!(admits, ids[..2], "the spare is not admitted");
+    assert_eq!(pool.arb.serving(), 2);
+    (pool, ids[..2].to_vec(), ids[2])
+}
+
+#[test]
+fn a_ready_spare_replaces_a_due_worker_at_once_and_the_next_spare_boots() {
+    let (mut pool, ids, spare) = with_a_ready_spare();
+    let actions = limit_reached(&mut pool, ids[0]);
+    assert_eq!(admitted(&actions), vec![spare]);
+    assert!(
+        actions.contains(&Action::Admit {
+            worker: spare,
+            request_limit: actions.iter().find_map(|a| match a {
+                Action::Admit { request_limit, .. } => *request_limit,
+                _ => None,
+            }),
+            request_cap: Some(15),
+        }),
+        "admitted with the cap max_requests + jitter: {actions:?}"
+    );
+    assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MaxRequests)]);
+    assert_eq!(spawned(&actions).len(), 1, "the next spare");
+    assert_eq!(pool.arb.serving(), 2, "capacity never dipped");
+}
+
+#[test]
+fn a_spare_still_booting_becomes_the_replacement_and_the_due_worker_waits_in_reserve() {
+    let mut cfg = config(2);
+    cfg.max_requests = 10;
+    cfg.spare_workers = 1;
+    let mut pool = Pool {
+        arb: Arbiter::with_rng(cfg, StdRng::seed_from_u64(3)),
+        now: Instant::now(),
+    };
+    let ids = spawned(&pool.on(Event::Start));
+    pool.ready(ids[0]);
+    pool.ready(ids[1]);
+    let actions = limit_reached(&mut pool, ids[0]);
+    assert!(actions.contains(&Action::SetStanding {
+        worker: ids[0],
+        standing: Standing::Reserve
+    }));
+    assert!(
+        retired(&actions).is_empty(),
+        "not before its replacement is ready"
+    );
+    // The booting spare is its replacement; the next spare boots now.
+    assert_eq!(spawned(&actions).len(), 1);
+    let actions = pool.ready(ids[2]);
+    assert_eq!(admitted(&actions), vec![ids[2]]);
+    assert_eq!(retired(&actions), vec![(ids[0], RetireReason::MaxRequests)]);
+    assert!(spawned(&actions).is_empty());
+}
+
+#[test]
+fn a_due_worker_waiting_for_its_turn_serves_only_in_reserve() {
+    let mut cfg = config(4);
+    cfg.max_requests = 10;
+    let (mut pool, ids, _) = Pool::start(cfg);
+    limit_reached(&mut pool, ids[0]);
+    // The stagger cap (1 of 4) holds the second one back: it must not take
+    // all the traffic meanwhile.
+    let actions = limit_reached(&mut pool, ids[1]);
+    assert!(spawned(&actions).is_empty());
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::SetStanding { .. }))
+            .collect::<Vec<_>>(),
+        vec![&Action::SetStanding {
+            worker: ids[1],
+            standing: Standing::Reserve
+        }]
+    );
+}
+
+#[test]
+fn a_reload_drops_the_spare_of_the_old_config_and_boots_a_new_one() {
+    let (mut pool, _, spare) = with_a_ready_spare();
+    let mut cfg = config(2);
+    cfg.max_requests = 10;
+    cfg.spare_workers = 1;
+    let actions = pool.on(Event::Reloaded(cfg));
+    assert!(actions.contains(&Action::Stop { worker: spare }));
+    assert!(!admitted(&actions).contains(&spare));
+    // One replacement (cap 1) and the new config's spare.
+    assert_eq!(spawned(&actions).len(), 2, "{actions:?}");
+}
+
+#[test]
+fn no_spare_without_planned_recycling() {
+    let mut cfg = config(2);
+    cfg.spare_workers = 1;
+    let mut arb = Arbiter::with_rng(cfg, StdRng::seed_from_u64(3));
+    assert_eq!(
+        spawned(&arb.on_event(Event::Start, Instant::now())).len(),
+        2
+    );
+}
