@@ -100,6 +100,15 @@ class ForkServerProcess:
         self.proc.stderr.close()
 
 
+def handshake(control: socket.socket) -> dict:
+    """A forked worker's HELLO, then READY (its app is loaded); returns the HELLO."""
+    kind, _, hello = recv_frame(control)
+    assert kind == W.HELLO, (kind, hello)
+    kind, _, payload = recv_frame(control)
+    assert kind == W.READY, (kind, payload)
+    return json.loads(hello)
+
+
 def reap(pid: int) -> int:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -143,10 +152,7 @@ class ForkServerTest(unittest.TestCase):
         self.assertEqual(kind, W.FORKED, reply)
         pid = reply["pid"]
         self.assertEqual((reply["worker"], ppid_of(pid)), (3, os.getpid()))
-        kind, _, payload = recv_frame(control)
-        self.assertEqual(kind, W.HELLO)
-        self.assertEqual(json.loads(payload)["pid"], pid)
-        self.assertEqual(recv_frame(control)[0], W.READY)
+        self.assertEqual(handshake(control)["pid"], pid)
         for lane in lanes:
             self.assertEqual(get(lane, path="/x").body, b"/x %d" % pid)
         with open(f"/proc/{pid}/comm") as comm:
@@ -156,8 +162,7 @@ class ForkServerTest(unittest.TestCase):
         # The fork server serves on: a second worker.
         kind, reply, control, lanes = server.fork(4)
         self.assertEqual(kind, W.FORKED)
-        self.assertEqual(recv_frame(control)[0], W.HELLO)
-        self.assertEqual(recv_frame(control)[0], W.READY)
+        handshake(control)
         control.close()
         self.assertEqual(reap(reply["pid"]), 0)
 
@@ -195,8 +200,7 @@ class ForkServerTest(unittest.TestCase):
         b.close()
         kind, reply, control, _ = server.fork(10)
         self.assertEqual(kind, W.FORKED)
-        self.assertEqual(recv_frame(control)[0], W.HELLO)
-        self.assertEqual(recv_frame(control)[0], W.READY)
+        handshake(control)
         control.close()
         self.assertEqual(reap(reply["pid"]), 0)
 
@@ -204,8 +208,7 @@ class ForkServerTest(unittest.TestCase):
         server = self.start()
         self.boot(server)
         _, reply, control, lanes = server.fork(11)
-        self.assertEqual(recv_frame(control)[0], W.HELLO)
-        self.assertEqual(recv_frame(control)[0], W.READY)
+        handshake(control)
         server.control.close()
         self.assertEqual(server.proc.wait(TIMEOUT), 0)
         self.assertEqual(get(lanes[0], path="/still").body, b"/still %d" % reply["pid"])

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::harness::{command, python, wait_until, TestServer, DEADLINE};
+use crate::harness::{command, kill_process, python, wait_until, TestServer, DEADLINE};
 
 /// A plain WSGI app that records each import (one line: the importing pid)
 /// and answers with `body`.
@@ -199,7 +199,7 @@ fn a_killed_fork_server_fails_no_request_and_comes_back() {
                 n => Err(format!("{n} requests")),
             }
         });
-        kill(fork_server);
+        kill_process(fork_server);
         wait_until("a new fork server", DEADLINE, || {
             match server.fork_server_pid() {
                 Some(pid) if pid != fork_server => Ok(()),
@@ -221,7 +221,7 @@ fn a_killed_fork_server_fails_no_request_and_comes_back() {
     assert_eq!(server.worker_pids(), before, "workers serve on");
 
     // The new fork server forks the next worker.
-    kill(before[0]);
+    kill_process(before[0]);
     wait_until("a replacement", DEADLINE, || {
         let pids = server.worker_pids();
         if pids.len() == 2 && !pids.contains(&before[0]) {
@@ -266,14 +266,6 @@ fn a_fork_server_that_cannot_start_leaves_workers_starting_as_fresh_interpreters
         "{}",
         server.stderr()
     );
-}
-
-fn kill(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn body(server: &TestServer) -> String {

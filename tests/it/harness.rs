@@ -256,6 +256,15 @@ impl Drop for TestServer {
 }
 
 /// Children of `pid`, read from /proc.
+/// SIGKILL to one process this test started (a worker or a fork server).
+pub fn kill_process(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// Whether `pid` is a fork server (its /proc comm is `fc-forkserver`).
 pub fn is_fork_server(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "fc-forkserver")

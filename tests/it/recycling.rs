@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::harness::{free_port, http_get, metric, wait_until, TestServer, DEADLINE};
+use crate::harness::{free_port, http_get, kill_process, metric, wait_until, TestServer, DEADLINE};
 
 /// `total` GETs of `path` from `clients` threads; (status, body) of each.
 fn load(server: &TestServer, path: &str, total: usize, clients: usize) -> Vec<(u16, String)> {
@@ -192,7 +192,7 @@ fn a_killed_worker_fails_only_its_own_request_and_is_replaced() {
     let results = std::thread::scope(|s| {
         let load = s.spawn(|| load(&server, "/io?ms=20", 300, 4));
         std::thread::sleep(Duration::from_millis(500));
-        nix_kill(victims[0]);
+        kill_process(victims[0]);
         load.join().unwrap()
     });
     let failed = failures(&results);
@@ -216,14 +216,6 @@ fn a_killed_worker_fails_only_its_own_request_and_is_replaced() {
         "{}",
         server.stderr()
     );
-}
-
-fn nix_kill(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
