@@ -1252,8 +1252,11 @@ def forkserver_main(env: Optional[dict] = None) -> int:
         if server.master_pid is not None and os.getppid() != server.master_pid:
             raise BootError(f"parent pid {os.getppid()} is not the master pid {server.master_pid}")
         sys.path[0:0] = [p for p in env.get("FERROCORN_WORKER_PYTHONPATH", "").split(os.pathsep) if p]
-        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: os._exit(EXIT_OK))
+        # TERM and INT reach the whole process group (a service manager, a
+        # terminal's Ctrl-C): the master decides, and closes our socket.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(EXIT_OK))
         server.boot()
     except BootError as exc:
         text = exc.report()

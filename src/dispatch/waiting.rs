@@ -86,7 +86,7 @@ pub(super) fn settle(dispatcher: Dispatcher, mut lane: Lane, running: u64, waiti
                 }
                 match lane.reader.read_frame().await {
                     Ok(_) => {}
-                    Err(LaneError::Closed) => return false,
+                    Err(LaneError::Closed | LaneError::Unread) => return false,
                     Err(_) => return true,
                 }
             }

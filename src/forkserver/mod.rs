@@ -61,6 +61,7 @@ enum Request {
         reply: oneshot::Sender<Result<u32, LaunchError>>,
     },
     ReopenLog(Option<File>),
+    Stopping,
 }
 
 /// Starts workers through the fork server. Dropping every clone stops the
@@ -103,6 +104,13 @@ impl Launcher {
     pub fn reopen_log(&self, file: Option<File>) {
         let _ = self.requests.send(Request::ReopenLog(file));
     }
+
+    /// The master is stopping: the fork server is not replaced if it goes
+    /// (a TERM to the whole process group reaches it too), and no more
+    /// workers are started.
+    pub fn stopping(&self) {
+        let _ = self.requests.send(Request::Stopping);
+    }
 }
 
 enum State {
@@ -115,6 +123,8 @@ enum State {
     Broken(LaunchError),
     /// The fork server kept failing: workers start as fresh interpreters.
     Fallback,
+    /// The master is stopping: no more workers.
+    Stopped,
 }
 
 struct Task {
@@ -153,6 +163,10 @@ impl Task {
                     let _ = reply.send(self.launch(worker, ends).await);
                 }
                 Some(Request::ReopenLog(file)) => self.reopen_log(file).await,
+                Some(Request::Stopping) => {
+                    // Dropping it closes its socket: it exits on its own.
+                    self.state = State::Stopped;
+                }
             }
         }
     }
@@ -181,6 +195,7 @@ impl Task {
                 // ensure_up never leaves it Down; go round again if it did.
                 State::Down { .. } => continue,
                 State::Broken(err) => return Err(err.clone()),
+                State::Stopped => return Err(LaunchError::Failed("the master is stopping".into())),
                 State::Fallback => {
                     return start_worker(worker, &self.spec.spawn, &ends, self.stderr())
                         .map_err(|e| LaunchError::Exec(e.to_string()))

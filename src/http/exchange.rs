@@ -67,44 +67,55 @@ pub async fn forward(
         BodyPlan::Streamed(_) => put_body(&mut request, &body.buffered, false),
     }
     let request = request.freeze();
-    let mut lease = ctx
-        .dispatcher
-        .acquire(request.clone())
-        .await
-        .map_err(|err| match err {
-            DispatchError::WorkerLost => RequestError::Worker(err.to_string()),
-            other => RequestError::Overloaded(other),
-        })?;
-    let worker = lease.worker();
-    if let Err(err) = lease.send_request(&request).await {
-        return Err(worker_failed(ctx, lease, err));
-    }
-    if let Some(rest) = body.rest {
-        let limit = ctx.limit_request_body;
-        let sent = body.buffered.len() as u64;
-        let odd = parity(lease.request());
-        lease
-            .lane()
-            .lend_writer(|writer, stop| tokio::spawn(pump(writer, rest, stop, sent, limit, odd)));
-    }
-
-    let first = match lease
-        .lane()
-        .read_frame_within(ctx.timeout)
-        .await
-        .transpose()
-    {
-        Some(frame) => frame,
-        None => {
-            error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
-            let _ = ctx.events.send(Event::RequestTimeout { worker });
-            lease.discard();
-            return Err(RequestError::Timeout);
-        }
-    };
-    let frame = match first {
-        Ok(frame) => frame,
-        Err(err) => return Err(worker_failed(ctx, lease, err)),
+    // A request the worker never read may go to another worker once: see
+    // `never_read`. A body still streaming from the client cannot be sent again.
+    let mut may_retry = body.rest.is_none();
+    let mut rest = body.rest;
+    let (lease, frame) = loop {
+        let mut lease = ctx
+            .dispatcher
+            .acquire(request.clone())
+            .await
+            .map_err(|err| match err {
+                DispatchError::WorkerLost => RequestError::Worker(err.to_string()),
+                other => RequestError::Overloaded(other),
+            })?;
+        let worker = lease.worker();
+        let first = match lease.send_request(&request).await {
+            Ok(()) => {
+                if let Some(rest) = rest.take() {
+                    let limit = ctx.limit_request_body;
+                    let sent = body.buffered.len() as u64;
+                    let odd = parity(lease.request());
+                    lease.lane().lend_writer(|writer, stop| {
+                        tokio::spawn(pump(writer, rest, stop, sent, limit, odd))
+                    });
+                }
+                lease
+                    .lane()
+                    .read_frame_within(ctx.timeout)
+                    .await
+                    .transpose()
+            }
+            Err(err) => Some(Err(err)),
+        };
+        let frame = match first {
+            Some(Ok(frame)) => frame,
+            Some(Err(err)) if may_retry && never_read(&mut lease, &err, body.plan) => {
+                warn!(worker = %worker, error = %err, "the worker died before it read the request; it goes to another worker");
+                may_retry = false;
+                lease.discard();
+                continue;
+            }
+            Some(Err(err)) => return Err(worker_failed(ctx, lease, err)),
+            None => {
+                error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
+                let _ = ctx.events.send(Event::RequestTimeout { worker });
+                lease.discard();
+                return Err(RequestError::Timeout);
+            }
+        };
+        break (lease, frame);
     };
     match frame.kind {
         Kind::Response => respond(ctx, lease, frame.payload).await,
@@ -294,6 +305,26 @@ fn put_body(out: &mut BytesMut, data: &[u8], end: bool) {
         let last = chunks.peek().is_none();
         let flag_bits = if end && last { flags::END } else { 0 };
         frame::put_frame(out, Kind::Body, flag_bits, chunk);
+    }
+}
+
+/// Whether the worker surely never started the app on this request, so
+/// another worker may serve it: the write found the worker's end closed,
+/// or (for a request without a body, the last one written to the lane) the
+/// worker exited with it unread. A request with a body is never resent after
+/// it was written whole: the worker starts the app once it has the head, and
+/// the app reads the body as it goes.
+fn never_read(lease: &mut LaneLease, err: &LaneError, plan: BodyPlan) -> bool {
+    let last_written = lease.request() != 0 && lease.lane().written() == lease.request();
+    match err {
+        LaneError::Io(io) => {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) && !lease.request_written()
+        }
+        LaneError::Unread => last_written && matches!(plan, BodyPlan::Empty),
+        LaneError::Closed | LaneError::Decode(_) => false,
     }
 }
 

@@ -198,6 +198,10 @@ impl Shell {
                 }
             }
             Action::StopAccepting { graceful } => {
+                let old = self.before_reload.as_ref().map(|(_, _, launcher)| launcher);
+                for launcher in std::iter::once(&self.launcher).chain(old) {
+                    launcher.stopping();
+                }
                 if !graceful {
                     self.dispatcher.close();
                 }

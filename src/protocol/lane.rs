@@ -26,6 +26,12 @@ pub enum LaneError {
     /// The worker closed its end: it exited or died.
     #[error("worker closed the lane")]
     Closed,
+    /// The worker exited with bytes of ours unread: a Unix socket whose
+    /// peer closes with data in its receive buffer reports a reset instead
+    /// of EOF, after everything the peer sent was read. So the last request
+    /// written was not read whole.
+    #[error("worker closed the lane without reading what it was sent")]
+    Unread,
     /// The socket failed.
     #[error("lane i/o failed: {0}")]
     Io(#[from] std::io::Error),
@@ -61,11 +67,8 @@ impl LaneReader {
             match self.half.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(LaneError::Closed),
                 Ok(_) => {}
-                // A Unix socket whose peer exits with bytes unread (a request
-                // waiting behind the one it was running) reports a reset
-                // instead of EOF, after everything the peer sent was read.
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return Err(LaneError::Closed)
+                    return Err(LaneError::Unread)
                 }
                 Err(err) => return Err(err.into()),
             }
