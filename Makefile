@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.flask-installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.servers-installed
 
-.PHONY: serve test bench bench-containment sweep
+.PHONY: serve test bench bench-containment bench-boot bench-memory bench-precision sweep
 
 $(STAMP):
 	python3 -m venv $(VENV)
@@ -32,6 +32,18 @@ bench:
 # a leaking Flask app under paced load: no limit, max-requests, max-memory, next to gunicorn (~6 min)
 bench-containment:
 	bash benches/run.sh --containment
+
+# worker boot cost: fresh interpreter, forked, forked --preload; kill -9 replacement next to gunicorn (~15 s)
+bench-boot:
+	bash benches/run.sh --boot
+
+# PSS/USS per worker and the server's total, -w 4 and 8, with and without --preload, next to gunicorn (~25 s)
+bench-memory:
+	bash benches/run.sh --memory
+
+# requests served by each retired worker under --max-requests 20 --max-requests-jitter 10, next to gunicorn (~1 min)
+bench-precision:
+	bash benches/run.sh --precision
 
 # Comparison servers for sweeps that have gunicorn or flask rows; never
 # dependencies of ferrocorn.

@@ -1,8 +1,10 @@
-"""The parts of benches/compare.py and benches/containment.py, one job per module.
+"""The parts of the benchmarks in benches/ (compare, containment, boot, memory), one job per module.
 
 - options.py  command line -> Config; setup checks that name their fix
 - process.py  start a server in its own session, wait for 200, stop its process group
-- measure.py  memory (RSS/PSS) and CPU of a process tree, read from /proc
+- measure.py  memory (RSS/PSS) and CPU of a process tree, read from /proc; one process's
+              smaps_rollup (PSS, USS) and exact run time (schedstat)
+- masterlog.py ferrocorn's master log lines (`booting worker`, `worker ready`) with their timestamps
 - wrk.py      the wrk command line and the parser of its output
 - paced.py    a paced keep-alive HTTP load (same requests at the same times for every server)
 - restarts.py workers replaced: ferrocorn's /metrics restart counters, gunicorn's boot log lines

@@ -185,3 +185,124 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
     other = after.machine_busy_s - before.machine_busy_s - server - wrk - own
     return CpuUsage(server_cores=server / wall, wrk_cores=wrk / wall, other_cores=max(other, 0.0) / wall,
                     top_cores=(after.top_s - before.top_s) / wall)
+
+
+# --- one process at a time: smaps_rollup breakdown and precise CPU (boot.py, memory.py) ---
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's /proc/PID/smaps_rollup, KiB. USS: pages only this process maps."""
+
+    rss_kib: int
+    pss_kib: int
+    uss_kib: int
+    shared_kib: int
+    swap_kib: int
+
+
+def parse_smaps_rollup(text: str) -> Optional[ProcessMemory]:
+    """The figures of a smaps_rollup file; None when it has no Rss line (an unreadable or gone process)."""
+    kib = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.MULTILINE)}
+    if "Rss" not in kib:
+        return None
+    return ProcessMemory(
+        rss_kib=kib["Rss"], pss_kib=kib.get("Pss", 0),
+        uss_kib=kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0),
+        shared_kib=kib.get("Shared_Clean", 0) + kib.get("Shared_Dirty", 0), swap_kib=kib.get("Swap", 0))
+
+
+def read_process_memory(pid: int) -> Optional[ProcessMemory]:
+    try:
+        return parse_smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class ProcessCpu:
+    """CPU a process used so far.
+
+    ticks: utime, stime, cutime, cstime from /proc/PID/stat, in clock ticks (1/SC_CLK_TCK s, 10 ms
+    here), whole process, exited threads included; cutime/cstime hold the reaped children.
+    runtime_ns: the scheduler's exact run time (/proc/PID/task/*/schedstat), summed over the threads
+    alive now (a thread that exited is missing), children never included.
+    """
+
+    utime: int
+    stime: int
+    cutime: int
+    cstime: int
+    runtime_ns: int
+    threads: dict[int, int]
+
+    @property
+    def own_ticks(self) -> int:
+        return self.utime + self.stime
+
+    @property
+    def children_ticks(self) -> int:
+        return self.cutime + self.cstime
+
+
+def parse_stat_cpu(text: str) -> tuple[int, int, int, int]:
+    """(utime, stime, cutime, cstime) in ticks from a /proc/PID/stat line (the name may hold spaces)."""
+    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
+    return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
+
+
+def parse_schedstat_ns(text: str) -> int:
+    """Run time in ns, the first of /proc/PID/schedstat's three numbers."""
+    return int(text.split()[0])
+
+
+def read_process_cpu(pid: int) -> Optional[ProcessCpu]:
+    """None for a process that is gone."""
+    try:
+        utime, stime, cutime, cstime = parse_stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, IndexError, ValueError):
+        return None
+    threads = {}
+    try:
+        entries = list(os.scandir(f"/proc/{pid}/task"))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            threads[int(entry.name)] = parse_schedstat_ns(Path(entry.path, "schedstat").read_text())
+        except (OSError, IndexError, ValueError):
+            continue
+    return ProcessCpu(utime, stime, cutime, cstime, sum(threads.values()), threads)
+
+
+def runtime_delta_ns(before: ProcessCpu, after: ProcessCpu) -> int:
+    """Run time between two readings of one process, thread by thread: a thread that exited in
+    between adds nothing (its last part is lost, never counted twice), a new one adds all of it."""
+    return sum(ns - before.threads.get(tid, 0) for tid, ns in after.threads.items())
+
+
+def ticks_ms(ticks: int) -> float:
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def process_comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def is_alive(pid: int) -> bool:
+    """False once the process is gone or a zombie (dead, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def children_of(pid: int) -> list[int]:
+    """Live direct children of pid, oldest first (by pid order is not enough: pids wrap)."""
+    stats = process_stats()
+    kids = [p for p, f in stats.items() if int(f[1]) == pid and f[0] not in ("Z", "X")]
+    return sorted(kids, key=lambda p: int(stats[p][19]))  # field 22, starttime

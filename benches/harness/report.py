@@ -239,3 +239,17 @@ def progress_line(r: RunResult) -> str:
     status = "" if r.status == "ok" else f" [{r.status}]"
     return (f"{r.app:6} {r.server:17} {w.requests_per_s:9,.0f} req/s  p50 {w.p50_ms:6.2f} ms  "
             f"p99 {w.p99_ms:6.2f} ms  errors {w.errors}{cpu}{memory}{status}")
+
+
+def source_revision(repo: Path, binary: Path) -> str:
+    """The commit the ferrocorn binary should come from, whether src/ or python/ differ from it, and
+    the binary's build time: so a published run names what it measured."""
+    rev = command_output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    changed = command_output(["git", "-C", str(repo), "status", "--porcelain", "--", "src", "python",
+                              "Cargo.toml", "Cargo.lock"], first_line=False)
+    dirty = "" if changed.startswith("unavailable") else " with uncommitted changes in src/ or python/"
+    try:
+        built = datetime.fromtimestamp(binary.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except OSError:
+        built = "no binary"
+    return f"{rev}{dirty}; {binary.name} built {built}"
