@@ -160,7 +160,9 @@ fn setting_arg(spec: &'static SettingSpec) -> Arg {
             .action(ArgAction::SetTrue)
             .overrides_with(spec.name)
     } else {
-        arg.action(ArgAction::Append)
+        // `--workers -2` must reach the value parser, which names the
+        // setting and its range, instead of clap's "unexpected argument".
+        arg.action(ArgAction::Append).allow_negative_numbers(true)
     };
     let arg = arg.visible_aliases(spec.aliases.iter().copied());
     let arg = match spec.long {

@@ -48,6 +48,10 @@ fn main() -> ExitCode {
 
 fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     let settings = &loaded.settings.clone();
+    let python = master::reload::absolute_if_relative_path(
+        settings.python_interpreter(&|key| std::env::var(key).ok()),
+    );
+    ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

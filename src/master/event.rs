@@ -22,6 +22,8 @@ pub enum Sig {
     Ttou,
     /// Reopen log files.
     Usr1,
+    /// gunicorn's binary upgrade; not supported yet, so refused in the log.
+    Usr2,
 }
 
 /// How a worker process ended.

@@ -2,7 +2,9 @@
 //! only enqueue; nothing here decides or logs.
 
 use futures_util::stream::StreamExt;
-use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
+use signal_hook::consts::signal::{
+    SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+};
 use signal_hook_tokio::Signals;
 use tokio::sync::mpsc;
 
@@ -10,7 +12,9 @@ use super::event::Sig;
 
 /// Starts listening for the master's signals; they arrive on the receiver.
 pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Sig>> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1])?;
+    let mut signals = Signals::new([
+        SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+    ])?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(raw) = signals.next().await {
@@ -22,6 +26,7 @@ pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Sig>> {
                 SIGTTIN => Sig::Ttin,
                 SIGTTOU => Sig::Ttou,
                 SIGUSR1 => Sig::Usr1,
+                SIGUSR2 => Sig::Usr2,
                 _ => continue,
             };
             if tx.send(sig).is_err() {

@@ -84,6 +84,31 @@ pub enum SpawnError {
     Sockets(std::io::Error),
 }
 
+/// Checks at start that `python` can be executed: a path must be an
+/// executable file, a bare name must be found on `PATH`. A missing
+/// interpreter is a configuration error, not a worker that failed to boot.
+pub fn check_interpreter(python: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if python.components().count() > 1 {
+        executable(python)
+    } else {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| executable(&dir.join(python)))
+        })
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "python interpreter {} not found or not executable (set --python or activate a virtualenv)",
+            python.display()
+        ))
+    }
+}
+
 /// Socketpairs for a worker with `lanes` lanes.
 pub fn sockets(lanes: usize) -> Result<(WorkerSockets, WorkerEnds), SpawnError> {
     let pair = || -> Result<(UnixStream, OwnedFd), SpawnError> {

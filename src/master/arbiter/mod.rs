@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, Sig, WorkerSample};
+use super::policy::backoff::Steps;
 use super::policy::memory::MemoryWatch;
 use crate::dispatch::PoolNews;
 use crate::exit::ExitCode;
@@ -99,7 +100,13 @@ pub struct Arbiter {
     next_id: u64,
     generation: u64,
     phase: Phase,
-    boot_failures: u32,
+    /// Rounds of workers dying while booting, in a row.
+    boot_steps: Steps,
+    /// Rounds of workers dying young (soon after boot, or before serving).
+    young_steps: Steps,
+    /// Some worker has become ready: a master that served never gives up
+    /// on boot failures, it backs off.
+    ever_ready: bool,
     /// Replacements waiting out a back-off.
     pending_spawns: Vec<Instant>,
     memory: MemoryWatch,
@@ -124,7 +131,9 @@ impl Arbiter {
             next_id: 1,
             generation: 0,
             phase: Phase::Running,
-            boot_failures: 0,
+            boot_steps: Steps::default(),
+            young_steps: Steps::default(),
+            ever_ready: false,
             pending_spawns: Vec::new(),
             rng,
             before_reload: None,
@@ -259,11 +268,27 @@ impl Arbiter {
                 actions.push(Action::ReloadConfig);
             }
             Sig::Usr1 => actions.push(Action::ReopenLogs),
+            // Its default action would end the master at once (and with it
+            // every worker): gunicorn users send it to upgrade in place.
+            Sig::Usr2 => warn!(
+                "USR2 (upgrade the binary in place) is not supported yet; the server keeps running"
+            ),
             Sig::Ttin | Sig::Ttou | Sig::Hup => {}
         }
     }
 
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        // A worker that has served and lived past the young age: workers
+        // no longer die young, the back-off starts again from the bottom.
+        if self.young_steps.step() > 0
+            && self.workers.values().any(|e| {
+                e.is_serving()
+                    && e.served > 0
+                    && now.saturating_duration_since(e.spawned_at) >= worker_events::YOUNG
+            })
+        {
+            self.young_steps.reset();
+        }
         if self.phase == Phase::Running {
             let due = self.pending_spawns.iter().filter(|&&t| t <= now).count();
             if due > 0 {

@@ -3,7 +3,7 @@
 use super::*;
 use crate::dispatch::PoolNews;
 use crate::master::event::ExitStatus;
-use crate::master::policy::backoff::{self, Verdict};
+use crate::master::policy::backoff;
 use rand::SeedableRng;
 
 fn arbiter(workers: usize) -> (Arbiter, Instant) {
@@ -31,13 +31,30 @@ fn serving(n: usize) -> (Arbiter, Instant, Vec<WorkerId>) {
     serving_with(ArbiterConfig::basic(n, Duration::from_secs(10)))
 }
 
+/// `n` workers that have lived: ready, a request served each, past the
+/// young age (a crash of theirs is replaced at once).
 fn serving_with(config: ArbiterConfig) -> (Arbiter, Instant, Vec<WorkerId>) {
     let (mut arb, now) = with_config(config);
     let ids = spawned(&arb.on_event(Event::Start, now));
     for &worker in &ids {
         ready(&mut arb, worker, now);
     }
+    let now = now + Duration::from_secs(2);
+    lived(&mut arb, &ids, now);
     (arb, now, ids)
+}
+
+/// Each of `ids` has served a request, as the periodic sample says.
+pub(super) fn lived(arb: &mut Arbiter, ids: &[WorkerId], now: Instant) {
+    let samples = ids
+        .iter()
+        .map(|&worker| WorkerSample {
+            worker,
+            served: Some(1),
+            memory: None,
+        })
+        .collect();
+    arb.on_event(Event::Sample(samples), now);
 }
 
 /// Brings a booting worker to Serving; returns what the arbiter did.
@@ -93,65 +110,133 @@ fn app_load_failure_stops_the_master_with_4() {
     assert!(arb.finished());
 }
 
+fn died(arb: &mut Arbiter, worker: WorkerId, now: Instant) -> Vec<Action> {
+    arb.on_event(
+        Event::Exited {
+            worker,
+            status: ExitStatus::Code(1),
+        },
+        now,
+    )
+}
+
+fn exits_with(actions: &[Action], code: ExitCode) -> bool {
+    matches!(actions.last(), Some(Action::Exit { code: c, .. }) if *c == code)
+}
+
 #[test]
 fn boot_deaths_back_off_then_give_up() {
     let (mut arb, mut now) = arbiter(1);
     let mut worker = spawned(&arb.on_event(Event::Start, now))[0];
-    for failure in 1..backoff::GIVE_UP_AFTER {
-        let actions = arb.on_event(
-            Event::Exited {
-                worker,
-                status: ExitStatus::Code(1),
-            },
-            now,
-        );
+    for step in 1..backoff::GIVE_UP_AFTER {
+        let actions = died(&mut arb, worker, now);
         assert!(
             spawned(&actions).is_empty(),
-            "failure {failure} respawned at once"
+            "step {step} respawned at once"
         );
-        let Verdict::RetryAfter(delay) = backoff::after_failures(failure) else {
-            panic!("gave up too early");
-        };
+        let delay = backoff::delay(step);
         assert!(spawned(&arb.on_event(Event::Tick, now + delay / 2)).is_empty());
         now += delay;
         let respawn = spawned(&arb.on_event(Event::Tick, now));
         assert_eq!(
             respawn.len(),
             1,
-            "no respawn after the back-off of failure {failure}"
+            "no respawn after the back-off of step {step}"
         );
         worker = respawn[0];
     }
-    let actions = arb.on_event(
-        Event::Exited {
-            worker,
-            status: ExitStatus::Code(1),
-        },
-        now,
-    );
-    assert!(matches!(
-        actions.last(),
-        Some(Action::Exit {
-            code: ExitCode::WorkerBoot,
-            ..
-        })
+    assert!(exits_with(
+        &died(&mut arb, worker, now),
+        ExitCode::WorkerBoot
     ));
+}
+
+/// Issue 10, 1: `-w 8` with an app that dies while importing backs off
+/// round by round as `-w 1` does, instead of exiting after 0.27 s.
+#[test]
+fn many_workers_dying_in_one_round_are_one_back_off_step() {
+    let (mut arb, mut now) = arbiter(8);
+    let mut round = spawned(&arb.on_event(Event::Start, now));
+    for step in 1..backoff::GIVE_UP_AFTER {
+        for &worker in &round {
+            let actions = died(&mut arb, worker, now);
+            assert!(!arb.finished(), "gave up at step {step}");
+            assert!(spawned(&actions).is_empty());
+        }
+        now += backoff::delay(step);
+        round = spawned(&arb.on_event(Event::Tick, now));
+        assert_eq!(round.len(), 8, "round {step} respawns every worker");
+    }
+    let mut last = Vec::new();
+    for &worker in &round {
+        last = died(&mut arb, worker, now);
+    }
+    assert!(exits_with(&last, ExitCode::WorkerBoot));
+}
+
+/// Issue 10, 1: replacements killed while they boot (an OOM killer) never
+/// stop a server whose other workers serve: it keeps backing off.
+#[test]
+fn a_serving_master_never_gives_up_on_booting_replacements() {
+    let (mut arb, mut now, ids) = serving(4);
+    let actions = died(&mut arb, ids[0], now);
+    let mut worker = spawned(&actions)[0];
+    for step in 1..=backoff::GIVE_UP_AFTER * 3 {
+        let actions = died(&mut arb, worker, now);
+        assert!(!arb.finished(), "gave up at step {step}: {actions:?}");
+        now += backoff::delay(step);
+        assert!(backoff::delay(step) <= backoff::CAP);
+        worker = spawned(&arb.on_event(Event::Tick, now))[0];
+    }
+    assert_eq!(arb.serving(), 3);
+}
+
+/// Issue 10, 2: an app that imports fine but kills its worker at the first
+/// request is backed off (900 respawns in 30 s before), and the back-off
+/// ends once a worker lives.
+#[test]
+fn workers_that_die_young_are_backed_off_until_one_lives() {
+    let (mut arb, mut now, ids) = serving(1);
+    // A worker that lived is replaced at once; its replacement dies young.
+    let mut worker = spawned(&died(&mut arb, ids[0], now))[0];
+    arb.on_event(Event::Ready { worker }, now);
+    let mut respawns = 0;
+    let end = now + Duration::from_secs(30);
+    while now < end {
+        let actions = died(&mut arb, worker, now);
+        assert!(spawned(&actions).is_empty(), "respawned at once");
+        let next = loop {
+            now += Duration::from_millis(100);
+            let spawned = spawned(&arb.on_event(Event::Tick, now));
+            if let Some(&w) = spawned.first() {
+                break w;
+            }
+        };
+        respawns += 1;
+        arb.on_event(Event::Ready { worker: next }, now);
+        worker = next;
+    }
+    assert!(respawns < 15, "{respawns} respawns in 30 s");
+    // It lives: serves a request and passes the young age.
+    lived(&mut arb, &[worker], now);
+    now += Duration::from_secs(2);
+    arb.on_event(Event::Tick, now);
+    let actions = died(&mut arb, worker, now);
+    assert_eq!(
+        spawned(&actions).len(),
+        1,
+        "an old worker's crash is replaced at once"
+    );
 }
 
 #[test]
 fn ready_resets_the_back_off() {
     let (mut arb, now) = arbiter(1);
     let first = spawned(&arb.on_event(Event::Start, now))[0];
-    arb.on_event(
-        Event::Exited {
-            worker: first,
-            status: ExitStatus::Code(1),
-        },
-        now,
-    );
+    died(&mut arb, first, now);
     let second = spawned(&arb.on_event(Event::Tick, now + Duration::from_secs(1)))[0];
     arb.on_event(Event::Ready { worker: second }, now);
-    assert_eq!(arb.boot_failures, 0);
+    assert_eq!(arb.boot_steps.step(), 0);
 }
 
 #[test]

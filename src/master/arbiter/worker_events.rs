@@ -2,17 +2,21 @@
 //! boot failed (the app cannot load: stop the master), exited (log how,
 //! back off a boot crash loop, replace a crash).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{Arbiter, Phase};
 use crate::exit::ExitCode;
 use crate::master::action::{Action, WorkerSignal};
 use crate::master::event::ExitStatus;
-use crate::master::policy::backoff::{self, Verdict};
+use crate::master::policy::backoff;
 use crate::worker::state::{Transition, WorkerState};
 use crate::worker::WorkerId;
+
+/// A worker that crashes younger than this (or before it served a request)
+/// died young: its replacement is backed off.
+pub(super) const YOUNG: Duration = Duration::from_secs(1);
 
 impl Arbiter {
     pub(super) fn on_ready(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
@@ -22,7 +26,8 @@ impl Arbiter {
         match entry.state.advance(Transition::Ready) {
             Ok(state) => {
                 entry.state = state;
-                self.boot_failures = 0;
+                self.boot_steps.reset();
+                self.ever_ready = true;
                 if entry.spare {
                     info!(worker = %worker, pid = entry.pid, "spare worker ready");
                     // A due worker may be waiting for it.
@@ -97,31 +102,46 @@ impl Arbiter {
                     requests = entry.served, age_s = age.as_secs(), "worker stopped");
             }
             WorkerState::Booting => {
-                self.boot_failures += 1;
                 error!(worker = %worker, pid = entry.pid, status = %status, "worker died while booting");
-                match backoff::after_failures(self.boot_failures) {
-                    Verdict::GiveUp => {
-                        let message = format!(
-                            "workers keep dying while booting ({} in a row, last: {status}); see the error log above",
-                            self.boot_failures
-                        );
-                        actions.push(self.exit(ExitCode::WorkerBoot, Some(message)));
-                        return;
-                    }
-                    Verdict::RetryAfter(delay) => {
-                        if self.phase == Phase::Running {
-                            self.pending_spawns.push(now + delay);
-                        }
-                        self.fill(now, actions);
-                        return;
-                    }
+                let (step, new_step) = self.boot_steps.failed(entry.spawned_at, now);
+                // Give up only on an app that never served: while any worker
+                // serves (or once one has), keep serving and back off.
+                if !self.ever_ready && step >= backoff::GIVE_UP_AFTER {
+                    let message = format!(
+                        "workers keep dying while booting ({step} rounds in a row, last: {status}); see the error log above"
+                    );
+                    actions.push(self.exit(ExitCode::WorkerBoot, Some(message)));
+                    return;
                 }
+                let delay = backoff::delay(step);
+                if new_step {
+                    warn!(step, delay_ms = delay.as_millis() as u64, "workers keep dying while booting; the next replacement starts after a back-off");
+                }
+                if self.phase == Phase::Running {
+                    self.pending_spawns.push(now + delay);
+                }
+                self.fill(now, actions);
+                return;
             }
             _ => {
                 error!(worker = %worker, pid = entry.pid, status = %status, reason = "crash",
                     requests = entry.served, memory = entry.memory, age_s = age.as_secs(),
                     "worker crashed; replacing it");
                 actions.push(Action::CountRestart { reason: "crash" });
+                if age < YOUNG || entry.served == 0 {
+                    // An app that kills its worker at once (or at its first
+                    // request) must not make the master spin on respawns.
+                    let (step, new_step) = self.young_steps.failed(entry.spawned_at, now);
+                    let delay = backoff::delay(step);
+                    if new_step {
+                        warn!(step, delay_ms = delay.as_millis() as u64, "workers keep dying young; the next replacement starts after a back-off");
+                    }
+                    if self.phase == Phase::Running {
+                        self.pending_spawns.push(now + delay);
+                    }
+                } else {
+                    self.young_steps.reset();
+                }
             }
         }
         if self.phase == Phase::Running {

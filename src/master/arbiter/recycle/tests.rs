@@ -9,7 +9,7 @@ use rand::SeedableRng;
 
 use crate::dispatch::{PoolNews, Standing};
 use crate::master::action::{Action, WorkerSignal};
-use crate::master::arbiter::tests::spawned;
+use crate::master::arbiter::tests::{lived, spawned};
 use crate::master::arbiter::{Arbiter, ArbiterConfig};
 use crate::master::event::{Event, ExitStatus, WorkerSample};
 use crate::worker::state::RetireReason;
@@ -57,6 +57,9 @@ impl Pool {
         for &id in &ids {
             admitted.extend(limits(&pool.ready(id)));
         }
+        // They have lived: a crash of theirs is replaced at once.
+        pool.now += Duration::from_secs(2);
+        lived(&mut pool.arb, &ids, pool.now);
         (pool, ids, admitted)
     }
 
