@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Arbiter, Phase, KILL_GRACE};
+use super::{Arbiter, Phase};
 use crate::exit::ExitCode;
 use crate::master::action::{Action, WorkerSignal};
 use crate::worker::state::RetireReason;
@@ -38,14 +38,16 @@ impl Arbiter {
         actions.push(self.exit(ExitCode::Clean, None));
     }
 
-    /// Every worker goes: the stop's second half.
+    /// Every worker goes: the stop's second half. They finish what they
+    /// have until the graceful deadline (the drain's, if one ran), then
+    /// the deadline kills them.
     pub(super) fn reap(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        if matches!(self.phase, Phase::Reaping { .. } | Phase::Finished) {
-            return;
-        }
-        self.phase = Phase::Reaping {
-            deadline: now + KILL_GRACE,
+        let deadline = match self.phase {
+            Phase::Reaping { .. } | Phase::Finished => return,
+            Phase::Draining { deadline } => deadline,
+            Phase::Running => now + self.config.graceful_timeout,
         };
+        self.phase = Phase::Reaping { deadline };
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for worker in ids {
             self.retire(worker, RetireReason::Shutdown, now, actions);
@@ -54,24 +56,24 @@ impl Arbiter {
         self.exit_when_empty(actions);
     }
 
+    /// `--graceful-timeout` bounds the whole stop, as in gunicorn: past it,
+    /// workers still busy are killed at once and the master exits, which
+    /// closes the connections of the clients still waiting.
     pub(super) fn stop_deadlines(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        match self.phase {
-            Phase::Draining { deadline } if now >= deadline => {
-                warn!("graceful timeout passed; stopping workers with requests in flight");
-                self.reap(now, actions);
-            }
-            Phase::Reaping { deadline } if now >= deadline => {
-                for (&worker, entry) in &self.workers {
-                    warn!(worker = %worker, pid = entry.pid, "worker did not stop in time; killing it");
-                    actions.push(Action::Signal {
-                        worker,
-                        signal: WorkerSignal::Kill,
-                    });
-                }
-                actions.push(self.exit(ExitCode::Clean, None));
-            }
-            _ => {}
+        let (Phase::Draining { deadline } | Phase::Reaping { deadline }) = self.phase else {
+            return;
+        };
+        if now < deadline {
+            return;
         }
+        for (&worker, entry) in &self.workers {
+            warn!(worker = %worker, pid = entry.pid, "graceful timeout passed; killing the worker with its requests in flight");
+            actions.push(Action::Signal {
+                worker,
+                signal: WorkerSignal::Kill,
+            });
+        }
+        actions.push(self.exit(ExitCode::Clean, None));
     }
 
     pub(super) fn exit_when_empty(&mut self, actions: &mut Vec<Action>) {

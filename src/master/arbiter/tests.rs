@@ -274,15 +274,40 @@ fn term_drains_then_stops_workers_then_exits_clean() {
 }
 
 #[test]
-fn term_past_the_graceful_timeout_stops_workers_anyway() {
+/// Issue 10, 3: the whole stop takes at most --graceful-timeout (10 s
+/// here); it took that plus 5 s before.
+#[test]
+fn term_past_the_graceful_timeout_kills_busy_workers_and_exits() {
     let (mut arb, now, ids) = serving(1);
     arb.on_event(Event::Signal(Sig::Term), now);
     assert!(arb
         .on_event(Event::Tick, now + Duration::from_secs(9))
         .is_empty());
     let actions = arb.on_event(Event::Tick, now + Duration::from_secs(10));
+    assert!(actions.contains(&Action::Signal {
+        worker: ids[0],
+        signal: WorkerSignal::Kill
+    }));
+    assert!(matches!(
+        actions.last(),
+        Some(Action::Exit {
+            code: ExitCode::Clean,
+            ..
+        })
+    ));
+    assert!(arb.finished());
+}
+
+#[test]
+fn connections_closed_early_leave_the_workers_the_rest_of_the_graceful_timeout() {
+    let (mut arb, now, ids) = serving(1);
+    arb.on_event(Event::Signal(Sig::Term), now);
+    let actions = arb.on_event(Event::ConnectionsClosed, now + Duration::from_secs(4));
     assert!(actions.contains(&Action::Stop { worker: ids[0] }));
-    let actions = arb.on_event(Event::Tick, now + Duration::from_secs(16));
+    assert!(arb
+        .on_event(Event::Tick, now + Duration::from_secs(9))
+        .is_empty());
+    let actions = arb.on_event(Event::Tick, now + Duration::from_secs(10));
     assert!(actions.contains(&Action::Signal {
         worker: ids[0],
         signal: WorkerSignal::Kill
