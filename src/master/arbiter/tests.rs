@@ -273,7 +273,6 @@ fn term_drains_then_stops_workers_then_exits_clean() {
     ));
 }
 
-#[test]
 /// Issue 10, 3: the whole stop takes at most --graceful-timeout (10 s
 /// here); it took that plus 5 s before.
 #[test]
