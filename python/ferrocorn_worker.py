@@ -48,6 +48,7 @@ REOPEN_LOG = 4
 FORK = 5
 FORKED = 6
 FORK_FAILED = 7
+DUMP_STACKS = 8
 REQUEST = 16
 BODY = 17
 CANCEL = 18
@@ -483,6 +484,10 @@ class LaneServer:
         self.no_body = False
         self.is_head = False
         self.input: Optional[Input] = None
+        # The running request and since when, for the stack dump after a
+        # timeout (DUMP_STACKS): which lane ran what, for how long.
+        self.environ: Optional[dict] = None
+        self.since = 0.0
         self.sendall = lane.sendall
         self.start_response = self._start_response  # bind once, not per request
         self.write = self._write
@@ -616,6 +621,7 @@ class LaneServer:
         busy = lane.busy
         debug = self.debug
         new_empty_input = io.BytesIO
+        monotonic = time.monotonic
         while True:
             try:
                 kind, flags, payload = read_frame()
@@ -645,6 +651,8 @@ class LaneServer:
                     inp = None
                     environ["wsgi.input"] = new_empty_input()
                 self.input = inp
+                self.environ = environ
+                self.since = monotonic()
                 self.status = self.headers = None
                 self.head_sent = self.no_body = False
                 self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
@@ -867,6 +875,7 @@ class Worker:
         self.control = control
         self.stopping = [False]  # read by every lane thread after each request
         self.lanes: list[Lane] = []
+        self.servers: list[LaneServer] = []
         self.threads: list[threading.Thread] = []
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_w.setblocking(False)
@@ -893,9 +902,9 @@ class Worker:
         for index, fd in enumerate(config.lane_fds):
             lane = Lane(index, socket.socket(fileno=fd))
             self.lanes.append(lane)
-            thread = threading.Thread(
-                target=self._lane_main, args=(LaneServer(lane, app, base, self.stopping),), name=f"lane-{index}"
-            )
+            server = LaneServer(lane, app, base, self.stopping)
+            self.servers.append(server)
+            thread = threading.Thread(target=self._lane_main, args=(server,), name=f"lane-{index}")
             thread.daemon = True
             self.threads.append(thread)
         for thread in self.threads:
@@ -940,6 +949,32 @@ class Worker:
                 os.dup2(fd, 2)
                 log.info("error log reopened")
             os.close(fd)
+        if DUMP_STACKS in kinds:
+            self.dump_stacks()
+
+    def dump_stacks(self) -> None:
+        """A request timed out (the master told us): log what each busy lane
+        runs, the longest-running first (the one that timed out), then every
+        thread's stack, and serve on; the master aborts this worker once its
+        other lanes are done."""
+        now = time.monotonic()
+        busy = sorted(
+            ((now - s.since, s, t) for s, t in zip(self.servers, self.threads) if s.lane.busy.locked() and s.environ),
+            key=lambda item: -item[0],
+        )
+        for rank, (age, server, thread) in enumerate(busy):
+            environ = server.environ or {}
+            log.error(
+                "%s lane %d (thread 0x%016x) has run %s %s for %.1f s",
+                "WORKER TIMEOUT:" if rank == 0 else "also busy:",
+                server.lane.index,
+                thread.ident or 0,
+                environ.get("REQUEST_METHOD", "?"),
+                environ.get("RAW_URI", environ.get("PATH_INFO", "?")),
+                age,
+            )
+        sys.stderr.flush()
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
 
     def _lane_main(self, server: LaneServer) -> None:
         try:

@@ -74,6 +74,12 @@ pub enum Action {
         /// Drain connections rather than drop them.
         graceful: bool,
     },
+    /// Ask the worker to log which lane runs what and every thread's
+    /// stack (a request on it timed out; it serves its other lanes on).
+    DumpStacks {
+        /// Which worker.
+        worker: WorkerId,
+    },
     /// Reopen log files (USR1).
     ReopenLogs,
     /// Re-read the config file and environment (HUP); the shell answers

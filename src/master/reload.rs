@@ -98,6 +98,7 @@ fn arbiter_config(settings: &Settings) -> ArbiterConfig {
         max_requests_jitter: settings.max_requests_jitter,
         max_concurrent_retirements: settings.max_concurrent_retirements,
         spare_workers: settings.spare_workers,
+        lanes: settings.threads,
         memory: MemoryLimits {
             soft: settings.max_memory.map(|b| b.bytes()),
             hard: settings.max_memory_hard.map(|b| b.bytes()),

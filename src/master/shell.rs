@@ -207,6 +207,16 @@ impl Shell {
                 }
                 self.http.stop(graceful);
             }
+            Action::DumpStacks { worker } => {
+                self.collect_control_sockets();
+                if let Some(control) = self.workers.get(&worker).and_then(|h| h.control.as_ref()) {
+                    if let Err(err) =
+                        send_control(control, crate::protocol::frame::Kind::DumpStacks, None)
+                    {
+                        error!(worker = %worker, error = %err, "cannot ask the worker for its stacks");
+                    }
+                }
+            }
             Action::ReopenLogs => match self.logging.reopen() {
                 Ok(()) => {
                     info!("log files reopened");
@@ -290,7 +300,11 @@ impl Shell {
                 continue; // booting or stopping: a new worker gets the new file anyway
             };
             let sent = match self.logging.worker_log_file() {
-                Ok(Some(file)) => send_reopen_log(control, &file),
+                Ok(Some(file)) => send_control(
+                    control,
+                    crate::protocol::frame::Kind::ReopenLog,
+                    Some(&file),
+                ),
                 Ok(None) => return, // stderr: nothing moved
                 Err(err) => Err(err),
             };
@@ -431,18 +445,23 @@ fn start_launcher(
     )
 }
 
-/// One REOPEN_LOG frame with `file`'s descriptor (SCM_RIGHTS). The control
-/// socket carries nothing else from the master, so its buffer has room.
-fn send_reopen_log(control: &UnixStream, file: &std::fs::File) -> std::io::Result<()> {
+/// One control frame, with `file`'s descriptor when given (SCM_RIGHTS). The
+/// control socket carries little from the master, so its buffer has room.
+fn send_control(
+    control: &UnixStream,
+    kind: crate::protocol::frame::Kind,
+    file: Option<&std::fs::File>,
+) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd;
     let mut frame = bytes::BytesMut::new();
-    crate::protocol::frame::put_header(&mut frame, crate::protocol::frame::Kind::ReopenLog, 0, 0);
-    let fds = [file.as_raw_fd()];
+    crate::protocol::frame::put_header(&mut frame, kind, 0, 0);
+    let fds = file.map(|f| [f.as_raw_fd()]);
+    let rights = fds.as_ref().map(|fds| ControlMessage::ScmRights(fds));
     sendmsg::<()>(
         control.as_raw_fd(),
         &[std::io::IoSlice::new(&frame)],
-        &[ControlMessage::ScmRights(&fds)],
+        rights.as_slice(),
         MsgFlags::MSG_DONTWAIT,
         None,
     )?;

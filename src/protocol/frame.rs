@@ -33,6 +33,9 @@ pub enum Kind {
     Forked = 6,
     /// Fork server -> master: no worker was forked; JSON with the error.
     ForkFailed = 7,
+    /// Master -> worker, control: a request timed out; log which lane runs
+    /// what, and every thread's stack, and serve on.
+    DumpStacks = 8,
     /// Master -> worker: the request head as environ pairs.
     Request = 16,
     /// Both ways: a chunk of a body.
@@ -55,6 +58,7 @@ impl Kind {
             5 => Kind::Fork,
             6 => Kind::Forked,
             7 => Kind::ForkFailed,
+            8 => Kind::DumpStacks,
             16 => Kind::Request,
             17 => Kind::Body,
             18 => Kind::Cancel,
@@ -233,6 +237,7 @@ mod tests {
             ("FORK", Kind::Fork),
             ("FORKED", Kind::Forked),
             ("FORK_FAILED", Kind::ForkFailed),
+            ("DUMP_STACKS", Kind::DumpStacks),
             ("REQUEST", Kind::Request),
             ("BODY", Kind::Body),
             ("CANCEL", Kind::Cancel),

@@ -143,6 +143,57 @@ fn request_past_the_timeout_gets_504_and_a_new_worker() {
     });
 }
 
+/// Issue 10, 4: with `--threads`, a timeout failed the other requests in
+/// flight on that worker with 502 (the worker was aborted at once). Now the
+/// worker takes no new requests, dumps its stacks naming the lane that timed
+/// out, lets its other lanes finish, and only then is aborted and replaced.
+#[test]
+fn a_timeout_with_threads_fails_only_the_request_that_timed_out() {
+    let metrics = format!("127.0.0.1:{}", crate::harness::free_port());
+    let server = TestServer::start(&[
+        "-w",
+        "1",
+        "--threads",
+        "4",
+        "--timeout",
+        "3",
+        "--metrics-bind",
+        &metrics,
+        "examples.flask_app:app",
+    ]);
+    let before = server.get("/pid").text();
+    let (slow, others) = std::thread::scope(|s| {
+        let slow = s.spawn(|| server.get("/io?ms=6000"));
+        wait_until(
+            "the slow request in flight",
+            DEADLINE,
+            || match crate::harness::metric(&metrics, "ferrocorn_requests_in_flight") {
+                Some(n) if n >= 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        // These start about a second later and still run when the slow one
+        // times out (at 3 s); each ends well within its own timeout.
+        std::thread::sleep(Duration::from_millis(1000));
+        let others: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| server.get("/io?ms=2500").status))
+            .collect();
+        let others: Vec<u16> = others.into_iter().map(|h| h.join().unwrap()).collect();
+        (slow.join().unwrap().status, others)
+    });
+    assert_eq!(slow, 504);
+    assert_eq!(others, vec![200, 200, 200], "{}", server.stderr());
+    server.wait_for_new_worker(&before);
+    wait_until("the dump naming the lane", DEADLINE, || {
+        let log = server.stderr();
+        if log.contains("WORKER TIMEOUT: lane") && log.contains("in io") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+}
+
 /// Issue 10, 2: an app that imports fine but kills its worker at the first
 /// request made the master respawn 900 times in 30 s (84% of the machine).
 /// Workers that die young are backed off: over 4 s of requests, a handful

@@ -19,6 +19,9 @@ pub struct ArbiterConfig {
     pub max_concurrent_retirements: Option<usize>,
     /// `--spare-workers`: booted ahead while recycling is on.
     pub spare_workers: usize,
+    /// Lanes per worker (`--threads`): a timeout on one lane of several
+    /// lets the others finish.
+    pub lanes: usize,
     /// `--max-memory`, `--max-memory-hard`, `--max-memory-total`.
     pub memory: MemoryLimits,
 }
@@ -53,6 +56,7 @@ impl ArbiterConfig {
             max_requests_jitter: 0,
             max_concurrent_retirements: None,
             spare_workers: 0,
+            lanes: 1,
             memory: MemoryLimits {
                 soft: None,
                 hard: None,

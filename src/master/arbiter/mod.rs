@@ -62,6 +62,9 @@ struct Entry {
     retired_at: Option<Instant>,
     term_sent: bool,
     kill_sent: bool,
+    /// A request on one of its lanes timed out: abort it once the other
+    /// lanes are done.
+    abort_when_drained: bool,
 }
 
 impl Entry {
@@ -204,14 +207,7 @@ impl Arbiter {
             Event::Pool(news) => self.on_pool(news, now, &mut actions),
             Event::Sample(samples) => self.on_sample(&samples, now, &mut actions),
             Event::Reloaded(config) => self.on_reloaded(config, now, &mut actions),
-            Event::RequestTimeout { worker } => {
-                self.retire(worker, RetireReason::Timeout, now, &mut actions);
-                actions.push(Action::Signal {
-                    worker,
-                    signal: WorkerSignal::Abort,
-                });
-                self.fill(now, &mut actions);
-            }
+            Event::RequestTimeout { worker } => self.on_timeout(worker, now, &mut actions),
             Event::ProtocolError { worker } => {
                 self.retire(worker, RetireReason::ProtocolError, now, &mut actions);
                 self.fill(now, &mut actions);
@@ -220,6 +216,27 @@ impl Arbiter {
             Event::Tick => self.on_tick(now, &mut actions),
         }
         actions
+    }
+
+    /// A request on `worker` ran past `--timeout`: the client has its 504.
+    /// A sync worker dumps its stack and dies at once (SIGABRT). A worker
+    /// with more lanes takes no new requests and dumps its stacks, its other
+    /// lanes finish their requests, and it is aborted once they are done:
+    /// one slow request fails alone. Its replacement starts now either way.
+    fn on_timeout(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
+        self.retire(worker, RetireReason::Timeout, now, actions);
+        if self.config.lanes > 1 {
+            if let Some(entry) = self.workers.get_mut(&worker) {
+                entry.abort_when_drained = true;
+            }
+            actions.push(Action::DumpStacks { worker });
+        } else {
+            actions.push(Action::Signal {
+                worker,
+                signal: WorkerSignal::Abort,
+            });
+        }
+        self.fill(now, actions);
     }
 
     /// What the dispatcher saw: a drained worker, a request limit reached,
@@ -232,7 +249,20 @@ impl Arbiter {
             entry.served = entry.served.max(served);
         }
         match news {
-            PoolNews::Drained { .. } => actions.push(Action::Stop { worker }),
+            PoolNews::Drained { .. } => {
+                let abort = self
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|e| e.abort_when_drained);
+                // Only its timed-out request is left running: it goes now.
+                actions.push(match abort {
+                    true => Action::Signal {
+                        worker,
+                        signal: WorkerSignal::Abort,
+                    },
+                    false => Action::Stop { worker },
+                });
+            }
             PoolNews::RequestLimit { .. } => {
                 self.plan_retirement(worker, RetireReason::MaxRequests, now, actions)
             }
@@ -438,6 +468,7 @@ impl Arbiter {
                 retired_at: None,
                 term_sent: false,
                 kill_sent: false,
+                abort_when_drained: false,
             },
         );
         actions.push(Action::Spawn { worker });
