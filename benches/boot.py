@@ -63,10 +63,10 @@ LABELS = {
 APP, READY_PATH = "flask_app:app", "/hello"
 FORK_SERVER_COMM, WORKER_COMM = "fc-forkserver", "fc-worker"
 TARGET_READY_MS, TARGET_CPU_MS = 20.0, 10.0
-# Fails the fork server (its 2nd argument), so the master starts every worker as a fresh interpreter.
+# Fails the fork server (the argument ferrocorn-forkserver), so the master starts every worker as a fresh interpreter.
 NO_FORK_SERVER_WRAPPER = """#!/bin/sh
 # Written by benches/boot.py: no fork server, so ferrocorn starts workers as fresh interpreters.
-if [ "$2" = ferrocorn-forkserver ]; then exit 1; fi
+for arg in "$@"; do [ "$arg" = ferrocorn-forkserver ] && exit 1; done
 exec {python} "$@"
 """
 

@@ -1,10 +1,11 @@
 """ferrocorn worker: runs one WSGI app and serves the requests its master sends.
 
-The Rust master starts ``PYTHON - ferrocorn-forkserver`` and feeds this file on
-stdin: the fork server (the end of this file) gets ready up to the fork (with
-``--preload`` the app imported) and forks a worker whenever the master asks.
-If the fork server cannot run, the master starts a worker directly as
-``PYTHON - ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
+The Rust master starts ``PYTHON -c BOOTSTRAP ferrocorn-forkserver`` and feeds
+this file on stdin (BOOTSTRAP compiles it as ``ferrocorn_worker.py``; ``PYTHON -
+ferrocorn-forkserver`` runs it too): the fork server (the end of this file) gets
+ready up to the fork (with ``--preload`` the app imported) and forks a worker
+whenever the master asks. If the fork server cannot run, the master starts a
+worker directly as ``... ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
 environment. This file owns the Python half of docs/protocol.md (the spec, read
 it first): the handshakes on the control sockets, one thread per lane, the
 environ, wsgi.input, start_response and the response frames. It does not speak

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
-use super::script::WORKER_PROGRAM;
+use super::script::{BOOTSTRAP, WORKER_PROGRAM};
 use super::WorkerId;
 /// Everything a worker needs that is the same for every worker.
 #[derive(Debug, Clone)]
@@ -191,7 +191,7 @@ pub fn start_worker(
     )
 }
 
-/// Runs `python - ARGS...` with the embedded program on its stdin, `env`
+/// Runs `python -c BOOTSTRAP ARGS...` with the embedded program on its stdin, `env`
 /// added, the `inherited` descriptors left open across exec, and a
 /// parent-death signal; returns its pid.
 pub fn start_python(
@@ -204,7 +204,8 @@ pub fn start_python(
 ) -> Result<u32, SpawnError> {
     let mut command = Command::new(python);
     command
-        .arg("-")
+        .arg("-c")
+        .arg(BOOTSTRAP)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())

@@ -192,6 +192,10 @@ fn a_timeout_with_threads_fails_only_the_request_that_timed_out() {
             Err(log)
         }
     });
+    // The worker's own frames carry its file name, not <stdin>.
+    let log = server.stderr();
+    assert!(log.contains(r#"File "ferrocorn_worker.py""#), "{log}");
+    assert!(!log.contains("<stdin>"), "{log}");
 }
 
 /// Issue 10, 2: an app that imports fine but kills its worker at the first

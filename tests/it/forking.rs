@@ -241,7 +241,7 @@ fn a_fork_server_that_cannot_start_leaves_workers_starting_as_fresh_interpreters
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\ncase \"$2\" in ferrocorn-forkserver) exit 1;; esac\nexec {:?} \"$@\"\n",
+            "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = ferrocorn-forkserver ] && exit 1; done\nexec {:?} \"$@\"\n",
             python()
         ),
     )
