@@ -75,11 +75,12 @@ pub fn readme_table() -> String {
             `2m`, `1h`. Sizes: `512` (bytes), `200MB` (powers of 1000), `512MiB` (powers of 1024). \
             Switches (default `false`) are turned on by the flag alone (`--preload`), by \
             `= true` in the file (a TOML boolean, no quotes) or by `true`, `1` or `yes` in \
-            the environment (`false`, `0` or `no` turn them off).\n";
+            the environment (`false`, `0` or `no` turn them off). *On HUP*: whether a reload \
+            applies a changed value (with the roll of the workers) or only the next start does.\n";
     for section in sections() {
         out += &format!("\n**{}**\n\n", section.title());
-        out += "| Setting | Flag | Environment | Default | Description |\n";
-        out += "|---|---|---|---|---|\n";
+        out += "| Setting | Flag | Environment | Default | On HUP | Description |\n";
+        out += "|---|---|---|---|---|---|\n";
         for spec in SETTINGS.iter().filter(|spec| spec.section == section) {
             let flag = spellings(spec).join(" or ");
             let default = match spec.default {
@@ -87,8 +88,13 @@ pub fn readme_table() -> String {
                 [] => "not set".to_string(),
                 values => format!("`{}`", values.join(",")),
             };
+            let on_hup = if spec.needs_restart {
+                "next start"
+            } else {
+                "applies"
+            };
             out += &format!(
-                "| `{}` | `{flag}` | `{}` | {} | {} |\n",
+                "| `{}` | `{flag}` | `{}` | {} | {on_hup} | {} |\n",
                 spec.name,
                 spec.env_var(),
                 default.replace('|', "\\|"),

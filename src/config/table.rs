@@ -8,7 +8,8 @@
 //! README table and `configs/ferrocorn.example.toml`.
 //!
 //! Entry syntax: `name: Type = [default strings] { doc, section, then the
-//! optional short, long, aliases, positional, value_name, min, max, example }`.
+//! optional short, long, aliases, positional, value_name, min, max, example,
+//! restart }` (`restart: true`: a HUP cannot apply it; see [`SettingSpec::needs_restart`]).
 //! The TOML key is the name; the env var is `FERROCORN_` + the name in upper
 //! case, derived by [`SettingSpec::env_var`] and never typed out.
 //!
@@ -28,11 +29,11 @@ macro_rules! with_settings {
         $callback! {
             bind: Vec<BindAddr> = ["127.0.0.1:8000"] {
                 doc: "Addresses to listen on: HOST:PORT, HOST (port 8000) or unix:PATH, IPv6 hosts in brackets; repeat the flag for several",
-                section: Server, short: 'b', long: "bind",
+                section: Server, short: 'b', long: "bind", restart: true,
             },
             backlog: u32 = ["2048"] {
                 doc: "Listen backlog, and the bound of the queue of requests waiting for a free worker",
-                section: Server, long: "backlog", min: 1,
+                section: Server, long: "backlog", min: 1, restart: true,
             },
             workers: usize = ["1"] {
                 doc: "Number of worker processes",
@@ -44,7 +45,7 @@ macro_rules! with_settings {
             },
             pipeline_below: Duration = ["2ms"] {
                 doc: "A request may wait in a busy lane, written behind the running one so the worker never sleeps between requests, when that worker's requests take less than this on average; 0 turns it off",
-                section: Workers, long: "pipeline-below",
+                section: Workers, long: "pipeline-below", restart: true,
             },
             worker_class: WorkerClass = ["sync"] {
                 doc: "Worker type: sync or gthread",
@@ -56,7 +57,7 @@ macro_rules! with_settings {
             },
             timeout: Duration = ["30s"] {
                 doc: "A request running longer than this gets 504 and its worker is replaced; 0 disables",
-                section: Timeouts, short: 't', long: "timeout",
+                section: Timeouts, short: 't', long: "timeout", restart: true,
             },
             graceful_timeout: Duration = ["30s"] {
                 doc: "How long a retiring or stopping worker may finish its requests before it is killed",
@@ -64,36 +65,36 @@ macro_rules! with_settings {
             },
             keep_alive: Duration = ["2s"] {
                 doc: "How long an idle keep-alive connection stays open",
-                section: Timeouts, long: "keep-alive",
+                section: Timeouts, long: "keep-alive", restart: true,
             },
             header_timeout: Duration = ["10s"] {
                 doc: "A connection that does not send a complete request head within this time is closed",
-                section: Timeouts, long: "header-timeout",
+                section: Timeouts, long: "header-timeout", restart: true,
             },
             queue_timeout: Duration = ["30s"] {
                 doc: "A request waiting this long for a free worker gets 503",
-                section: Timeouts, long: "queue-timeout",
+                section: Timeouts, long: "queue-timeout", restart: true,
             },
             limit_request_line: usize = ["4094"] {
                 doc: "Maximum length of the request line in bytes; 0 means unlimited",
-                section: Limits, long: "limit-request-line", max: 8190,
+                section: Limits, long: "limit-request-line", max: 8190, restart: true,
             },
             limit_request_fields: usize = ["100"] {
                 doc: "Maximum number of request header fields",
-                section: Limits, long: "limit-request-fields", max: 32768,
+                section: Limits, long: "limit-request-fields", max: 32768, restart: true,
             },
             limit_request_field_size: usize = ["8190"] {
                 doc: "Maximum size of one request header field in bytes; 0 means unlimited",
                 section: Limits, long: "limit-request-field_size",
-                aliases: ["limit-request-field-size"],
+                aliases: ["limit-request-field-size"], restart: true,
             },
             limit_request_body: ByteSize = ["1GiB"] {
                 doc: "Larger request bodies get 413",
-                section: Limits, long: "limit-request-body",
+                section: Limits, long: "limit-request-body", restart: true,
             },
             request_buffer_size: ByteSize = ["1MiB"] {
                 doc: "Bodies up to this size are received whole before a worker sees the request; larger ones stream to the worker",
-                section: Limits, long: "request-buffer-size",
+                section: Limits, long: "request-buffer-size", restart: true,
             },
             wsgi_app: Option<AppSpec> = [] {
                 doc: "The WSGI app: MODULE:ATTRIBUTE or MODULE:FACTORY(ARGS); the attribute defaults to application",
@@ -117,23 +118,23 @@ macro_rules! with_settings {
             },
             log_level: LogLevel = ["info"] {
                 doc: "Error log level: debug, info, warning, error or critical",
-                section: Logging, long: "log-level",
+                section: Logging, long: "log-level", restart: true,
             },
             error_logfile: String = ["-"] {
                 doc: "Error log file; - is stderr",
-                section: Logging, long: "error-logfile", aliases: ["log-file"], value_name: "FILE",
+                section: Logging, long: "error-logfile", aliases: ["log-file"], value_name: "FILE", restart: true,
             },
             access_logfile: Option<String> = [] {
                 doc: "Access log file; - is stdout; no access log when not set",
-                section: Logging, long: "access-logfile", value_name: "FILE", example: "-",
+                section: Logging, long: "access-logfile", value_name: "FILE", example: "-", restart: true,
             },
             access_log_format: String = [r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#] {
                 doc: "Access log line format, in gunicorn's %(name)s syntax",
-                section: Logging, long: "access-logformat", value_name: "FORMAT",
+                section: Logging, long: "access-logformat", value_name: "FORMAT", restart: true,
             },
             pidfile: Option<PathBuf> = [] {
                 doc: "File to write the master's pid to",
-                section: Logging, short: 'p', long: "pid", value_name: "FILE", example: "/run/ferrocorn.pid",
+                section: Logging, short: 'p', long: "pid", value_name: "FILE", example: "/run/ferrocorn.pid", restart: true,
             },
             max_requests: u64 = ["0"] {
                 doc: "Retire a worker after this many requests; 0 disables",
@@ -161,7 +162,7 @@ macro_rules! with_settings {
             },
             memory_check_interval: Duration = ["1s"] {
                 doc: "How often the master samples each worker's memory",
-                section: Recycling, long: "memory-check-interval",
+                section: Recycling, long: "memory-check-interval", restart: true,
             },
             spare_workers: usize = ["1"] {
                 doc: "With max_requests or a memory limit, keep this many workers booted and idle, so a worker due to retire is replaced at once instead of after a boot; 0 boots each replacement when it is needed",
@@ -173,7 +174,7 @@ macro_rules! with_settings {
             },
             metrics_bind: Option<String> = [] {
                 doc: "HOST:PORT to serve Prometheus metrics on; off when not set",
-                section: Metrics, long: "metrics-bind", value_name: "HOST:PORT", example: "127.0.0.1:9100",
+                section: Metrics, long: "metrics-bind", value_name: "HOST:PORT", example: "127.0.0.1:9100", restart: true,
             },
         }
     };
@@ -264,6 +265,10 @@ pub struct SettingSpec {
     pub default: &'static [&'static str],
     /// A typical value for docs, for settings that are unset by default.
     pub example: Option<&'static str>,
+    /// Owned by the running master (sockets, HTTP front, logs, the
+    /// dispatcher's and sampler's timings): a HUP cannot apply it, the next
+    /// start does. Everything else applies on HUP, with the workers' roll.
+    pub needs_restart: bool,
     /// Smallest allowed value of an integer setting.
     pub min: Option<u64>,
     /// Largest allowed value of an integer setting.
@@ -321,6 +326,7 @@ macro_rules! spec_slice {
             $(min: $min:literal,)?
             $(max: $max:literal,)?
             $(example: $example:literal,)?
+            $(restart: $restart:literal,)?
         },
     )*) => {
         /// Every setting, in table order.
@@ -336,6 +342,7 @@ macro_rules! spec_slice {
                 value_name: [$($value_name,)? <$ty as SettingValue>::VALUE_NAME][0],
                 default: &[$($default),*],
                 example: optional!($($example)?),
+                needs_restart: [$($restart,)? false][0],
                 min: optional!($($min)?),
                 max: optional!($($max)?),
                 kind: <$ty as SettingValue>::KIND,
@@ -359,6 +366,36 @@ mod tests {
     use crate::cli::{META_IDS, UNSUPPORTED_GUNICORN_OPTIONS};
     use crate::config::validate::Settings;
     use std::collections::HashSet;
+
+    /// Issue 10, 16: the list lived in master/reload.rs and drifted (a HUP
+    /// silently ignored pipeline_below and memory_check_interval).
+    #[test]
+    fn what_the_running_master_owns_needs_a_restart_and_the_rest_applies_on_hup() {
+        let restart: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.needs_restart)
+            .map(|s| s.name)
+            .collect();
+        for owned in [
+            "bind",
+            "timeout",
+            "pipeline_below",
+            "memory_check_interval",
+            "metrics_bind",
+        ] {
+            assert!(restart.contains(&owned), "{owned}");
+        }
+        for rolled in [
+            "workers",
+            "threads",
+            "max_requests",
+            "max_memory",
+            "preload_app",
+            "wsgi_app",
+        ] {
+            assert!(!restart.contains(&rolled), "{rolled}");
+        }
+    }
 
     #[test]
     fn names_and_flags_are_unique() {

@@ -2,9 +2,11 @@
 //! arbiter parameters), derived once at start and again on SIGHUP, when
 //! the command line, `-c` file and environment are read anew.
 //!
-//! The listeners, HTTP limits and timeouts, logging and the metrics address
-//! belong to the running master: a reload that changes them says so in the
-//! log and they take effect at the next start.
+//! Settings the running master owns (the settings table marks them
+//! `restart`: listeners, HTTP limits and timeouts, logging, the metrics
+//! address, the dispatcher's and sampler's timings) cannot change on a
+//! reload: one that changes them says so in the log, and they take effect
+//! at the next start.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,27 +18,6 @@ use super::policy::memory::{MemoryLimits, DEFAULT_CONSECUTIVE};
 use super::shell::MemoryProbing;
 use crate::config::{self, Loaded, MemoryMetric, Settings};
 use crate::worker::spawn::SpawnSpec;
-
-/// Settings a reload cannot apply to a running master.
-const NEEDS_RESTART: &[&str] = &[
-    "bind",
-    "backlog",
-    "timeout",
-    "keep_alive",
-    "header_timeout",
-    "queue_timeout",
-    "limit_request_line",
-    "limit_request_fields",
-    "limit_request_field_size",
-    "limit_request_body",
-    "request_buffer_size",
-    "log_level",
-    "error_logfile",
-    "access_logfile",
-    "access_log_format",
-    "pidfile",
-    "metrics_bind",
-];
 
 /// What the master derives from settings.
 #[derive(Debug, Clone)]
@@ -77,7 +58,8 @@ impl Reloader {
         let fresh = config::reload(&self.loaded, &config::process_env)?;
         let (old, new) = (self.loaded.settings.to_raw(), fresh.settings.to_raw());
         for ((name, before), (_, after)) in old.iter().zip(&new) {
-            if before != after && NEEDS_RESTART.contains(name) {
+            let needs_restart = config::table::spec(name).is_some_and(|spec| spec.needs_restart);
+            if before != after && needs_restart {
                 warn!(
                     setting = name,
                     "{name} changed, but it applies only from the next start"
