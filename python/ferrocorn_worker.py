@@ -95,7 +95,10 @@ _HEAD_RE = re.compile(
     r"[0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
     r"(?:\x00[!#$%&'*+\-.^_`|~0-9A-Za-z]+\x00[^\x00-\x08\x0a-\x1f\x7f]*)*"
 )
-_CONTENT_LENGTH_RE = re.compile(r"\x00content-length\x00[ \t]*([0-9]+)[ \t]*(?:\x00|$)", re.I)
+# Every Content-Length value of a validated head; each must be digits with
+# optional blanks around them (no sign, no list), and all must agree.
+_CONTENT_LENGTH_RE = re.compile(r"\x00content-length\x00([^\x00]*)", re.I)
+_DIGITS_RE = re.compile(r"[ \t]*([0-9]+)[ \t]*")
 
 log = logging.getLogger("ferrocorn.worker")
 
@@ -450,16 +453,27 @@ def encode_head(status: Any, headers: Any) -> tuple[bytes, Optional[int], bool]:
         ok = False
     if not ok:
         raise AppError(f"invalid status or headers from app: status={status!r} headers={headers!r}")
-    m = _CONTENT_LENGTH_RE.search(text)  # type: ignore[arg-type]
+    content_length = None
+    for value in _CONTENT_LENGTH_RE.findall(text):  # type: ignore[arg-type]
+        m = _DIGITS_RE.fullmatch(value)
+        if m is None or (content_length is not None and int(m.group(1)) != content_length):
+            raise AppError(f"invalid Content-Length from app: headers={headers!r} (one number of bytes, digits only)")
+        content_length = int(m.group(1))
     entry = (
         HEADER.pack(len(payload), RESPONSE, 0, 0) + payload,
-        int(m.group(1)) if m is not None else None,
+        content_length,
         status[:3] in _NO_BODY_CODES,
     )
     if len(_HEADS) >= _HEADS_MAX:
         _HEADS.clear()
     _HEADS[text] = entry
     return entry
+
+
+def with_header(head: bytes, name: str, value: str) -> bytes:
+    """The RESPONSE frame head with one more header (only on rare paths: it copies)."""
+    payload = b"".join((head[HEADER_SIZE:], b"\0", name.encode("latin-1"), b"\0", value.encode("latin-1")))
+    return HEADER.pack(len(payload), RESPONSE, 0, 0) + payload
 
 
 def as_bytes(chunk: Any) -> bytes:
@@ -484,6 +498,7 @@ class LaneServer:
         self.head_sent = False
         self.no_body = False
         self.is_head = False
+        self.left = -1  # what Content-Length still allows after write() (-1: no limit)
         self.input: Optional[Input] = None
         # The running request and since when, for the stack dump after a
         # timeout (DUMP_STACKS): which lane ran what, for how long.
@@ -516,11 +531,17 @@ class LaneServer:
         if not data:
             return
         if not self.head_sent:
-            head, _, no_body = encode_head(self.status, self.headers)
+            head, content_length, no_body = encode_head(self.status, self.headers)
             self.no_body = no_body or self.is_head
-            self._send_head(head, data)
+            if content_length is None:
+                head = self._unframed(head)
+            else:
+                self.left = content_length
+            self._send_head(head, self._allowed(data))
         elif not self.no_body:
-            self.lane.send_body(data)
+            data = self._allowed(data)
+            if data:
+                self.lane.send_body(data)
 
     # -- sending
 
@@ -542,6 +563,15 @@ class LaneServer:
         One chunk (a list/tuple, or an iterable whose first chunk reaches the
         declared Content-Length, as Flask's) goes out in one sendall:
         RESPONSE + BODY(END). Anything else streams chunk by chunk.
+
+        Content-Length (issue 10, item 8): the worker refuses an invalid one
+        (encode_head: an app error, logged here with its request, 500 before
+        anything is sent), never sends more body than it allows, and says
+        Connection: close when it cut a whole body short of what the app gave
+        (the app meant another message). It does not pad a body that is
+        shorter: the master, which frames the client's response, closes the
+        client connection after it. Both checks run once per distinct head
+        (the head cache) or once per response, never per byte.
         """
         cls = result.__class__
         if cls is list or cls is tuple:
@@ -558,17 +588,27 @@ class LaneServer:
         if body.__class__ is not bytes:
             body = as_bytes(body)
         if self.head_sent:  # the app used write()
-            return self._send_rest(body, it, -1)
+            return self._send_rest(self._allowed(body), it, self.left)
         head, content_length, no_body = encode_head(self.status, self.headers)
         if no_body or self.is_head:
             self.no_body = True
             body = b""
         elif content_length is not None and len(body) >= content_length:
             if len(body) > content_length:
+                self._mismatch(f"is longer than its Content-Length ({len(body)} > {content_length} bytes): cut, and the connection is closed after it")
                 body = body[:content_length]  # PEP 3333: never more than Content-Length
+                head = with_header(head, "Connection", "close")
         elif it is not None:
+            if content_length is None:
+                head = self._unframed(head)
             self._send_head(head, body)  # the first chunk must not wait for the next one
             return self._send_rest(b"", it, -1 if content_length is None else content_length - len(body))
+        elif content_length is None:
+            if self.environ and self.environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+                # The whole body is here: an HTTP/1.0 client can keep the connection.
+                head = with_header(head, "Content-Length", str(len(body)))
+        else:
+            self._mismatch(f"is shorter than its Content-Length ({len(body)} < {content_length} bytes): the connection is closed after it")
         self.head_sent = True
         if len(body) <= JOIN_LIMIT:
             try:
@@ -580,6 +620,39 @@ class LaneServer:
             self.lane.send(head)
             self.lane.send_body(body, END)
         return True
+
+    def _unframed(self, head: bytes) -> bytes:
+        """The head of a body streamed without Content-Length.
+
+        HTTP/1.0 has no chunked coding, so such a body ends when the connection
+        closes: say so (gunicorn does), since the master, where it builds the
+        client's response, does not see the request's version.
+        """
+        if self.environ and self.environ.get("SERVER_PROTOCOL") == "HTTP/1.0" and not self.no_body:
+            return with_header(head, "Connection", "close")
+        return head
+
+    def _allowed(self, data: bytes) -> bytes:
+        """What Content-Length still allows of a write() chunk."""
+        left = self.left
+        if left < 0 or self.no_body:
+            return data
+        if len(data) > left:
+            if left == 0:
+                return b""  # said once, when the cut was made
+            self._mismatch("is longer than its Content-Length: cut")
+            data = data[:left]
+        self.left = left - len(data)
+        return data
+
+    def _mismatch(self, what: str) -> None:
+        environ = self.environ or {}
+        log.warning(
+            "%s %s: the app's body %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("RAW_URI") or environ.get("PATH_INFO"),
+            what,
+        )
 
     def _send_rest(self, first: bytes, it: Optional[Iterable[bytes]], left: int) -> bool:
         """After the head: first, then each chunk of it as it is produced, then END.
@@ -602,10 +675,15 @@ class LaneServer:
                     continue
                 if left >= 0:
                     if len(chunk) >= left:
+                        if len(chunk) > left:
+                            self._mismatch("is longer than its Content-Length: cut")
                         lane.send_body(chunk[:left])
+                        left = 0
                         break
                     left -= len(chunk)
                 lane.send_body(chunk)
+        if left > 0 and not no_body:
+            self._mismatch(f"is shorter than its Content-Length ({left} bytes missing): the connection is closed after it")
         lane.send(HEADER.pack(0, BODY, END, 0))
         return True
 
@@ -656,6 +734,7 @@ class LaneServer:
                 self.since = monotonic()
                 self.status = self.headers = None
                 self.head_sent = self.no_body = False
+                self.left = -1
                 self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
                 ended = False
                 result = None

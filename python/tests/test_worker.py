@@ -29,7 +29,7 @@ import unittest
 import warnings
 import wsgiref.validate
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 WORKER_PATH = Path(__file__).resolve().parents[1] / "ferrocorn_worker.py"
 TIMEOUT = 10.0
@@ -83,6 +83,7 @@ def request_head(
     headers: tuple = (),
     content_length: Optional[int] = None,
     content_type: Optional[str] = None,
+    protocol: str = "HTTP/1.1",
 ) -> bytes:
     pairs = [
         ("REQUEST_METHOD", method),
@@ -91,7 +92,7 @@ def request_head(
         ("QUERY_STRING", query),
         ("SERVER_NAME", "127.0.0.1"),
         ("SERVER_PORT", "8000"),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_PROTOCOL", protocol),
         ("REMOTE_ADDR", "127.0.0.1"),
         ("REMOTE_PORT", "40000"),
         ("RAW_URI", path + ("?" + query if query else "")),
@@ -586,6 +587,57 @@ class ResponseTest(LaneTestCase):
             self.assertEqual(r.body, b"", path)
             self.assertEqual(r.header("content-length"), "5")
         self.assertEqual(get(sock).body, b"hello")
+
+    def test_content_length_is_checked_and_never_exceeded_issue_10(self) -> None:
+        # Issue 10, item 8: an invalid Content-Length is an app error (500
+        # before anything is sent); a longer body is cut and the connection
+        # closed; a shorter one goes out as it is (the master closes after it).
+        def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            path = environ["PATH_INFO"]
+            value = environ["QUERY_STRING"].replace("_", " ").replace("~", "\t")
+            start_response("200 OK", [("Content-Length", v) for v in value.split(",")])
+            if path == "/gen":
+                return iter([b"01234", b"56789"])
+            return [b"0123456789"]
+
+        sock = self.serve(app)
+        with self.assertLogs("ferrocorn.worker", "ERROR"):
+            for bad in ("abc", "-1", "+5", "5.0", "", "1+2", "5,6", "0x5"):
+                r = get(sock, query=bad)
+                self.assertEqual(r.frames[0][0], W.ERROR, bad)
+                self.assertIn("invalid Content-Length", r.error, bad)
+        ok = get(sock, query="_10~,10")  # blanks around digits, two that agree
+        self.assertEqual((ok.body, ok.header("connection")), (b"0123456789", None))
+        with self.assertLogs("ferrocorn.worker", "WARNING") as logs:
+            longer = get(sock, query="4")
+            longer_streamed = get(sock, path="/gen", query="7")
+            shorter = get(sock, query="100")
+            shorter_streamed = get(sock, path="/gen", query="100")
+        self.assertEqual((longer.body, longer.header("connection")), (b"0123", "close"))
+        self.assertEqual(longer_streamed.body, b"0123456")
+        self.assertEqual((shorter.body, shorter.header("content-length")), (b"0123456789", "100"))
+        self.assertEqual(shorter_streamed.body, b"0123456789")
+        self.assertEqual(len(logs.records), 4, logs.output)
+        self.assertIn("shorter than its Content-Length", logs.output[2])
+
+    def test_http_1_0_without_content_length_is_framed_or_closed_issue_10(self) -> None:
+        # Issue 10, item 11b: HTTP/1.0 has no chunked coding, so a body of
+        # unknown length ends with the connection: say close. A whole body
+        # gets its Content-Length, so the client may keep the connection.
+        def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            start_response("200 OK", [])
+            if environ["PATH_INFO"] == "/gen":
+                return iter([b"ab", b"c"])
+            return [b"abc"]
+
+        sock = self.serve(app)
+        whole = get(sock, protocol="HTTP/1.0")
+        self.assertEqual((whole.header("content-length"), whole.header("connection")), ("3", None))
+        streamed = get(sock, path="/gen", protocol="HTTP/1.0")
+        self.assertEqual((streamed.body, streamed.header("connection")), (b"abc", "close"))
+        for path in ("/", "/gen"):
+            r = get(sock, path=path)
+            self.assertEqual((r.header("content-length"), r.header("connection")), (None, None), path)
 
     def test_huge_chunk_is_split(self) -> None:
         big = b"y" * (W.MAX_PAYLOAD + 10)

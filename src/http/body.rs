@@ -4,7 +4,7 @@
 //! before the generator ends.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -40,6 +40,8 @@ pub enum ResponseBody {
         sent: u64,
         /// What to do when the body is over.
         on_finish: Option<OnFinish>,
+        /// A failure held back for one poll (see `poll_frame`).
+        failed: Option<BodyError>,
     },
 }
 
@@ -55,7 +57,20 @@ impl ResponseBody {
             chunks,
             sent: 0,
             on_finish: None,
+            failed: None,
         }
+    }
+
+    /// `bytes`, then `why`: a body that ended short of its `Content-Length`.
+    /// Its size is unknown to hyper, which frames it by the header and closes
+    /// the connection at the failure.
+    pub fn short(bytes: Bytes, why: BodyError) -> ResponseBody {
+        let (tx, rx) = mpsc::channel(2);
+        for item in [Ok(bytes), Err(why)] {
+            // Two items into a fresh channel of two: there is room.
+            let _ = tx.try_send(item);
+        }
+        ResponseBody::stream(rx)
     }
 }
 
@@ -82,14 +97,31 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream { chunks, sent, .. } => chunks.poll_recv(cx).map(|chunk| {
-                chunk.map(|c| {
-                    c.map(|data| {
+            ResponseBody::Stream {
+                chunks,
+                sent,
+                failed,
+                ..
+            } => {
+                if let Some(err) = failed.take() {
+                    return Poll::Ready(Some(Err(err)));
+                }
+                match ready!(chunks.poll_recv(cx)) {
+                    Some(Ok(data)) => {
                         *sent += data.len() as u64;
-                        Frame::data(data)
-                    })
-                })
-            }),
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    // hyper drops what it has buffered when a body fails:
+                    // one Pending first lets it flush the bytes before it
+                    // closes, so the client gets all that was sent.
+                    Some(Err(err)) => {
+                        *failed = Some(err);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    None => Poll::Ready(None),
+                }
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use http::header::SERVER;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::ext::ReasonPhrase;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
@@ -118,7 +119,7 @@ pub async fn forward(
         break (lease, frame);
     };
     match frame.kind {
-        Kind::Response => respond(ctx, lease, frame.payload).await,
+        Kind::Response => respond(ctx, lease, frame.payload, head.version).await,
         Kind::Error => {
             // The worker logged the traceback; the lane is settled again.
             Err(RequestError::App(
@@ -137,6 +138,7 @@ async fn respond(
     ctx: &ExchangeCtx,
     mut lease: LaneLease,
     head: Bytes,
+    version: http::Version,
 ) -> Result<Response<ResponseBody>, RequestError> {
     // A bad head is the app's fault (the worker checks what it can); dropping
     // the lease cancels the rest of the response.
@@ -149,6 +151,8 @@ async fn respond(
             }
         })
         .map_err(|err| RequestError::App(err.to_string()))?;
+    let declared = head.content_length;
+    let mut close = head.close;
     let body = match lease.lane().reader.buffered_frame() {
         // Fast path: the whole response arrived with its head.
         Ok(Some(frame)) if frame.kind == Kind::Body && frame.is_end() => {
@@ -156,30 +160,78 @@ async fn respond(
                 return Err(worker_failed(ctx, lease, err));
             }
             drop(lease);
-            ResponseBody::full(frame.payload)
+            whole_body(frame.payload, declared, &mut close)
         }
-        Ok(first) => stream(ctx, lease, first),
+        Ok(first) => stream(ctx, lease, first, declared),
         Err(err) => return Err(protocol_error(ctx, lease, err.to_string())),
     };
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
-    if head.close {
+    if let Some(reason) = head.reason {
+        // PEP 3333: the app's status line goes out as it gave it.
+        if let Ok(reason) = ReasonPhrase::try_from(reason) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    if close {
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        // An HTTP/1.0 response: hyper then adds no `keep-alive` to our close
+        // for a client that asked for keep-alive.
+        if version == http::Version::HTTP_10 {
+            *response.version_mut() = version;
+        }
     }
     Ok(response)
 }
 
+/// A body that arrived whole, framed by the app's `Content-Length`.
+///
+/// The master, not the worker, guards the client connection's framing:
+/// hyper writes the app's `Content-Length` verbatim next to a body of known
+/// size, so a shorter body would leave the client waiting for bytes that
+/// the next response then supplies (issue 10, item 8). A body shorter than
+/// declared goes out as a stream that fails after its last byte, which makes
+/// hyper close the connection (the client sees an incomplete message); hyper
+/// never polls it for HEAD, whose empty body keeps the app's length as
+/// gunicorn does. A longer one (the worker cuts it, so only a broken worker
+/// sends it) is cut here too, and the connection closed.
+fn whole_body(payload: Bytes, declared: Option<u64>, close: &mut bool) -> ResponseBody {
+    let len = payload.len() as u64;
+    match declared {
+        Some(declared) if len < declared => {
+            ResponseBody::short(payload, BodyError(short_body(len, declared)))
+        }
+        Some(declared) if len > declared => {
+            *close = true;
+            ResponseBody::full(payload.slice(..declared as usize))
+        }
+        _ => ResponseBody::full(payload),
+    }
+}
+
+fn short_body(sent: u64, declared: u64) -> String {
+    format!("the app's body ended after {sent} of its Content-Length of {declared} bytes")
+}
+
 /// Streams the rest of the response from a task that owns the lease. The
 /// client leaving closes the channel; the task then drops the lease
-/// mid-exchange, which cancels the request on the worker.
-fn stream(ctx: &ExchangeCtx, mut lease: LaneLease, first: Option<Frame>) -> ResponseBody {
+/// mid-exchange, which cancels the request on the worker. A body that ends
+/// short of `declared` ends with an error, so hyper closes the connection
+/// after it (see `whole_body`).
+fn stream(
+    ctx: &ExchangeCtx,
+    mut lease: LaneLease,
+    first: Option<Frame>,
+    declared: Option<u64>,
+) -> ResponseBody {
     let (tx, rx) = mpsc::channel(2);
     let events = ctx.events.clone();
     tokio::spawn(async move {
         let mut next = first;
+        let mut received = 0u64;
         loop {
             let frame = match next.take() {
                 Some(frame) => frame,
@@ -206,12 +258,18 @@ fn stream(ctx: &ExchangeCtx, mut lease: LaneLease, first: Option<Frame>) -> Resp
             match frame.kind {
                 Kind::Body => {
                     let end = frame.is_end();
+                    received += frame.payload.len() as u64;
                     if !frame.payload.is_empty() && tx.send(Ok(frame.payload)).await.is_err() {
                         return;
                     }
                     if end {
                         if lease.lane().reclaim_writer(StopPump::Finish).await.is_err() {
                             lease.discard();
+                        }
+                        if let Some(declared) = declared.filter(|&d| received < d) {
+                            let _ = tx
+                                .send(Err(BodyError(short_body(received, declared))))
+                                .await;
                         }
                         return;
                     }

@@ -1,10 +1,16 @@
-//! Request smuggling guard: a request with both `Content-Length` and
-//! `Transfer-Encoding` must get 400. hyper accepts it (it drops the length
-//! and reads chunked, as RFC 9112 §6.3 allows) and does not expose the
-//! dropped header, so this wrapper watches the bytes hyper reads: it finds
-//! each request head, notes whether it carries both headers, and skips its
-//! body by the same framing rules so the next head is found too. The
-//! service takes one verdict per request, in order.
+//! Request smuggling guard: the framing rules hyper does not enforce, each
+//! a 400. From hyper's parsed head, [`refusal`] checks what hyper keeps:
+//! one `Host`, and `chunked` as the only transfer coding (hyper only wants
+//! it last). What hyper's parse hides needs the bytes: it accepts both
+//! `Content-Length` and `Transfer-Encoding` (it drops the length and reads
+//! chunked, as RFC 9112 §6.3 allows) without exposing the dropped header,
+//! and it accepts bare-LF line endings. So this wrapper watches the bytes
+//! hyper reads: it finds each request head where hyper does (at the first
+//! empty line, CRLF or bare LF), notes whether it carries both headers or a
+//! bare LF, and skips its body by the same framing rules so the next head
+//! is found too. The service takes one verdict per request, in order; the
+//! scanner sees every byte before hyper does, so a head's verdict is always
+//! queued before hyper hands its request over.
 //!
 //! The scanner never rejects anything itself; if it loses track (a head it
 //! cannot frame), it stops judging and hyper's own checks stand.
@@ -15,29 +21,71 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use http::header::{HOST, TRANSFER_ENCODING};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Longest head the scanner follows; hyper refuses longer ones anyway.
 const MAX_HEAD: usize = 1024 * 1024;
 
+/// What the scanner saw in one request head's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verdict {
+    /// Nothing hyper's parse would hide (or the scanner lost track).
+    #[default]
+    Clear,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    BothLengths,
+    /// A line of the head ends in LF alone (gunicorn refuses these too).
+    BareLf,
+}
+
 /// Per-connection verdicts, one per request head, oldest first.
 #[derive(Debug, Default)]
-pub struct Verdicts(Mutex<VecDeque<bool>>);
+pub struct Verdicts(Mutex<VecDeque<Verdict>>);
 
 impl Verdicts {
-    /// Whether the next request carried both framing headers.
-    pub fn next_is_ambiguous(&self) -> bool {
+    /// The verdict on the next request's head.
+    pub fn next(&self) -> Verdict {
         self.0
             .lock()
-            .map(|mut q| q.pop_front().unwrap_or(false))
-            .unwrap_or(false)
+            .map(|mut q| q.pop_front().unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    fn push(&self, ambiguous: bool) {
+    fn push(&self, verdict: Verdict) {
         if let Ok(mut q) = self.0.lock() {
-            q.push_back(ambiguous);
+            q.push_back(verdict);
         }
     }
+}
+
+/// Why this request must get 400, if it must: the scanner's verdict on its
+/// bytes, then the rules hyper's parsed head shows.
+pub fn refusal(verdict: Verdict, head: &http::request::Parts) -> Option<&'static str> {
+    match verdict {
+        Verdict::BothLengths => return Some("both Content-Length and Transfer-Encoding"),
+        Verdict::BareLf => return Some("a request head line ends in a bare LF, not CRLF"),
+        Verdict::Clear => {}
+    }
+    // RFC 9112 §3.2: a request with more than one Host line gets 400.
+    if head.headers.get_all(HOST).iter().nth(1).is_some() {
+        return Some("more than one Host header");
+    }
+    // hyper refuses a Transfer-Encoding whose last coding is not chunked;
+    // any other coding before it (`gzip, chunked`) would reach the app
+    // still encoded, and `chunked, chunked` is not a framing either.
+    let mut codings = head
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(trim);
+    if let Some(first) = codings.next() {
+        if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
+            return Some("a Transfer-Encoding other than chunked");
+        }
+    }
+    None
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,11 +142,10 @@ impl Scanner {
                             return;
                         }
                     }
-                    let searched_from = self.line.len().saturating_sub(3);
+                    let searched_from = self.line.len();
                     self.line.extend_from_slice(bytes);
-                    match find(&self.line[searched_from..], b"\r\n\r\n") {
-                        Some(at) => {
-                            let end = searched_from + at + 4;
+                    match head_end(&self.line, searched_from) {
+                        Some(end) => {
                             let rest = self.line.len() - end;
                             self.on_head(end);
                             let consumed = bytes.len() - rest;
@@ -155,6 +202,11 @@ impl Scanner {
 
     /// A complete head is in `line[..end]`.
     fn on_head(&mut self, end: usize) {
+        let head = &self.line[..end];
+        let bare_lf = head
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
         let mut length = None;
         let mut chunked = None;
         let mut bad_length = false;
@@ -182,7 +234,13 @@ impl Scanner {
             }
         }
         let has_length = length.is_some() || bad_length;
-        self.verdicts.push(has_length && chunked.is_some());
+        self.verdicts.push(if bare_lf {
+            Verdict::BareLf
+        } else if has_length && chunked.is_some() {
+            Verdict::BothLengths
+        } else {
+            Verdict::Clear
+        });
         self.state = match (chunked, length, bad_length) {
             (Some(true), _, _) => State::ChunkSize,
             (Some(false), _, _) | (None, _, true) => State::Lost, // hyper refuses these
@@ -214,8 +272,15 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the head in `buf` ends (just past its empty line), looking at the
+/// line ends from `from` on. As in httparse, which hyper uses, a line ends
+/// in LF with or without a CR before it, so the scanner splits heads exactly
+/// where hyper does; `buf` starts at the request line.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len())
+        .filter(|&i| buf[i] == b'\n')
+        .find(|&i| buf[..i].ends_with(b"\n") || buf[..i].ends_with(b"\n\r"))
+        .map(|i| i + 1)
 }
 
 /// A connection whose incoming bytes pass through a [`Scanner`].
@@ -285,7 +350,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 mod tests {
     use super::*;
 
-    fn verdicts_for(pieces: &[&[u8]]) -> Vec<bool> {
+    use Verdict::{BareLf, BothLengths, Clear};
+
+    fn verdicts_for(pieces: &[&[u8]]) -> Vec<Verdict> {
         let verdicts = Arc::new(Verdicts::default());
         let mut scanner = Scanner::new(verdicts.clone());
         for piece in pieces {
@@ -308,7 +375,7 @@ mod tests {
             stream.extend_from_slice(part);
         }
         let whole = verdicts_for(&[&stream]);
-        assert_eq!(whole, vec![false, true, false, false, false]);
+        assert_eq!(whole, vec![Clear, BothLengths, Clear, Clear, Clear]);
         // The same bytes one at a time: boundaries never matter.
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(verdicts_for(&bytes), whole);
@@ -317,26 +384,104 @@ mod tests {
     #[test]
     fn a_body_that_looks_like_a_head_is_skipped() {
         // LENGTH's 20-byte body contains a request line and headers.
-        assert_eq!(verdicts_for(&[LENGTH, GET]), vec![false, false]);
+        assert_eq!(verdicts_for(&[LENGTH, GET]), vec![Clear, Clear]);
     }
 
     #[test]
     fn header_names_are_case_insensitive_and_either_order() {
         let req =
             b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n";
-        assert_eq!(verdicts_for(&[req]), vec![true]);
+        assert_eq!(verdicts_for(&[req]), vec![BothLengths]);
     }
 
     #[test]
     fn a_huge_chunk_size_does_not_overflow() {
         let req: &[u8] =
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
-        assert_eq!(verdicts_for(&[req]), vec![false]);
+        assert_eq!(verdicts_for(&[req]), vec![Clear]);
     }
 
     #[test]
     fn gives_up_quietly_on_what_hyper_refuses() {
         let req: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
-        assert_eq!(verdicts_for(&[req, GET]), vec![false]);
+        assert_eq!(verdicts_for(&[req, GET]), vec![Clear]);
+    }
+
+    // Issue 10, item 10: hyper ends a head at a bare-LF empty line too; the
+    // scanner used to wait for CRLF CRLF and judged nothing meanwhile.
+    #[test]
+    fn bare_lf_heads_end_where_hyper_ends_them_and_are_flagged() {
+        let bare: &[u8] =
+            b"POST / HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n";
+        assert_eq!(verdicts_for(&[bare]), vec![BareLf]);
+        let mixed: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\n";
+        let lf_cr_lf: &[u8] = b"GET / HTTP/1.1\nHost: x\n\r\n";
+        assert_eq!(verdicts_for(&[mixed, lf_cr_lf]), vec![BareLf, BareLf]);
+        // Its chunked body is followed, so the next head is judged too.
+        let mut stream = bare.to_vec();
+        stream.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+        stream.extend_from_slice(GET);
+        let whole = verdicts_for(&[&stream]);
+        assert_eq!(whole, vec![BareLf, Clear]);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(verdicts_for(&bytes), whole);
+    }
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line_however_it_is_fed() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest", 0), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+        // A line end split across reads: only the new bytes are searched.
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n", 17), Some(18));
+    }
+
+    /// A parsed head, as hyper would hand it over (CRLF heads only).
+    fn head(request: &[u8]) -> http::request::Parts {
+        let text = std::str::from_utf8(request).unwrap();
+        let mut lines = text.split("\r\n");
+        let target = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let mut builder = http::Request::builder().uri(target);
+        for line in lines.take_while(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').unwrap();
+            builder = builder.header(name, value.trim());
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    // Issue 10, item 11.
+    #[test]
+    fn one_host_and_chunked_alone_pass_the_rest_is_refused() {
+        let fine: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n",
+        ];
+        for req in fine {
+            assert_eq!(
+                refusal(Clear, &head(req)),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        let refused: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+        ];
+        for req in refused {
+            assert!(
+                refusal(Clear, &head(req)).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        let get = head(GET);
+        assert!(refusal(BothLengths, &get).is_some());
+        assert!(refusal(BareLf, &get).is_some());
     }
 }

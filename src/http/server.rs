@@ -77,7 +77,13 @@ pub fn start(
             .max_headers(options.max_headers.max(1))
             // Not pipeline_flush: with it hyper 1.x drops the automatic 400
             // for an unparsable request and closes silently.
-            .half_close(false);
+            //
+            // A client may shut down its sending side once its request is
+            // out (`nc -N`, `shutdown(SHUT_WR)`) and still read the response,
+            // as gunicorn allows. The cost: a client that goes away while the
+            // app runs is noticed when its response is written, not at its
+            // FIN (gunicorn's sync worker notices it no sooner).
+            .half_close(true);
         loop {
             tokio::select! {
                 accepted = conn_rx.recv() => match accepted {

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::SERVER;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::body::{OnFinish, ResponseBody};
 use super::exchange::{forward, ExchangeCtx, PreparedBody};
-use super::framing::Verdicts;
+use super::framing::{self, Verdicts};
 use super::status::RequestError;
 use crate::logging::{AccessLog, AccessRecord};
 use crate::protocol::environ::{BodyPlan, ConnInfo};
@@ -60,13 +60,10 @@ pub async fn handle(
     let timed = ctx.access.is_some() || ctx.metrics.is_some();
     let started = timed.then(|| (Instant::now(), SystemTime::now()));
     let (head, body) = req.into_parts();
-    let result = if verdicts.next_is_ambiguous() {
-        // hyper closes such a connection after the response (RFC 9112 §6.3).
-        Err(RequestError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ))
-    } else {
-        serve(&ctx, &conn, &head, body).await
+    // One verdict per request, taken whether or not it is needed.
+    let result = match framing::refusal(verdicts.next(), &head) {
+        Some(why) => Err(RequestError::BadRequest(why)),
+        None => serve(&ctx, &conn, &head, body).await,
     };
     let mut response = match result {
         Ok(response) => response,
@@ -103,6 +100,12 @@ async fn serve(
 }
 
 fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), RequestError> {
+    if head.method == Method::CONNECT {
+        // A tunnel is no WSGI request. Answered here, with no 2xx, hyper
+        // never hands the connection over as an upgrade (which closed it
+        // without a byte once an app said 200).
+        return Err(RequestError::MethodNotAllowed("CONNECT"));
+    }
     if limits.request_line > 0 {
         // "METHOD SP target SP HTTP/1.1"
         let uri = &head.uri;
@@ -122,8 +125,8 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
             }
         }
     }
-    // hyper refuses a bad Content-Length and a Transfer-Encoding that is
-    // not chunked; both headers together are caught by `framing.rs`.
+    // hyper refuses a bad Content-Length and a Transfer-Encoding that does
+    // not end in chunked; `framing.rs` refuses the rest of the framing cases.
     Ok(())
 }
 

@@ -3,11 +3,14 @@
 //! error source does, and the mapping follows from that.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use super::body::ResponseBody;
 use crate::dispatch::DispatchError;
+
+/// The `Allow` of a 405: the standard methods the server passes to the app.
+const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Why a request got no response from the app.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,9 @@ pub enum RequestError {
     /// The client sent something we will not forward (400).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A method the server never forwards to the app, such as CONNECT (405).
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(&'static str),
     /// A header line or the whole head is over a limit (431).
     #[error("request header fields too large: {0}")]
     HeaderTooLarge(&'static str),
@@ -43,6 +49,7 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RequestError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,8 +80,18 @@ impl RequestError {
             RequestError::Overloaded(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            // The rest of a refused body is never read: don't reuse the connection.
-            RequestError::BodyTooLarge | RequestError::ClientBody(_) => {
+            // RFC 9110 §15.5.6 wants the methods that would work: the
+            // server forwards these to the app (which may refuse them).
+            RequestError::MethodNotAllowed(_) => {
+                headers.insert(ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The rest of a refused body is never read, and after a framing
+            // error nothing says where the next request starts (gunicorn
+            // closes too): don't reuse the connection.
+            RequestError::BadRequest(_)
+            | RequestError::BodyTooLarge
+            | RequestError::ClientBody(_) => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -91,6 +108,7 @@ mod tests {
     fn each_source_has_its_status() {
         let cases = [
             (RequestError::BadRequest("x"), 400),
+            (RequestError::MethodNotAllowed("CONNECT"), 405),
             (RequestError::HeaderTooLarge("x"), 431),
             (RequestError::BodyTooLarge, 413),
             (RequestError::Overloaded(DispatchError::QueueFull), 503),
@@ -107,5 +125,13 @@ mod tests {
     fn overload_says_when_to_retry() {
         let response = RequestError::Overloaded(DispatchError::QueueTimeout).into_response();
         assert_eq!(response.headers()[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn a_refused_method_says_what_is_allowed_and_closes() {
+        let response = RequestError::MethodNotAllowed("CONNECT").into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(response.headers()[ALLOW].to_str().unwrap().contains("GET"));
+        assert_eq!(response.headers()[CONNECTION], "close");
     }
 }

@@ -6,13 +6,16 @@
 //! Owns the CGI naming rules (`HTTP_*`, `CONTENT_TYPE`, dropped
 //! underscore headers). Knows nothing of sockets or of hyper's connection.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING,
 };
 use http::{StatusCode, Version};
 
 use super::frame::{flags, put_header, Kind, HEADER_LEN, MAX_PAYLOAD};
+
+/// `SERVER_SOFTWARE`, as gunicorn sends `gunicorn/VERSION`.
+pub const SERVER_SOFTWARE: &str = concat!("ferrocorn/", env!("CARGO_PKG_VERSION"));
 
 /// Facts about the connection a request came in on, computed once per connection.
 #[derive(Debug, Clone)]
@@ -80,6 +83,7 @@ pub fn encode_request(
     let raw_uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
     env.pair(b"RAW_URI", raw_uri.as_bytes());
     env.pair(b"SERVER_PROTOCOL", protocol_name(head.version));
+    env.pair(b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     let (name, port) = server_name_port(head, conn);
     env.pair(b"SERVER_NAME", name.as_bytes());
     env.pair(b"SERVER_PORT", port.as_bytes());
@@ -247,6 +251,9 @@ pub enum HeadError {
     /// The fields do not pair up.
     #[error("response head has an odd number of fields")]
     Unpaired,
+    /// A `Content-Length` that is not digits, or several that disagree.
+    #[error("invalid Content-Length {0:?} from the app (one decimal number of bytes)")]
+    ContentLength(String),
 }
 
 /// A decoded response head.
@@ -258,6 +265,14 @@ pub struct ResponseHead {
     pub headers: HeaderMap,
     /// The app asked to close the connection after this response.
     pub close: bool,
+    /// The app's `Content-Length`, checked and left as one canonical header;
+    /// `None` when it set none or the status allows no body (1xx, 204, 304:
+    /// the header is dropped then, RFC 9110 §8.6).
+    pub content_length: Option<u64>,
+    /// The app's reason phrase when the standard one would not be the same
+    /// bytes (`200 Everything Fine`), or `Unknown` for a code without a
+    /// standard phrase that came with none; `None`: the standard phrase.
+    pub reason: Option<Bytes>,
 }
 
 /// The last response head a lane decoded, to answer the next identical one
@@ -292,6 +307,12 @@ impl HeadCache {
 }
 
 /// Decodes the payload of a RESPONSE frame.
+///
+/// The master checks `Content-Length` although the worker does too: hyper
+/// frames the client's response by it (and writes it verbatim next to a
+/// body of known size), so what the master hands hyper must be one valid
+/// number whatever a worker sends. A lane decodes a head once (`HeadCache`),
+/// so the check costs nothing per request.
 pub fn decode_response_head(payload: &[u8]) -> Result<ResponseHead, HeadError> {
     let mut fields = payload.split(|&b| b == 0);
     let status_line = fields.next().unwrap_or_default();
@@ -299,6 +320,7 @@ pub fn decode_response_head(payload: &[u8]) -> Result<ResponseHead, HeadError> {
         .ok_or_else(|| HeadError::Status(String::from_utf8_lossy(status_line).into_owned()))?;
     let mut headers = HeaderMap::new();
     let mut close = false;
+    let mut content_length = None;
     while let Some(name) = fields.next() {
         let value = fields.next().ok_or(HeadError::Unpaired)?;
         let bad = || HeadError::Header(String::from_utf8_lossy(name).into_owned());
@@ -311,12 +333,30 @@ pub fn decode_response_head(payload: &[u8]) -> Result<ResponseHead, HeadError> {
             close |= value.as_bytes().eq_ignore_ascii_case(b"close");
             continue;
         }
+        if name == CONTENT_LENGTH {
+            let bad = || HeadError::ContentLength(String::from_utf8_lossy(value.as_bytes()).into());
+            let len = parse_content_length(value.as_bytes()).ok_or_else(bad)?;
+            if content_length.is_some_and(|seen| seen != len) {
+                return Err(bad());
+            }
+            content_length = Some(len);
+            continue;
+        }
         headers.append(name, value);
+    }
+    let has_body = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    let content_length = content_length.filter(|_| has_body);
+    if let Some(len) = content_length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(ResponseHead {
         status,
         headers,
         close,
+        content_length,
+        reason: reason_phrase(status, status_line),
     })
 }
 
@@ -325,6 +365,29 @@ fn parse_status(line: &[u8]) -> Option<StatusCode> {
         return None;
     }
     StatusCode::from_bytes(&line[..3]).ok()
+}
+
+/// Digits only, with optional spaces or tabs around them (RFC 9110 §8.6):
+/// no sign, no list, nothing that overflows.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// What `ResponseHead::reason` says for this status line: PEP 3333 has the
+/// app give the whole status, so its phrase goes out as given; gunicorn
+/// sends `599 UNKNOWN`-style text when there is none, we the standard
+/// phrase or `Unknown`.
+fn reason_phrase(status: StatusCode, line: &[u8]) -> Option<Bytes> {
+    let given = line.get(4..).unwrap_or_default();
+    match status.canonical_reason() {
+        Some(standard) if given.is_empty() || given == standard.as_bytes() => None,
+        None if given.is_empty() => Some(Bytes::from_static(b"Unknown")),
+        _ => Some(Bytes::copy_from_slice(given)),
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +449,10 @@ mod tests {
         assert_eq!(get(&env, "HTTP_CONTENT_LENGTH"), None);
         assert_eq!(get(&env, "HTTP_X_SNEAKY"), None);
         assert_eq!(get(&env, "wsgi.url_scheme"), Some("http"));
+        assert_eq!(
+            get(&env, "SERVER_SOFTWARE"),
+            Some(concat!("ferrocorn/", env!("CARGO_PKG_VERSION")))
+        );
     }
 
     #[test]
@@ -448,6 +515,51 @@ mod tests {
             cache.decode(b, |_| {}).unwrap().close,
             "a hit keeps what finish did"
         );
+    }
+
+    #[test]
+    fn content_length_is_checked_and_dropped_where_no_body_may_follow() {
+        let head =
+            decode_response_head(b"200 OK\0Content-Length\0 7\t\0content-length\x007").unwrap();
+        assert_eq!(head.content_length, Some(7));
+        assert_eq!(head.headers.get_all("content-length").iter().count(), 1);
+        assert_eq!(head.headers["content-length"], "7");
+        for bad in ["abc", "-1", "+5", "", "1,2", "99999999999999999999999"] {
+            let payload = format!("200 OK\0Content-Length\0{bad}");
+            assert!(
+                matches!(
+                    decode_response_head(payload.as_bytes()),
+                    Err(HeadError::ContentLength(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(decode_response_head(b"200 OK\0Content-Length\x005\0Content-Length\x006").is_err());
+        for status in [
+            "204 No Content",
+            "304 Not Modified",
+            "101 Switching Protocols",
+        ] {
+            let head =
+                decode_response_head(format!("{status}\0Content-Length\x005").as_bytes()).unwrap();
+            assert_eq!(head.content_length, None, "{status}");
+            assert!(head.headers.get("content-length").is_none(), "{status}");
+        }
+    }
+
+    #[test]
+    fn reason_phrase_is_the_apps_or_standard_or_unknown() {
+        let reason = |line: &[u8]| decode_response_head(line).unwrap().reason;
+        assert_eq!(reason(b"200 OK"), None);
+        assert_eq!(reason(b"404"), None);
+        assert_eq!(
+            reason(b"200 Everything Fine").as_deref(),
+            Some(&b"Everything Fine"[..])
+        );
+        assert_eq!(reason(b"200 ok").as_deref(), Some(&b"ok"[..]));
+        assert_eq!(reason(b"599").as_deref(), Some(&b"Unknown"[..]));
+        assert_eq!(reason(b"599 ").as_deref(), Some(&b"Unknown"[..]));
+        assert_eq!(reason(b"599 Custom").as_deref(), Some(&b"Custom"[..]));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! A malformed request gets a 4xx and the server keeps serving.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
 
 use crate::harness::{parse_response, TestServer, DEADLINE};
 
@@ -101,4 +102,142 @@ fn silent_connection_is_closed_by_the_header_timeout() {
     // The server closes (maybe after a 408); it must not wait forever.
     let _ = stream.read_to_end(&mut out);
     assert_eq!(server.get("/hello").status, 200);
+}
+
+/// Sends `bytes`, half-closes the write side if `half_close`, and reads
+/// until the server closes or `wait` passes (then whatever came so far).
+fn exchange_with(bytes: &[u8], addr: &str, half_close: bool, wait: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(bytes).unwrap();
+    if half_close {
+        stream.shutdown(Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+fn status_of(out: &[u8], what: &str) -> u16 {
+    parse_response(out)
+        .map(|(r, _)| r.status)
+        .unwrap_or_else(|e| panic!("{what}: no response ({e})"))
+}
+
+// Issue 10, item 9: `printf 'GET / ...' | nc -N` got nothing back, because
+// the server treated the client's FIN as the client going away.
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_response() {
+    let server = TestServer::start(&["examples.flask_app:app"]);
+    let out = exchange_with(
+        b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+        &server.addr,
+        true,
+        DEADLINE,
+    );
+    let (resp, rest) = parse_response(&out).unwrap_or_else(|e| panic!("no response: {e}"));
+    assert_eq!((resp.status, resp.text().as_str()), (200, "Hello, World!"));
+    assert!(rest.is_empty(), "{rest:?}");
+    // Two pipelined requests, then FIN: both are answered.
+    let out = exchange_with(
+        b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+        &server.addr,
+        true,
+        DEADLINE,
+    );
+    let (_, rest) = parse_response(&out).unwrap();
+    let (second, _) = parse_response(rest).unwrap_or_else(|e| panic!("no second response: {e}"));
+    assert_eq!(second.status, 200);
+}
+
+// Issue 10, item 10: hyper accepts bare-LF line endings, and the CL+TE guard
+// only found heads ending in CRLF CRLF, so a bare-LF head with both framing
+// headers reached the app. Bare-LF heads get 400 (as in gunicorn), however
+// they arrive, and the connection is closed after it.
+#[test]
+fn bare_lf_request_heads_get_400() {
+    let server = TestServer::start(&["examples.flask_app:app"]);
+    let cases: &[(&str, &[u8])] = &[
+        (
+            "bare-LF head with Content-Length and Transfer-Encoding",
+            b"POST /echo HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n",
+        ),
+        ("bare-LF GET", b"GET /hello HTTP/1.1\nHost: x\n\n"),
+        (
+            "one bare LF among CRLFs",
+            b"GET /hello HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n",
+        ),
+        (
+            "bare LF ending the head",
+            b"GET /hello HTTP/1.1\r\nHost: x\r\n\n",
+        ),
+    ];
+    for (name, request) in cases {
+        // The body of the first case never comes: the 400 must not wait for it.
+        let out = exchange_with(request, &server.addr, false, Duration::from_secs(10));
+        assert_eq!(status_of(&out, name), 400, "{name}");
+        assert_eq!(server.get("/hello").status, 200, "unhealthy after {name}");
+    }
+    // A bare-LF head pipelined behind a good request is refused too.
+    let out = exchange_with(
+        b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+        &server.addr,
+        false,
+        Duration::from_secs(10),
+    );
+    let (first, rest) = parse_response(&out).unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(status_of(rest, "pipelined bare-LF head"), 400);
+}
+
+// Issue 10, item 11: framing and method cases hyper lets through.
+#[test]
+fn duplicate_host_mixed_codings_chunked_over_the_limit_and_connect_are_refused() {
+    let server = TestServer::start(&["--limit-request-body", "1000", "examples.flask_app:app"]);
+    let mut over_limit =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        over_limit.extend_from_slice(b"190\r\n");
+        over_limit.extend_from_slice(&[b'a'; 400]);
+        over_limit.extend_from_slice(b"\r\n");
+    }
+    over_limit.extend_from_slice(b"0\r\n\r\n");
+    let cases: &[(&str, &[u8], u16)] = &[
+        ("two Host headers", b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("gzip, chunked", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400),
+        ("gzip then chunked on two lines", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400),
+        ("chunked twice", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400),
+        ("chunked upload over --limit-request-body", &over_limit, 413),
+        ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405),
+    ];
+    for (name, request, expected) in cases {
+        let out = exchange_with(request, &server.addr, false, Duration::from_secs(10));
+        assert_eq!(status_of(&out, name), *expected, "{name}");
+        assert_eq!(server.get("/hello").status, 200, "unhealthy after {name}");
+    }
+    // The refusals did not turn away what is fine: one Host, plain chunked.
+    let out = exchange_with(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        &server.addr,
+        false,
+        DEADLINE,
+    );
+    let (resp, _) = parse_response(&out).unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "hello"));
+}
+
+// Issue 10, item 11b: the environ names the server, as gunicorn's
+// `gunicorn/VERSION` does.
+#[test]
+fn the_environ_has_server_software() {
+    let server = TestServer::start(&["examples.flask_app:app"]);
+    let environ = server.get("/environ").text();
+    let expected = format!(
+        "\"SERVER_SOFTWARE\": \"ferrocorn/{}\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        environ.contains(&expected),
+        "{expected} missing from {environ}"
+    );
 }
