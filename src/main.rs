@@ -31,10 +31,7 @@ fn main() -> ExitCode {
             print!("{}", config::render_effective(&loaded));
             return ExitCode::SUCCESS;
         }
-        Mode::CheckConfig => {
-            println!("configuration is valid");
-            return ExitCode::SUCCESS;
-        }
+        Mode::CheckConfig => return check(&loaded.settings),
         Mode::Serve => {}
     }
     match serve(loaded) {
@@ -88,6 +85,48 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     match (outcome.code, outcome.message) {
         (Exit::Clean, _) => Ok(()),
         (code, message) => Err((code, message.unwrap_or_else(|| "server stopped".into()))),
+    }
+}
+
+/// `--check-config`, as gunicorn's: everything a start would refuse,
+/// including an app that cannot be imported (in the configured interpreter).
+fn check(settings: &Settings) -> ExitCode {
+    let fail = |code: Exit, message: String| {
+        eprintln!("error: {message}");
+        code.into()
+    };
+    let spawn = master::reload::Derived::from_settings(settings).spawn;
+    if let Err(message) = ferrocorn::worker::spawn::check_interpreter(&spawn.python) {
+        return fail(Exit::Usage, message);
+    }
+    if let Err(err) = logging::check_access_format(&settings.access_log_format) {
+        return fail(Exit::Usage, err.to_string());
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return fail(
+                Exit::Runtime,
+                format!("cannot start the async runtime: {e}"),
+            )
+        }
+    };
+    let timeout = master::reload::boot_timeout(settings);
+    let checked = runtime.block_on(ferrocorn::forkserver::check_app(&spawn, timeout));
+    runtime.shutdown_background();
+    match checked {
+        Ok(()) => {
+            println!("configuration is valid; app {} imported", spawn.app);
+            ExitCode::SUCCESS
+        }
+        Err(ferrocorn::forkserver::process::StartError::AppLoad(text)) => {
+            let summary = text.lines().next().unwrap_or_default().to_string();
+            fail(Exit::AppLoad, summary)
+        }
+        Err(err) => fail(Exit::WorkerBoot, err.to_string()),
     }
 }
 

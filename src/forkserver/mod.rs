@@ -54,6 +54,18 @@ pub struct LaunchSpec {
     pub log_file: Option<File>,
 }
 
+/// `--check-config`: imports the app as a worker would, in a fork server of
+/// the configured interpreter with `--preload`, then lets it go. Returns the
+/// start error (its traceback is on stderr already).
+pub async fn check_app(spawn: &SpawnSpec, timeout: Duration) -> Result<(), StartError> {
+    let reaper = Reaper::start().map_err(|e| StartError::Failed(e.to_string()))?;
+    let mut spec = spawn.clone();
+    spec.preload = true;
+    let server = ForkServer::start(&spec, timeout, Stdio::inherit(), &reaper).await?;
+    drop(server); // its socket closes: it exits
+    Ok(())
+}
+
 enum Request {
     Launch {
         worker: WorkerId,

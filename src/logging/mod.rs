@@ -215,6 +215,11 @@ pub fn build(
     build_with_filter(cfg, overrides.as_deref())
 }
 
+/// Checks `access_log_format` as [`init`] would (`--check-config`).
+pub fn check_access_format(format: &str) -> Result<(), LoggingError> {
+    access_format::AccessFormat::parse(format).map(|_| ())
+}
+
 /// Builds the logs and installs the error log as the global subscriber (also
 /// capturing `log` crate records). Call once, early in `main`.
 pub fn init(cfg: &LogConfig) -> Result<Logging, LoggingError> {

@@ -279,3 +279,27 @@ fn usr2_is_refused_and_the_server_keeps_serving() {
     server.signal("TERM");
     assert_eq!(server.wait_exit(DEADLINE), Some(0), "{}", server.stderr());
 }
+
+/// Issue 10, 6: `--check-config` passed an app module that does not exist
+/// and a bad `--access-logformat`. Like gunicorn's, it now imports the app
+/// (in the configured interpreter) and checks everything a start would.
+#[test]
+fn check_config_imports_the_app_and_checks_the_access_log_format() {
+    let run = |args: &[&str]| {
+        let mut all = vec!["--check-config"];
+        all.extend_from_slice(args);
+        let out = command(&all).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["examples.flask_app:app"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = run(&["examples.no_such_module:app"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("no_such_module"), "{stderr}");
+    let (code, stderr) = run(&["--access-logformat", "%(zz", "examples.flask_app:app"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("access-logformat"), "{stderr}");
+}
