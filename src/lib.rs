@@ -29,3 +29,53 @@ pub mod metrics;
 pub mod protocol;
 pub mod sweep;
 pub mod worker;
+
+/// The layers the architecture draws: the settings, the wire protocol and
+/// the HTTP front know nothing of the master that uses them.
+#[cfg(test)]
+mod layering {
+    use std::path::Path;
+
+    /// Files that still reach into `master`, each with its way out.
+    const KNOWN: &[(&str, &str)] = &[(
+        "src/http/exchange.rs",
+        "reports timeouts and protocol errors as master::event::Event; an http-owned fault channel would end it (issue 10, item 15)",
+    )];
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src is readable").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn config_protocol_and_http_do_not_use_the_master() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut offenders = Vec::new();
+        for part in ["src/config", "src/protocol", "src/http"] {
+            let mut files = Vec::new();
+            rust_files(&root.join(part), &mut files);
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap();
+                let name = file
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if text.contains("crate::master") && !KNOWN.iter().any(|(known, _)| *known == name)
+                {
+                    offenders.push(name);
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "these use crate::master: {offenders:?}"
+        );
+    }
+}

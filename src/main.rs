@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 
 fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     let settings = &loaded.settings.clone();
-    let python = master::reload::absolute_if_relative_path(
+    let python = config::validate::absolute_if_relative_path(
         settings.python_interpreter(&|key| std::env::var(key).ok()),
     );
     ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;

@@ -139,7 +139,7 @@ impl Settings {
     /// How many workers may retire at once: the setting, else a quarter of
     /// the workers and at least 1, so recycling never empties the pool.
     pub fn effective_max_concurrent_retirements(&self) -> usize {
-        crate::master::policy::stagger::cap(self.workers, self.max_concurrent_retirements)
+        max_concurrent_retirements(self.workers, self.max_concurrent_retirements)
     }
 
     /// The Python interpreter for workers: `python` if set, else
@@ -154,6 +154,24 @@ impl Settings {
             None => PathBuf::from("python3"),
         }
     }
+}
+
+/// `max_concurrent_retirements` for a pool of `workers`: the configured
+/// value, else a quarter of the workers, at least 1 (the setting's meaning;
+/// the arbiter's stagger policy applies it as the pool grows and shrinks).
+pub fn max_concurrent_retirements(workers: usize, configured: Option<usize>) -> usize {
+    configured.unwrap_or(workers / 4).max(1)
+}
+
+/// `.venv/bin/python` means the master's directory, not `--chdir`'s, where
+/// the worker starts; a bare `python3` is still looked up on PATH.
+pub fn absolute_if_relative_path(path: PathBuf) -> PathBuf {
+    if path.is_relative() && path.components().count() > 1 {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(path);
+        }
+    }
+    path
 }
 
 /// Converts and checks merged raw values (indexed like `SETTINGS`) for `mode`.

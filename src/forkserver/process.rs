@@ -20,10 +20,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::oneshot;
 
-use crate::master::event::ExitStatus;
 use crate::protocol::frame::{self, flags, Frame, Kind, MAX_PAYLOAD, PROTOCOL_VERSION};
 use crate::worker::reap::Reaper;
 use crate::worker::spawn::{self, SpawnError, SpawnSpec, WorkerEnds};
+use crate::worker::ExitStatus;
 use crate::worker::WorkerId;
 
 /// A message larger than this from the fork server breaks the protocol

@@ -8,7 +8,6 @@
 //! reload: one that changes them says so in the log, and they take effect
 //! at the next start.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::warn;
@@ -16,6 +15,7 @@ use tracing::warn;
 use super::arbiter::ArbiterConfig;
 use super::policy::memory::{MemoryLimits, DEFAULT_CONSECUTIVE};
 use super::shell::MemoryProbing;
+use crate::config::validate::absolute_if_relative_path;
 use crate::config::{self, Loaded, MemoryMetric, Settings};
 use crate::worker::spawn::SpawnSpec;
 
@@ -122,17 +122,6 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         log_level: settings.log_level.to_string(),
         preload: settings.preload_app,
     }
-}
-
-/// `.venv/bin/python` means the master's directory, not `--chdir`'s, where
-/// the worker starts; a bare `python3` is still looked up on PATH.
-pub fn absolute_if_relative_path(path: PathBuf) -> PathBuf {
-    if path.is_relative() && path.components().count() > 1 {
-        if let Ok(cwd) = std::env::current_dir() {
-            return cwd.join(path);
-        }
-    }
-    path
 }
 
 /// Importing a big app can take a while: boot gets the request timeout, but

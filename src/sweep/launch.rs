@@ -11,7 +11,7 @@ use super::grid;
 use super::runner::{port, Cell, RunContext};
 use super::target::Launch;
 use crate::config::table;
-use crate::master::reload::absolute_if_relative_path;
+use crate::config::validate::absolute_if_relative_path;
 
 /// ferrocorn with the cell's settings.
 pub fn ferrocorn_launch(

@@ -22,3 +22,26 @@ impl fmt::Display for WorkerId {
         self.0.fmt(f)
     }
 }
+
+/// How a worker (or the fork server) process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(sig) => {
+                let name = nix::sys::signal::Signal::try_from(*sig)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
+                write!(f, "signal {sig} ({name})")
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
-use crate::master::event::ExitStatus;
+use crate::worker::ExitStatus;
 
 /// Statuses of processes reaped before anyone watched them: a worker can
 /// exit before the fork server's answer with its pid has been read. Bounded,

@@ -2,10 +2,9 @@
 //! so a max-requests limit with little jitter, a reload or a memory limit
 //! that every worker hits never empties the pool.
 
-/// The cap: the configured value, else a quarter of the workers, at least 1.
-pub fn cap(workers: usize, configured: Option<usize>) -> usize {
-    configured.unwrap_or(workers / 4).max(1)
-}
+/// The cap: the configured value, else a quarter of the workers, at least
+/// 1 (the setting's meaning, defined with it).
+pub use crate::config::validate::max_concurrent_retirements as cap;
 
 /// Whether one more replacement may start while `in_progress` are running.
 pub fn may_start(in_progress: usize, cap: usize) -> bool {
