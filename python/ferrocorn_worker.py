@@ -86,6 +86,11 @@ RECV_SIZE = 64 * 1024
 # Below this a frame header and its payload are joined into one sendall.
 JOIN_LIMIT = 64 * 1024
 FILE_BLOCK = 256 * 1024
+# The largest BODY payload the worker sends (docs/protocol.md, Frames): the
+# master holds a few frames per response, so a big chunk is cut into these and
+# the lane socket's buffer makes the worker wait for a slow client (issue 10,
+# item 12: with 16 MiB frames the master held 64 MiB per slow client).
+BODY_FRAME = 256 * 1024
 ERROR_TEXT_LIMIT = 4096
 
 # A response head: status "NNN reason", then NUL name NUL value pairs. Names are
@@ -126,7 +131,7 @@ def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
 class Lane:
     """One lane socket: a buffered frame reader plus the send side."""
 
-    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "odd", "_recv", "_poll", "sendall")
+    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "odd", "_recv", "_poll", "sendall", "sendmsg")
 
     def __init__(self, index: int, sock: socket.socket) -> None:
         sock.setblocking(True)
@@ -144,6 +149,7 @@ class Lane:
         poller.register(sock.fileno(), select.POLLIN)
         self._poll = poller.poll
         self.sendall = sock.sendall
+        self.sendmsg = sock.sendmsg
 
     def read_frame(self) -> tuple[int, int, bytes]:
         """Block until one whole frame is read; return (kind, flags, payload)."""
@@ -239,18 +245,41 @@ class Lane:
             self.broken = True
             raise LaneClosed(f"lane write failed: {exc}") from None
 
-    def send_body(self, data: bytes, flags: int = 0) -> None:
-        """One chunk as BODY frame(s), split at MAX_PAYLOAD; flags go on the last one."""
+    def send_body(self, data: bytes, flags: int = 0, head: bytes = b"") -> None:
+        """One chunk as BODY frames of at most BODY_FRAME bytes; flags go on the last one.
+
+        head (a RESPONSE frame, or empty) goes out before it in the same write.
+        A small chunk is joined with its headers into one sendall; a larger one
+        goes out as memoryview slices (no copy), each written with its frame
+        header by one sendmsg. Each write blocks while the lane socket is full,
+        so a slow client holds back the worker, not the master's memory.
+        """
         n = len(data)
         if n <= JOIN_LIMIT:
-            self.send(HEADER.pack(n, BODY, flags, 0) + data)
+            self.send(b"".join((head, HEADER.pack(n, BODY, flags, 0), data)))
             return
         view = memoryview(data)
-        for off in range(0, n, MAX_PAYLOAD):
-            part = view[off : off + MAX_PAYLOAD]
-            last = off + MAX_PAYLOAD >= n
-            self.send(HEADER.pack(len(part), BODY, flags if last else 0, 0))
-            self.send(part)
+        pack = HEADER.pack
+        for off in range(0, n, BODY_FRAME):
+            part = view[off : off + BODY_FRAME]
+            last = off + BODY_FRAME >= n
+            self.send_parts((head, pack(len(part), BODY, flags if last else 0, 0), part))
+            head = b""
+
+    def send_parts(self, parts: tuple) -> None:
+        """The parts in one sendmsg (a gather write), finishing a short write with sendall."""
+        try:
+            sent = self.sendmsg(parts)
+            if sent < sum(map(len, parts)):  # only when a signal cut the write short
+                for part in parts:
+                    if sent >= len(part):
+                        sent -= len(part)
+                        continue
+                    self.sendall(memoryview(part)[sent:])
+                    sent = 0
+        except OSError as exc:
+            self.broken = True
+            raise LaneClosed(f"lane write failed: {exc}") from None
 
     def send_error(self, text: str) -> None:
         data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
@@ -551,11 +580,8 @@ class LaneServer:
         lane = self.lane
         if self.no_body:
             lane.send(head)
-        elif len(first) <= JOIN_LIMIT:
-            lane.send(b"".join((head, HEADER.pack(len(first), BODY, 0, 0), first)))
         else:
-            lane.send(head)
-            lane.send_body(first)
+            lane.send_body(first, 0, head)
 
     def _send_result(self, result: Iterable[bytes]) -> bool:
         """Send the app iterable; return False if the client left (CANCEL) midway.
@@ -617,8 +643,7 @@ class LaneServer:
                 self.lane.broken = True
                 raise LaneClosed(f"lane write failed: {exc}") from None
         else:
-            self.lane.send(head)
-            self.lane.send_body(body, END)
+            self.lane.send_body(body, END, head)
         return True
 
     def _unframed(self, head: bytes) -> bytes:

@@ -187,6 +187,13 @@ class LaneHarness:
             real_sendall(data)
 
         self.lane.sendall = recording_sendall
+        real_sendmsg = self.lane.sendmsg
+
+        def recording_sendmsg(parts: Any) -> int:
+            self.sends.append(b"".join(parts))
+            return real_sendmsg(parts)
+
+        self.lane.sendmsg = recording_sendmsg
         self.stopping = [False]
         self.server = W.LaneServer(self.lane, app, W.base_environ(lanes, workers), self.stopping)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -649,7 +656,59 @@ class ResponseTest(LaneTestCase):
         sock = self.serve(app)
         r = get(sock)
         self.assertEqual(len(r.body), len(big))
-        self.assertEqual([f[:2] for f in r.frames], [(W.RESPONSE, 0), (W.BODY, 0), (W.BODY, W.END)])
+        bodies = [f for f in r.frames if f[0] == W.BODY]
+        self.assertEqual([f[1] for f in bodies], [0] * (len(bodies) - 1) + [W.END])
+        self.assertTrue(all(f[2] <= W.BODY_FRAME for f in bodies), bodies)
+
+    def test_big_body_goes_out_in_bounded_frames(self) -> None:
+        """Issue 10, item 12: the master holds a few frames per response, so a
+        big chunk (whole, written or streamed) goes out as BODY frames of at
+        most BODY_FRAME bytes, one write each (the RESPONSE joins the first)."""
+        n = 5 * W.BODY_FRAME + 123
+        big = bytes(range(256)) * (n // 256) + b"t" * (n % 256)
+
+        def app(environ: dict, start_response: Callable) -> Any:
+            path = environ["PATH_INFO"]
+            write = start_response("200 OK", [("Content-Length", str(n))] if path == "/cl" else [])
+            if path == "/write":
+                write(big)
+                return []
+            if path == "/gen":
+                return iter([b"a" * 10, big])
+            return [big]
+
+        sock = self.serve(app)
+        for path in ("/", "/cl", "/write", "/gen"):
+            self.harness.sends.clear()
+            r = get(sock, path=path)
+            want = b"a" * 10 + big if path == "/gen" else big
+            self.assertTrue(r.body == want, f"{path}: body differs ({len(r.body)} bytes)")
+            bodies = [f for f in r.frames if f[0] == W.BODY]
+            self.assertTrue(all(f[2] <= W.BODY_FRAME for f in bodies), (path, bodies))
+            self.assertEqual(sum(f[2] for f in bodies), len(want), path)
+            self.assertEqual(bodies[-1][1], W.END, path)
+            big_frames = [f for f in bodies if f[2] > W.JOIN_LIMIT]
+            self.assertEqual(len(big_frames), 5, (path, bodies))
+            # At most one write per frame; the RESPONSE rides with the first.
+            self.assertLessEqual(len(self.harness.sends), len(bodies), path)
+            self.assertTrue(all(len(x) <= W.BODY_FRAME + 4096 for x in self.harness.sends), path)
+
+    def test_short_gather_write_is_finished(self) -> None:
+        """A sendmsg cut short (a signal mid-write) is finished with sendall, byte-exact."""
+        data = bytes(range(256)) * (3 * W.BODY_FRAME // 256)
+        for cut in (0, 3, W.HEADER_SIZE, W.HEADER_SIZE + 1000):
+            master, worker_end = socket.socketpair()
+            self.addCleanup(master.close)
+            master.settimeout(TIMEOUT)
+            lane = W.Lane(0, worker_end)
+            self.addCleanup(worker_end.close)
+            lane.sendmsg = lambda parts, cut=cut: worker_end.send(b"".join(parts)[:cut]) if cut else 0
+            writer = threading.Thread(target=lane.send_body, args=(data, W.END, W.frame(W.RESPONSE, 0, b"200 OK")))
+            writer.start()
+            r = read_response(master)
+            writer.join(TIMEOUT)
+            self.assertEqual((r.status, r.body == data), ("200 OK", True), cut)
+            self.assertEqual([f[2] for f in r.frames[1:]], [W.BODY_FRAME] * 3, cut)
 
     def test_file_wrapper(self) -> None:
         with tempfile.TemporaryFile() as f:

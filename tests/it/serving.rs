@@ -129,3 +129,87 @@ fn streamed_first_chunk_arrives_before_the_generator_ends() {
         "first chunk at {first:?}, end at {total:?}: the first chunk waited for the generator"
     );
 }
+
+/// The master's peak resident set (`VmHWM` in /proc/PID/status), in bytes.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("bad line {line:?}"));
+    kib * 1024
+}
+
+/// Issue 10, item 12: a single large response chunk was buffered whole. The
+/// worker sent a 100 MiB `[bytes]` in 16 MiB BODY frames and the master read
+/// each frame whole (and queued a couple per response): 4 slow readers took it
+/// from 5 to 262 MB. Now the worker sends BODY frames of at most 256 KiB and
+/// blocks on the full lane socket, so what the master holds per response is
+/// bounded whatever the client's speed. The bound asserted here is on the
+/// master's peak RSS, which a 16 MiB frame alone would break.
+#[test]
+fn a_big_response_to_a_slow_reader_is_not_buffered_whole_by_the_master() {
+    const SIZE: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("big.py"),
+        format!(
+            "BIG = bytes(range(256)) * ({SIZE} // 256)\n\
+             def app(environ, start_response):\n\
+             \x20   if environ['PATH_INFO'] != '/big':\n\
+             \x20       start_response('200 OK', [])\n\
+             \x20       return [b'ok']\n\
+             \x20   start_response('200 OK', [('Content-Length', str(len(BIG)))])\n\
+             \x20   return [BIG]\n"
+        ),
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let server = TestServer::start(&["-w", "1", "--pythonpath", path, "big:app"]);
+    let before = peak_rss_bytes(server.pid());
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // A slow reader for the first 8 MiB (the worker meanwhile fills every
+    // buffer on the way), then as fast as it can.
+    let mut got = Vec::with_capacity(SIZE + 4096);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.len() < 8 << 20 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let grew = peak_rss_bytes(server.pid()).saturating_sub(before);
+    let at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&got[..at]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {SIZE}")), "{head}");
+    let body = &got[at + 4..];
+    assert_eq!(body.len(), SIZE, "the body arrived incomplete");
+    assert!(
+        body.iter().enumerate().all(|(i, &b)| b == i as u8),
+        "the body arrived corrupted"
+    );
+    assert!(
+        grew < 16 << 20,
+        "the master's peak RSS grew by {} MiB serving one 64 MiB response \
+         (from {} MiB): it buffers the body instead of holding back the worker",
+        grew >> 20,
+        before >> 20
+    );
+}
