@@ -71,6 +71,10 @@ macro_rules! with_settings {
                 doc: "A connection that does not send a complete request head within this time is closed",
                 section: Timeouts, long: "header-timeout", restart: true,
             },
+            body_timeout: Duration = ["30s"] {
+                doc: "A request body that sends no bytes for this long gets 408 and its connection is closed; a body already streaming to a worker is cut off there (the app's wsgi.input read fails, as when a client leaves); 0 disables",
+                section: Timeouts, long: "body-timeout", restart: true,
+            },
             queue_timeout: Duration = ["30s"] {
                 doc: "A request waiting this long for a free worker gets 503",
                 section: Timeouts, long: "queue-timeout", restart: true,
@@ -95,6 +99,10 @@ macro_rules! with_settings {
             request_buffer_size: ByteSize = ["1MiB"] {
                 doc: "Bodies up to this size are received whole before a worker sees the request; larger ones stream to the worker",
                 section: Limits, long: "request-buffer-size", restart: true,
+            },
+            max_buffered_bodies: ByteSize = ["256MiB"] {
+                doc: "Most bytes of request bodies the master holds, over all connections, for requests no worker has answered yet (see request_buffer_size); a body that would pass it gets 503 with Retry-After and its connection is closed; 0 means unbounded",
+                section: Limits, long: "max-buffered-bodies", restart: true,
             },
             wsgi_app: Option<AppSpec> = [] {
                 doc: "The WSGI app: MODULE:ATTRIBUTE or MODULE:FACTORY(ARGS); the attribute defaults to application",
@@ -379,6 +387,8 @@ mod tests {
         for owned in [
             "bind",
             "timeout",
+            "body_timeout",
+            "max_buffered_bodies",
             "pipeline_below",
             "memory_check_interval",
             "metrics_bind",

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::body::{BodyError, ResponseBody};
-use super::service::SERVER_NAME;
+use super::service::{BodyClaim, SERVER_NAME};
 use super::status::RequestError;
 use crate::dispatch::{DispatchError, Dispatcher, LaneLease};
 use crate::master::event::Event;
@@ -38,6 +38,9 @@ pub struct ExchangeCtx {
     pub timeout: Duration,
     /// `--limit-request-body`.
     pub limit_request_body: u64,
+    /// `--body-timeout`: the longest wait for the next bytes of a request
+    /// body; zero disables it.
+    pub body_timeout: Duration,
 }
 
 /// A request body as it reaches the exchange: what was buffered, and the
@@ -50,6 +53,21 @@ pub struct PreparedBody {
     pub buffered: Bytes,
     /// The rest, still arriving from the client.
     pub rest: Option<Incoming>,
+    /// The share of `--max-buffered-bodies` the buffered bytes hold, given
+    /// back once the worker has answered (until then a resend may need them).
+    pub held: BodyClaim,
+}
+
+/// The next frame of a request body, or `None` if `idle` (zero: no limit)
+/// passes without one: a stalled upload (issue 10, item 7).
+pub(super) async fn next_body_frame(
+    body: &mut Incoming,
+    idle: Duration,
+) -> Option<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    if idle.is_zero() {
+        return Some(body.frame().await);
+    }
+    tokio::time::timeout(idle, body.frame()).await.ok()
 }
 
 /// Sends the request to a worker and returns its response.
@@ -72,6 +90,9 @@ pub async fn forward(
     // `never_read`. A body still streaming from the client cannot be sent again.
     let mut may_retry = body.rest.is_none();
     let mut rest = body.rest;
+    // A pump that cuts the body off says why, so the client gets 413 or 408
+    // rather than whatever the app makes of its failed `wsgi.input` read.
+    let mut cut: Option<oneshot::Receiver<RequestError>> = None;
     let (lease, frame) = loop {
         let mut lease = ctx
             .dispatcher
@@ -85,18 +106,29 @@ pub async fn forward(
         let first = match lease.send_request(&request).await {
             Ok(()) => {
                 if let Some(rest) = rest.take() {
-                    let limit = ctx.limit_request_body;
-                    let sent = body.buffered.len() as u64;
-                    let odd = parity(lease.request());
-                    lease.lane().lend_writer(|writer, stop| {
-                        tokio::spawn(pump(writer, rest, stop, sent, limit, odd))
-                    });
+                    let (cut_tx, cut_rx) = oneshot::channel();
+                    cut = Some(cut_rx);
+                    let pumped = Pumped {
+                        sent: body.buffered.len() as u64,
+                        limit: ctx.limit_request_body,
+                        idle: ctx.body_timeout,
+                        odd: parity(lease.request()),
+                        cut: cut_tx,
+                    };
+                    lease
+                        .lane()
+                        .lend_writer(|writer, stop| tokio::spawn(pump(writer, rest, stop, pumped)));
                 }
-                lease
-                    .lane()
-                    .read_frame_within(ctx.timeout)
-                    .await
-                    .transpose()
+                let head = tokio::select! {
+                    read = lease.lane().read_frame_within(ctx.timeout) => Ok(read),
+                    why = cut_off(&mut cut) => Err(why),
+                };
+                match head {
+                    Ok(read) => read.transpose(),
+                    // No head went out yet: answer for the body. Dropping
+                    // the lease cancels the request on the worker.
+                    Err(why) => return Err(why),
+                }
             }
             Err(err) => Some(Err(err)),
         };
@@ -118,8 +150,9 @@ pub async fn forward(
         };
         break (lease, frame);
     };
+    drop(body.held);
     match frame.kind {
-        Kind::Response => respond(ctx, lease, frame.payload, head.version).await,
+        Kind::Response => respond(ctx, lease, frame.payload, head.version, cut).await,
         Kind::Error => {
             // The worker logged the traceback; the lane is settled again.
             Err(RequestError::App(
@@ -139,6 +172,7 @@ async fn respond(
     mut lease: LaneLease,
     head: Bytes,
     version: http::Version,
+    cut: Option<oneshot::Receiver<RequestError>>,
 ) -> Result<Response<ResponseBody>, RequestError> {
     // A bad head is the app's fault (the worker checks what it can); dropping
     // the lease cancels the rest of the response.
@@ -162,7 +196,7 @@ async fn respond(
             drop(lease);
             whole_body(frame.payload, declared, &mut close)
         }
-        Ok(first) => stream(ctx, lease, first, declared),
+        Ok(first) => stream(ctx, lease, first, declared, cut),
         Err(err) => return Err(protocol_error(ctx, lease, err.to_string())),
     };
     let mut response = Response::new(body);
@@ -220,12 +254,15 @@ fn short_body(sent: u64, declared: u64) -> String {
 /// client leaving closes the channel; the task then drops the lease
 /// mid-exchange, which cancels the request on the worker. A body that ends
 /// short of `declared` ends with an error, so hyper closes the connection
-/// after it (see `whole_body`).
+/// after it (see `whole_body`). So does a response whose request body the
+/// pump cut off after the head went out (`cut`): the app's response then
+/// ended early because its `wsgi.input` failed, and must not look complete.
 fn stream(
     ctx: &ExchangeCtx,
     mut lease: LaneLease,
     first: Option<Frame>,
     declared: Option<u64>,
+    mut cut: Option<oneshot::Receiver<RequestError>>,
 ) -> ResponseBody {
     let (tx, rx) = mpsc::channel(2);
     let events = ctx.events.clone();
@@ -266,7 +303,11 @@ fn stream(
                         if lease.lane().reclaim_writer(StopPump::Finish).await.is_err() {
                             lease.discard();
                         }
-                        if let Some(declared) = declared.filter(|&d| received < d) {
+                        if let Some(Ok(why)) = cut.as_mut().map(|cut| cut.try_recv()) {
+                            let _ = tx
+                                .send(Err(BodyError(format!("{why}; the response is cut short"))))
+                                .await;
+                        } else if let Some(declared) = declared.filter(|&d| received < d) {
                             let _ = tx
                                 .send(Err(BodyError(short_body(received, declared))))
                                 .await;
@@ -297,16 +338,54 @@ fn stream(
     ResponseBody::stream(rx)
 }
 
+/// Waits for a body pump to say why it cut the body off; never ends if it
+/// did not (or there is no pump).
+async fn cut_off(cut: &mut Option<oneshot::Receiver<RequestError>>) -> RequestError {
+    if let Some(why) = cut {
+        if let Ok(why) = why.await {
+            return why;
+        }
+    }
+    std::future::pending().await
+}
+
+/// What a body pump needs besides the writer and the body.
+struct Pumped {
+    /// Body bytes already sent with the request.
+    sent: u64,
+    /// `--limit-request-body`.
+    limit: u64,
+    /// `--body-timeout`.
+    idle: Duration,
+    /// The request's parity flag, for its CANCEL.
+    odd: u8,
+    /// Where to say why the body was cut off.
+    cut: oneshot::Sender<RequestError>,
+}
+
 /// Streams the rest of a large request body to the worker until the body
-/// ends, the client fails, or the exchange says stop.
+/// ends, the client fails, the body passes the limit or stalls past the body
+/// timeout (then the worker gets CANCEL, as for a client that left, and the
+/// exchange hears why), or the exchange says stop.
 async fn pump(
     mut writer: LaneWriter,
     mut body: Incoming,
     mut stop: oneshot::Receiver<StopPump>,
-    mut sent: u64,
-    limit: u64,
-    odd: u8,
+    pumped: Pumped,
 ) -> Result<LaneWriter, LaneError> {
+    let Pumped {
+        mut sent,
+        limit,
+        idle,
+        odd,
+        cut,
+    } = pumped;
+    let mut cut = Some(cut);
+    let mut cut_off = |why: RequestError| {
+        if let Some(cut) = cut.take() {
+            let _ = cut.send(why);
+        }
+    };
     loop {
         let next = tokio::select! {
             how = &mut stop => {
@@ -317,7 +396,15 @@ async fn pump(
                 writer.flush().await?;
                 return Ok(writer);
             }
-            next = body.frame() => next,
+            next = next_body_frame(&mut body, idle) => next,
+        };
+        let Some(next) = next else {
+            // Said before the worker can see the CANCEL, so the exchange
+            // knows why the response ends (see `stream`).
+            cut_off(RequestError::BodyTimeout);
+            frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+            writer.flush().await?;
+            return Ok(writer);
         };
         let done = match next {
             Some(Ok(frame)) => {
@@ -327,6 +414,7 @@ async fn pump(
                 sent += data.len() as u64;
                 if sent > limit {
                     frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+                    cut_off(RequestError::BodyTooLarge);
                     true
                 } else {
                     put_body(&mut writer.buf, &data, false);

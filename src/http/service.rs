@@ -1,7 +1,9 @@
 //! The per-request service hyper calls: enforce the request limits, read a
 //! body up to the buffering threshold (so slow uploaders never hold a
-//! worker), forward to a worker, and turn any failure into its status.
+//! worker) within the body timeout and the bound on buffered bodies, forward
+//! to a worker, and turn any failure into its status.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -9,12 +11,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::SERVER;
 use http::{HeaderValue, Method, Request, Response};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::body::{OnFinish, ResponseBody};
-use super::exchange::{forward, ExchangeCtx, PreparedBody};
+use super::exchange::{forward, next_body_frame, ExchangeCtx, PreparedBody};
 use super::framing::{self, Verdicts};
 use super::status::RequestError;
 use crate::logging::{AccessLog, AccessRecord};
@@ -44,6 +45,76 @@ pub struct ServiceCtx {
     pub access: Option<AccessLog>,
     /// Request latency and status counts, with `--metrics-bind`.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// `--max-buffered-bodies`.
+    pub bodies: BodyBound,
+}
+
+/// The bytes of request bodies the master holds for requests no worker has
+/// answered yet (being received, queued, or kept for a resend), across all
+/// connections, and their bound (`--max-buffered-bodies`; 0: none). Without
+/// it, stalled uploads grew the master until the OOM killer came (issue 10,
+/// item 7): a body that would pass it gets 503 at once rather than waiting,
+/// because a waiting upload would hold its connection and socket buffers
+/// all the same, and the bytes that block it may be stalled ones that only
+/// the body timeout frees.
+#[derive(Debug, Clone)]
+pub struct BodyBound {
+    held: Arc<AtomicU64>,
+    max: u64,
+}
+
+impl BodyBound {
+    /// A bound of `max` bytes; 0 means unbounded.
+    pub fn new(max: u64) -> BodyBound {
+        BodyBound {
+            held: Arc::new(AtomicU64::new(0)),
+            max,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// A claim on none of it yet, for one request body.
+    pub fn claim(&self) -> BodyClaim {
+        BodyClaim {
+            bound: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// One body's share of a [`BodyBound`], given back when dropped.
+#[derive(Debug)]
+pub struct BodyClaim {
+    bound: BodyBound,
+    bytes: u64,
+}
+
+impl BodyClaim {
+    /// Claims `n` more bytes, unless that would pass the bound.
+    fn grow(&mut self, n: u64) -> Result<(), RequestError> {
+        let BodyBound { held, max } = &self.bound;
+        if *max == 0 {
+            return Ok(());
+        }
+        held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+            now.checked_add(n).filter(|&after| after <= *max)
+        })
+        .map_err(|_| RequestError::BodiesOverBound)?;
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for BodyClaim {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.bound.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The `Server` header the master adds when the app set none.
@@ -95,7 +166,7 @@ async fn serve(
     body: Incoming,
 ) -> Result<Response<ResponseBody>, RequestError> {
     check_limits(&ctx.limits, head)?;
-    let body = prepare_body(&ctx.limits, body).await?;
+    let body = prepare_body(ctx, body).await?;
     forward(&ctx.exchange, head, conn, body).await
 }
 
@@ -131,13 +202,18 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
 }
 
 /// Reads the body up to the buffering threshold. A body that ends within it
-/// is sent whole; a larger one streams to the worker as it arrives.
-async fn prepare_body(limits: &Limits, mut body: Incoming) -> Result<PreparedBody, RequestError> {
+/// is sent whole; a larger one streams to the worker as it arrives. A body
+/// that sends nothing for `--body-timeout` gets 408 (gunicorn's sync worker
+/// closes such a connection after `--timeout`; the 408 says why).
+async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBody, RequestError> {
+    let limits = &ctx.limits;
+    let mut held = ctx.bodies.claim();
     if body.is_end_stream() {
         return Ok(PreparedBody {
             plan: BodyPlan::Empty,
             buffered: Bytes::new(),
             rest: None,
+            held,
         });
     }
     let declared = body.size_hint().exact();
@@ -146,13 +222,17 @@ async fn prepare_body(limits: &Limits, mut body: Incoming) -> Result<PreparedBod
     }
     let mut buffered = BytesMut::new();
     while (buffered.len() as u64) <= limits.buffer {
-        match body.frame().await {
+        let next = next_body_frame(&mut body, ctx.exchange.body_timeout)
+            .await
+            .ok_or(RequestError::BodyTimeout)?;
+        match next {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    buffered.extend_from_slice(&data);
-                    if buffered.len() as u64 > limits.body {
+                    if (buffered.len() + data.len()) as u64 > limits.body {
                         return Err(RequestError::BodyTooLarge);
                     }
+                    held.grow(data.len() as u64)?;
+                    buffered.extend_from_slice(&data);
                 }
             }
             Some(Err(err)) => return Err(RequestError::ClientBody(err.to_string())),
@@ -161,6 +241,7 @@ async fn prepare_body(limits: &Limits, mut body: Incoming) -> Result<PreparedBod
                     plan: BodyPlan::Buffered(buffered.len() as u64),
                     buffered: buffered.freeze(),
                     rest: None,
+                    held,
                 })
             }
         }
@@ -169,6 +250,7 @@ async fn prepare_body(limits: &Limits, mut body: Incoming) -> Result<PreparedBod
         plan: BodyPlan::Streamed(declared),
         buffered: buffered.freeze(),
         rest: Some(body),
+        held,
     })
 }
 
@@ -236,5 +318,39 @@ fn access_record<'a>(
         elapsed: started.elapsed(),
         request_headers: &head.headers,
         response_headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_claims_stay_within_the_bound_and_give_back_on_drop() {
+        let bound = BodyBound::new(100);
+        let mut first = bound.claim();
+        first.grow(60).unwrap();
+        let mut second = bound.claim();
+        assert!(matches!(
+            second.grow(41),
+            Err(RequestError::BodiesOverBound)
+        ));
+        second.grow(40).unwrap();
+        assert_eq!(bound.held(), 100);
+        drop(first);
+        assert_eq!(bound.held(), 40);
+        second.grow(60).unwrap();
+        drop(second);
+        assert_eq!(bound.held(), 0);
+    }
+
+    #[test]
+    fn a_zero_bound_is_no_bound() {
+        let bound = BodyBound::new(0);
+        let mut claim = bound.claim();
+        claim.grow(u64::MAX).unwrap();
+        claim.grow(u64::MAX).unwrap();
+        drop(claim);
+        assert_eq!(bound.held(), 0);
     }
 }

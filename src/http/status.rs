@@ -27,12 +27,19 @@ pub enum RequestError {
     /// The body is over `--limit-request-body` (413).
     #[error("request body is over the size limit")]
     BodyTooLarge,
+    /// The body sent no bytes for `--body-timeout` (408).
+    #[error("the request body sent nothing for the body timeout")]
+    BodyTimeout,
     /// The client went away or broke the body while we read it (400; rarely seen).
     #[error("client failed while sending the body: {0}")]
     ClientBody(String),
     /// No worker lane became free (503).
     #[error(transparent)]
     Overloaded(#[from] DispatchError),
+    /// Taking this body would put the bytes held for bodies not yet handed
+    /// to a worker past `--max-buffered-bodies` (503).
+    #[error("request bodies waiting for a worker are over the memory bound")]
+    BodiesOverBound,
     /// The worker died or broke the protocol mid-request (502).
     #[error("worker failed: {0}")]
     Worker(String),
@@ -52,7 +59,10 @@ impl RequestError {
             RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RequestError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            RequestError::Overloaded(_) | RequestError::BodiesOverBound => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RequestError::Worker(_) => StatusCode::BAD_GATEWAY,
             RequestError::App(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -80,6 +90,11 @@ impl RequestError {
             RequestError::Overloaded(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            // The rest of the body stays unread, so the connection closes too.
+            RequestError::BodiesOverBound => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             // RFC 9110 §15.5.6 wants the methods that would work: the
             // server forwards these to the app (which may refuse them).
             RequestError::MethodNotAllowed(_) => {
@@ -91,6 +106,7 @@ impl RequestError {
             // closes too): don't reuse the connection.
             RequestError::BadRequest(_)
             | RequestError::BodyTooLarge
+            | RequestError::BodyTimeout
             | RequestError::ClientBody(_) => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
@@ -111,6 +127,8 @@ mod tests {
             (RequestError::MethodNotAllowed("CONNECT"), 405),
             (RequestError::HeaderTooLarge("x"), 431),
             (RequestError::BodyTooLarge, 413),
+            (RequestError::BodyTimeout, 408),
+            (RequestError::BodiesOverBound, 503),
             (RequestError::Overloaded(DispatchError::QueueFull), 503),
             (RequestError::Worker("gone".into()), 502),
             (RequestError::App("boom".into()), 500),
@@ -124,6 +142,16 @@ mod tests {
     #[test]
     fn overload_says_when_to_retry() {
         let response = RequestError::Overloaded(DispatchError::QueueTimeout).into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn a_body_refused_midway_closes_the_connection() {
+        for err in [RequestError::BodyTimeout, RequestError::BodiesOverBound] {
+            let response = err.into_response();
+            assert_eq!(response.headers()[CONNECTION], "close");
+        }
+        let response = RequestError::BodiesOverBound.into_response();
         assert_eq!(response.headers()[RETRY_AFTER], "1");
     }
 

@@ -23,7 +23,7 @@ use crate::exit::ExitCode;
 use crate::http::exchange::ExchangeCtx;
 use crate::http::listener::Listener;
 use crate::http::server::{self, ConnOptions};
-use crate::http::service::{Limits, ServiceCtx};
+use crate::http::service::{BodyBound, Limits, ServiceCtx};
 use crate::logging::Logging;
 use crate::metrics::{self, Metrics, Readiness};
 use action::Action;
@@ -97,6 +97,7 @@ pub async fn run(
             events: events_tx.clone(),
             timeout: settings.timeout,
             limit_request_body: settings.limit_request_body.bytes(),
+            body_timeout: settings.body_timeout,
         },
         limits: Limits {
             request_line: settings.limit_request_line,
@@ -106,6 +107,7 @@ pub async fn run(
         },
         access: logging.access(),
         metrics: metrics.clone(),
+        bodies: BodyBound::new(settings.max_buffered_bodies.bytes()),
     });
     let closed_tx = events_tx.clone();
     let http = server::start(

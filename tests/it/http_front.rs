@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use crate::harness::{parse_response, TestServer, DEADLINE};
+use crate::harness::{parse_response, wait_until, TestServer, DEADLINE};
 
 fn exchange(server: &TestServer, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(&server.addr).unwrap();
@@ -240,4 +240,225 @@ fn the_environ_has_server_software() {
         environ.contains(&expected),
         "{expected} missing from {environ}"
     );
+}
+
+/// Sends `head` and `body`, then stays silent without closing, and reads
+/// what comes back until the server closes or `wait` passes.
+fn stall_after(addr: &str, head: &[u8], body: &[u8], wait: Duration) -> (Vec<u8>, bool) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(head).unwrap();
+    stream.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let closed = stream.read_to_end(&mut out).is_ok();
+    (out, closed)
+}
+
+// Issue 10, item 7: a body that stalled mid-way was never closed, and 300 of
+// them took the master from 5 MB to 460 MB. Whether the master is still
+// buffering it or already streams it to the worker, a body that sends
+// nothing for --body-timeout gets 408 and its connection is closed.
+#[test]
+fn a_stalled_request_body_gets_408_and_its_connection_is_closed() {
+    let server = TestServer::start(&[
+        "--body-timeout",
+        "1",
+        "--request-buffer-size",
+        "64KiB",
+        "examples.flask_app:app",
+    ]);
+    let cases: &[(&str, &[u8], usize)] = &[
+        (
+            "buffering",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n",
+            50_000,
+        ),
+        (
+            "streaming to the worker",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n",
+            100_000,
+        ),
+        (
+            "chunked, streaming",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n186a0\r\n",
+            100_000,
+        ),
+    ];
+    for (name, head, sent) in cases {
+        let (out, closed) = stall_after(&server.addr, head, &vec![b'a'; *sent], DEADLINE);
+        assert_eq!(status_of(&out, name), 408, "{name}");
+        assert!(closed, "{name}: the connection stayed open");
+        assert_eq!(server.get("/hello").status, 200, "unhealthy after {name}");
+    }
+    // A body that keeps coming, only slowly, is no stalled body.
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    for byte in b"slow" {
+        std::thread::sleep(Duration::from_millis(400));
+        stream.write_all(&[*byte]).unwrap();
+    }
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    let (resp, _) = parse_response(&out).unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slow"));
+}
+
+// Issue 10, item 7: the bytes held for bodies no worker has answered yet are
+// bounded; past the bound a new body gets 503 with Retry-After (never an
+// OOM), and the bound frees up when the held body goes.
+#[test]
+fn bodies_past_max_buffered_bodies_get_503_until_the_held_ones_go() {
+    let server = TestServer::start(&[
+        "--max-buffered-bodies",
+        "64KiB",
+        "--body-timeout",
+        "30",
+        "examples.flask_app:app",
+    ]);
+    let post = |body: &[u8]| {
+        let mut request = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        exchange_with(&request, &server.addr, false, DEADLINE)
+    };
+    let small = vec![b'b'; 20_000];
+    let (resp, _) = parse_response(&post(&small)).unwrap();
+    assert_eq!(resp.status, 200, "the bound refused a body well within it");
+    // One stalled body holds 50,000 of the 65,536 bytes. The master may read
+    // a small body while the holder's is half in and refuse the holder
+    // instead: then the holder tries again.
+    let hold = || {
+        let mut holder = TcpStream::connect(&server.addr).unwrap();
+        holder
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
+            .unwrap();
+        holder.write_all(&[b'a'; 50_000]).unwrap();
+        holder.set_nonblocking(true).unwrap();
+        holder
+    };
+    let mut holder = hold();
+    let refused = wait_until("a body past the bound to get 503", DEADLINE, || {
+        let mut peek = [0u8; 1];
+        match holder.peek(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => {
+                holder = hold();
+                return Err("the holder was answered; holding again".into());
+            }
+        }
+        let out = post(&small);
+        match parse_response(&out) {
+            Ok((resp, _)) if resp.status == 503 => Ok(resp),
+            Ok((resp, _)) => Err(format!("status {}", resp.status)),
+            Err(e) => Err(e),
+        }
+    });
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Bodies that fit beside it still pass.
+    let (resp, _) = parse_response(&post(&[b'c'; 1000])).unwrap();
+    assert_eq!(resp.status, 200);
+    drop(holder);
+    wait_until(
+        "the bound to free up after the stalled body left",
+        DEADLINE,
+        || match parse_response(&post(&small)) {
+            Ok((resp, _)) if resp.status == 200 => Ok(()),
+            Ok((resp, _)) => Err(format!("status {}", resp.status)),
+            Err(e) => Err(e),
+        },
+    );
+}
+
+// Issue 10, item 11: a chunked upload that passed --limit-request-body while
+// it streamed to the app got 500 (the app's wsgi.input read failed). With no
+// response head out yet the client gets 413, and the connection is closed.
+#[test]
+fn a_chunked_body_over_the_limit_while_streaming_gets_413() {
+    let server = TestServer::start(&[
+        "--request-buffer-size",
+        "1000",
+        "--limit-request-body",
+        "5000",
+        "examples.flask_app:app",
+    ]);
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&[b'a'; 1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let out = exchange_with(&request, &server.addr, false, DEADLINE);
+    assert_eq!(status_of(&out, "streaming over the limit"), 413);
+    let (resp, _) = parse_response(&out).unwrap();
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(server.get("/hello").status, 200);
+    // Within the limit the same streamed upload goes through.
+    let mut within =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..4 {
+        within.extend_from_slice(b"3e8\r\n");
+        within.extend_from_slice(&[b'a'; 1000]);
+        within.extend_from_slice(b"\r\n");
+    }
+    within.extend_from_slice(b"0\r\n\r\n");
+    let (resp, _) = parse_response(&exchange_with(&within, &server.addr, false, DEADLINE)).unwrap();
+    assert_eq!((resp.status, resp.body.len()), (200, 4000));
+}
+
+// Issue 10, item 11: when the app's response has already started as the
+// streamed body passes the limit, the 413 cannot go out: the connection is
+// closed without the response's last chunk, so it does not look complete
+// (it ended early because the app's wsgi.input failed).
+#[test]
+fn a_body_over_the_limit_after_the_response_started_cuts_the_response_short() {
+    let server = TestServer::start(&[
+        "--request-buffer-size",
+        "1000",
+        "--limit-request-body",
+        "5000",
+        "--chdir",
+        "tests/it/apps",
+        "wsgi_checks:app",
+    ]);
+    let chunk = [b"3e8\r\n".as_slice(), &[b'a'; 1000], b"\r\n"].concat();
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    // /stream ignores the body and sends 50 chunks, 100 ms apart.
+    stream
+        .write_all(b"POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    stream.write_all(&chunk.repeat(2)).unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = stream.read(&mut out).unwrap();
+    out.truncate(n);
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let mut rest = chunk.repeat(8);
+    rest.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&rest); // the server may close first
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the cut response looks complete: {text:?}"
+    );
+    assert!(
+        !text.contains("chunk 49"),
+        "the response was not cut: {text:?}"
+    );
+    assert_eq!(server.get("/stream").status, 200, "unhealthy after the cut");
 }
