@@ -2,7 +2,7 @@
 
 use crate::dispatch::Standing;
 use crate::exit::ExitCode;
-use crate::worker::state::RetireReason;
+use crate::worker::state::{RestartReason, RetireReason};
 use crate::worker::WorkerId;
 
 /// A signal the master sends a worker.
@@ -92,8 +92,8 @@ pub enum Action {
     SettleReload,
     /// Count one worker replacement, by reason (crash included), for metrics.
     CountRestart {
-        /// The reason's snake_case name.
-        reason: &'static str,
+        /// Why.
+        reason: RestartReason,
     },
     /// Leave the loop and exit the process.
     Exit {

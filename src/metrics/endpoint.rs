@@ -341,7 +341,11 @@ mod tests {
     #[tokio::test]
     async fn metrics_serves_the_exposition() {
         let server = start().await;
-        server.metrics.restart("timeout");
+        server
+            .metrics
+            .restart(crate::worker::state::RestartReason::Retired(
+                crate::worker::state::RetireReason::Timeout,
+            ));
         // Families without series are left out, so give the per-worker ones one.
         let worker = crate::metrics::WorkerView {
             id: 7,

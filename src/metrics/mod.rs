@@ -25,6 +25,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry, Unit};
 use tracing::warn;
 
+use crate::worker::state::RestartReason;
+
 /// Memory of each live worker, as sampled (RSS, USS or PSS, as configured).
 pub const WORKER_MEMORY_BYTES: &str = "ferrocorn_worker_memory_bytes";
 /// Requests each live worker has served so far.
@@ -67,19 +69,6 @@ pub const ALL_NAMES: [&str; 13] = [
     RESPONSES_TOTAL,
     WAITED_IN_LANE_TOTAL,
     REDISPATCHED_TOTAL,
-];
-
-/// Restart reasons counted from zero, so `rate()` works before the first one.
-pub const RESTART_REASONS: [&str; 9] = [
-    "max_requests",
-    "memory",
-    "memory_hard",
-    "memory_total",
-    "timeout",
-    "reload",
-    "scale_down",
-    "crash",
-    "protocol_error",
 ];
 
 /// Worker states shown even when no worker is in them.
@@ -203,9 +192,9 @@ impl Metrics {
             workers_desired.clone(),
         );
         let restarts = Family::<ReasonLabels, Counter>::default();
-        for reason in RESTART_REASONS {
+        for reason in RestartReason::ALL {
             let _zero = restarts.get_or_create_owned(&ReasonLabels {
-                reason: reason.to_string(),
+                reason: reason.as_str().to_string(),
             });
         }
         register(
@@ -332,23 +321,13 @@ impl Metrics {
         *self.load.write().unwrap_or_else(PoisonError::into_inner) = Some(f);
     }
 
-    /// Counts one worker replacement. Reasons outside [`RESTART_REASONS`]
-    /// are counted too, under their own label.
-    pub fn restart(&self, reason: &str) {
-        if let Some(known) = RESTART_REASONS.iter().find(|r| **r == reason) {
-            self.restarts
-                .get_or_create(&ReasonLabels {
-                    reason: (*known).to_string(),
-                })
-                .inc();
-        } else {
-            warn!(reason, "worker restart with a reason metrics does not list");
-            self.restarts
-                .get_or_create(&ReasonLabels {
-                    reason: reason.to_string(),
-                })
-                .inc();
-        }
+    /// Counts one worker replacement.
+    pub fn restart(&self, reason: RestartReason) {
+        self.restarts
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str().to_string(),
+            })
+            .inc();
     }
 
     /// Records one finished request. Hot path: one histogram observation and
@@ -468,7 +447,7 @@ mod tests {
         metrics.set_workers(vec![worker(1, "serving")], Readiness::default());
         metrics.observe_request(Duration::from_millis(3), 200);
         metrics.observe_queue_wait(Duration::from_millis(1));
-        metrics.restart("crash");
+        metrics.restart(RestartReason::Crash);
         let text = metrics.render();
         for name in ALL_NAMES {
             assert!(name.starts_with("ferrocorn_"), "{name}");
@@ -565,7 +544,8 @@ mod tests {
     fn restarts_count_by_reason() {
         let metrics = Metrics::new();
         let text = metrics.render();
-        for reason in RESTART_REASONS {
+        for reason in RestartReason::ALL {
+            let reason = reason.as_str();
             let series = format!(r#"ferrocorn_worker_restarts_total{{reason="{reason}"}}"#);
             assert_eq!(
                 sample(&text, &series),
@@ -573,10 +553,13 @@ mod tests {
                 "{series} should start at 0"
             );
         }
-        metrics.restart("memory");
-        metrics.restart("memory");
-        metrics.restart("crash");
-        metrics.restart("cosmic_ray");
+        metrics.restart(RestartReason::Retired(
+            crate::worker::state::RetireReason::Memory,
+        ));
+        metrics.restart(RestartReason::Retired(
+            crate::worker::state::RetireReason::Memory,
+        ));
+        metrics.restart(RestartReason::Crash);
         let text = metrics.render();
         let count = |reason: &str| {
             sample(
@@ -587,7 +570,6 @@ mod tests {
         assert_eq!(count("memory"), Some(2.0));
         assert_eq!(count("crash"), Some(1.0));
         assert_eq!(count("timeout"), Some(0.0));
-        assert_eq!(count("cosmic_ray"), Some(1.0));
     }
 
     #[test]

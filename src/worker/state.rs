@@ -57,6 +57,39 @@ impl fmt::Display for RetireReason {
     }
 }
 
+/// Why a worker was replaced, as the restart metric counts it: the reason
+/// it retired for, or a crash. One enum, so a label can never be misspelt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestartReason {
+    /// It retired (and was replaced) for this reason.
+    Retired(RetireReason),
+    /// It died without being asked to.
+    Crash,
+}
+
+impl RestartReason {
+    /// Every reason a worker is replaced for (a shutdown replaces nobody).
+    pub const ALL: [RestartReason; 9] = [
+        RestartReason::Retired(RetireReason::MaxRequests),
+        RestartReason::Retired(RetireReason::Memory),
+        RestartReason::Retired(RetireReason::MemoryHard),
+        RestartReason::Retired(RetireReason::MemoryTotal),
+        RestartReason::Retired(RetireReason::Timeout),
+        RestartReason::Retired(RetireReason::Reload),
+        RestartReason::Retired(RetireReason::ScaleDown),
+        RestartReason::Crash,
+        RestartReason::Retired(RetireReason::ProtocolError),
+    ];
+
+    /// The metric label: the retire reason's name, or `crash`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Retired(reason) => reason.as_str(),
+            RestartReason::Crash => "crash",
+        }
+    }
+}
+
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {

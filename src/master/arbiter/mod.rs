@@ -26,7 +26,7 @@ use super::policy::memory::MemoryWatch;
 use crate::dispatch::PoolNews;
 use crate::exit::ExitCode;
 use crate::metrics::WorkerView;
-use crate::worker::state::{RetireReason, Transition, WorkerState};
+use crate::worker::state::{RestartReason, RetireReason, Transition, WorkerState};
 use crate::worker::WorkerId;
 
 /// How long a retiring worker has after the graceful timeout before KILL.
@@ -393,7 +393,7 @@ impl Arbiter {
             info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
                 memory = entry.memory, age_s, "retiring worker");
             actions.push(Action::CountRestart {
-                reason: reason.as_str(),
+                reason: RestartReason::Retired(reason),
             });
         }
         actions.push(Action::Retire { worker, reason });

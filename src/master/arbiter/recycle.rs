@@ -18,7 +18,7 @@ use crate::dispatch::Standing;
 use crate::master::action::{Action, WorkerSignal};
 use crate::master::policy::memory::{MemoryVerdict, MemoryWatch};
 use crate::master::policy::stagger;
-use crate::worker::state::{RetireReason, WorkerState};
+use crate::worker::state::{RestartReason, RetireReason, WorkerState};
 use crate::worker::WorkerId;
 
 impl Arbiter {
@@ -82,7 +82,7 @@ impl Arbiter {
             due.started = true;
             let reason = due.reason;
             actions.push(Action::CountRestart {
-                reason: reason.as_str(),
+                reason: RestartReason::Retired(reason),
             });
             if swap {
                 self.use_spare(worker, now, actions);

@@ -11,7 +11,7 @@ use crate::exit::ExitCode;
 use crate::master::action::{Action, WorkerSignal};
 use crate::master::event::ExitStatus;
 use crate::master::policy::backoff;
-use crate::worker::state::{Transition, WorkerState};
+use crate::worker::state::{RestartReason, Transition, WorkerState};
 use crate::worker::WorkerId;
 
 /// A worker that crashes younger than this (or before it served a request)
@@ -127,7 +127,9 @@ impl Arbiter {
                 error!(worker = %worker, pid = entry.pid, status = %status, reason = "crash",
                     requests = entry.served, memory = entry.memory, age_s = age.as_secs(),
                     "worker crashed; replacing it");
-                actions.push(Action::CountRestart { reason: "crash" });
+                actions.push(Action::CountRestart {
+                    reason: RestartReason::Crash,
+                });
                 if age < YOUNG || entry.served == 0 {
                     // An app that kills its worker at once (or at its first
                     // request) must not make the master spin on respawns.

@@ -12,7 +12,7 @@ use crate::master::action::{Action, WorkerSignal};
 use crate::master::arbiter::tests::{lived, spawned};
 use crate::master::arbiter::{Arbiter, ArbiterConfig};
 use crate::master::event::{Event, ExitStatus, WorkerSample};
-use crate::worker::state::RetireReason;
+use crate::worker::state::{RestartReason, RetireReason};
 use crate::worker::WorkerId;
 
 const MIB: u64 = 1 << 20;
@@ -147,7 +147,7 @@ fn the_old_worker_serves_until_its_replacement_is_ready() {
         standing: Standing::Reserve
     }));
     assert!(actions.contains(&Action::CountRestart {
-        reason: "max_requests"
+        reason: RestartReason::Retired(RetireReason::MaxRequests)
     }));
     assert!(retired(&actions).is_empty(), "-w 1 must not stall on boot");
     let new = spawned(&actions);
@@ -228,7 +228,9 @@ fn a_single_memory_spike_is_ignored_two_in_a_row_retire() {
         worker: ids[0],
         standing: Standing::Excluded
     }));
-    assert!(actions.contains(&Action::CountRestart { reason: "memory" }));
+    assert!(actions.contains(&Action::CountRestart {
+        reason: RestartReason::Retired(RetireReason::Memory)
+    }));
     let new = spawned(&actions);
     assert_eq!(new.len(), 1);
     assert_eq!(
@@ -266,7 +268,7 @@ fn over_the_hard_limit_is_killed_at_once_and_replaced() {
         signal: WorkerSignal::Kill
     }));
     assert!(actions.contains(&Action::CountRestart {
-        reason: "memory_hard"
+        reason: RestartReason::Retired(RetireReason::MemoryHard)
     }));
     assert_eq!(spawned(&actions).len(), 1);
 }
@@ -288,7 +290,7 @@ fn over_the_total_budget_the_largest_worker_retires() {
         standing: Standing::Excluded
     }));
     assert!(actions.contains(&Action::CountRestart {
-        reason: "memory_total"
+        reason: RestartReason::Retired(RetireReason::MemoryTotal)
     }));
     assert_eq!(spawned(&actions).len(), 1, "one worker, not all");
 }
@@ -358,7 +360,9 @@ fn a_crash_is_counted_and_replaced() {
         worker: ids[0],
         status: ExitStatus::Signal(9),
     });
-    assert!(actions.contains(&Action::CountRestart { reason: "crash" }));
+    assert!(actions.contains(&Action::CountRestart {
+        reason: RestartReason::Crash
+    }));
     assert_eq!(spawned(&actions).len(), 1);
 }
 
