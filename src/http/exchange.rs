@@ -22,18 +22,28 @@ use super::body::{BodyError, ResponseBody};
 use super::service::{BodyClaim, SERVER_NAME};
 use super::status::RequestError;
 use crate::dispatch::{DispatchError, Dispatcher, LaneLease};
-use crate::master::event::Event;
 use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo};
 use crate::protocol::frame::{self, flags, Frame, Kind, MAX_PAYLOAD};
 use crate::protocol::lane::{parity, LaneError, LaneWriter, StopPump};
+use crate::worker::WorkerId;
+
+/// What the HTTP front found wrong with a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerFault {
+    /// A request on it ran past `--timeout`.
+    Timeout,
+    /// It broke the protocol on a lane.
+    ProtocolError,
+}
 
 /// What every exchange needs; shared by all connections.
 #[derive(Debug, Clone)]
 pub struct ExchangeCtx {
     /// Where lanes come from.
     pub dispatcher: Dispatcher,
-    /// Reports for the arbiter (timeouts, broken workers).
-    pub events: mpsc::UnboundedSender<Event>,
+    /// Workers the front found at fault (a timeout, a broken frame); the
+    /// master turns each into an event for the arbiter, which replaces them.
+    pub faults: mpsc::UnboundedSender<(WorkerId, WorkerFault)>,
     /// `--timeout` for the response head; zero disables it.
     pub timeout: Duration,
     /// `--limit-request-body`.
@@ -143,7 +153,7 @@ pub async fn forward(
             Some(Err(err)) => return Err(worker_failed(ctx, lease, err)),
             None => {
                 error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
-                let _ = ctx.events.send(Event::RequestTimeout { worker });
+                let _ = ctx.faults.send((worker, WorkerFault::Timeout));
                 lease.discard();
                 return Err(RequestError::Timeout);
             }
@@ -265,7 +275,7 @@ fn stream(
     mut cut: Option<oneshot::Receiver<RequestError>>,
 ) -> ResponseBody {
     let (tx, rx) = mpsc::channel(2);
-    let events = ctx.events.clone();
+    let faults = ctx.faults.clone();
     tokio::spawn(async move {
         let mut next = first;
         let mut received = 0u64;
@@ -282,9 +292,7 @@ fn stream(
                         Err(err) => {
                             let _ = tx.send(Err(BodyError(err.to_string()))).await;
                             if let LaneError::Decode(_) = err {
-                                let _ = events.send(Event::ProtocolError {
-                                    worker: lease.worker(),
-                                });
+                                let _ = faults.send((lease.worker(), WorkerFault::ProtocolError));
                             }
                             lease.discard();
                             return;
@@ -326,9 +334,7 @@ fn stream(
                     let _ = tx
                         .send(Err(BodyError(format!("unexpected {other:?} frame"))))
                         .await;
-                    let _ = events.send(Event::ProtocolError {
-                        worker: lease.worker(),
-                    });
+                    let _ = faults.send((lease.worker(), WorkerFault::ProtocolError));
                     lease.discard();
                     return;
                 }
@@ -486,7 +492,7 @@ fn worker_failed(ctx: &ExchangeCtx, lease: LaneLease, err: LaneError) -> Request
 fn protocol_error(ctx: &ExchangeCtx, lease: LaneLease, why: String) -> RequestError {
     let worker = lease.worker();
     error!(worker = %worker, "worker broke the protocol: {why}");
-    let _ = ctx.events.send(Event::ProtocolError { worker });
+    let _ = ctx.faults.send((worker, WorkerFault::ProtocolError));
     lease.discard();
     RequestError::Worker(why)
 }

@@ -20,7 +20,7 @@ use tracing::info;
 use crate::config::Loaded;
 use crate::dispatch::{self, Dispatcher};
 use crate::exit::ExitCode;
-use crate::http::exchange::ExchangeCtx;
+use crate::http::exchange::{ExchangeCtx, WorkerFault};
 use crate::http::listener::Listener;
 use crate::http::server::{self, ConnOptions};
 use crate::http::service::{BodyBound, Limits, ServiceCtx};
@@ -94,7 +94,7 @@ pub async fn run(
     let ctx = Arc::new(ServiceCtx {
         exchange: ExchangeCtx {
             dispatcher: dispatcher.clone(),
-            events: events_tx.clone(),
+            faults: worker_faults(events_tx.clone()),
             timeout: settings.timeout,
             limit_request_body: settings.limit_request_body.bytes(),
             body_timeout: settings.body_timeout,
@@ -170,6 +170,25 @@ pub async fn run(
             }
         };
     }
+}
+
+/// The HTTP front's findings about workers, as the arbiter's events.
+fn worker_faults(
+    events: mpsc::UnboundedSender<Event>,
+) -> mpsc::UnboundedSender<(crate::worker::WorkerId, WorkerFault)> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((worker, fault)) = rx.recv().await {
+            let event = match fault {
+                WorkerFault::Timeout => Event::RequestTimeout { worker },
+                WorkerFault::ProtocolError => Event::ProtocolError { worker },
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }
 
 fn publish(metrics: &Metrics, arbiter: &Arbiter) {
