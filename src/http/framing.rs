@@ -1,7 +1,8 @@
 //! Request smuggling guard: the framing rules hyper does not enforce, each
 //! a 400. From hyper's parsed head, [`refusal`] checks what hyper keeps:
-//! one `Host`, and `chunked` as the only transfer coding (hyper only wants
-//! it last). What hyper's parse hides needs the bytes: it accepts both
+//! one `Host` and one `Content-Type`, `chunked` as the only transfer coding
+//! (hyper only wants it last), gunicorn's method and request-target rules;
+//! [`trailer_refusal`] judges a buffered body's trailers. What hyper's parse hides needs the bytes: it accepts both
 //! `Content-Length` and `Transfer-Encoding` (it drops the length and reads
 //! chunked, as RFC 9112 §6.3 allows) without exposing the dropped header,
 //! and it accepts bare-LF line endings. So this wrapper watches the bytes
@@ -21,7 +22,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::header::{HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::Method;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Longest head the scanner follows; hyper refuses longer ones anyway.
@@ -71,6 +73,29 @@ pub fn refusal(verdict: Verdict, head: &http::request::Parts) -> Option<&'static
     if head.headers.get_all(HOST).iter().nth(1).is_some() {
         return Some("more than one Host header");
     }
+    // RFC 9110 §5.3: Content-Type admits one member, so a repeat is
+    // ambiguous (gunicorn's singleton fields: Host and Content-Type).
+    if head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Some("more than one Content-Type header");
+    }
+    // hyper checks the method is a token; gunicorn also refuses lower case,
+    // `#` and lengths outside 3..=20 unless `permit_unconventional_http_method`
+    // is set (no such setting here): no registered method is like that.
+    let method = head.method.as_str();
+    if !(3..=20).contains(&method.len())
+        || method.bytes().any(|b| b.is_ascii_lowercase() || b == b'#')
+    {
+        return Some("an unconventional request method");
+    }
+    // RFC 9112 §3.2.3-4: the asterisk form is for OPTIONS only and the
+    // authority form for CONNECT only (which `service.rs` answers with 405).
+    let uri = &head.uri;
+    if uri == "*" && head.method != Method::OPTIONS {
+        return Some("a `*` request target without OPTIONS");
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() && head.method != Method::CONNECT {
+        return Some("an authority-form request target without CONNECT");
+    }
     // hyper refuses a Transfer-Encoding whose last coding is not chunked;
     // any other coding before it (`gzip, chunked`) would reach the app
     // still encoded, and `chunked, chunked` is not a framing either.
@@ -86,6 +111,26 @@ pub fn refusal(verdict: Verdict, head: &http::request::Parts) -> Option<&'static
         }
     }
     None
+}
+
+/// Why a chunked body's trailers must get 400, if they must: RFC 9110
+/// §6.5.1 fields that change framing, routing or authentication are not
+/// allowed there (gunicorn's `RFC9110_6_5_1_FORBIDDEN_TRAILER`). Checked
+/// while the body is buffered; a body streaming to the worker has its
+/// trailers dropped, so they reach nobody.
+pub fn trailer_refusal(trailers: &http::HeaderMap) -> Option<&'static str> {
+    const FORBIDDEN: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "trailer",
+        "authorization",
+        "te",
+    ];
+    FORBIDDEN
+        .iter()
+        .any(|name| trailers.contains_key(*name))
+        .then_some("a trailer field that is not allowed in trailers")
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -440,8 +485,10 @@ mod tests {
     fn head(request: &[u8]) -> http::request::Parts {
         let text = std::str::from_utf8(request).unwrap();
         let mut lines = text.split("\r\n");
-        let target = lines.next().unwrap().split(' ').nth(1).unwrap();
-        let mut builder = http::Request::builder().uri(target);
+        let mut request_line = lines.next().unwrap().split(' ');
+        let method = request_line.next().unwrap();
+        let target = request_line.next().unwrap();
+        let mut builder = http::Request::builder().method(method).uri(target);
         for line in lines.take_while(|l| !l.is_empty()) {
             let (name, value) = line.split_once(':').unwrap();
             builder = builder.header(name, value.trim());
@@ -483,5 +530,40 @@ mod tests {
         let get = head(GET);
         assert!(refusal(BothLengths, &get).is_some());
         assert!(refusal(BareLf, &get).is_some());
+    }
+
+    // Issue 10, item 13: gunicorn's corpus cases invalid/003c, 041 and the
+    // rfc9112_target_* ones.
+    #[test]
+    fn methods_targets_and_singletons_as_gunicorn_checks_them() {
+        let fine: &[&[u8]] = &[
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"MKCALENDAR /x HTTP/1.1\r\n\r\n",
+            b"GET http://example.com/x HTTP/1.1\r\nContent-Type: a\r\n\r\n",
+        ];
+        for req in fine {
+            assert_eq!(
+                refusal(Clear, &head(req)),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        let refused: &[&[u8]] = &[
+            b"-bl /foo HTTP/1.1\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+            b"GE / HTTP/1.1\r\n\r\n",
+            b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\n\r\n",
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET example.com:443 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n",
+        ];
+        for req in refused {
+            assert!(
+                refusal(Clear, &head(req)).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
     }
 }

@@ -191,7 +191,8 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
     }
     if limits.field_size > 0 {
         for (name, value) in &head.headers {
-            if name.as_str().len() + value.len() + 2 > limits.field_size {
+            // "name: value" and its CRLF, as gunicorn counts the line.
+            if name.as_str().len() + value.len() + 4 > limits.field_size {
                 return Err(RequestError::HeaderTooLarge("a header line is too long"));
             }
         }
@@ -226,15 +227,20 @@ async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBo
             .await
             .ok_or(RequestError::BodyTimeout)?;
         match next {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
                     if (buffered.len() + data.len()) as u64 > limits.body {
                         return Err(RequestError::BodyTooLarge);
                     }
                     held.grow(data.len() as u64)?;
                     buffered.extend_from_slice(&data);
                 }
-            }
+                Err(frame) => {
+                    if let Some(why) = frame.trailers_ref().and_then(framing::trailer_refusal) {
+                        return Err(RequestError::BadRequest(why));
+                    }
+                }
+            },
             Some(Err(err)) => return Err(RequestError::ClientBody(err.to_string())),
             None => {
                 return Ok(PreparedBody {
