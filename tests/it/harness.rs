@@ -406,3 +406,36 @@ pub fn parse_response(bytes: &[u8]) -> Result<(Response, &[u8]), String> {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Sends raw bytes, half-closes, and reads until a whole response head has
+/// arrived, the server closes, or `timeout` passes; returns what was read
+/// and whether the server closed. For fuzzing: it neither parses nor panics.
+pub fn exchange_raw(
+    addr: &str,
+    request: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    // The server may answer and close before it has read everything.
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok((bytes, true)),
+            Ok(n) => {
+                bytes.extend_from_slice(&chunk[..n]);
+                if find(&bytes, b"\r\n\r\n").is_some() {
+                    return Ok((bytes, false));
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok((bytes, true))
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}

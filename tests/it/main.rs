@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod chaos;
+mod corpus;
 mod failures;
 mod forking;
 mod http_front;
