@@ -80,8 +80,14 @@ pub fn encode_request(
         return Err(err);
     }
     env.pair(b"QUERY_STRING", head.uri.query().unwrap_or("").as_bytes());
-    let raw_uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    env.pair(b"RAW_URI", raw_uri.as_bytes());
+    if head.uri.scheme().is_some() {
+        // An absolute-form target (`GET http://host/path`): RAW_URI is the
+        // target as sent, as gunicorn has it. Rare, so the String is fine.
+        env.pair(b"RAW_URI", head.uri.to_string().as_bytes());
+    } else {
+        let raw_uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        env.pair(b"RAW_URI", raw_uri.as_bytes());
+    }
     env.pair(b"SERVER_PROTOCOL", protocol_name(head.version));
     env.pair(b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     let (name, port) = server_name_port(head, conn);
@@ -95,6 +101,10 @@ pub fn encode_request(
             env.key(b"CONTENT_LENGTH");
             // Formatted straight into the frame: no String per request.
             let _ = std::fmt::Write::write_fmt(env.out, format_args!("{len}"));
+        }
+        // `Content-Length: 0` is a length the app may read (gunicorn sets it).
+        BodyPlan::Empty if head.headers.contains_key(CONTENT_LENGTH) => {
+            env.pair(b"CONTENT_LENGTH", b"0");
         }
         BodyPlan::Empty | BodyPlan::Streamed(None) => {}
     }
@@ -799,6 +809,7 @@ mod tests {
             );
             let length = match body {
                 BodyPlan::Buffered(n) | BodyPlan::Streamed(Some(n)) => Some(n.to_string()),
+                BodyPlan::Empty if head.headers.contains_key(CONTENT_LENGTH) => Some("0".into()),
                 _ => None,
             };
             assert_eq!(

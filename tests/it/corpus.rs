@@ -19,11 +19,6 @@ use crate::harness::{parse_response, root, TestServer};
 /// (case, why it does not pass yet). Names are `valid/NAME` or `invalid/NAME`.
 const KNOWN_GAPS: &[(&str, &str)] = &[
     ("valid/005", "RAW_URI drops the `#fragment` (environ.rs builds it from hyper's path and query, which has no fragment)"),
-    ("valid/rfc9112_target_absolute_01", "RAW_URI of an absolute-form target is only its path and query (environ.rs)"),
-    ("valid/rfc9112_target_absolute_https_01", "RAW_URI of an absolute-form target is only its path and query (environ.rs)"),
-    ("valid/rfc9112_target_absolute_ipv6_01", "RAW_URI of an absolute-form target is only its path and query (environ.rs)"),
-    ("valid/rfc9112_target_absolute_userinfo_01", "RAW_URI of an absolute-form target is only its path and query (environ.rs)"),
-    ("valid/rfc9110_body_framing_get_cl_zero_01", "`Content-Length: 0` gives no CONTENT_LENGTH in the environ (environ.rs leaves it out for an empty body)"),
     ("valid/014", "a `\"` in the target: hyper's request-line parser refuses it with its own 400 before our code runs"),
     ("valid/009", "`Transfer-Encoding: identity` with a Content-Length: hyper refuses it with its own 400 before our code runs"),
     ("invalid/chunked_09", "`0 ` (space after the chunk size, no extension): hyper's chunk decoder accepts it"),
