@@ -1,7 +1,7 @@
 //! One request's trip to a worker and back: take a lane, send the head (and a
-//! buffered body, or start a pump that streams a large one), wait for the
-//! response head within `--timeout`, and hand hyper a body that is either
-//! complete or streams from the lane.
+//! buffered body, or start the pump in `pump.rs` that streams a large one),
+//! wait for the response head within `--timeout`, and hand hyper a body that
+//! is either complete or streams from the lane.
 //!
 //! Failures become [`RequestError`]s; which status they get is `status.rs`'s
 //! business. A worker that breaks the protocol or times out is reported to
@@ -12,19 +12,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::SERVER;
 use http::{HeaderValue, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::body::{BodyError, ResponseBody};
+use super::pump::{cut_off, pump, put_body, Pumped};
 use super::service::{BodyClaim, SERVER_NAME};
 use super::status::RequestError;
 use crate::dispatch::{DispatchError, Dispatcher, LaneLease};
 use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo};
-use crate::protocol::frame::{self, flags, Frame, Kind, MAX_PAYLOAD};
-use crate::protocol::lane::{parity, LaneError, LaneWriter, StopPump};
+use crate::protocol::frame::{Frame, Kind};
+use crate::protocol::lane::{parity, LaneError, StopPump};
 use crate::worker::WorkerId;
 
 /// What the HTTP front found wrong with a worker.
@@ -66,18 +66,6 @@ pub struct PreparedBody {
     /// The share of `--max-buffered-bodies` the buffered bytes hold, given
     /// back once the worker has answered (until then a resend may need them).
     pub held: BodyClaim,
-}
-
-/// The next frame of a request body, or `None` if `idle` (zero: no limit)
-/// passes without one: a stalled upload (issue 10, item 7).
-pub(super) async fn next_body_frame(
-    body: &mut Incoming,
-    idle: Duration,
-) -> Option<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-    if idle.is_zero() {
-        return Some(body.frame().await);
-    }
-    tokio::time::timeout(idle, body.frame()).await.ok()
 }
 
 /// Sends the request to a worker and returns its response.
@@ -342,122 +330,6 @@ fn stream(
         }
     });
     ResponseBody::stream(rx)
-}
-
-/// Waits for a body pump to say why it cut the body off; never ends if it
-/// did not (or there is no pump).
-async fn cut_off(cut: &mut Option<oneshot::Receiver<RequestError>>) -> RequestError {
-    if let Some(why) = cut {
-        if let Ok(why) = why.await {
-            return why;
-        }
-    }
-    std::future::pending().await
-}
-
-/// What a body pump needs besides the writer and the body.
-struct Pumped {
-    /// Body bytes already sent with the request.
-    sent: u64,
-    /// `--limit-request-body`.
-    limit: u64,
-    /// `--body-timeout`.
-    idle: Duration,
-    /// The request's parity flag, for its CANCEL.
-    odd: u8,
-    /// Where to say why the body was cut off.
-    cut: oneshot::Sender<RequestError>,
-}
-
-/// Streams the rest of a large request body to the worker until the body
-/// ends, the client fails, the body passes the limit or stalls past the body
-/// timeout (then the worker gets CANCEL, as for a client that left, and the
-/// exchange hears why), or the exchange says stop.
-async fn pump(
-    mut writer: LaneWriter,
-    mut body: Incoming,
-    mut stop: oneshot::Receiver<StopPump>,
-    pumped: Pumped,
-) -> Result<LaneWriter, LaneError> {
-    let Pumped {
-        mut sent,
-        limit,
-        idle,
-        odd,
-        cut,
-    } = pumped;
-    let mut cut = Some(cut);
-    let mut cut_off = |why: RequestError| {
-        if let Some(cut) = cut.take() {
-            let _ = cut.send(why);
-        }
-    };
-    loop {
-        let next = tokio::select! {
-            how = &mut stop => {
-                match how {
-                    Ok(StopPump::Finish) => put_body(&mut writer.buf, b"", true),
-                    Ok(StopPump::Cancel) | Err(_) => frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b""),
-                }
-                writer.flush().await?;
-                return Ok(writer);
-            }
-            next = next_body_frame(&mut body, idle) => next,
-        };
-        let Some(next) = next else {
-            // Said before the worker can see the CANCEL, so the exchange
-            // knows why the response ends (see `stream`).
-            cut_off(RequestError::BodyTimeout);
-            frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
-            writer.flush().await?;
-            return Ok(writer);
-        };
-        let done = match next {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers are not part of WSGI
-                };
-                sent += data.len() as u64;
-                if sent > limit {
-                    frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
-                    cut_off(RequestError::BodyTooLarge);
-                    true
-                } else {
-                    put_body(&mut writer.buf, &data, false);
-                    false
-                }
-            }
-            None => {
-                put_body(&mut writer.buf, b"", true);
-                true
-            }
-            Some(Err(_)) => {
-                frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
-                true
-            }
-        };
-        writer.flush().await?;
-        if done {
-            return Ok(writer);
-        }
-    }
-}
-
-/// Appends `data` as BODY frames (split to the frame limit), the last with
-/// END if `end`.
-fn put_body(out: &mut BytesMut, data: &[u8], end: bool) {
-    let mut chunks = data.chunks(MAX_PAYLOAD).peekable();
-    if chunks.peek().is_none() {
-        if end {
-            frame::put_frame(out, Kind::Body, flags::END, b"");
-        }
-        return;
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        let flag_bits = if end && last { flags::END } else { 0 };
-        frame::put_frame(out, Kind::Body, flag_bits, chunk);
-    }
 }
 
 /// Whether the worker surely never started the app on this request, so

@@ -1,10 +1,12 @@
 //! The HTTP front in the master: listeners, hyper connections, the
-//! per-request service, the trip to a worker, and the status mapping.
+//! per-request service, the trip to a worker (and the pump of a streamed
+//! request body), and the status mapping.
 
 pub mod body;
 pub mod exchange;
 pub mod framing;
 pub mod listener;
+mod pump;
 pub mod server;
 pub mod service;
 pub mod status;

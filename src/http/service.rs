@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::body::{OnFinish, ResponseBody};
-use super::exchange::{forward, next_body_frame, ExchangeCtx, PreparedBody};
+use super::exchange::{forward, ExchangeCtx, PreparedBody};
 use super::framing::{self, Verdicts};
+use super::pump::next_body_frame;
 use super::status::RequestError;
 use crate::logging::{AccessLog, AccessRecord};
 use crate::protocol::environ::{BodyPlan, ConnInfo};

@@ -6,6 +6,7 @@
 pub mod action;
 pub mod arbiter;
 pub mod event;
+mod launch;
 pub mod policy;
 pub mod reload;
 pub mod shell;

@@ -13,13 +13,16 @@ use tracing::{error, info};
 
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, ExitStatus, WorkerSample};
+use super::launch::{launch_failed, start_launcher};
 use super::reload::Reloader;
 use crate::config::MemoryMetric;
 use crate::dispatch::{Dispatcher, WorkerTerms};
-use crate::forkserver::{LaunchError, LaunchSpec, Launcher};
+use crate::forkserver::Launcher;
 use crate::http::server::HttpServer;
 use crate::logging::Logging;
 use crate::metrics::Metrics;
+use crate::protocol::control;
+use crate::protocol::frame::Kind;
 use crate::protocol::lane::Lane;
 use crate::worker::boot::handshake;
 use crate::worker::memory::RssProbe;
@@ -210,9 +213,7 @@ impl Shell {
             Action::DumpStacks { worker } => {
                 self.collect_control_sockets();
                 if let Some(control) = self.workers.get(&worker).and_then(|h| h.control.as_ref()) {
-                    if let Err(err) =
-                        send_control(control, crate::protocol::frame::Kind::DumpStacks, None)
-                    {
+                    if let Err(err) = control::send(control, Kind::DumpStacks, None) {
                         error!(worker = %worker, error = %err, "cannot ask the worker for its stacks");
                     }
                 }
@@ -300,11 +301,7 @@ impl Shell {
                 continue; // booting or stopping: a new worker gets the new file anyway
             };
             let sent = match self.logging.worker_log_file() {
-                Ok(Some(file)) => send_control(
-                    control,
-                    crate::protocol::frame::Kind::ReopenLog,
-                    Some(&file),
-                ),
+                Ok(Some(file)) => control::send(control, Kind::ReopenLog, Some(&file)),
                 Ok(None) => return, // stderr: nothing moved
                 Err(err) => Err(err),
             };
@@ -396,74 +393,4 @@ impl Shell {
             let _ = events.send(event);
         });
     }
-}
-
-/// The events for a worker that never started: an app that cannot load
-/// is a boot failure the arbiter knows (stop, or call a reload off), an
-/// interpreter that cannot run stops the master, and a fork that failed
-/// is a worker that died while booting (it is backed off and replaced).
-fn launch_failed(worker: WorkerId, err: LaunchError) -> Vec<Event> {
-    // The worker never ran: exit code 3 as for a worker that could not boot.
-    let never_ran = Event::Exited {
-        worker,
-        status: ExitStatus::Code(crate::exit::ExitCode::WorkerBoot as i32),
-    };
-    match err {
-        LaunchError::AppLoad(text) => vec![
-            Event::BootFailed {
-                worker,
-                app_load: true,
-                message: format!("app failed to load: {text}"),
-            },
-            never_ran,
-        ],
-        LaunchError::Exec(error) => vec![Event::SpawnFailed { worker, error }],
-        LaunchError::Failed(why) => {
-            error!(worker = %worker, "{why}");
-            vec![never_ran]
-        }
-    }
-}
-
-fn start_launcher(
-    spawn: &SpawnSpec,
-    boot_timeout: Duration,
-    logging: &Logging,
-    reaper: &Reaper,
-) -> Launcher {
-    let log_file = logging.worker_log_file().unwrap_or_else(|err| {
-        error!(error = %err, "cannot open the error log for the fork server; it writes to the master's stderr");
-        None
-    });
-    Launcher::start(
-        LaunchSpec {
-            spawn: spawn.clone(),
-            boot_timeout,
-            log_file,
-        },
-        reaper.clone(),
-    )
-}
-
-/// One control frame, with `file`'s descriptor when given (SCM_RIGHTS). The
-/// control socket carries little from the master, so its buffer has room.
-fn send_control(
-    control: &UnixStream,
-    kind: crate::protocol::frame::Kind,
-    file: Option<&std::fs::File>,
-) -> std::io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let mut frame = bytes::BytesMut::new();
-    crate::protocol::frame::put_header(&mut frame, kind, 0, 0);
-    let fds = file.map(|f| [f.as_raw_fd()]);
-    let rights = fds.as_ref().map(|fds| ControlMessage::ScmRights(fds));
-    sendmsg::<()>(
-        control.as_raw_fd(),
-        &[std::io::IoSlice::new(&frame)],
-        rights.as_slice(),
-        MsgFlags::MSG_DONTWAIT,
-        None,
-    )?;
-    Ok(())
 }

@@ -23,7 +23,6 @@ use super::action::{Action, WorkerSignal};
 use super::event::{Event, Sig, WorkerSample};
 use super::policy::backoff::Steps;
 use super::policy::memory::MemoryWatch;
-use crate::dispatch::PoolNews;
 use crate::exit::ExitCode;
 use crate::metrics::WorkerView;
 use crate::worker::state::{RestartReason, RetireReason, Transition, WorkerState};
@@ -216,58 +215,6 @@ impl Arbiter {
             Event::Tick => self.on_tick(now, &mut actions),
         }
         actions
-    }
-
-    /// A request on `worker` ran past `--timeout`: the client has its 504.
-    /// A sync worker dumps its stack and dies at once (SIGABRT). A worker
-    /// with more lanes takes no new requests and dumps its stacks, its other
-    /// lanes finish their requests, and it is aborted once they are done:
-    /// one slow request fails alone. Its replacement starts now either way.
-    fn on_timeout(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
-        self.retire(worker, RetireReason::Timeout, now, actions);
-        if self.config.lanes > 1 {
-            if let Some(entry) = self.workers.get_mut(&worker) {
-                entry.abort_when_drained = true;
-            }
-            actions.push(Action::DumpStacks { worker });
-        } else {
-            actions.push(Action::Signal {
-                worker,
-                signal: WorkerSignal::Abort,
-            });
-        }
-        self.fill(now, actions);
-    }
-
-    /// What the dispatcher saw: a drained worker, a request limit reached,
-    /// an RSS reading after a request.
-    fn on_pool(&mut self, news: PoolNews, now: Instant, actions: &mut Vec<Action>) {
-        let (PoolNews::Drained { worker, served }
-        | PoolNews::RequestLimit { worker, served }
-        | PoolNews::Rss { worker, served, .. }) = news;
-        if let Some(entry) = self.workers.get_mut(&worker) {
-            entry.served = entry.served.max(served);
-        }
-        match news {
-            PoolNews::Drained { .. } => {
-                let abort = self
-                    .workers
-                    .get(&worker)
-                    .is_some_and(|e| e.abort_when_drained);
-                // Only its timed-out request is left running: it goes now.
-                actions.push(match abort {
-                    true => Action::Signal {
-                        worker,
-                        signal: WorkerSignal::Abort,
-                    },
-                    false => Action::Stop { worker },
-                });
-            }
-            PoolNews::RequestLimit { .. } => {
-                self.plan_retirement(worker, RetireReason::MaxRequests, now, actions)
-            }
-            PoolNews::Rss { bytes, .. } => self.on_memory(&[(worker, bytes)], false, now, actions),
-        }
     }
 
     fn on_signal(&mut self, sig: Sig, now: Instant, actions: &mut Vec<Action>) {

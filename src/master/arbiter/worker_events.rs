@@ -1,17 +1,19 @@
 //! One worker's news: ready (admit it, and retire the worker it replaces),
 //! boot failed (the app cannot load: stop the master), exited (log how,
-//! back off a boot crash loop, replace a crash).
+//! back off a boot crash loop, replace a crash), a request timed out, and
+//! what the dispatcher saw of it (drained, at its limit, its RSS).
 
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
 use super::{Arbiter, Phase};
+use crate::dispatch::PoolNews;
 use crate::exit::ExitCode;
 use crate::master::action::{Action, WorkerSignal};
 use crate::master::event::ExitStatus;
 use crate::master::policy::backoff;
-use crate::worker::state::{RestartReason, Transition, WorkerState};
+use crate::worker::state::{RestartReason, RetireReason, Transition, WorkerState};
 use crate::worker::WorkerId;
 
 /// A worker that crashes younger than this (or before it served a request)
@@ -150,6 +152,58 @@ impl Arbiter {
             self.advance_due(now, actions);
         } else {
             self.exit_when_empty(actions);
+        }
+    }
+
+    /// A request on `worker` ran past `--timeout`: the client has its 504.
+    /// A sync worker dumps its stack and dies at once (SIGABRT). A worker
+    /// with more lanes takes no new requests and dumps its stacks, its other
+    /// lanes finish their requests, and it is aborted once they are done:
+    /// one slow request fails alone. Its replacement starts now either way.
+    pub(super) fn on_timeout(&mut self, worker: WorkerId, now: Instant, actions: &mut Vec<Action>) {
+        self.retire(worker, RetireReason::Timeout, now, actions);
+        if self.config.lanes > 1 {
+            if let Some(entry) = self.workers.get_mut(&worker) {
+                entry.abort_when_drained = true;
+            }
+            actions.push(Action::DumpStacks { worker });
+        } else {
+            actions.push(Action::Signal {
+                worker,
+                signal: WorkerSignal::Abort,
+            });
+        }
+        self.fill(now, actions);
+    }
+
+    /// What the dispatcher saw: a drained worker, a request limit reached,
+    /// an RSS reading after a request.
+    pub(super) fn on_pool(&mut self, news: PoolNews, now: Instant, actions: &mut Vec<Action>) {
+        let (PoolNews::Drained { worker, served }
+        | PoolNews::RequestLimit { worker, served }
+        | PoolNews::Rss { worker, served, .. }) = news;
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.served = entry.served.max(served);
+        }
+        match news {
+            PoolNews::Drained { .. } => {
+                let abort = self
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|e| e.abort_when_drained);
+                // Only its timed-out request is left running: it goes now.
+                actions.push(match abort {
+                    true => Action::Signal {
+                        worker,
+                        signal: WorkerSignal::Abort,
+                    },
+                    false => Action::Stop { worker },
+                });
+            }
+            PoolNews::RequestLimit { .. } => {
+                self.plan_retirement(worker, RetireReason::MaxRequests, now, actions)
+            }
+            PoolNews::Rss { bytes, .. } => self.on_memory(&[(worker, bytes)], false, now, actions),
         }
     }
 }
