@@ -47,9 +47,9 @@ from harness.masterlog import LogEvent, LogTail
 from harness.measure import (ProcessCpu, children_of, is_alive, process_comm, process_stats, process_tree,
                              read_process_cpu, runtime_delta_ns, ticks_ms)
 from harness.paced import percentile
-from harness.process import (command_output, free_port, log_excerpt, start_server, stop_on_term, stop_server,
+from harness.process import (free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server,
                              wait_ready)
-from harness.report import machine_facts, source_revision
+from harness.report import load_average, machine_facts, source_revision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fresh", "forked", "preload", "gunicorn", "gunicorn-preload")
@@ -565,18 +565,17 @@ def main(argv: Sequence[str]) -> int:
     (o.out / "logs").mkdir(parents=True, exist_ok=True)
     machine = machine_facts(o.venv, o.ferrocorn)
     machine["ferrocorn source"] = source_revision(REPO_ROOT, o.ferrocorn)
-    help_text = command_output([str(o.venv / "bin" / "gunicorn"), "--help"], first_line=False)
-    gunicorn_flags = ("--no-control-socket",) if "--no-control-socket" in help_text else ()
+    gunicorn_extra = gunicorn_flags(o.venv)
     results: list[ModeResult] = []
     print(f"results -> {o.out}", flush=True)
     try:
         for i, mode in enumerate(o.modes, 1):
             print(f"[{i}/{len(o.modes)}] {mode}", flush=True)
-            results.append(run_mode(o, mode, gunicorn_flags))
+            results.append(run_mode(o, mode, gunicorn_extra))
             print("    " + progress_line(results[-1]), flush=True)
     finally:
         write_csv(results, o.out / "boot.csv")
-        machine["load average (1, 5, 15 min) at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        machine["load average (1, 5, 15 min) at end"] = load_average()
         summary = summary_markdown(o, [sys.executable, *argv], machine, results)
         (o.out / "boot.md").write_text(summary)
     print()

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from harness.measure import MemorySampler, cpu_snapshot, cpu_usage, sample_memory
 from harness.options import APPS, URL_PATH, Config, check_setup, parse_args
-from harness.process import (command_output, free_port, log_excerpt, start_server, stop_on_term, stop_server,
+from harness.process import (free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server,
                              wait_ready)
 from harness.report import RunResult, machine_info, progress_line, summary_markdown, write_csv
 from harness.wrk import parse_wrk, run_wrk, wrk_command
@@ -63,12 +63,6 @@ def server_command(config: Config, server: str, app: str, port: int, gunicorn_fl
     else:
         raise ValueError(f"unknown server {server!r}")
     return ServerCommand(server=server, app=app, port=port, argv=tuple(argv), cwd=config.apps_dir)
-
-
-def gunicorn_flags(config: Config) -> tuple[str, ...]:
-    """Recent gunicorn opens a control socket at a fixed path in ~/.gunicorn; keep ours off it."""
-    help_text = command_output([str(config.venv_bin("gunicorn")), "--help"], first_line=False)
-    return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
 
 
 def load(config: Config, port: int, seconds: int) -> list[str]:
@@ -125,7 +119,7 @@ def main(argv: Sequence[str]) -> int:
     for sub in ("logs", "wrk"):
         (config.out / sub).mkdir(parents=True, exist_ok=True)
     machine = machine_info(config)
-    flags = gunicorn_flags(config)
+    flags = gunicorn_flags(config.venv)
     command_line = [sys.executable, *argv]
     results: list[RunResult] = []
     total = config.rounds * len(config.apps) * len(config.servers)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shlex
 import sys
 import time
@@ -34,9 +33,9 @@ from typing import Callable, Optional, Sequence
 
 from harness.measure import CpuUsage, MemorySample, MemorySampler, cpu_snapshot, cpu_usage, sample_memory
 from harness.paced import LoadResult, PacedLoad, percentile
-from harness.process import (command_output, free_port, log_excerpt, start_server, stop_on_term, stop_server,
+from harness.process import (free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server,
                              wait_ready)
-from harness.report import machine_facts, mib
+from harness.report import load_average, machine_facts, mib
 from harness.restarts import gunicorn_restarts, scrape_restarts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +241,7 @@ def measure(o: Options, pid: int, row: Row, count_restarts: Callable[[], Counter
         result.peak_pss_kib = max(usage.peak_pss_kib, *(p for p in pss if p is not None))
     result.restarts = count_restarts()
     result.load = load.snapshot()
-    result.loadavg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    result.loadavg = load_average()
 
 
 def latency_ms(load: LoadResult) -> tuple[Optional[float], Optional[float], Optional[float]]:
@@ -388,19 +387,18 @@ def main(argv: Sequence[str]) -> int:
     stop_on_term()  # so run_row's `finally` stops the running server
     (o.out / "logs").mkdir(parents=True, exist_ok=True)
     machine = machine_facts(o.venv, o.ferrocorn)
-    help_text = command_output([str(o.venv / "bin" / "gunicorn"), "--help"], first_line=False)
-    gunicorn_flags = ("--no-control-socket",) if "--no-control-socket" in help_text else ()
+    gunicorn_extra = gunicorn_flags(o.venv)
     results: list[RowResult] = []
     print(f"results -> {o.out}", flush=True)
     try:
         for i, name in enumerate(o.rows, 1):
-            row = make_row(o, name, gunicorn_flags)
+            row = make_row(o, name, gunicorn_extra)
             print(f"[{i}/{len(o.rows)}] {name}: {shlex.join(row.argv)}", flush=True)
             results.append(run_row(o, row))
             print("    " + progress_line(results[-1]), flush=True)
     finally:
         write_csvs(o, results)
-        machine["load average (1, 5, 15 min) at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        machine["load average (1, 5, 15 min) at end"] = load_average()
         summary = summary_markdown(o, [sys.executable, *argv], machine, results)
         (o.out / "summary.md").write_text(summary)
     print()

@@ -40,9 +40,9 @@ from typing import Optional, Sequence
 from harness.masterlog import LogTail
 from harness.measure import (ProcessMemory, process_comm, process_stats, process_tree, read_process_cpu,
                              read_process_memory)
-from harness.process import (command_output, free_port, log_excerpt, start_server, stop_on_term, stop_server,
+from harness.process import (free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server,
                              wait_ready)
-from harness.report import machine_facts, source_revision
+from harness.report import load_average, machine_facts, source_revision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("ferrocorn-preload", "ferrocorn", "gunicorn-preload", "gunicorn")
@@ -495,8 +495,7 @@ def main(argv: Sequence[str]) -> int:
     (o.out / "logs").mkdir(parents=True, exist_ok=True)
     machine = machine_facts(o.venv, o.ferrocorn)
     machine["ferrocorn source"] = source_revision(REPO_ROOT, o.ferrocorn)
-    help_text = command_output([str(o.venv / "bin" / "gunicorn"), "--help"], first_line=False)
-    gunicorn_flags = ("--no-control-socket",) if "--no-control-socket" in help_text else ()
+    gunicorn_extra = gunicorn_flags(o.venv)
     results: list[RowResult] = []
     total_rows = len(o.workers) * len(o.servers)
     print(f"results -> {o.out}", flush=True)
@@ -504,11 +503,11 @@ def main(argv: Sequence[str]) -> int:
         for w in o.workers:
             for server in o.servers:
                 print(f"[{len(results) + 1}/{total_rows}] {server} -w {w}", flush=True)
-                results.append(run_row(o, server, w, gunicorn_flags))
+                results.append(run_row(o, server, w, gunicorn_extra))
                 print("    " + progress_line(results[-1]), flush=True)
     finally:
         write_csvs(results, o.out)
-        machine["load average (1, 5, 15 min) at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        machine["load average (1, 5, 15 min) at end"] = load_average()
         summary = summary_markdown(o, [sys.executable, *argv], machine, results)
         (o.out / "memory.md").write_text(summary)
     print()

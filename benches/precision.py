@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
-from harness.process import free_port, log_excerpt, start_server, stop_on_term, stop_server, wait_ready
+from harness.process import free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server, wait_ready
 from harness.report import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def argv_for(server: str, port: int, args: argparse.Namespace) -> list[str]:
     if server.startswith("ferrocorn"):
         return [str(args.ferrocorn), "-w", "2", "-b", f"127.0.0.1:{port}", "--python",
                 str(venv / "bin" / "python"), "--chdir", "examples", *limits, *preload, "flask_app:app"]
-    return [str(venv / "bin" / "gunicorn"), "-w", "2", "-k", "sync", "--chdir", "examples", "-b",
+    return [str(venv / "bin" / "gunicorn"), "-w", "2", "-k", "sync", *gunicorn_flags(venv), "--chdir", "examples", "-b",
             f"127.0.0.1:{port}", *limits, *preload, "flask_app:app"]
 
 

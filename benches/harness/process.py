@@ -115,6 +115,12 @@ def command_output(argv: Sequence[str], first_line: bool = True, timeout: float 
     return text.splitlines()[0] if first_line else text
 
 
+def gunicorn_flags(venv: Path) -> tuple[str, ...]:
+    """Recent gunicorn opens a control socket at a fixed path in ~/.gunicorn; keep ours off it."""
+    help_text = command_output([str(venv / "bin" / "gunicorn"), "--help"], first_line=False)
+    return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
+
+
 def stop_on_term() -> None:
     """Make TERM raise SystemExit, so a `finally` that stops the running server runs."""
 

@@ -138,6 +138,11 @@ def machine_info(config: Config) -> dict[str, str]:
     return facts
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as the reports print them."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine_facts(venv: Path, ferrocorn: Path) -> dict[str, str]:
     """The machine, its load right now, and the versions of ferrocorn, gunicorn, Flask and Python."""
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
@@ -147,7 +152,7 @@ def machine_facts(venv: Path, ferrocorn: Path) -> dict[str, str]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(len(os.sched_getaffinity(0))),
         "cpu": model.group(1).strip() if model else "unknown",
-        "load average (1, 5, 15 min) at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load average (1, 5, 15 min) at start": load_average(),
         "kernel": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
         "python (servers)": command_output([py, "-c", "import sys; print(sys.version.split()[0])"]),
         "ferrocorn": command_output([str(ferrocorn), "--version"]),
