@@ -65,7 +65,9 @@ pub struct PreparedBody {
     pub rest: Option<Incoming>,
     /// The share of `--max-buffered-bodies` the buffered bytes hold, given
     /// back once the worker has answered (until then a resend may need them).
-    pub held: BodyClaim,
+    /// None for a request without a body: most requests, which then cost
+    /// the bound nothing.
+    pub held: Option<BodyClaim>,
 }
 
 /// Sends the request to a worker and returns its response.

@@ -209,15 +209,15 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
 /// closes such a connection after `--timeout`; the 408 says why).
 async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBody, RequestError> {
     let limits = &ctx.limits;
-    let mut held = ctx.bodies.claim();
     if body.is_end_stream() {
         return Ok(PreparedBody {
             plan: BodyPlan::Empty,
             buffered: Bytes::new(),
             rest: None,
-            held,
+            held: None,
         });
     }
+    let mut held = ctx.bodies.claim();
     let declared = body.size_hint().exact();
     if declared.is_some_and(|len| len > limits.body) {
         return Err(RequestError::BodyTooLarge);
@@ -248,7 +248,7 @@ async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBo
                     plan: BodyPlan::Buffered(buffered.len() as u64),
                     buffered: buffered.freeze(),
                     rest: None,
-                    held,
+                    held: Some(held),
                 })
             }
         }
@@ -257,7 +257,7 @@ async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBo
         plan: BodyPlan::Streamed(declared),
         buffered: buffered.freeze(),
         rest: Some(body),
-        held,
+        held: Some(held),
     })
 }
 

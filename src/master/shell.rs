@@ -139,7 +139,7 @@ impl Shell {
 
     /// Carries out one action. `Exit` is the loop's business and ignored here.
     pub fn apply(&mut self, action: &Action) {
-        self.collect_control_sockets();
+        self.collect_reports();
         match *action {
             Action::Spawn { worker } => self.spawn(worker),
             Action::Admit {
@@ -211,7 +211,7 @@ impl Shell {
                 self.http.stop(graceful);
             }
             Action::DumpStacks { worker } => {
-                self.collect_control_sockets();
+                self.collect_reports();
                 if let Some(control) = self.workers.get(&worker).and_then(|h| h.control.as_ref()) {
                     if let Err(err) = control::send(control, Kind::DumpStacks, None) {
                         error!(worker = %worker, error = %err, "cannot ask the worker for its stacks");
@@ -290,7 +290,7 @@ impl Shell {
     /// Hands every running worker the reopened error log: a REOPEN_LOG
     /// frame on its control socket with the file's descriptor attached.
     fn reopen_worker_logs(&mut self) {
-        self.collect_control_sockets();
+        self.collect_reports();
         let file = self.logging.worker_log_file().ok().flatten();
         let old = self.before_reload.as_ref().map(|(_, _, launcher)| launcher);
         for launcher in std::iter::once(&self.launcher).chain(old) {
@@ -313,7 +313,7 @@ impl Shell {
 
     /// Takes what the launch and boot tasks report: pids (delivering a
     /// signal the arbiter sent before the pid was known) and control sockets.
-    fn collect_control_sockets(&mut self) {
+    fn collect_reports(&mut self) {
         while let Ok((worker, pid)) = self.launched.try_recv() {
             if let Some(handle) = self.workers.get_mut(&worker) {
                 handle.pid = Some(pid);
