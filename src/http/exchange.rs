@@ -7,6 +7,7 @@
 //! business. A worker that breaks the protocol or times out is reported to
 //! the arbiter, which replaces it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::body::{BodyError, ResponseBody};
+use super::framing::Verdicts;
 use super::pump::{cut_off, pump, put_body, Pumped};
 use super::service::{BodyClaim, SERVER_NAME};
 use super::status::RequestError;
@@ -63,6 +65,9 @@ pub struct PreparedBody {
     pub buffered: Bytes,
     /// The rest, still arriving from the client.
     pub rest: Option<Incoming>,
+    /// Where the scanner says whether the streamed rest broke chunked
+    /// framing (`Verdicts::body_refused`), and the request's index there.
+    pub framing: Option<(Arc<Verdicts>, u64)>,
     /// The share of `--max-buffered-bodies` the buffered bytes hold, given
     /// back once the worker has answered (until then a resend may need them).
     /// None for a request without a body: most requests, which then cost
@@ -74,11 +79,12 @@ pub struct PreparedBody {
 pub async fn forward(
     ctx: &ExchangeCtx,
     head: &http::request::Parts,
+    raw_target: Option<&[u8]>,
     conn: &ConnInfo,
     body: PreparedBody,
 ) -> Result<Response<ResponseBody>, RequestError> {
     let mut request = BytesMut::with_capacity(512 + body.buffered.len());
-    encode_request(&mut request, head, conn, body.plan)
+    encode_request(&mut request, head, raw_target, conn, body.plan)
         .map_err(|_| RequestError::BadRequest("the request path decodes to a NUL byte"))?;
     match body.plan {
         BodyPlan::Empty => {}
@@ -114,6 +120,7 @@ pub async fn forward(
                         idle: ctx.body_timeout,
                         odd: parity(lease.request()),
                         cut: cut_tx,
+                        framing: body.framing.clone(),
                     };
                     lease
                         .lane()

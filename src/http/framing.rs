@@ -2,32 +2,16 @@
 //! a 400. From hyper's parsed head, [`refusal`] checks what hyper keeps:
 //! one `Host` and one `Content-Type`, `chunked` as the only transfer coding
 //! (hyper only wants it last), gunicorn's method and request-target rules;
-//! [`trailer_refusal`] judges a buffered body's trailers. What hyper's parse hides needs the bytes: it accepts both
-//! `Content-Length` and `Transfer-Encoding` (it drops the length and reads
-//! chunked, as RFC 9112 §6.3 allows) without exposing the dropped header,
-//! and it accepts bare-LF line endings. So this wrapper watches the bytes
-//! hyper reads: it finds each request head where hyper does (at the first
-//! empty line, CRLF or bare LF), notes whether it carries both headers or a
-//! bare LF, and skips its body by the same framing rules so the next head
-//! is found too. The service takes one verdict per request, in order; the
-//! scanner sees every byte before hyper does, so a head's verdict is always
-//! queued before hyper hands its request over.
-//!
-//! The scanner never rejects anything itself; if it loses track (a head it
-//! cannot frame), it stops judging and hyper's own checks stand.
+//! [`trailer_refusal`] judges a buffered body's trailers. What hyper's parse
+//! hides needs the bytes: `scanner.rs` watches them and leaves one
+//! [`HeadNote`] per request head in the connection's [`Verdicts`], which the
+//! service takes in order.
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 
 use http::header::{CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::Method;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// Longest head the scanner follows; hyper refuses longer ones anyway.
-const MAX_HEAD: usize = 1024 * 1024;
 
 /// What the scanner saw in one request head's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,23 +25,89 @@ pub enum Verdict {
     BareLf,
 }
 
-/// Per-connection verdicts, one per request head, oldest first.
+/// The 400's reason for a chunk-size line the scanner refused.
+pub const BAD_CHUNK_SIZE: &str = "a chunk-size line with more than hex digits before its extension";
+
+/// What the scanner noted about one request head.
 #[derive(Debug, Default)]
-pub struct Verdicts(Mutex<VecDeque<Verdict>>);
+pub struct HeadNote {
+    /// What the head's bytes showed.
+    pub verdict: Verdict,
+    /// The request target as the client sent it, when hyper's parsed URI
+    /// lost part of it: a `#fragment` (hyper drops it) or bytes the scanner
+    /// percent-encoded so that hyper would take the target. None for almost
+    /// every request. RAW_URI and QUERY_STRING come from it when set.
+    pub raw_target: Option<Box<[u8]>>,
+    /// The request's place on its connection (0 for the first), to ask
+    /// [`Verdicts::body_refused`] about its body.
+    pub index: u64,
+}
+
+/// Per-connection notes, one per request head, oldest first, and what the
+/// scanner found in the bodies.
+#[derive(Debug, Default)]
+pub struct Verdicts(Mutex<Notes>);
+
+#[derive(Debug, Default)]
+struct Notes {
+    heads: VecDeque<HeadNote>,
+    taken: u64,
+    pushed: u64,
+    /// The request whose chunked body had a chunk-size line gunicorn
+    /// refuses and hyper's decoder takes (`0 `); the scanner stops there,
+    /// so there is at most one.
+    body_refused: Option<u64>,
+}
 
 impl Verdicts {
-    /// The verdict on the next request's head.
-    pub fn next(&self) -> Verdict {
-        self.0
-            .lock()
-            .map(|mut q| q.pop_front().unwrap_or_default())
-            .unwrap_or_default()
+    /// The note on the next request's head (a clear one if the scanner
+    /// lost track of the connection).
+    pub fn next(&self) -> HeadNote {
+        let Ok(mut notes) = self.0.lock() else {
+            return HeadNote::default();
+        };
+        let index = notes.taken;
+        notes.taken += 1;
+        let mut note = notes.heads.pop_front().unwrap_or_default();
+        note.index = index;
+        note
     }
 
-    fn push(&self, verdict: Verdict) {
-        if let Ok(mut q) = self.0.lock() {
-            q.push_back(verdict);
+    /// Whether request `index`'s body broke a chunked-framing rule that
+    /// hyper's decoder does not check. Asked once the body has been read:
+    /// the scanner sees every byte before hyper decodes it.
+    pub fn body_refused(&self, index: u64) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|notes| notes.body_refused == Some(index))
+    }
+
+    pub(super) fn push(&self, verdict: Verdict, raw_target: Option<Box<[u8]>>) {
+        if let Ok(mut notes) = self.0.lock() {
+            let index = notes.pushed;
+            notes.pushed += 1;
+            notes.heads.push_back(HeadNote {
+                verdict,
+                raw_target,
+                index,
+            });
         }
+    }
+
+    /// The body of the head pushed last is refused.
+    pub(super) fn refuse_last_body(&self) {
+        if let Ok(mut notes) = self.0.lock() {
+            notes.body_refused = notes.pushed.checked_sub(1);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn pending(&self) -> Vec<(Verdict, Option<Vec<u8>>)> {
+        let notes = self.0.lock().unwrap();
+        let heads = notes.heads.iter();
+        heads
+            .map(|n| (n.verdict, n.raw_target.as_deref().map(<[u8]>::to_vec)))
+            .collect()
     }
 }
 
@@ -133,179 +183,8 @@ pub fn trailer_refusal(trailers: &http::HeaderMap) -> Option<&'static str> {
         .then_some("a trailer field that is not allowed in trailers")
 }
 
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Head,
-    /// Body bytes to pass over (a length body, chunk data and its CRLF).
-    Skip {
-        left: u64,
-        then: Resume,
-    },
-    ChunkSize,
-    Trailers,
-    Lost,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Resume {
-    Head,
-    ChunkSize,
-}
-
-/// Follows request framing over the bytes of one connection.
-#[derive(Debug)]
-pub struct Scanner {
-    state: State,
-    line: Vec<u8>,
-    verdicts: Arc<Verdicts>,
-}
-
-impl Scanner {
-    /// A scanner at the start of a connection.
-    pub fn new(verdicts: Arc<Verdicts>) -> Scanner {
-        Scanner {
-            state: State::Head,
-            line: Vec::new(),
-            verdicts,
-        }
-    }
-
-    /// Feeds bytes as they are read.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            match &mut self.state {
-                State::Lost => return,
-                State::Head => {
-                    if self.line.is_empty() {
-                        // Empty lines before a request line are allowed.
-                        let skip = bytes
-                            .iter()
-                            .take_while(|&&b| b == b'\r' || b == b'\n')
-                            .count();
-                        bytes = &bytes[skip..];
-                        if bytes.is_empty() {
-                            return;
-                        }
-                    }
-                    let searched_from = self.line.len();
-                    self.line.extend_from_slice(bytes);
-                    match head_end(&self.line, searched_from) {
-                        Some(end) => {
-                            let rest = self.line.len() - end;
-                            self.on_head(end);
-                            let consumed = bytes.len() - rest;
-                            bytes = &bytes[consumed..];
-                        }
-                        None => {
-                            if self.line.len() > MAX_HEAD {
-                                self.state = State::Lost;
-                            }
-                            return;
-                        }
-                    }
-                }
-                State::Skip { left, then } => {
-                    let n = (*left).min(bytes.len() as u64);
-                    *left -= n;
-                    bytes = &bytes[n as usize..];
-                    if *left == 0 {
-                        self.state = match then {
-                            Resume::Head => State::Head,
-                            Resume::ChunkSize => State::ChunkSize,
-                        };
-                    }
-                }
-                State::ChunkSize | State::Trailers => {
-                    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
-                        self.line.extend_from_slice(bytes);
-                        if self.line.len() > MAX_HEAD {
-                            self.state = State::Lost;
-                        }
-                        return;
-                    };
-                    self.line.extend_from_slice(&bytes[..nl]);
-                    bytes = &bytes[nl + 1..];
-                    let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
-                    self.state = match self.state {
-                        State::Trailers if line.is_empty() => State::Head,
-                        State::Trailers => State::Trailers,
-                        _ => match parse_chunk_size(line) {
-                            Some(0) => State::Trailers,
-                            // The data, then its CRLF.
-                            Some(size) => State::Skip {
-                                left: size.saturating_add(2),
-                                then: Resume::ChunkSize,
-                            },
-                            None => State::Lost,
-                        },
-                    };
-                }
-            }
-        }
-    }
-
-    /// A complete head is in `line[..end]`.
-    fn on_head(&mut self, end: usize) {
-        let head = &self.line[..end];
-        let bare_lf = head
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
-        let mut length = None;
-        let mut chunked = None;
-        let mut bad_length = false;
-        for line in self.line[..end].split(|&b| b == b'\n').skip(1) {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
-            };
-            let name = &line[..colon];
-            let value = trim(&line[colon + 1..]);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                match std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    Some(n) => length = Some(n),
-                    None => bad_length = true,
-                }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                let last = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .map(trim)
-                    .unwrap_or_default();
-                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-            }
-        }
-        let has_length = length.is_some() || bad_length;
-        self.verdicts.push(if bare_lf {
-            Verdict::BareLf
-        } else if has_length && chunked.is_some() {
-            Verdict::BothLengths
-        } else {
-            Verdict::Clear
-        });
-        self.state = match (chunked, length, bad_length) {
-            (Some(true), _, _) => State::ChunkSize,
-            (Some(false), _, _) | (None, _, true) => State::Lost, // hyper refuses these
-            (None, Some(n), false) if n > 0 => State::Skip {
-                left: n,
-                then: Resume::Head,
-            },
-            _ => State::Head,
-        };
-        // The bytes after the head are still in the caller's slice.
-        self.line.clear();
-    }
-}
-
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.split(|&b| b == b';').next().map(trim)?;
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
+/// `bytes` without leading and trailing ASCII whitespace.
+pub(super) fn trim(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -317,169 +196,13 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-/// Where the head in `buf` ends (just past its empty line), looking at the
-/// line ends from `from` on. As in httparse, which hyper uses, a line ends
-/// in LF with or without a CR before it, so the scanner splits heads exactly
-/// where hyper does; `buf` starts at the request line.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    (from..buf.len())
-        .filter(|&i| buf[i] == b'\n')
-        .find(|&i| buf[..i].ends_with(b"\n") || buf[..i].ends_with(b"\n\r"))
-        .map(|i| i + 1)
-}
-
-/// A connection whose incoming bytes pass through a [`Scanner`].
-#[derive(Debug)]
-pub struct Guarded<IO> {
-    io: IO,
-    scanner: Scanner,
-}
-
-impl<IO> Guarded<IO> {
-    /// Wraps `io`; verdicts go to `verdicts`.
-    pub fn new(io: IO, verdicts: Arc<Verdicts>) -> Guarded<IO> {
-        Guarded {
-            io,
-            scanner: Scanner::new(verdicts),
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll {
-            this.scanner.feed(&buf.filled()[before..]);
-        }
-        poll
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use Verdict::{BareLf, BothLengths, Clear};
 
-    fn verdicts_for(pieces: &[&[u8]]) -> Vec<Verdict> {
-        let verdicts = Arc::new(Verdicts::default());
-        let mut scanner = Scanner::new(verdicts.clone());
-        for piece in pieces {
-            scanner.feed(piece);
-        }
-        let q = verdicts.0.lock().unwrap();
-        q.iter().copied().collect()
-    }
-
-    const BOTH: &[u8] = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    const LENGTH: &[u8] =
-        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\nGET / HTTP/1.1\r\n\r\nxx";
-    const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n";
     const GET: &[u8] = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
-
-    #[test]
-    fn flags_both_headers_and_follows_every_framing() {
-        let mut stream = Vec::new();
-        for part in [GET, BOTH, LENGTH, CHUNKED, GET] {
-            stream.extend_from_slice(part);
-        }
-        let whole = verdicts_for(&[&stream]);
-        assert_eq!(whole, vec![Clear, BothLengths, Clear, Clear, Clear]);
-        // The same bytes one at a time: boundaries never matter.
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(verdicts_for(&bytes), whole);
-    }
-
-    #[test]
-    fn a_body_that_looks_like_a_head_is_skipped() {
-        // LENGTH's 20-byte body contains a request line and headers.
-        assert_eq!(verdicts_for(&[LENGTH, GET]), vec![Clear, Clear]);
-    }
-
-    #[test]
-    fn header_names_are_case_insensitive_and_either_order() {
-        let req =
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n";
-        assert_eq!(verdicts_for(&[req]), vec![BothLengths]);
-    }
-
-    #[test]
-    fn a_huge_chunk_size_does_not_overflow() {
-        let req: &[u8] =
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
-        assert_eq!(verdicts_for(&[req]), vec![Clear]);
-    }
-
-    #[test]
-    fn gives_up_quietly_on_what_hyper_refuses() {
-        let req: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
-        assert_eq!(verdicts_for(&[req, GET]), vec![Clear]);
-    }
-
-    // Issue 10, item 10: hyper ends a head at a bare-LF empty line too; the
-    // scanner used to wait for CRLF CRLF and judged nothing meanwhile.
-    #[test]
-    fn bare_lf_heads_end_where_hyper_ends_them_and_are_flagged() {
-        let bare: &[u8] =
-            b"POST / HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n";
-        assert_eq!(verdicts_for(&[bare]), vec![BareLf]);
-        let mixed: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\n";
-        let lf_cr_lf: &[u8] = b"GET / HTTP/1.1\nHost: x\n\r\n";
-        assert_eq!(verdicts_for(&[mixed, lf_cr_lf]), vec![BareLf, BareLf]);
-        // Its chunked body is followed, so the next head is judged too.
-        let mut stream = bare.to_vec();
-        stream.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
-        stream.extend_from_slice(GET);
-        let whole = verdicts_for(&[&stream]);
-        assert_eq!(whole, vec![BareLf, Clear]);
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(verdicts_for(&bytes), whole);
-    }
-
-    #[test]
-    fn a_head_ends_at_its_first_empty_line_however_it_is_fed() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest", 0), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
-        // A line end split across reads: only the new bytes are searched.
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n", 17), Some(18));
-    }
 
     /// A parsed head, as hyper would hand it over (CRLF heads only).
     fn head(request: &[u8]) -> http::request::Parts {

@@ -7,6 +7,7 @@ pub mod exchange;
 pub mod framing;
 pub mod listener;
 mod pump;
+mod scanner;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -3,6 +3,7 @@
 //! `--body-timeout`, and says why when it has to cut the body off. The
 //! exchange (`exchange.rs`) starts it and stops it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -10,8 +11,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use super::framing::{Verdicts, BAD_CHUNK_SIZE};
 use super::status::RequestError;
-use crate::protocol::frame::{self, flags, Kind, MAX_PAYLOAD};
+use crate::protocol::frame::{self, flags, Kind, MAX_BODY_PAYLOAD};
 use crate::protocol::lane::{LaneError, LaneWriter, StopPump};
 
 /// The next frame of a request body, or `None` if `idle` (zero: no limit)
@@ -49,6 +51,8 @@ pub(super) struct Pumped {
     pub(super) odd: u8,
     /// Where to say why the body was cut off.
     pub(super) cut: oneshot::Sender<RequestError>,
+    /// The scanner's word on the body's chunked framing, read at its end.
+    pub(super) framing: Option<(Arc<Verdicts>, u64)>,
 }
 
 /// Streams the rest of a large request body to the worker until the body
@@ -67,6 +71,7 @@ pub(super) async fn pump(
         idle,
         odd,
         cut,
+        framing,
     } = pumped;
     let mut cut = Some(cut);
     let mut cut_off = |why: RequestError| {
@@ -109,6 +114,14 @@ pub(super) async fn pump(
                     false
                 }
             }
+            None if framing
+                .as_ref()
+                .is_some_and(|(v, index)| v.body_refused(*index)) =>
+            {
+                frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+                cut_off(RequestError::BadRequest(BAD_CHUNK_SIZE));
+                true
+            }
             None => {
                 put_body(&mut writer.buf, b"", true);
                 true
@@ -128,7 +141,7 @@ pub(super) async fn pump(
 /// Appends `data` as BODY frames (split to the frame limit), the last with
 /// END if `end`.
 pub(super) fn put_body(out: &mut BytesMut, data: &[u8], end: bool) {
-    let mut chunks = data.chunks(MAX_PAYLOAD).peekable();
+    let mut chunks = data.chunks(MAX_BODY_PAYLOAD).peekable();
     if chunks.peek().is_none() {
         if end {
             frame::put_frame(out, Kind::Body, flags::END, b"");

@@ -16,8 +16,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::framing::{Guarded, Verdicts};
+use super::framing::Verdicts;
 use super::listener::Listener;
+use super::scanner::{Guarded, MAX_HEAD};
 use super::service::{handle, ServiceCtx};
 use super::timer::KeepAliveTimer;
 use crate::protocol::environ::ConnInfo;
@@ -75,6 +76,7 @@ pub fn start(
             .keep_alive(!options.keep_alive.is_zero())
             .header_read_timeout(options.header_timeout)
             .max_headers(options.max_headers.max(1))
+            .max_buf_size(MAX_HEAD)
             // Not pipeline_flush: with it hyper 1.x drops the automatic 400
             // for an unparsable request and closes silently.
             //

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::body::{OnFinish, ResponseBody};
 use super::exchange::{forward, ExchangeCtx, PreparedBody};
-use super::framing::{self, Verdicts};
+use super::framing::{self, HeadNote, Verdicts, BAD_CHUNK_SIZE};
 use super::pump::next_body_frame;
 use super::status::RequestError;
 use crate::logging::{AccessLog, AccessRecord};
@@ -132,10 +132,11 @@ pub async fn handle(
     let timed = ctx.access.is_some() || ctx.metrics.is_some();
     let started = timed.then(|| (Instant::now(), SystemTime::now()));
     let (head, body) = req.into_parts();
-    // One verdict per request, taken whether or not it is needed.
-    let result = match framing::refusal(verdicts.next(), &head) {
+    // One note per request, taken whether or not it is needed.
+    let note = verdicts.next();
+    let result = match framing::refusal(note.verdict, &head) {
         Some(why) => Err(RequestError::BadRequest(why)),
-        None => serve(&ctx, &conn, &head, body).await,
+        None => serve(&ctx, &conn, &head, body, &note, &verdicts).await,
     };
     let mut response = match result {
         Ok(response) => response,
@@ -165,13 +166,26 @@ async fn serve(
     conn: &ConnInfo,
     head: &http::request::Parts,
     body: Incoming,
+    note: &HeadNote,
+    verdicts: &Arc<Verdicts>,
 ) -> Result<Response<ResponseBody>, RequestError> {
-    check_limits(&ctx.limits, head)?;
-    let body = prepare_body(ctx, body).await?;
-    forward(&ctx.exchange, head, conn, body).await
+    let raw_target = note.raw_target.as_deref();
+    check_limits(&ctx.limits, head, raw_target)?;
+    let mut body = prepare_body(ctx, body).await?;
+    if body.rest.is_some() {
+        body.framing = Some((verdicts.clone(), note.index));
+    }
+    if verdicts.body_refused(note.index) {
+        return Err(RequestError::BadRequest(BAD_CHUNK_SIZE));
+    }
+    forward(&ctx.exchange, head, raw_target, conn, body).await
 }
 
-fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), RequestError> {
+fn check_limits(
+    limits: &Limits,
+    head: &http::request::Parts,
+    raw_target: Option<&[u8]>,
+) -> Result<(), RequestError> {
     if head.method == Method::CONNECT {
         // A tunnel is no WSGI request. Answered here, with no 2xx, hyper
         // never hands the connection over as an upgrade (which closed it
@@ -181,10 +195,15 @@ fn check_limits(limits: &Limits, head: &http::request::Parts) -> Result<(), Requ
     if limits.request_line > 0 {
         // "METHOD SP target SP HTTP/1.1"
         let uri = &head.uri;
-        let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
-            + uri
-                .authority()
-                .map_or(0, |a| a.as_str().len() + "http://".len());
+        let target = match raw_target {
+            Some(raw) => raw.len(),
+            None => {
+                uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+                    + uri
+                        .authority()
+                        .map_or(0, |a| a.as_str().len() + "http://".len())
+            }
+        };
         let line = head.method.as_str().len() + target + " HTTP/1.1".len() + 1;
         if line > limits.request_line {
             return Err(RequestError::BadRequest("request line is too long"));
@@ -215,6 +234,7 @@ async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBo
             buffered: Bytes::new(),
             rest: None,
             held: None,
+            framing: None,
         });
     }
     let mut held = ctx.bodies.claim();
@@ -249,6 +269,7 @@ async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBo
                     buffered: buffered.freeze(),
                     rest: None,
                     held: Some(held),
+                    framing: None,
                 })
             }
         }
@@ -258,6 +279,7 @@ async fn prepare_body(ctx: &ServiceCtx, mut body: Incoming) -> Result<PreparedBo
         buffered: buffered.freeze(),
         rest: Some(body),
         held: Some(held),
+        framing: None,
     })
 }
 

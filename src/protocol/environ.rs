@@ -58,6 +58,7 @@ pub enum EnvironError {
 pub fn encode_request(
     out: &mut BytesMut,
     head: &http::request::Parts,
+    raw_target: Option<&[u8]>,
     conn: &ConnInfo,
     body: BodyPlan,
 ) -> Result<(), EnvironError> {
@@ -79,12 +80,23 @@ pub fn encode_request(
         out.truncate(start);
         return Err(err);
     }
-    env.pair(b"QUERY_STRING", head.uri.query().unwrap_or("").as_bytes());
-    if head.uri.scheme().is_some() {
+    if let Some(raw) = raw_target {
+        // The target as sent, where hyper's URI lost or encoded part of it
+        // (`http/scanner.rs`): a fragment stays in RAW_URI only, as in gunicorn.
+        let before_fragment = raw.split(|&b| b == b'#').next().unwrap_or_default();
+        let query = before_fragment.iter().position(|&b| b == b'?');
+        env.pair(
+            b"QUERY_STRING",
+            query.map_or(&b""[..], |q| &before_fragment[q + 1..]),
+        );
+        env.pair(b"RAW_URI", raw);
+    } else if head.uri.scheme().is_some() {
+        env.pair(b"QUERY_STRING", head.uri.query().unwrap_or("").as_bytes());
         // An absolute-form target (`GET http://host/path`): RAW_URI is the
         // target as sent, as gunicorn has it. Rare, so the String is fine.
         env.pair(b"RAW_URI", head.uri.to_string().as_bytes());
     } else {
+        env.pair(b"QUERY_STRING", head.uri.query().unwrap_or("").as_bytes());
         let raw_uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
         env.pair(b"RAW_URI", raw_uri.as_bytes());
     }
@@ -419,7 +431,7 @@ mod tests {
     fn environ(req: http::Request<()>, body: BodyPlan) -> Vec<(String, String)> {
         let (parts, ()) = req.into_parts();
         let mut out = BytesMut::new();
-        encode_request(&mut out, &parts, &conn(), body).unwrap();
+        encode_request(&mut out, &parts, None, &conn(), body).unwrap();
         let frame = decode(&mut out).unwrap().unwrap();
         assert_eq!(frame.kind, Kind::Request);
         // latin-1: every byte is one char
@@ -490,7 +502,7 @@ mod tests {
     fn nul_in_path_is_refused() {
         let (parts, ()) = http::Request::get("/a%00b").body(()).unwrap().into_parts();
         let mut out = BytesMut::new();
-        let err = encode_request(&mut out, &parts, &conn(), BodyPlan::Empty);
+        let err = encode_request(&mut out, &parts, None, &conn(), BodyPlan::Empty);
         assert_eq!(err, Err(EnvironError::NulInPath));
         assert!(out.is_empty(), "a refused request leaves nothing to send");
     }
@@ -722,7 +734,7 @@ mod tests {
                 BodyPlan::Streamed(Some(9)),
             ][case % 4];
             let mut out = BytesMut::from(&b"left alone"[..]);
-            match encode_request(&mut out, &head, &conn(), body) {
+            match encode_request(&mut out, &head, None, &conn(), body) {
                 Ok(()) => {}
                 Err(EnvironError::NulInPath) => {
                     assert!(head.uri.path().contains("%00"), "case {case}: {head:?}");

@@ -17,12 +17,7 @@ use std::time::Duration;
 use crate::harness::{parse_response, root, TestServer};
 
 /// (case, why it does not pass yet). Names are `valid/NAME` or `invalid/NAME`.
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("valid/005", "RAW_URI drops the `#fragment` (environ.rs builds it from hyper's path and query, which has no fragment)"),
-    ("valid/014", "a `\"` in the target: hyper's request-line parser refuses it with its own 400 before our code runs"),
-    ("valid/009", "`Transfer-Encoding: identity` with a Content-Length: hyper refuses it with its own 400 before our code runs"),
-    ("invalid/chunked_09", "`0 ` (space after the chunk size, no extension): hyper's chunk decoder accepts it"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// Invalid cases where a close without a byte is the answer: the input holds
 /// no request line at all (gunicorn's `NoMoreData`), so there is nothing to
@@ -56,6 +51,11 @@ const DELIBERATE: &[(&str, u16, &str)] = &[
         "valid/rfc9112_smuggle_gzip_chunked_01",
         400,
         "`gzip, chunked`: only chunked alone, README \"Failure outcomes\"",
+    ),
+    (
+        "valid/009",
+        400,
+        "`identity` (RFC 9112 registers no such coding) with a Content-Length: only chunked alone, README \"Failure outcomes\"",
     ),
     (
         "valid/029",

@@ -416,6 +416,27 @@ fn a_chunked_body_over_the_limit_while_streaming_gets_413() {
     assert_eq!((resp.status, resp.body.len()), (200, 4000));
 }
 
+// Issue 10, item 13 (gunicorn's invalid/chunked_09): `0 ` as the last
+// chunk-size line is refused by gunicorn and taken by hyper's decoder. A
+// buffered body gets the scanner's 400 before the app runs (the corpus
+// test); one streaming to the app is cut off at its end, the app's read
+// fails, and the client gets the 400.
+#[test]
+fn a_space_after_the_last_chunk_size_gets_400_also_while_streaming() {
+    let server = TestServer::start(&["--request-buffer-size", "1000", "examples.flask_app:app"]);
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&[b'a'; 1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0 \r\n\r\n");
+    let out = exchange_with(&request, &server.addr, false, DEADLINE);
+    assert_eq!(status_of(&out, "a streamed body ending in `0 `"), 400);
+    assert_eq!(server.get("/hello").status, 200);
+}
+
 // Issue 10, item 11: when the app's response has already started as the
 // streamed body passes the limit, the 413 cannot go out: the connection is
 // closed without the response's last chunk, so it does not look complete
