@@ -150,9 +150,14 @@ pub async fn run(
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut event = Event::Start;
+    let mut connections_closed = false;
     loop {
+        connections_closed |= matches!(event, Event::ConnectionsClosed);
         for action in arbiter.on_event(event, Instant::now()) {
             if let Action::Exit { code, message } = action {
+                if !connections_closed {
+                    answer_the_waiting(&shell.dispatcher, &mut events).await;
+                }
                 return Ok(Outcome { code, message });
             }
             shell.apply(&action);
@@ -172,6 +177,28 @@ pub async fn run(
         };
     }
 }
+
+/// Exiting with connections still open (the graceful timeout passed, or
+/// every worker is gone): the requests still waiting for a worker get 503
+/// (nothing was sent for them), not a closed connection. Waits, bounded,
+/// until the HTTP front has written those answers and closed.
+async fn answer_the_waiting(
+    dispatcher: &crate::dispatch::Dispatcher,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) {
+    dispatcher.close();
+    let closed = async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, Event::ConnectionsClosed) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(ANSWER_THE_WAITING, closed).await;
+}
+
+/// How long an exiting master waits for its last answers to go out.
+const ANSWER_THE_WAITING: Duration = Duration::from_millis(500);
 
 /// The HTTP front's findings about workers, as the arbiter's events.
 fn worker_faults(

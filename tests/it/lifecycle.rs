@@ -146,7 +146,9 @@ fn usr1_reopens_the_error_log_in_the_master_and_in_running_workers() {
 
 /// Issue 10, 3: with `--graceful-timeout 2` and an 8 s request in flight the
 /// master exited 7.2 s after TERM (gunicorn: 2.07 s). Past the graceful
-/// timeout the busy worker is killed and the master exits at once.
+/// timeout the busy worker is killed and the master exits at once; a
+/// request still waiting for a worker gets 503 rather than a closed
+/// connection (nothing had been sent for it).
 #[test]
 fn term_ends_within_the_graceful_timeout_even_with_a_long_request_in_flight() {
     let metrics = format!("127.0.0.1:{}", free_port());
@@ -169,6 +171,22 @@ fn term_ends_within_the_graceful_timeout_even_with_a_long_request_in_flight() {
             other => Err(format!("{other:?}")),
         },
     );
+    let addr = server.addr.clone();
+    let queued = std::thread::spawn(move || http_get(&addr, "/hello"));
+    wait_until(
+        "a second request waiting for the one worker",
+        DEADLINE,
+        || {
+            // In the queue, or pipelined behind the slow one in its lane.
+            let queued = crate::harness::metric(&metrics, "ferrocorn_queue_length");
+            let in_lane =
+                crate::harness::metric(&metrics, "ferrocorn_requests_waited_in_lane_total");
+            match (queued, in_lane) {
+                (Some(q), Some(l)) if q + l >= 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
     let at = std::time::Instant::now();
     server.signal("TERM");
     assert_eq!(server.wait_exit(DEADLINE), Some(0), "{}", server.stderr());
@@ -179,5 +197,11 @@ fn term_ends_within_the_graceful_timeout_even_with_a_long_request_in_flight() {
     assert!(
         !matches!(resp, Ok(ref r) if r.status == 200),
         "the slow request finished"
+    );
+    let queued = queued.join().unwrap();
+    assert_eq!(
+        queued.map(|r| r.status).ok(),
+        Some(503),
+        "the queued request"
     );
 }
