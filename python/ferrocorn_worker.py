@@ -90,7 +90,7 @@ FILE_BLOCK = 256 * 1024
 # master holds a few frames per response, so a big chunk is cut into these and
 # the lane socket's buffer makes the worker wait for a slow client (issue 10,
 # item 12: with 16 MiB frames the master held 64 MiB per slow client).
-BODY_FRAME = 256 * 1024
+BODY_FRAME = 256 * 1024  # the master's MAX_BODY_PAYLOAD: larger BODY frames are a protocol error
 ERROR_TEXT_LIMIT = 4096
 
 # A response head: status "NNN reason", then NUL name NUL value pairs. Names are

@@ -14,6 +14,11 @@ pub const HEADER_LEN: usize = 8;
 /// Largest payload of one frame; larger data is split into BODY frames.
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
+/// Largest BODY frame payload, either way. Bodies are split this fine so a
+/// lane's read buffer never holds more than this of one (a worker that
+/// sends larger BODY frames breaks the protocol and is treated as such).
+pub const MAX_BODY_PAYLOAD: usize = 256 * 1024;
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -66,6 +71,14 @@ impl Kind {
             33 => Kind::Error,
             _ => return None,
         })
+    }
+
+    /// The largest payload a frame of this kind may have.
+    fn max_payload(self) -> usize {
+        match self {
+            Kind::Body => MAX_BODY_PAYLOAD,
+            _ => MAX_PAYLOAD,
+        }
     }
 
     /// Flag bits this kind may carry.
@@ -128,9 +141,15 @@ pub enum DecodeError {
     /// The reserved field is not zero.
     #[error("frame has a non-zero reserved field {0}")]
     Reserved(u16),
-    /// The length is over [`MAX_PAYLOAD`].
-    #[error("frame payload of {0} bytes is over the {MAX_PAYLOAD} byte limit")]
-    TooLong(usize),
+    /// The length is over its kind's limit ([`MAX_PAYLOAD`], or
+    /// [`MAX_BODY_PAYLOAD`] for BODY).
+    #[error("{kind:?} frame payload of {length} bytes is over its kind's limit")]
+    TooLong {
+        /// The frame's kind.
+        kind: Kind,
+        /// The length as received.
+        length: usize,
+    },
 }
 
 /// Decodes one frame from the front of `buf`, consuming it. `Ok(None)` means
@@ -152,8 +171,8 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
     if reserved != 0 {
         return Err(DecodeError::Reserved(reserved));
     }
-    if length > MAX_PAYLOAD {
-        return Err(DecodeError::TooLong(length));
+    if length > kind.max_payload() {
+        return Err(DecodeError::TooLong { kind, length });
     }
     if buf.len() < HEADER_LEN + length {
         buf.reserve(HEADER_LEN + length - buf.len());
@@ -285,7 +304,24 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 17, 0, 1, 0][..]);
         assert_eq!(decode(&mut buf), Err(DecodeError::Reserved(1)));
         let mut buf = BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff, 17, 0, 0, 0][..]);
-        assert!(matches!(decode(&mut buf), Err(DecodeError::TooLong(_))));
+        assert!(matches!(decode(&mut buf), Err(DecodeError::TooLong { .. })));
+        // BODY frames have the smaller limit: 256 KiB waits for its
+        // payload, one byte more is refused before any of it is held.
+        let body_header = |length: u32| {
+            let mut header = length.to_le_bytes().to_vec();
+            header.extend_from_slice(&[17, 0, 0, 0]);
+            BytesMut::from(&header[..])
+        };
+        let mut buf = body_header(MAX_BODY_PAYLOAD as u32);
+        assert_eq!(decode(&mut buf), Ok(None));
+        let mut buf = body_header(MAX_BODY_PAYLOAD as u32 + 1);
+        assert!(matches!(
+            decode(&mut buf),
+            Err(DecodeError::TooLong {
+                kind: Kind::Body,
+                ..
+            })
+        ));
     }
 
     #[test]

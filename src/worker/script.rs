@@ -24,4 +24,13 @@ mod tests {
     fn the_bootstrap_names_the_program() {
         assert!(BOOTSTRAP.contains(&format!("'{PROGRAM_NAME}'")));
     }
+
+    /// The handshake checks MAX_PAYLOAD; the BODY frame limit has no
+    /// message of its own, so the two copies are compared here.
+    #[test]
+    fn the_worker_splits_bodies_at_the_masters_limit() {
+        let limit = crate::protocol::frame::MAX_BODY_PAYLOAD / 1024;
+        let line = format!("\nBODY_FRAME = {limit} * 1024 ");
+        assert!(WORKER_PROGRAM.contains(&line), "{line:?}");
+    }
 }
