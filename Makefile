@@ -30,7 +30,8 @@ test: $(STAMP)
 	$(PYTHON) -m unittest discover -s benches -p "test_*.py"
 	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) cargo test
 
-# maturin's "bin" bindings (pyproject.toml): a release build of the binary,
+# maturin's "bin" bindings (pyproject.toml): the binary built with Cargo.toml's
+# dist profile (release, stripped; no --release, which would override it),
 # packed as a wheel that pip installs into a virtualenv's bin/. Old wheels go
 # first, so dist/ferrocorn-*.whl names one file.
 $(BUILD_STAMP):
@@ -40,7 +41,7 @@ $(BUILD_STAMP):
 
 wheel: $(BUILD_STAMP)
 	rm -f dist/ferrocorn-*.whl
-	$(BUILD_VENV)/bin/maturin build --release --out dist
+	$(BUILD_VENV)/bin/maturin build --out dist
 
 bench:
 	bash benches/run.sh
