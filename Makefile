@@ -2,15 +2,19 @@
 #   make serve   - serve the example Flask app on 127.0.0.1:8000
 #   make test    - run every test (Rust unit + integration, Python worker, benchmark harness)
 # Both create the project-local .venv with Flask first.
+# To install: make wheel builds dist/ferrocorn-VERSION-*.whl (the binary only; README "Install").
 
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.flask-installed
 
+BUILD_VENV  := .venv-build
+BUILD_STAMP := $(BUILD_VENV)/.maturin-installed
+
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.servers-installed
 
-.PHONY: serve test bench bench-containment bench-boot bench-memory bench-precision sweep
+.PHONY: serve test wheel bench bench-containment bench-boot bench-memory bench-precision sweep
 
 $(STAMP):
 	python3 -m venv $(VENV)
@@ -25,6 +29,19 @@ test: $(STAMP)
 	$(PYTHON) -m unittest discover -s python/tests
 	$(PYTHON) -m unittest discover -s benches -p "test_*.py"
 	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) cargo test
+
+# maturin's "bin" bindings (pyproject.toml): the binary built with Cargo.toml's
+# dist profile (release, stripped; no --release, which would override it),
+# packed as a wheel that pip installs into a virtualenv's bin/. Old wheels go
+# first, so dist/ferrocorn-*.whl names one file.
+$(BUILD_STAMP):
+	python3 -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.5,<2"
+	touch $(BUILD_STAMP)
+
+wheel: $(BUILD_STAMP)
+	rm -f dist/ferrocorn-*.whl
+	$(BUILD_VENV)/bin/maturin build --out dist
 
 bench:
 	bash benches/run.sh

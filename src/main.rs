@@ -45,9 +45,7 @@ fn main() -> ExitCode {
 
 fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     let settings = &loaded.settings.clone();
-    let python = config::validate::absolute_if_relative_path(
-        settings.python_interpreter(&|key| std::env::var(key).ok()),
-    );
+    let python = config::validate::absolute_if_relative_path(settings.python_interpreter_here());
     ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -52,7 +52,7 @@ macro_rules! with_settings {
                 section: Workers, short: 'k', long: "worker-class",
             },
             python: Option<PathBuf> = [] {
-                doc: "Python interpreter for the workers; default: $VIRTUAL_ENV/bin/python if VIRTUAL_ENV is set, else python3 on PATH",
+                doc: "Python interpreter for the workers; default: $VIRTUAL_ENV/bin/python if VIRTUAL_ENV is set, else the virtualenv's python if ferrocorn runs from a virtualenv's bin/, else python3 on PATH",
                 section: Workers, long: "python", example: ".venv/bin/python",
             },
             timeout: Duration = ["30s"] {

@@ -7,14 +7,16 @@
 //! next; then the checks that involve several settings or the mode
 //! run. Values that depend on other settings (the effective worker class,
 //! the retirement cap, the interpreter) are methods here, so every caller
-//! derives them the same way. Reading files and env is `layers.rs`'s job.
+//! derives them the same way. Reading files and env is `layers.rs`'s job;
+//! the one exception, `python_interpreter_here`, only gathers what the pure
+//! interpreter default looks at.
 
 use super::layers::{merge, RawValue};
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
 use super::types::{ValueError, WorkerClass};
 use super::{ConfigError, Mode};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The type of a whole setting: a scalar, an optional scalar or a list.
@@ -143,17 +145,57 @@ impl Settings {
     }
 
     /// The Python interpreter for workers: `python` if set, else
-    /// `$VIRTUAL_ENV/bin/python` if `VIRTUAL_ENV` is set, else `python3`
-    /// (looked up on PATH when spawned). `env` reads environment variables.
-    pub fn python_interpreter(&self, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    /// `$VIRTUAL_ENV/bin/python` if `VIRTUAL_ENV` is set, else the `python`
+    /// beside the running binary if that sits in a virtualenv's `bin/` (as
+    /// `pip install ferrocorn` puts it), else `python3` (looked up on PATH
+    /// when spawned).
+    pub fn python_interpreter(&self, around: &Surroundings) -> PathBuf {
         if let Some(python) = &self.python {
             return python.clone();
         }
-        match env("VIRTUAL_ENV").filter(|venv| !venv.is_empty()) {
-            Some(venv) => PathBuf::from(venv).join("bin").join("python"),
-            None => PathBuf::from("python3"),
+        if let Some(venv) = (around.env)("VIRTUAL_ENV").filter(|venv| !venv.is_empty()) {
+            return PathBuf::from(venv).join("bin").join("python");
         }
+        around
+            .exe
+            .and_then(|exe| virtualenv_python_beside(exe, around.is_file))
+            .unwrap_or_else(|| PathBuf::from("python3"))
     }
+
+    /// [`Settings::python_interpreter`] for this process: its environment,
+    /// its executable and the real file system.
+    pub fn python_interpreter_here(&self) -> PathBuf {
+        let exe = std::env::current_exe().ok();
+        self.python_interpreter(&Surroundings {
+            env: &|key| std::env::var(key).ok(),
+            exe: exe.as_deref(),
+            is_file: &|path| path.is_file(),
+        })
+    }
+}
+
+/// What the interpreter default reads besides the settings, passed in so
+/// the choice is a function of its inputs and testable without a virtualenv.
+pub struct Surroundings<'a> {
+    /// Reads an environment variable.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The running binary (`std::env::current_exe`), if known.
+    pub exe: Option<&'a Path>,
+    /// Whether a path is an existing file (following symlinks: a
+    /// virtualenv's `python` is one).
+    pub is_file: &'a dyn Fn(&Path) -> bool,
+}
+
+/// `BIN/python` if `exe` is `BIN/ferrocorn` and `BIN/..` is a virtualenv
+/// (it holds `pyvenv.cfg`); the check keeps a binary in `/usr/bin` from
+/// picking `/usr/bin/python` over `python3` on PATH.
+fn virtualenv_python_beside(exe: &Path, is_file: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    let bin = exe.parent()?;
+    let python = bin.join("python");
+    let is_venv = bin
+        .parent()
+        .is_some_and(|root| is_file(&root.join("pyvenv.cfg")));
+    (is_venv && is_file(&python)).then_some(python)
 }
 
 /// `max_concurrent_retirements` for a pool of `workers`: the configured
@@ -314,28 +356,83 @@ mod tests {
         assert_eq!(settings.effective_max_concurrent_retirements(), 3);
     }
 
+    /// `settings`' interpreter with `VIRTUAL_ENV` set to `venv` (if given),
+    /// the binary at `exe` and exactly `files` on disk.
+    fn interpreter(settings: &Settings, venv: Option<&str>, exe: &str, files: &[&str]) -> PathBuf {
+        settings.python_interpreter(&Surroundings {
+            env: &|name| venv.filter(|_| name == "VIRTUAL_ENV").map(str::to_string),
+            exe: Some(Path::new(exe)),
+            is_file: &|path| files.iter().any(|file| Path::new(file) == path),
+        })
+    }
+
     #[test]
     fn interpreter_is_the_setting_then_the_virtualenv_then_python3() {
         let mut settings = Settings::default();
-        let venv = |name: &str| (name == "VIRTUAL_ENV").then(|| "/home/u/.venv".to_string());
-        let empty_venv = |name: &str| (name == "VIRTUAL_ENV").then(String::new);
+        let exe = "/usr/local/bin/ferrocorn";
         assert_eq!(
-            settings.python_interpreter(&venv),
+            interpreter(&settings, Some("/home/u/.venv"), exe, &[]),
             PathBuf::from("/home/u/.venv/bin/python")
         );
         assert_eq!(
-            settings.python_interpreter(&empty_venv),
+            interpreter(&settings, Some(""), exe, &[]),
             PathBuf::from("python3")
         );
         assert_eq!(
-            settings.python_interpreter(&|_| None),
+            interpreter(&settings, None, exe, &[]),
             PathBuf::from("python3")
         );
         settings.python = Some("/usr/bin/python3.12".into());
         assert_eq!(
-            settings.python_interpreter(&venv),
+            interpreter(&settings, Some("/home/u/.venv"), exe, &[]),
             PathBuf::from("/usr/bin/python3.12")
         );
+    }
+
+    #[test]
+    fn a_binary_in_a_virtualenvs_bin_uses_that_virtualenvs_python() {
+        let mut settings = Settings::default();
+        let exe = "/srv/app/venv/bin/ferrocorn";
+        let venv = ["/srv/app/venv/pyvenv.cfg", "/srv/app/venv/bin/python"];
+        assert_eq!(
+            interpreter(&settings, None, exe, &venv),
+            PathBuf::from("/srv/app/venv/bin/python")
+        );
+        // An activated virtualenv and --python still come first.
+        assert_eq!(
+            interpreter(&settings, Some("/home/u/.venv"), exe, &venv),
+            PathBuf::from("/home/u/.venv/bin/python")
+        );
+        settings.python = Some("/usr/bin/python3.12".into());
+        assert_eq!(
+            interpreter(&settings, None, exe, &venv),
+            PathBuf::from("/usr/bin/python3.12")
+        );
+    }
+
+    #[test]
+    fn a_python_beside_the_binary_outside_a_virtualenv_is_not_used() {
+        let settings = Settings::default();
+        let no_cfg = ["/usr/bin/python"];
+        assert_eq!(
+            interpreter(&settings, None, "/usr/bin/ferrocorn", &no_cfg),
+            PathBuf::from("python3")
+        );
+        let no_python = ["/srv/app/venv/pyvenv.cfg"];
+        assert_eq!(
+            interpreter(&settings, None, "/srv/app/venv/bin/ferrocorn", &no_python),
+            PathBuf::from("python3")
+        );
+        assert_eq!(
+            interpreter(&settings, None, "ferrocorn", &["python", "../pyvenv.cfg"]),
+            PathBuf::from("python3")
+        );
+        let unknown_exe = settings.python_interpreter(&Surroundings {
+            env: &|_| None,
+            exe: None,
+            is_file: &|_| true,
+        });
+        assert_eq!(unknown_exe, PathBuf::from("python3"));
     }
 
     #[test]

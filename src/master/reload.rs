@@ -101,9 +101,7 @@ fn memory_probing(settings: &Settings) -> MemoryProbing {
 
 fn spawn_spec(settings: &Settings) -> SpawnSpec {
     SpawnSpec {
-        python: absolute_if_relative_path(
-            settings.python_interpreter(&|key| std::env::var(key).ok()),
-        ),
+        python: absolute_if_relative_path(settings.python_interpreter_here()),
         app: settings
             .wsgi_app
             .as_ref()
