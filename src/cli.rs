@@ -12,6 +12,7 @@
 //! `sweep::cli` first, so `ferrocorn -w 4 app:app` keeps gunicorn's shape
 //! (serve a module named `sweep` with `sweep:application`).
 
+use crate::config::gunicorn;
 use crate::config::layers::{Layer, Origin};
 use crate::config::table::{SettingSpec, SETTINGS};
 use crate::config::{ConfigError, Mode};
@@ -20,65 +21,11 @@ use clap::{value_parser, Arg, ArgAction, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-/// gunicorn command-line options that ferrocorn does not support yet: the one list.
-pub const UNSUPPORTED_GUNICORN_OPTIONS: &[&str] = &[
-    "--reload",
-    "--reload-engine",
-    "--reload-extra-file",
-    "-D",
-    "--daemon",
-    "-u",
-    "--user",
-    "-g",
-    "--group",
-    "-m",
-    "--umask",
-    "--initgroups",
-    "--worker-tmp-dir",
-    "--worker-connections",
-    "--certfile",
-    "--keyfile",
-    "--ca-certs",
-    "--ssl-version",
-    "--cert-reqs",
-    "--ciphers",
-    "--do-handshake-on-connect",
-    "--suppress-ragged-eofs",
-    "--proxy-protocol",
-    "--proxy-allow-from",
-    "--forwarded-allow-ips",
-    "--forwarder-headers",
-    "--statsd-host",
-    "--statsd-prefix",
-    "--dogstatsd-tags",
-    "-n",
-    "--name",
-    "--paste",
-    "--paste-global",
-    "--capture-output",
-    "--logger-class",
-    "--log-config",
-    "--log-config-json",
-    "--log-config-dict",
-    "--log-syslog",
-    "--log-syslog-to",
-    "--log-syslog-prefix",
-    "--log-syslog-facility",
-    "-R",
-    "--enable-stdio-inheritance",
-    "--disable-redirect-access-to-syslog",
-    "--spew",
-    "--sendfile",
-    "--no-sendfile",
-    "--reuse-port",
-    "--strip-header-spaces",
-    "--permit-unconventional-http-method",
-    "--permit-unconventional-http-version",
-    "--permit-obsolete-folding",
-    "--casefold-http-method",
-    "--header-map",
-    "--tolerate-dangerous-framing",
-];
+/// Whether `flag` is a gunicorn command-line option ferrocorn refuses; the
+/// list is `config::gunicorn`'s.
+pub fn is_unsupported_gunicorn_flag(flag: &str) -> bool {
+    gunicorn::by_flag(flag).is_some_and(|setting| setting.support == gunicorn::Support::No)
+}
 
 /// The clap ids of the CLI-only flags; setting names must not collide with them.
 pub const META_IDS: &[&str] = &["config", "print_config", "check_config", "version"];
@@ -210,7 +157,7 @@ pub fn parse(args: &[OsString]) -> Result<CliArgs, ConfigError> {
     })
 }
 
-/// Fails on the first gunicorn option from [`UNSUPPORTED_GUNICORN_OPTIONS`].
+/// Fails on the first gunicorn option ferrocorn does not support.
 fn reject_unsupported(args: &[OsString]) -> Result<(), ConfigError> {
     for arg in args.iter().skip(1).filter_map(|arg| arg.to_str()) {
         if arg == "--" {
@@ -224,7 +171,7 @@ fn reject_unsupported(args: &[OsString]) -> Result<(), ConfigError> {
         } else {
             continue;
         };
-        if UNSUPPORTED_GUNICORN_OPTIONS.contains(&option) {
+        if is_unsupported_gunicorn_flag(option) {
             return Err(ConfigError::UnsupportedGunicornOption {
                 option: option.to_string(),
             });

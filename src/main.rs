@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             print!("{}", config::render_effective(&loaded));
             return ExitCode::SUCCESS;
         }
-        Mode::CheckConfig => return check(&loaded.settings),
+        Mode::CheckConfig => return check(&loaded),
         Mode::Serve => {}
     }
     match serve(loaded) {
@@ -88,12 +88,13 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
 
 /// `--check-config`, as gunicorn's: everything a start would refuse,
 /// including an app that cannot be imported (in the configured interpreter).
-fn check(settings: &Settings) -> ExitCode {
+fn check(loaded: &config::Loaded) -> ExitCode {
+    let settings = &loaded.settings;
     let fail = |code: Exit, message: String| {
         eprintln!("error: {message}");
         code.into()
     };
-    let spawn = master::reload::Derived::from_settings(settings).spawn;
+    let spawn = master::reload::Derived::from_loaded(loaded).spawn;
     if let Err(message) = ferrocorn::worker::spawn::check_interpreter(&spawn.python) {
         return fail(Exit::Usage, message);
     }

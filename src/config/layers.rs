@@ -26,6 +26,8 @@ pub enum Origin {
     File(PathBuf),
     /// An environment variable (its name).
     Env(String),
+    /// An option in `GUNICORN_CMD_ARGS`.
+    CmdArgsEnv,
     /// The command line.
     Cli,
 }
@@ -38,6 +40,10 @@ impl Origin {
             Origin::Default => "default".to_string(),
             Origin::File(path) => path.display().to_string(),
             Origin::Env(var) => var.clone(),
+            Origin::CmdArgsEnv => match spec.long {
+                Some(long) => format!("--{long} in GUNICORN_CMD_ARGS"),
+                None => "GUNICORN_CMD_ARGS".to_string(),
+            },
             Origin::Cli => match (spec.long, spec.positional) {
                 (Some(long), _) => format!("--{long}"),
                 (None, Some(positional)) => format!("argument {positional}"),
@@ -53,6 +59,7 @@ impl fmt::Display for Origin {
             Origin::Default => f.write_str("default"),
             Origin::File(path) => write!(f, "file {}", path.display()),
             Origin::Env(var) => write!(f, "env {var}"),
+            Origin::CmdArgsEnv => f.write_str("env GUNICORN_CMD_ARGS"),
             Origin::Cli => f.write_str("command line"),
         }
     }
@@ -111,6 +118,33 @@ impl Layer {
             }
         }
         layer
+    }
+
+    /// gunicorn's defaults taken from the environment, as Heroku-style
+    /// platforms set them: `WEB_CONCURRENCY` is the default worker count,
+    /// `PORT` the default bind (`0.0.0.0:$PORT`). Any layer above wins.
+    pub fn from_platform_env(env: &dyn Fn(&str) -> Option<String>) -> Layer {
+        let mut layer = Layer::default();
+        let mut put = |name: &str, value: String, var: &str| {
+            let index = SETTINGS.iter().position(|spec| spec.name == name);
+            if let Some(index) = index {
+                layer.set(index, vec![value], Origin::Env(var.to_string()));
+            }
+        };
+        if let Some(workers) = env("WEB_CONCURRENCY") {
+            put("workers", workers, "WEB_CONCURRENCY");
+        }
+        if let Some(port) = env("PORT") {
+            put("bind", format!("0.0.0.0:{port}"), "PORT");
+        }
+        layer
+    }
+
+    /// Every value of this layer now says it came from `origin`.
+    pub fn relabel(&mut self, origin: Origin) {
+        for value in self.values.iter_mut().flatten() {
+            value.origin = origin.clone();
+        }
     }
 
     /// Reads and parses the TOML file at `full`; `path` is how the user gave it,

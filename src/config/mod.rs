@@ -9,7 +9,9 @@
 
 #[macro_use]
 pub mod table;
+pub mod gunicorn;
 pub mod layers;
+pub mod python_file;
 pub mod render;
 pub mod types;
 pub mod validate;
@@ -22,7 +24,7 @@ pub use validate::Settings;
 
 use layers::{merge, Layer};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What the user asked ferrocorn to do with the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +63,12 @@ pub struct Loaded {
     pub origins: Origins,
     /// Serve, print or check.
     pub mode: Mode,
-    /// The TOML file from `-c`, as given.
+    /// The config file from `-c` (or `GUNICORN_CMD_ARGS`'s), as given, or
+    /// `gunicorn.conf.py` when it was read by default.
     pub config_file: Option<PathBuf>,
+    /// The config, if it is Python: the fork server and workers run it
+    /// again for its server hooks.
+    pub python_config: Option<python_file::PythonConfig>,
     /// The original command line, program name first; [`reload`] parses it again.
     pub args: Vec<OsString>,
     /// The working directory at the first load: a relative `-c` path is read
@@ -97,7 +103,7 @@ pub enum ConfigError {
         expected: String,
     },
     /// A gunicorn worker class ferrocorn does not have yet.
-    #[error("worker class {value:?} (from {from}) is not supported by ferrocorn yet: use sync or gthread")]
+    #[error("worker class {value:?} (from {from}) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync) and gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread)")]
     UnsupportedWorkerClass {
         /// The class as given.
         value: String,
@@ -116,6 +122,30 @@ pub enum ConfigError {
         key: String,
         /// The closest setting name, if one is close.
         suggestion: Option<&'static str>,
+    },
+    /// A Python config file cannot run, or raised.
+    #[error("cannot read the Python config {}: {problem}", path.display())]
+    PythonConfig {
+        /// The config as named (`-c`, or `gunicorn.conf.py`).
+        path: PathBuf,
+        /// What went wrong, with the traceback if it raised.
+        problem: String,
+    },
+    /// A name in a Python config file that ferrocorn refuses.
+    #[error("`{name}` in {} {problem}", path.display())]
+    PythonName {
+        /// The config as named.
+        path: PathBuf,
+        /// The name as the file spells it.
+        name: String,
+        /// Why it is refused, e.g. "is a gunicorn setting ferrocorn does not support yet".
+        problem: String,
+    },
+    /// `GUNICORN_CMD_ARGS` does not split as a shell would.
+    #[error("GUNICORN_CMD_ARGS cannot be split into arguments (an unclosed quote?): {value:?}")]
+    CmdArgsEnv {
+        /// The variable's value.
+        value: String,
     },
     /// The `-c` file cannot be read.
     #[error("cannot read config file {} (from -c/--config): {problem}: check the path", path.display())]
@@ -173,7 +203,10 @@ impl ConfigError {
     }
 }
 
-/// Loads the configuration: defaults < `-c` file < `FERROCORN_*` env < command line.
+/// Loads the configuration, each layer over the one before: defaults,
+/// `PORT` and `WEB_CONCURRENCY` (gunicorn's defaults from the environment),
+/// the config file (`-c`, TOML or Python, or `./gunicorn.conf.py`),
+/// `FERROCORN_*` variables, `GUNICORN_CMD_ARGS`, the command line.
 ///
 /// `args` is the whole command line, program name first (`std::env::args_os()`);
 /// `env` reads an environment variable (use [`process_env`] outside tests).
@@ -211,27 +244,77 @@ fn load_from(
     base_dir: Option<PathBuf>,
 ) -> Result<Loaded, ConfigError> {
     let cli = crate::cli::parse(&args)?;
-    let file = match &cli.config_file {
+    let env_args = match env(CMD_ARGS_ENV) {
+        Some(text) => {
+            let split = shlex::split(&text).ok_or(ConfigError::CmdArgsEnv {
+                value: text.clone(),
+            })?;
+            let argv = std::iter::once(OsString::from("ferrocorn"))
+                .chain(split.into_iter().map(OsString::from));
+            let mut parsed = crate::cli::parse(&argv.collect::<Vec<_>>())?;
+            parsed.layer.relabel(Origin::CmdArgsEnv);
+            Some(parsed)
+        }
+        None => None,
+    };
+    let env_layer = Layer::from_env(env);
+    let platform = Layer::from_platform_env(env);
+    // gunicorn: `-c` on the command line, else GUNICORN_CMD_ARGS's, else
+    // ./gunicorn.conf.py if there is one.
+    let given = cli
+        .config_file
+        .clone()
+        .or_else(|| env_args.as_ref().and_then(|a| a.config_file.clone()));
+    let resolve = |path: &Path| match &base_dir {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    };
+    let config_file = given.or_else(|| {
+        let default = Path::new(python_file::DEFAULT_FILE);
+        resolve(default).is_file().then(|| default.to_path_buf())
+    });
+    let mut python_config = None;
+    let file = match &config_file {
         Some(path) => {
-            let full = match &base_dir {
-                Some(base) if path.is_relative() => base.join(path),
-                _ => path.clone(),
-            };
-            Layer::from_toml_file(&full, path)?
+            let full = resolve(path);
+            match python_file::python_config(path, &full) {
+                Some(config) => {
+                    // The interpreter as the other layers choose it: the
+                    // file cannot pick the interpreter that reads it.
+                    let above: Vec<&Layer> = std::iter::once(&env_layer)
+                        .chain(env_args.as_ref().map(|a| &a.layer))
+                        .chain(std::iter::once(&cli.layer))
+                        .collect();
+                    let python = validate::settings(&merge(&above), Mode::PrintConfig)
+                        .map(|s| s.python_interpreter_here())
+                        .unwrap_or_else(|_| PathBuf::from("python3"));
+                    let layer = python_file::read(&python, &config, path, base_dir.as_deref())?;
+                    python_config = Some(config);
+                    layer
+                }
+                None => Layer::from_toml_file(&full, path)?,
+            }
         }
         None => Layer::default(),
     };
-    let raw = merge(&[&file, &Layer::from_env(env), &cli.layer]);
+    let mut layers = vec![&platform, &file, &env_layer];
+    layers.extend(env_args.as_ref().map(|a| &a.layer));
+    layers.push(&cli.layer);
+    let raw = merge(&layers);
     let settings = validate::settings(&raw, cli.mode)?;
     Ok(Loaded {
         settings,
         origins: Origins(raw.into_iter().map(|value| value.origin).collect()),
         mode: cli.mode,
-        config_file: cli.config_file,
+        config_file,
+        python_config,
         args,
         base_dir,
     })
 }
+
+/// gunicorn's environment variable of extra command-line arguments.
+pub const CMD_ARGS_ENV: &str = "GUNICORN_CMD_ARGS";
 
 #[cfg(test)]
 mod tests {
@@ -433,6 +516,88 @@ mod tests {
         assert_eq!((loaded.mode, loaded.config_file), (Mode::Serve, Some(path)));
     }
 
+    /// gunicorn's order: defaults (with PORT and WEB_CONCURRENCY) < config
+    /// file < GUNICORN_CMD_ARGS < command line; FERROCORN_* sit under
+    /// GUNICORN_CMD_ARGS.
+    #[test]
+    fn gunicorn_environment_layers_in_gunicorns_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_toml(dir.path(), "threads = 2\ntimeout = 5\n");
+        let path_arg = path.to_str().expect("utf-8 temp path");
+        let env = env_of(&[
+            ("PORT", "5000"),
+            ("WEB_CONCURRENCY", "3"),
+            ("GUNICORN_CMD_ARGS", "--threads 4 --timeout '7' -k gthread"),
+            ("FERROCORN_TIMEOUT", "6"),
+        ]);
+        let loaded = load(
+            ["ferrocorn", "-c", path_arg, "--threads", "8", "app:app"],
+            &env,
+        )
+        .expect("valid");
+        let s = &loaded.settings;
+        assert_eq!((s.workers, s.threads, s.timeout.as_secs()), (3, 8, 7));
+        assert_eq!(s.bind[0].to_string(), "0.0.0.0:5000");
+        let origin = |name| loaded.origins.get(name).cloned();
+        assert_eq!(
+            origin("workers"),
+            Some(Origin::Env("WEB_CONCURRENCY".into()))
+        );
+        assert_eq!(origin("bind"), Some(Origin::Env("PORT".into())));
+        assert_eq!(origin("timeout"), Some(Origin::CmdArgsEnv));
+        assert_eq!(origin("threads"), Some(Origin::Cli));
+        // A file beats the platform's defaults.
+        let path = write_toml(dir.path(), "workers = 2\nbind = [\"127.0.0.1:1\"]\n");
+        let path_arg = path.to_str().expect("utf-8 temp path");
+        let loaded = load(["ferrocorn", "-c", path_arg, "app:app"], &env).expect("valid");
+        assert_eq!(loaded.settings.workers, 2);
+        assert_eq!(loaded.settings.bind[0].to_string(), "127.0.0.1:1");
+        // An unclosed quote is named.
+        let bad = env_of(&[("GUNICORN_CMD_ARGS", "--name 'x")]);
+        let err = load(["ferrocorn", "app:app"], &bad).expect_err("bad quoting");
+        assert!(err.to_string().contains("GUNICORN_CMD_ARGS"), "{err}");
+        // Its unsupported options are refused like the command line's.
+        let bad = env_of(&[("GUNICORN_CMD_ARGS", "--worker-connections 5")]);
+        let err = load(["ferrocorn", "app:app"], &bad).expect_err("unsupported");
+        assert!(err.to_string().contains("--worker-connections"), "{err}");
+    }
+
+    #[test]
+    fn gunicorn_conf_py_is_read_by_default_and_with_c() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("gunicorn.conf.py"),
+            "workers = 3\nwsgi_app = 'pkg:app'\ndef post_fork(server, worker):\n    pass\n",
+        )
+        .unwrap();
+        let loaded = load_from(
+            vec!["ferrocorn".into()],
+            &no_env,
+            Some(dir.path().to_path_buf()),
+        )
+        .expect("valid");
+        assert_eq!(loaded.settings.workers, 3);
+        assert_eq!(loaded.config_file, Some(PathBuf::from("gunicorn.conf.py")));
+        let expected = python_file::PythonConfig::File(dir.path().join("gunicorn.conf.py"));
+        assert_eq!(loaded.python_config, Some(expected));
+        assert_eq!(
+            loaded.origins.get("workers"),
+            Some(&Origin::File("gunicorn.conf.py".into()))
+        );
+        // An explicit -c wins over the default file; the command line over both.
+        let other = dir.path().join("other.py");
+        std::fs::write(&other, "workers = 5\n").unwrap();
+        let args = ["ferrocorn", "-c", "other.py", "-w", "6", "pkg:app"];
+        let loaded = load_from(
+            args.iter().map(OsString::from).collect(),
+            &no_env,
+            Some(dir.path().to_path_buf()),
+        )
+        .expect("valid");
+        assert_eq!(loaded.settings.workers, 6);
+        assert_eq!(loaded.config_file, Some(PathBuf::from("other.py")));
+    }
+
     #[test]
     fn lists_are_replaced_by_a_higher_layer_and_repeat_within_one() {
         let env = env_of(&[
@@ -498,7 +663,7 @@ mod tests {
         );
         assert_eq!(
             error(&["ferrocorn", "-k", "gevent", "app:app"], &no_env),
-            r#"worker class "gevent" (from --worker-class) is not supported by ferrocorn yet: use sync or gthread"#
+            r#"worker class "gevent" (from --worker-class) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync) and gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread)"#
         );
         assert_eq!(
             error(

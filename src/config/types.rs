@@ -422,7 +422,7 @@ scalar_from_str!(
 /// Declares a small keyword enum with its parser, `Display` and `Scalar` impl.
 macro_rules! keyword_enum {
     ($(#[$doc:meta])* $name:ident, $value_name:literal, $expected:literal,
-     unknown: $unknown:expr, { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+     unknown: $unknown:expr, { $($(#[$vdoc:meta])* $variant:ident = $word:literal $(| $alias:literal)*),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($(#[$vdoc])* $variant),+ }
@@ -431,7 +431,7 @@ macro_rules! keyword_enum {
             type Err = ValueError;
             fn from_str(text: &str) -> Result<Self, ValueError> {
                 match text.trim().to_ascii_lowercase().as_str() {
-                    $($word => Ok($name::$variant),)+
+                    $($word $(| $alias)* => Ok($name::$variant),)+
                     "" => Err(ValueError::Invalid),
                     _ => Err($unknown),
                 }
@@ -453,11 +453,12 @@ keyword_enum!(
     WorkerClass, "CLASS", "expected sync or gthread",
     // gevent, eventlet, tornado, uvicorn... are real gunicorn classes: say so, not "invalid".
     unknown: ValueError::UnsupportedWorkerClass,
+    // gunicorn's other spellings of the same classes (matched in lower case).
     {
         /// One request at a time per worker (with `threads > 1` it behaves as gthread).
-        Sync = "sync",
+        Sync = "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.syncworker",
         /// `threads` concurrent requests per worker, each on its own thread.
-        Gthread = "gthread",
+        Gthread = "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.threadworker",
     }
 );
 
@@ -681,6 +682,21 @@ mod tests {
     #[test]
     fn keyword_enums_parse_any_case_and_flag_other_worker_classes_as_unsupported() {
         assert_eq!("GThread".parse(), Ok(WorkerClass::Gthread));
+        for (spelling, class) in [
+            ("gunicorn.workers.sync.SyncWorker", WorkerClass::Sync),
+            ("egg:gunicorn#sync", WorkerClass::Sync),
+            (
+                "gunicorn.workers.gthread.ThreadWorker",
+                WorkerClass::Gthread,
+            ),
+            ("egg:gunicorn#gthread", WorkerClass::Gthread),
+        ] {
+            assert_eq!(spelling.parse(), Ok(class), "{spelling}");
+        }
+        assert_eq!(
+            "gunicorn.workers.ggevent.GeventWorker".parse::<WorkerClass>(),
+            Err(ValueError::UnsupportedWorkerClass)
+        );
         assert_eq!(
             "gevent".parse::<WorkerClass>(),
             Err(ValueError::UnsupportedWorkerClass)

@@ -128,7 +128,7 @@ pub async fn run(
     // become the master's children; the reaper collects every child.
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
     let reaper = crate::worker::reap::Reaper::start()?;
-    let derived = Derived::from_settings(&settings);
+    let derived = Derived::from_loaded(&loaded);
     let mut shell = shell::Shell::new(
         shell::ShellParts {
             spawn: derived.spawn,

@@ -31,10 +31,18 @@ pub struct Derived {
 }
 
 impl Derived {
-    /// Derives every part from `settings`.
-    pub fn from_settings(settings: &Settings) -> Derived {
+    /// Derives every part from the loaded configuration.
+    pub fn from_loaded(loaded: &config::Loaded) -> Derived {
+        let settings = &loaded.settings;
+        let mut spawn = spawn_spec(settings);
+        if let Some(python_config) = &loaded.python_config {
+            // The fork server and the workers run it again for its hooks.
+            spawn
+                .env
+                .push((HOOKS_ENV.to_string(), python_config.spec()));
+        }
         Derived {
-            spawn: spawn_spec(settings),
+            spawn,
             memory: memory_probing(settings),
             arbiter: arbiter_config(settings),
         }
@@ -66,11 +74,15 @@ impl Reloader {
                 );
             }
         }
-        let derived = Derived::from_settings(&fresh.settings);
+        let derived = Derived::from_loaded(&fresh);
         self.loaded = fresh;
         Ok(derived)
     }
 }
+
+/// Where the fork server and the workers find a Python config's server
+/// hooks: its absolute path or `python:module` (see docs/hooks.md).
+pub const HOOKS_ENV: &str = "FERROCORN_HOOKS_FROM";
 
 fn arbiter_config(settings: &Settings) -> ArbiterConfig {
     ArbiterConfig {
