@@ -943,10 +943,12 @@ class Config:
 
 
 def setup_logging(level: str) -> None:
-    """Worker log lines to stderr, each with the pid; the app's own loggers are left alone."""
+    """Worker log lines to stderr in gunicorn's error-log format (glogging.py's
+    error_fmt and datefmt), the same line the master writes; the app's own
+    loggers are left alone."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z")
+        logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s", "[%Y-%m-%d %H:%M:%S %z]")
     )
     log.handlers[:] = [handler]
     log.setLevel(level)

@@ -10,6 +10,7 @@ mod access;
 mod access_format;
 mod clf;
 mod error_log;
+mod line;
 
 use std::io;
 use std::process::Stdio;
@@ -22,6 +23,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use error_log::ErrorSink;
 
 pub use access::{AccessLog, AccessRecord, ACCESS_TARGET};
+pub use line::CRITICAL_FIELD;
 
 /// Env var with `RUST_LOG`-style directives layered over [`LogConfig::level`],
 /// e.g. `FERROCORN_LOG=ferrocorn::master=debug`.
@@ -243,10 +245,12 @@ fn build_with_filter(
         // Still parsed, so a broken format fails at start even while off.
         None => access_format::AccessFormat::parse(&cfg.access_log_format).map(|_| None)?,
     };
+    // gunicorn's line, never coloured (gunicorn's isn't, and the workers'
+    // lines share the stream).
     let subscriber = tracing_subscriber::fmt()
         .with_writer(error.clone())
-        .with_ansi(error.is_terminal())
-        .with_target(true)
+        .with_ansi(false)
+        .event_format(line::GunicornLine::new())
         .with_env_filter(filter)
         .finish();
     Ok((subscriber, Logging { error, access }))
@@ -311,11 +315,12 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
+        let pid = std::process::id();
         assert!(
-            lines[0].contains(" INFO ferrocorn::master: ready worker=3 pid=42"),
+            lines[0].ends_with(&format!("] [{pid}] [INFO] ready pid=42")),
             "{text}"
         );
-        assert!(lines[0].starts_with("20"), "timestamp first: {text}");
+        assert!(lines[0].starts_with("[20"), "timestamp first: {text}");
         assert!(!text.contains('\x1b'), "no colours in a file: {text:?}");
     }
 
