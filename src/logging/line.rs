@@ -7,8 +7,9 @@
 //!
 //! Fields stay in the event for tests and tooling; the line shows one as
 //! `key=value` only where it adds to the message: a field whose value already
-//! appears in the message as a whole word is left out, and so is the worker id
-//! (ferrocorn's slot number; the pid names the worker, as in gunicorn).
+//! appears in the message as a whole word is left out, and so are worker ids
+//! (`worker`, `replaces`: ferrocorn's slot numbers; the pid names the worker,
+//! as in gunicorn).
 
 use std::fmt::{self, Write as _};
 
@@ -24,7 +25,7 @@ pub const CRITICAL_FIELD: &str = "critical";
 
 /// Fields never shown on the line: ids for machines that the message already
 /// names another way.
-const HIDDEN_FIELDS: &[&str] = &["worker", CRITICAL_FIELD];
+const HIDDEN_FIELDS: &[&str] = &["worker", "replaces", CRITICAL_FIELD];
 
 /// gunicorn's error-log line for one process (the pid is fixed at build).
 #[derive(Clone, Copy, Debug)]

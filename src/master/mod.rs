@@ -57,7 +57,7 @@ pub async fn run(
     let metrics = metrics_listener.map(|listener| {
         let metrics = Metrics::new();
         if let Ok(address) = listener.local_addr() {
-            info!(%address, "serving metrics, /healthz and /readyz");
+            info!("Serving metrics at: http://{address} (/metrics, /healthz, /readyz)");
         }
         let endpoint = metrics::endpoint::serve(listener, metrics.clone(), std::future::pending());
         tokio::spawn(async move {
@@ -89,9 +89,10 @@ pub async fn run(
             }
         }));
     }
-    for listener in &listeners {
-        info!(address = %listener.url(), "listening");
-    }
+    // gunicorn's two lines, which people alert and wait on.
+    let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
+    info!("Listening at: {} ({})", urls.join(","), std::process::id());
+    info!("Using worker: {}", settings.effective_worker_class());
     let ctx = Arc::new(ServiceCtx {
         exchange: ExchangeCtx {
             dispatcher: dispatcher.clone(),
@@ -153,6 +154,7 @@ pub async fn run(
     loop {
         for action in arbiter.on_event(event, Instant::now()) {
             if let Action::Exit { code, message } = action {
+                log_shutdown(code, message.as_deref());
                 return Ok(Outcome { code, message });
             }
             shell.apply(&action);
@@ -170,6 +172,20 @@ pub async fn run(
                 _ = tick.tick() => break Event::Tick,
             }
         };
+    }
+}
+
+/// gunicorn's `halt`: `Shutting down: Master`, then `Reason: ...` when
+/// there is one, at info for a clean stop and at error otherwise.
+fn log_shutdown(code: ExitCode, reason: Option<&str>) {
+    if code == ExitCode::Clean {
+        info!("Shutting down: Master");
+        if let Some(reason) = reason {
+            info!("Reason: {reason}");
+        }
+    } else {
+        tracing::error!("Shutting down: Master");
+        tracing::error!("Reason: {}", reason.unwrap_or("server stopped"));
     }
 }
 
