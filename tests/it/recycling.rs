@@ -328,7 +328,12 @@ fn a_hup_to_an_app_that_cannot_load_keeps_the_running_workers() {
     let mut server = TestServer::start(&["-c", config.to_str().unwrap()]);
     // Both ready: a worker still booting at HUP is replaced at once by design.
     wait_until("2 ready workers", DEADLINE, || {
-        match server.stderr().matches("worker ready").count() {
+        let log = server.stderr();
+        let ready = log
+            .lines()
+            .filter(|l| l.contains("] Worker (pid:") && l.ends_with(") is ready"))
+            .count();
+        match ready {
             2 => Ok(()),
             n => Err(format!("{n} ready")),
         }
