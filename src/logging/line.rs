@@ -27,6 +27,51 @@ pub const CRITICAL_FIELD: &str = "critical";
 /// names another way.
 const HIDDEN_FIELDS: &[&str] = &["worker", "replaces", CRITICAL_FIELD];
 
+/// Which line the error log writes: gunicorn's (the default), or
+/// tracing-subscriber's full one (`FERROCORN_LOG_FORMAT=tracing`: RFC 3339
+/// time in UTC to the microsecond, target, every field), for tools that time
+/// the master's events on its own clock, such as `benches/`.
+#[derive(Clone, Debug)]
+pub(crate) enum Line {
+    /// `[time] [pid] [LEVEL] message`.
+    Gunicorn(GunicornLine),
+    /// tracing-subscriber's default format, without colours.
+    Tracing(tracing_subscriber::fmt::format::Format),
+}
+
+impl Line {
+    /// The line named by `FERROCORN_LOG_FORMAT` (`gunicorn` when unset).
+    pub(crate) fn parse(name: Option<&str>) -> Result<Self, String> {
+        match name.map(str::trim) {
+            None | Some("") | Some("gunicorn") => Ok(Self::Gunicorn(GunicornLine::new())),
+            Some("tracing") => Ok(Self::Tracing(
+                tracing_subscriber::fmt::format().with_ansi(false),
+            )),
+            Some(other) => Err(format!(
+                "unknown format {other:?} (use gunicorn or tracing)"
+            )),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Line
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        match self {
+            Self::Gunicorn(line) => line.format_event(ctx, writer, event),
+            Self::Tracing(format) => format.format_event(ctx, writer, event),
+        }
+    }
+}
+
 /// gunicorn's error-log line for one process (the pid is fixed at build).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GunicornLine {
