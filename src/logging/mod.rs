@@ -1,5 +1,6 @@
-//! Logging for the master: the error log (tracing-subscriber, one line per
-//! event, to stderr or a file) and the gunicorn-format access log. This module
+//! Logging for the master: the error log (tracing-subscriber, one gunicorn
+//! line per event, drawn by `line.rs`, to stderr or a file) and the
+//! gunicorn-format access log. This module
 //! owns both sinks and their reopening; it doesn't decide *when* to reopen (the
 //! master does, on SIGUSR1) nor what gets logged. [`init`] runs once in
 //! `main`; the HTTP service gets an [`AccessLog`] from [`Logging::access`];
