@@ -11,10 +11,10 @@ ferrocorn starts workers three ways, each a row here, all serving examples/flask
 
 Each server runs with -w 1. Two phases, --boots boots each:
 
-1. scale (ferrocorn only): TTIN, wait for the master's `worker ready` line of the new worker, read
+1. scale (ferrocorn only): TTIN, wait for the master's `Worker (pid:N) is ready` line of the new worker, read
    its CPU, TTOU, wait until it has gone. Time to ready from the master's own log: its TTIN line
-   (`one worker more`) to `worker ready`, and `booting worker` (logged once the process exists) to
-   `worker ready`. CPU per boot: the new worker's run time at ready + the fork server's over the
+   (`Handling signal: ttin`) to `Worker (pid:N) is ready`, and `Booting worker with pid: N` (logged once the process exists) to
+   `Worker (pid:N) is ready`. CPU per boot: the new worker's run time at ready + the fork server's over the
    boot (+ its reaped middle processes, see README).
 2. replace (ferrocorn and gunicorn sync, with and without --preload): kill -9 the only worker,
    wait until it is dead, then GET /hello until 200: that time is measured the same way for both
@@ -43,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
-from harness.masterlog import LogEvent, LogTail
+from harness.masterlog import LogEvent, LogTail, is_booting, is_crash, is_ready, is_ttin
 from harness.measure import (ProcessCpu, children_of, is_alive, process_comm, process_stats, process_tree,
                              read_process_cpu, runtime_delta_ns, ticks_ms)
 from harness.paced import percentile
@@ -101,11 +101,11 @@ class Boot:
     n: int
     worker: Optional[int] = None
     pid: int = 0
-    # scale: TTIN line -> ready; replace: `worker crashed` line -> ready (master's clock)
+    # scale: TTIN line -> ready; replace: `Worker (pid:N) was sent SIGKILL!` line -> ready (master's clock)
     decided_to_ready_ms: Optional[float] = None
     booting_to_ready_ms: Optional[float] = None
     kill_to_200_ms: Optional[float] = None  # replace only, this script's clock
-    kill_to_crash_logged_ms: Optional[float] = None  # replace, ferrocorn: kill (wall clock) -> `worker crashed`
+    kill_to_crash_logged_ms: Optional[float] = None  # replace, ferrocorn: kill (wall clock) -> `Worker (pid:N) was sent SIGKILL!`
     non_200_before: str = ""  # replace: the answers before the 200 (status, 0 = transport error)
     worker_cpu_ms: float = 0.0  # exact run time of the new worker (at ready / at the 200)
     worker_ticks_ms: float = 0.0  # the same from utime+stime, truncated to ticks
@@ -232,14 +232,14 @@ def ms_between(a: Optional[LogEvent], b: Optional[LogEvent]) -> Optional[float]:
 
 
 def ready_line(tail: LogTail, pid: int, start: int, timeout_s: float) -> LogEvent:
-    event = tail.wait_for(lambda e: e.message == "worker ready" and e.int_field("pid") == pid, timeout_s, start)
+    event = tail.wait_for(lambda e: is_ready(e) and e.int_field("pid") == pid, timeout_s, start)
     if event is None:
-        raise BootFailed(f"no `worker ready ... pid={pid}` line in the master's log within {timeout_s:g}s")
+        raise BootFailed(f"no `Worker (pid:{pid}) is ready` line in the master's log within {timeout_s:g}s")
     return event
 
 
 def booting_line(tail: LogTail, worker: Optional[int], start: int) -> Optional[LogEvent]:
-    return next((e for e in tail.events[start:] if e.message == "booting worker"
+    return next((e for e in tail.events[start:] if is_booting(e)
                  and e.int_field("worker") == worker), None)
 
 
@@ -254,15 +254,15 @@ def scale_boot(o: Options, mode: str, master: int, tail: LogTail, n: int) -> Boo
     fs0 = read_process_cpu(fs) if fs else None
     m0 = read_process_cpu(master)
     os.kill(master, signal.SIGTTIN)
-    ready = tail.wait_for(lambda e: e.message == "worker ready" and e.int_field("pid") not in before,
+    ready = tail.wait_for(lambda e: is_ready(e) and e.int_field("pid") not in before,
                           o.boot_timeout, start)
     if ready is None:
-        raise BootFailed(f"TTIN: no new `worker ready` line within {o.boot_timeout:g}s")
+        raise BootFailed(f"TTIN: no new `Worker (pid:N) is ready` line within {o.boot_timeout:g}s")
     pid = ready.int_field("pid") or 0
     w = read_process_cpu(pid)
     fs1 = read_process_cpu(fs) if fs else None
     m1 = read_process_cpu(master)
-    decided = next((e for e in tail.events[start:] if e.message.startswith("one worker more")), None)
+    decided = next((e for e in tail.events[start:] if is_ttin(e)), None)
     worker = ready.int_field("worker")
     boot = Boot(mode=mode, phase="scale", n=n, worker=worker, pid=pid,
                 decided_to_ready_ms=ms_between(decided, ready),
@@ -341,7 +341,7 @@ def replace_boot(o: Options, mode: str, master: int, port: int, tail: Optional[L
     if tail is not None:
         ready = ready_line(tail, boot.pid, start, o.boot_timeout)
         boot.worker = ready.int_field("worker")
-        crashed = next((e for e in tail.events[start:] if e.message.startswith("worker crashed")), None)
+        crashed = next((e for e in tail.events[start:] if is_crash(e)), None)
         boot.decided_to_ready_ms = ms_between(crashed, ready)
         boot.kill_to_crash_logged_ms = (crashed.ts - wall_kill) * 1000 if crashed else None
         boot.booting_to_ready_ms = ms_between(booting_line(tail, boot.worker, start), ready)
@@ -366,8 +366,8 @@ def run_mode(o: Options, mode: str, gunicorn_flags: Sequence[str]) -> ModeResult
             return result
         tail = None if mode.startswith("gunicorn") else LogTail(log_path)
         if tail is not None:
-            if tail.wait_for(lambda e: e.message == "worker ready", o.boot_timeout) is None:
-                raise BootFailed("answered 200 but no `worker ready` line in the master's log")
+            if tail.wait_for(is_ready, o.boot_timeout) is None:
+                raise BootFailed("answered 200 but no `Worker (pid:N) is ready` line in the master's log")
             if mode != "fresh" and fork_server(proc.pid) is None:
                 raise BootFailed(f"no {FORK_SERVER_COMM} child of the master (is this a build with the fork server?)")
             for n in range(1, o.boots + 1):
@@ -380,7 +380,7 @@ def run_mode(o: Options, mode: str, gunicorn_flags: Sequence[str]) -> ModeResult
         cpu = read_process_cpu(fs) if fs else None
         if tail is not None and cpu is not None:
             tail.poll()
-            result.forks = sum(1 for e in tail.events if e.message == "booting worker")
+            result.forks = sum(1 for e in tail.events if is_booting(e))
             result.middle_ms = ticks_ms(cpu.children_ticks) / max(result.forks, 1)
         if proc.poll() is not None:
             result.status = "crashed"
@@ -490,8 +490,8 @@ def target_line(results: Sequence[ModeResult]) -> list[str]:
 
 
 SCALE_NOTES = (
-    "*TTIN → ready*: the master's `one worker more (TTIN)` line to its `worker ready` line (the handshake "
-    "done, the worker admitted); *booting → ready*: from `booting worker`, logged once the process exists "
+    "*TTIN → ready*: the master's `Handling signal: ttin` line to its `Worker (pid:N) is ready` line (the handshake "
+    "done, the worker admitted); *booting → ready*: from `Booting worker with pid: N`, logged once the process exists "
     "(after the fork, or the exec). *CPU per boot*: the new worker's run time at ready (exact, from schedstat) "
     "+ the fork server's over the boot (exact) + its middle process (known in clock ticks only: the fork "
     "server's cutime+cstime when the mode ends, divided by the forks it made, both phases and the first "
@@ -501,8 +501,8 @@ SCALE_NOTES = (
 REPLACE_NOTES = (
     "*kill → first 200*: this script's clock, from the SIGKILL to the first 200 on /hello (sent once the old "
     "worker is dead, so only the new one can answer; ferrocorn's master and gunicorn's listen backlog hold it "
-    "meanwhile). *kill → crash logged*: to ferrocorn's `worker crashed; replacing it` line (the system clock "
-    "on both sides); *crash logged → ready*: from that line to `worker ready`. *tree CPU*: the run time of "
+    "meanwhile). *kill → crash logged*: to ferrocorn's `Worker (pid:N) was sent SIGKILL! ...` line (the system clock "
+    "on both sides); *crash logged → ready*: from that line to `Worker (pid:N) is ready`. *tree CPU*: the run time of "
     "every process of the server from the kill to the 200, the killed worker excluded, one request served "
     "included (ferrocorn: + the middle process, as above). *answers before the 200*: what the requests sent "
     "after the old worker died and before the replacement answered got (status, or no answer), over all boots.")

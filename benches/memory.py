@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
-from harness.masterlog import LogTail
+from harness.masterlog import LogTail, is_ready
 from harness.measure import (ProcessMemory, process_comm, process_stats, process_tree, read_process_cpu,
                              read_process_memory)
 from harness.process import (free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server,
@@ -254,14 +254,14 @@ def wait_quiet(root: int, timeout_s: float) -> None:
 
 
 def wait_workers(o: Options, server: str, root: int, workers: int, log_path: Path) -> None:
-    """Every worker up: ferrocorn's `worker ready` lines, gunicorn's children (their import then
+    """Every worker up: ferrocorn's `Worker (pid:N) is ready` lines, gunicorn's children (their import then
     shows as CPU, which wait_quiet waits out)."""
     deadline = time.monotonic() + o.ready_timeout
     if server.startswith("ferrocorn"):
         tail = LogTail(log_path)
-        while len({e.fields.get("worker") for e in tail.events if e.message == "worker ready"}) < workers:
+        while len({e.fields.get("worker") for e in tail.events if is_ready(e)}) < workers:
             if time.monotonic() > deadline:
-                raise RunFailed(f"fewer than {workers} `worker ready` lines within {o.ready_timeout:g}s")
+                raise RunFailed(f"fewer than {workers} `Worker (pid:N) is ready` lines within {o.ready_timeout:g}s")
             time.sleep(0.01)
             tail.poll()
     else:

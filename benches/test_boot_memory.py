@@ -16,20 +16,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from boot import Boot, boot_cpu_ms, spread  # noqa: E402
-from harness.masterlog import LogTail, parse_line, parse_log, parse_timestamp  # noqa: E402
+from harness.masterlog import (LogTail, is_booting, is_crash, is_ready, is_ttin, parse_line,  # noqa: E402
+                               parse_log, parse_timestamp)
 from harness.measure import (ProcessCpu, parse_schedstat_ns, parse_smaps_rollup, parse_stat_cpu,  # noqa: E402
                              read_process_cpu, runtime_delta_ns)
 from memory import parse_gunicorn_access, parse_requests_served, role_of  # noqa: E402
 
 MASTER_LOG = """\
-2026-12-01T08:37:00.351305Z  INFO ferrocorn::master::arbiter: one worker more (TTIN) workers=2
-2026-12-01T08:37:00.356788Z  INFO ferrocorn::master::shell: booting worker worker=2 pid=19297
-[2026-12-01 08:37:00 +0000] [19297] [INFO] booting worker 2 with pid 19297
-2026-12-01T08:37:00.357513Z  INFO ferrocorn::master::shell: worker booted worker=2 pid=19297 python=3.11.7 class=sync
-2026-12-01T08:37:00.357525Z  INFO ferrocorn::master::arbiter::worker_events: worker ready worker=2 pid=19297
+2026-12-01T08:37:00.351305Z  INFO ferrocorn::master::arbiter: Handling signal: ttin
+2026-12-01T08:37:00.356788Z  INFO ferrocorn::master::shell: Booting worker with pid: 19297 worker=2 pid=19297
+[2026-12-01 08:37:00 +0000] [19297] [INFO] Worker exiting (pid: 19297)
+2026-12-01T08:37:00.357513Z DEBUG ferrocorn::master::shell: worker said hello worker=2 pid=19297 python=3.11.7 class=sync
+2026-12-01T08:37:00.357525Z  INFO ferrocorn::master::arbiter::worker_events: Worker (pid:19297) is ready worker=2 pid=19297
 Traceback (most recent call last):
-2026-12-01T08:37:01.374407Z ERROR ferrocorn::master::arbiter::worker_events: worker crashed; replacing it \
-worker=1 pid=19141 status=signal 9 (SIGKILL) reason="crash" requests=0 memory=28377088 age_s=3
+2026-12-01T08:37:01.374407Z ERROR ferrocorn::master::arbiter::lines: Worker (pid:19141) was sent SIGKILL! Perhaps out \
+of memory? worker=1 pid=19141 reason="crash" requests=0 age_s=3
 """
 
 SMAPS_ROLLUP = """\
@@ -53,20 +54,27 @@ class MasterLogTest(unittest.TestCase):
         self.assertAlmostEqual(parse_timestamp("2026-12-01T09:37:00+01:00"), expected - 0.351305, places=6)
 
     def test_message_and_fields(self) -> None:
-        e = parse_line("2026-12-01T08:37:00.356788Z  INFO ferrocorn::master::shell: booting worker worker=2 pid=19297")
-        self.assertEqual((e.level, e.target, e.message), ("INFO", "ferrocorn::master::shell", "booting worker"))
+        e = parse_line("2026-12-01T08:37:00.356788Z  INFO ferrocorn::master::shell: Booting worker with pid: 19297 "
+                       "worker=2 pid=19297")
+        self.assertEqual((e.level, e.target, e.message),
+                         ("INFO", "ferrocorn::master::shell", "Booting worker with pid: 19297"))
+        self.assertTrue(is_booting(e))
         self.assertEqual((e.int_field("worker"), e.int_field("pid"), e.int_field("nope")), (2, 19297, None))
 
     def test_quoted_values_and_a_message_with_punctuation(self) -> None:
         e = parse_log(MASTER_LOG)[-1]
-        self.assertEqual(e.message, "worker crashed; replacing it")
+        self.assertEqual(e.message, "Worker (pid:19141) was sent SIGKILL! Perhaps out of memory?")
+        self.assertTrue(is_crash(e))
         self.assertEqual((e.fields["reason"], e.int_field("pid"), e.int_field("age_s")), ("crash", 19141, 3))
 
     def test_worker_lines_tracebacks_and_colours(self) -> None:
         events = parse_log(MASTER_LOG)
-        self.assertEqual([e.message for e in events], ["one worker more (TTIN)", "booting worker", "worker booted",
-                                                       "worker ready", "worker crashed; replacing it"])
-        self.assertIsNone(parse_line("[2026-12-01 08:37:00 +0000] [19297] [INFO] booting worker 2 with pid 19297"))
+        self.assertEqual([e.message for e in events], [
+            "Handling signal: ttin", "Booting worker with pid: 19297", "worker said hello",
+            "Worker (pid:19297) is ready", "Worker (pid:19141) was sent SIGKILL! Perhaps out of memory?"])
+        self.assertEqual([is_ttin(e) for e in events], [True, False, False, False, False])
+        self.assertEqual([is_ready(e) for e in events], [False, False, False, True, False])
+        self.assertIsNone(parse_line("[2026-12-01 08:37:00 +0000] [19297] [INFO] Worker exiting (pid: 19297)"))
         coloured = "\x1b[2m2026-12-01T08:37:00.357525Z\x1b[0m \x1b[32m INFO\x1b[0m ferrocorn::x: worker ready pid=7"
         self.assertEqual(parse_line(coloured).int_field("pid"), 7)
         ready, booting = events[3], events[1]
@@ -84,10 +92,10 @@ class MasterLogTest(unittest.TestCase):
                 tail.poll()
                 self.assertEqual(len(tail.events), 1)
                 f.write(lines[1][30:] + lines[2] + lines[3] + lines[4])
-            found = tail.wait_for(lambda e: e.message == "worker ready", timeout_s=1.0)
+            found = tail.wait_for(is_ready, timeout_s=1.0)
             self.assertEqual(found.int_field("pid"), 19297)
             self.assertEqual(len(tail.events), 4)
-            self.assertIsNone(tail.wait_for(lambda e: e.message == "worker ready", timeout_s=0.01, start=4))
+            self.assertIsNone(tail.wait_for(is_ready, timeout_s=0.01, start=4))
 
 
 class ProcReadingsTest(unittest.TestCase):

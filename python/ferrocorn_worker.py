@@ -943,10 +943,12 @@ class Config:
 
 
 def setup_logging(level: str) -> None:
-    """Worker log lines to stderr, each with the pid; the app's own loggers are left alone."""
+    """Worker log lines to stderr in gunicorn's error-log format (glogging.py's
+    error_fmt and datefmt), the same line the master writes; the app's own
+    loggers are left alone."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z")
+        logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s", "[%Y-%m-%d %H:%M:%S %z]")
     )
     log.handlers[:] = [handler]
     log.setLevel(level)
@@ -1020,7 +1022,7 @@ class Worker:
         control_fd = self.control.fileno()
         while True:
             if not any(t.is_alive() for t in self.threads):
-                log.info("all lanes closed, worker exiting")
+                log.debug("all lanes closed, worker exiting")
                 return EXIT_OK
             if config.master_pid is not None and os.getppid() != config.master_pid:
                 log.warning("master %d is gone, worker exiting", config.master_pid)
@@ -1029,13 +1031,13 @@ class Worker:
                 if fd == control_fd:
                     data, fds, _, _ = socket.recv_fds(self.control, 4096, 4)
                     if not data:
-                        log.info("control socket closed, stopping gracefully")
+                        log.debug("control socket closed, stopping gracefully")
                         return self.stop()
                     self._on_control(data, fds)
                 else:
                     wakes = self.wake_r.recv(4096)
                     if signal.SIGTERM in wakes:
-                        log.info("got SIGTERM, stopping gracefully")
+                        log.debug("got SIGTERM, stopping gracefully")
                         return self.stop()
 
     def _on_control(self, data: bytes, fds: list) -> None:
@@ -1052,7 +1054,7 @@ class Worker:
             if REOPEN_LOG in kinds:
                 sys.stderr.flush()
                 os.dup2(fd, 2)
-                log.info("error log reopened")
+                log.info("Error log reopened")
             os.close(fd)
         if DUMP_STACKS in kinds:
             self.dump_stacks()
@@ -1071,7 +1073,8 @@ class Worker:
             environ = server.environ or {}
             log.error(
                 "%s lane %d (thread 0x%016x) has run %s %s for %.1f s",
-                "WORKER TIMEOUT:" if rank == 0 else "also busy:",
+                # Not "WORKER TIMEOUT": that is the master's one line per timeout.
+                "Timed out:" if rank == 0 else "Also busy:",
                 server.lane.index,
                 thread.ident or 0,
                 environ.get("REQUEST_METHOD", "?"),
@@ -1104,7 +1107,9 @@ class Worker:
                 lane.shutdown_read()
         for thread in self.threads:
             thread.join()
-        log.info("worker stopped")
+        # The master writes gunicorn's "Worker exiting (pid: N)" once it has
+        # reaped this process, so the line is there even for a worker that dies.
+        log.debug("worker stopped")
         return EXIT_OK
 
 
@@ -1143,13 +1148,14 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
         if config.master_pid is not None and os.getppid() != config.master_pid:
             raise BootError(f"parent pid {os.getppid()} is not the master pid {config.master_pid}")
         sys.path[0:0] = config.pythonpath
-        log.info("booting worker %s with pid %d", config.worker_id, os.getpid())
+        # The master logs gunicorn's "Booting worker with pid: N" for this boot.
+        log.debug("booting worker %s with pid %d", config.worker_id, os.getpid())
         worker = Worker(config, control)
         install_signals(worker.wake_w.fileno())
         worker.hello()
         if preloaded is None:
             app = import_app(config.app)
-            log.info("app loaded: %s", config.app)
+            log.debug("app loaded: %s", config.app)
         else:
             app = preloaded
         worker.send_control(READY)
@@ -1253,7 +1259,7 @@ class ForkServer:
                 os.dup2(fds[0], 2)
                 for fd in fds:
                     os.close(fd)
-                log.info("error log reopened")
+                log.info("Error log reopened")
             else:
                 for fd in fds:
                     os.close(fd)

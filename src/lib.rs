@@ -10,7 +10,7 @@
 //! - [`dispatch`]: idle lanes, least-loaded pick, the bounded wait queue
 //! - [`http`]: listeners, hyper connections, the request service, the trip to a worker, status mapping
 //! - [`protocol`]: master <-> worker frames, handshake, environ encoding, lane sockets
-//! - [`logging`]: error log and access log
+//! - [`logging`]: error log (gunicorn's line) and access log
 //! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes

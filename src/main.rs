@@ -37,17 +37,22 @@ fn main() -> ExitCode {
     match serve(loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
-            eprintln!("error: {message}");
+            if !message.is_empty() {
+                eprintln!("error: {message}");
+            }
             code.into()
         }
     }
 }
 
+/// Runs the server; an error's message is empty when the error log on
+/// stderr already ends with it (`Reason: ...`).
 fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     let settings = &loaded.settings.clone();
     let python = config::validate::absolute_if_relative_path(settings.python_interpreter_here());
     ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
+    tracing::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -82,6 +87,9 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     runtime.shutdown_background();
     match (outcome.code, outcome.message) {
         (Exit::Clean, _) => Ok(()),
+        // The master logged `Reason: ...`; repeat it on stderr only when
+        // the error log is elsewhere.
+        (code, _) if settings.error_logfile == "-" => Err((code, String::new())),
         (code, message) => Err((code, message.unwrap_or_else(|| "server stopped".into()))),
     }
 }

@@ -1,13 +1,16 @@
-"""ferrocorn's master error log, read as events: `booting worker`, `worker ready`, ... with timestamps.
+"""ferrocorn's master error log, read as events: `Booting worker with pid: N`, `Worker (pid:N) is
+ready`, ... with timestamps.
 
-The master writes tracing's format to stderr, one event a line:
+By default the master writes gunicorn's line (`[2026-12-01 08:14:40 +0000] [PID] [INFO] ...`),
+which has second resolution. The benchmarks start it with FERROCORN_LOG_FORMAT=tracing
+(`process.start_server` does), and it writes tracing's line instead, one event a line:
 
-    2026-12-01T08:14:40.342648Z  INFO ferrocorn::master::shell: booting worker worker=1 pid=10754
+    2026-12-01T08:14:40.342648Z  INFO ferrocorn::master::shell: Booting worker with pid: 10754 worker=1 pid=10754
 
-(RFC 3339 time in UTC, level, target, message, then key=value fields). The Python worker and the
-fork server write gunicorn-style lines (`[2026-12-01 08:14:40 +0000] [PID] [INFO] ...`) into the
-same stream; those have second resolution and are not parsed here. Benchmarks use the master's
-microsecond timestamps to time a worker boot on the master's own clock.
+(RFC 3339 time in UTC, level, target, message, then every key=value field). The Python worker and
+the fork server write gunicorn lines into the same stream; those are not parsed here. Benchmarks use
+the master's microsecond timestamps to time a worker boot on the master's own clock. The is_*
+functions below are the one place that knows the wording of the lines they look for.
 """
 
 from __future__ import annotations
@@ -39,6 +42,26 @@ class LogEvent:
     def int_field(self, name: str) -> Optional[int]:
         value = self.fields.get(name, "")
         return int(value) if value.isdigit() else None
+
+
+def is_booting(e: LogEvent) -> bool:
+    """The master launched a worker process (gunicorn's `Booting worker with pid: N`)."""
+    return e.message.startswith("Booting worker with pid: ")
+
+
+def is_ready(e: LogEvent) -> bool:
+    """A worker (not a spare) finished booting and was admitted: `Worker (pid:N) is ready`."""
+    return e.message.startswith("Worker (pid:") and e.message.endswith(") is ready")
+
+
+def is_ttin(e: LogEvent) -> bool:
+    """The master took a TTIN (one worker more): gunicorn's `Handling signal: ttin`."""
+    return e.message == "Handling signal: ttin"
+
+
+def is_crash(e: LogEvent) -> bool:
+    """A serving worker died unasked: killed by a signal or a non-zero exit (reason=crash)."""
+    return e.fields.get("reason") == "crash" and e.message.startswith("Worker (pid:")
 
 
 def parse_timestamp(text: str) -> float:

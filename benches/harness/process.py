@@ -30,9 +30,12 @@ def free_port() -> int:
 
 def start_server(argv: Sequence[str], cwd: Path, log_path: Path) -> subprocess.Popen:
     """Start argv in a new session, stdout and stderr into log_path. Raises OSError if it can't exec."""
+    # ferrocorn's master then logs microsecond times and every field (masterlog.py reads them);
+    # other servers ignore the variable.
+    env = {**os.environ, "FERROCORN_LOG_FORMAT": "tracing"}
     with open(log_path, "wb") as log:
         return subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def stop_server(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:

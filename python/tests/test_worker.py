@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -980,7 +981,7 @@ class WorkerProcessTest(unittest.TestCase):
         return worker
 
     def test_hello_ready_and_serving(self) -> None:
-        w = self.start()
+        w = self.start(extra_env={"FERROCORN_WORKER_LOG_LEVEL": "debug"})
         hello = w.handshake()
         self.assertEqual(hello["pid"], w.proc.pid)
         self.assertEqual(hello["protocol"], 2)
@@ -994,7 +995,9 @@ class WorkerProcessTest(unittest.TestCase):
         err = w.stderr()
         self.assertIn("booting worker 7 with pid %d" % w.proc.pid, err)
         self.assertIn("app loaded", err)
-        self.assertIn("[%d]" % w.proc.pid, err)
+        # gunicorn's error-log line, as the master writes it.
+        line = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[%d\] \[DEBUG\] booting worker 7 " % w.proc.pid)
+        self.assertTrue(any(line.match(l) for l in err.splitlines()), err)
 
     def boot_failure(self, app: str, **kw: Any) -> tuple[str, WorkerProcess]:
         w = self.start(app, **kw)
@@ -1057,7 +1060,7 @@ class WorkerProcessTest(unittest.TestCase):
         self.assertEqual(w.wait(), 0)
 
     def test_control_eof_finishes_the_request_in_flight(self) -> None:
-        w = self.start(lanes=2)
+        w = self.start(lanes=2, extra_env={"FERROCORN_WORKER_LOG_LEVEL": "debug"})
         w.handshake()
         hold(w.lanes[0], 0.5)
         w.control.close()

@@ -70,8 +70,10 @@ pub fn readme_table() -> String {
         "<!-- generated from src/config/table.rs by `{REGENERATE}`: edit the table, not this block -->\n"
     );
     out += "\nEvery setting can be given as a flag, as `FERROCORN_<NAME>` in the environment, \
-            or as `name = value` in the TOML file of `-c`. The command line wins over the \
-            environment, the environment over the file. Durations: `30` (seconds), `500ms`, \
+            or as `name = value` in the config file of `-c` (TOML, or Python as gunicorn \
+            reads it, also by gunicorn's names: see the compatibility table). Each source \
+            wins over the ones before it: defaults, `PORT` and `WEB_CONCURRENCY`, the config \
+            file, `FERROCORN_*` variables, `GUNICORN_CMD_ARGS`, the command line. Durations: `30` (seconds), `500ms`, \
             `2m`, `1h`. Sizes: `512` (bytes), `200MB` (powers of 1000), `512MiB` (powers of 1024). \
             Switches (default `false`) are turned on by the flag alone (`--preload`), by \
             `= true` in the file (a TOML boolean, no quotes) or by `true`, `1` or `yes` in \
@@ -102,6 +104,43 @@ pub fn readme_table() -> String {
             );
         }
     }
+    out
+}
+
+/// The README markers between which [`gunicorn_table`] goes.
+pub const GUNICORN_MARKERS: (&str, &str) = ("<!-- gunicorn:start -->", "<!-- gunicorn:end -->");
+
+/// The README's gunicorn compatibility table, from `config::gunicorn`.
+pub fn gunicorn_table() -> String {
+    use super::gunicorn::{supported_count, Support, GUNICORN_SETTINGS};
+    let mut out = format!(
+        "<!-- generated from src/config/gunicorn.rs by `{REGENERATE}`: edit the table, not this block -->\n"
+    );
+    out += &format!(
+        "\nferrocorn supports **{} of gunicorn's {} settings** (gunicorn 27.0.1) with \
+         gunicorn's meaning, under gunicorn's flags and config-file names. The others are \
+         refused by name, on the command line, in `GUNICORN_CMD_ARGS` and in a Python \
+         config file (there, only when the value asks for something: `daemon = False` passes).\n\n",
+        supported_count(),
+        GUNICORN_SETTINGS.len()
+    );
+    out += "| gunicorn setting | Flags | In ferrocorn |\n|---|---|---|\n";
+    let mut refused = Vec::new();
+    for setting in GUNICORN_SETTINGS {
+        let ours = match setting.support {
+            Support::Setting(name) if name == setting.name => "same name".to_string(),
+            Support::Setting(name) => format!("`{name}`"),
+            Support::Hook => "server hook ([docs/hooks.md](docs/hooks.md))".to_string(),
+            Support::Command => "command line".to_string(),
+            Support::No => {
+                refused.push(format!("`{}`", setting.name));
+                continue;
+            }
+        };
+        let flags: Vec<String> = setting.flags.iter().map(|f| format!("`{f}`")).collect();
+        out += &format!("| `{}` | {} | {ours} |\n", setting.name, flags.join(" "));
+    }
+    out += &format!("\nNot supported yet, refused by name: {}.\n", refused.join(", "));
     out
 }
 
@@ -180,12 +219,16 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
     }
 
-    /// The README with its settings block replaced by a fresh render.
+    /// The README with its generated blocks replaced by fresh renders.
     fn readme_with_fresh_block(readme: &str) -> Option<String> {
-        let (start, end) = README_MARKERS;
+        let readme = replace_block(readme, README_MARKERS, &readme_table())?;
+        replace_block(&readme, GUNICORN_MARKERS, &gunicorn_table())
+    }
+
+    fn replace_block(readme: &str, (start, end): (&str, &str), block: &str) -> Option<String> {
         let before = &readme[..readme.find(start)? + start.len()];
         let after = &readme[readme.find(end)?..];
-        Some(format!("{before}\n{}{after}", readme_table()))
+        Some(format!("{before}\n{block}{after}"))
     }
 
     #[test]

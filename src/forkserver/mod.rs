@@ -156,7 +156,7 @@ impl Task {
                     tokio::select! {
                         request = requests.recv() => request,
                         status = server.exited() => {
-                            error!(pid, %status, "fork server died; starting a new one (running workers are not affected)");
+                            error!(pid, %status, "Fork server (pid:{pid}) died ({status}); starting a new one (running workers are not affected)");
                             self.state = State::Down { failures: 0 };
                             self.ensure_up().await;
                             continue;
@@ -221,7 +221,8 @@ impl Task {
             server.kill();
             error!(
                 pid = server.pid,
-                "fork server lost{}; starting a new one",
+                "Fork server (pid:{}) lost{}; starting a new one",
+                server.pid,
                 why.map(|w| format!(": {w}")).unwrap_or_default()
             );
         }
@@ -244,7 +245,8 @@ impl Task {
                     info!(
                         pid = server.pid,
                         preload = self.spec.spawn.preload,
-                        "fork server ready"
+                        "Fork server (pid:{}) is ready",
+                        server.pid
                     );
                     State::Up(server)
                 }
@@ -257,13 +259,13 @@ impl Task {
                             warn!(
                                 failures,
                                 delay_ms = delay.as_millis() as u64,
-                                "fork server failed to start: {why}; trying again"
+                                "Fork server failed to start: {why}; trying again"
                             );
                             tokio::time::sleep(delay).await;
                             State::Down { failures }
                         }
                         Verdict::GiveUp => {
-                            error!(failures, "fork server failed to start: {why}; workers start as fresh interpreters from now on (slower boots, no shared memory)");
+                            error!(failures, "Fork server failed to start: {why}; workers start as fresh interpreters from now on (slower boots, no shared memory)");
                             State::Fallback
                         }
                     }
@@ -275,7 +277,7 @@ impl Task {
     async fn reopen_log(&mut self, file: Option<File>) {
         if let (State::Up(server), Some(file)) = (&mut self.state, &file) {
             if let Err(err) = server.reopen_log(file).await {
-                error!(pid = server.pid, error = %err, "cannot hand the reopened error log to the fork server");
+                error!(pid = server.pid, error = %err, "Cannot hand the reopened error log to the fork server (pid:{})", server.pid);
             }
         }
         self.spec.log_file = file;

@@ -16,7 +16,7 @@ use http::{HeaderValue, Response};
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::body::{BodyError, ResponseBody};
 use super::framing::Verdicts;
@@ -149,7 +149,8 @@ pub async fn forward(
             }
             Some(Err(err)) => return Err(worker_failed(ctx, lease, err)),
             None => {
-                error!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
+                // The arbiter logs the worker's `WORKER TIMEOUT (pid:N)`.
+                debug!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
                 let _ = ctx.faults.send((worker, WorkerFault::Timeout));
                 lease.discard();
                 return Err(RequestError::Timeout);

@@ -98,7 +98,8 @@ pub fn start(
                         task.abort(); // drops (closes) the listener
                     }
                     if how.unwrap_or(false) {
-                        info!(connections = graceful.count(), "listeners closed; waiting for open connections");
+                        let connections = graceful.count();
+                        info!(connections, "Listeners closed; waiting for {connections} open connections");
                         graceful.shutdown().await;
                     }
                     closed();

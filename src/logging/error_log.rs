@@ -5,7 +5,7 @@
 //! the stderr of each Python worker it spawns.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -41,11 +41,6 @@ impl ErrorSink {
             path: spec.into(),
             file: Arc::new(Mutex::new(file)),
         })
-    }
-
-    /// Whether lines go to a terminal, the only case where colours help.
-    pub(crate) fn is_terminal(&self) -> bool {
-        matches!(self, Self::Stderr) && io::stderr().is_terminal()
     }
 
     /// Opens the path again and swaps it in; the old file is closed once the
@@ -141,7 +136,6 @@ mod tests {
         let sink = ErrorSink::open(path.to_str().unwrap()).unwrap();
         sink.make_writer().write_all(b"new\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "old\nnew\n");
-        assert!(!sink.is_terminal());
     }
 
     #[test]

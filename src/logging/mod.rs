@@ -1,5 +1,6 @@
-//! Logging for the master: the error log (tracing-subscriber, one line per
-//! event, to stderr or a file) and the gunicorn-format access log. This module
+//! Logging for the master: the error log (tracing-subscriber, one gunicorn
+//! line per event, drawn by `line.rs`, to stderr or a file) and the
+//! gunicorn-format access log. This module
 //! owns both sinks and their reopening; it doesn't decide *when* to reopen (the
 //! master does, on SIGUSR1) nor what gets logged. [`init`] runs once in
 //! `main`; the HTTP service gets an [`AccessLog`] from [`Logging::access`];
@@ -10,6 +11,7 @@ mod access;
 mod access_format;
 mod clf;
 mod error_log;
+mod line;
 
 use std::io;
 use std::process::Stdio;
@@ -22,10 +24,15 @@ use tracing_subscriber::util::SubscriberInitExt;
 use error_log::ErrorSink;
 
 pub use access::{AccessLog, AccessRecord, ACCESS_TARGET};
+pub use line::CRITICAL_FIELD;
 
 /// Env var with `RUST_LOG`-style directives layered over [`LogConfig::level`],
 /// e.g. `FERROCORN_LOG=ferrocorn::master=debug`.
 pub const FILTER_ENV: &str = "FERROCORN_LOG";
+
+/// Env var choosing the error log's line: `gunicorn` (the default) or
+/// `tracing` (microsecond UTC times and every field, for benchmarks).
+pub const FORMAT_ENV: &str = "FERROCORN_LOG_FORMAT";
 
 /// gunicorn's default `access_log_format` (Apache combined log format).
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -107,6 +114,9 @@ pub enum LoggingError {
         /// What the filter parser said.
         reason: String,
     },
+    /// `FERROCORN_LOG_FORMAT` names no line format.
+    #[error("invalid {FORMAT_ENV}: {0}")]
+    BadLineFormat(String),
     /// The access log file could not be opened for appending.
     #[error("cannot open access log {path}: {err}")]
     OpenAccessLog {
@@ -211,8 +221,8 @@ impl Drop for Logging {
 pub fn build(
     cfg: &LogConfig,
 ) -> Result<(impl Subscriber + Send + Sync + 'static, Logging), LoggingError> {
-    let overrides = std::env::var_os(FILTER_ENV).map(|v| v.to_string_lossy().into_owned());
-    build_with_filter(cfg, overrides.as_deref())
+    let env = |name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    build_from(cfg, env(FILTER_ENV).as_deref(), env(FORMAT_ENV).as_deref())
 }
 
 /// Checks `access_log_format` as [`init`] would (`--check-config`).
@@ -230,23 +240,36 @@ pub fn init(cfg: &LogConfig) -> Result<Logging, LoggingError> {
     Ok(logging)
 }
 
-/// [`build`] with the `FERROCORN_LOG` value passed in, so tests don't touch
-/// the process environment.
+/// [`build`] with `FERROCORN_LOG` and the default line, for tests.
+#[cfg(test)]
 fn build_with_filter(
     cfg: &LogConfig,
     overrides: Option<&str>,
 ) -> Result<(impl Subscriber + Send + Sync + 'static, Logging), LoggingError> {
+    build_from(cfg, overrides, None)
+}
+
+/// [`build`] with the `FERROCORN_LOG` and `FERROCORN_LOG_FORMAT` values
+/// passed in, so tests don't touch the process environment.
+fn build_from(
+    cfg: &LogConfig,
+    overrides: Option<&str>,
+    format: Option<&str>,
+) -> Result<(impl Subscriber + Send + Sync + 'static, Logging), LoggingError> {
     let filter = filter(cfg.level, overrides)?;
+    let line = line::Line::parse(format).map_err(LoggingError::BadLineFormat)?;
     let error = ErrorSink::open(&cfg.error_logfile)?;
     let access = match &cfg.access_logfile {
         Some(spec) => Some(AccessLog::open(spec, &cfg.access_log_format)?),
         // Still parsed, so a broken format fails at start even while off.
         None => access_format::AccessFormat::parse(&cfg.access_log_format).map(|_| None)?,
     };
+    // gunicorn's line, never coloured (gunicorn's isn't, and the workers'
+    // lines share the stream).
     let subscriber = tracing_subscriber::fmt()
         .with_writer(error.clone())
-        .with_ansi(error.is_terminal())
-        .with_target(true)
+        .with_ansi(false)
+        .event_format(line)
         .with_env_filter(filter)
         .finish();
     Ok((subscriber, Logging { error, access }))
@@ -311,12 +334,36 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
+        let pid = std::process::id();
         assert!(
-            lines[0].contains(" INFO ferrocorn::master: ready worker=3 pid=42"),
+            lines[0].ends_with(&format!("] [{pid}] [INFO] ready pid=42")),
             "{text}"
         );
-        assert!(lines[0].starts_with("20"), "timestamp first: {text}");
+        assert!(lines[0].starts_with("[20"), "timestamp first: {text}");
         assert!(!text.contains('\x1b'), "no colours in a file: {text:?}");
+    }
+
+    #[test]
+    fn the_tracing_line_is_there_for_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("error.log");
+        let (sub, _logging) = build_from(&file_config(&path), None, Some("tracing")).unwrap();
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(target: "ferrocorn::master", worker = 3, pid = 42, "Worker (pid:42) is ready");
+        });
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(" INFO ferrocorn::master: Worker (pid:42) is ready worker=3 pid=42"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text:?}");
+        let err = build_from(&file_config(&path), None, Some("json"))
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "invalid FERROCORN_LOG_FORMAT: unknown format \"json\" (use gunicorn or tracing)"
+        );
     }
 
     #[test]

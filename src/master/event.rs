@@ -26,6 +26,22 @@ pub enum Sig {
     Usr2,
 }
 
+impl Sig {
+    /// The name gunicorn logs it by (`Handling signal: term`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Sig::Term => "term",
+            Sig::Int => "int",
+            Sig::Quit => "quit",
+            Sig::Hup => "hup",
+            Sig::Ttin => "ttin",
+            Sig::Ttou => "ttou",
+            Sig::Usr1 => "usr1",
+            Sig::Usr2 => "usr2",
+        }
+    }
+}
+
 pub use crate::worker::ExitStatus;
 
 /// What the sampler saw of one worker.

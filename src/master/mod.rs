@@ -57,7 +57,7 @@ pub async fn run(
     let metrics = metrics_listener.map(|listener| {
         let metrics = Metrics::new();
         if let Ok(address) = listener.local_addr() {
-            info!(%address, "serving metrics, /healthz and /readyz");
+            info!("Serving metrics at: http://{address} (/metrics, /healthz, /readyz)");
         }
         let endpoint = metrics::endpoint::serve(listener, metrics.clone(), std::future::pending());
         tokio::spawn(async move {
@@ -89,9 +89,10 @@ pub async fn run(
             }
         }));
     }
-    for listener in &listeners {
-        info!(address = %listener.url(), "listening");
-    }
+    // gunicorn's two lines, which people alert and wait on.
+    let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
+    info!("Listening at: {} ({})", urls.join(","), std::process::id());
+    info!("Using worker: {}", settings.effective_worker_class());
     let ctx = Arc::new(ServiceCtx {
         exchange: ExchangeCtx {
             dispatcher: dispatcher.clone(),
@@ -158,6 +159,7 @@ pub async fn run(
                 if !connections_closed {
                     answer_the_waiting(&shell.dispatcher, &mut events).await;
                 }
+                log_shutdown(code, message.as_deref());
                 return Ok(Outcome { code, message });
             }
             shell.apply(&action);
@@ -199,6 +201,20 @@ async fn answer_the_waiting(
 
 /// How long an exiting master waits for its last answers to go out.
 const ANSWER_THE_WAITING: Duration = Duration::from_millis(500);
+
+/// gunicorn's `halt`: `Shutting down: Master`, then `Reason: ...` when
+/// there is one, at info for a clean stop and at error otherwise.
+fn log_shutdown(code: ExitCode, reason: Option<&str>) {
+    if code == ExitCode::Clean {
+        info!("Shutting down: Master");
+        if let Some(reason) = reason {
+            info!("Reason: {reason}");
+        }
+    } else {
+        tracing::error!("Shutting down: Master");
+        tracing::error!("Reason: {}", reason.unwrap_or("server stopped"));
+    }
+}
 
 /// The HTTP front's findings about workers, as the arbiter's events.
 fn worker_faults(

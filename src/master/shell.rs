@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, ExitStatus, WorkerSample};
@@ -220,7 +220,7 @@ impl Shell {
             }
             Action::ReopenLogs => match self.logging.reopen() {
                 Ok(()) => {
-                    info!("log files reopened");
+                    info!("Log files reopened");
                     self.reopen_worker_logs();
                 }
                 Err(err) => error!(error = %err, "cannot reopen log files"),
@@ -368,7 +368,7 @@ impl Shell {
                     return;
                 }
             };
-            info!(worker = %worker, pid, "booting worker");
+            info!(worker = %worker, pid, "Booting worker with pid: {pid}");
             let _ = launched.send((worker, pid));
             let _ = events.send(Event::Spawned { worker, pid });
             let exited = reaper.watch(pid);
@@ -381,7 +381,7 @@ impl Shell {
             let _ = booted.send((worker, control));
             let event = match result {
                 Ok(hello) => {
-                    info!(worker = %worker, pid = hello.pid, python = %hello.python, class = %hello.worker_class, "worker booted");
+                    debug!(worker = %worker, pid = hello.pid, python = %hello.python, class = %hello.worker_class, "worker said hello");
                     Event::Ready { worker }
                 }
                 Err(err) => Event::BootFailed {

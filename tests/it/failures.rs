@@ -186,7 +186,7 @@ fn a_timeout_with_threads_fails_only_the_request_that_timed_out() {
     server.wait_for_new_worker(&before);
     wait_until("the dump naming the lane", DEADLINE, || {
         let log = server.stderr();
-        if log.contains("WORKER TIMEOUT: lane") && log.contains("in io") {
+        if log.contains("Timed out: lane") && log.contains("in io") {
             Ok(())
         } else {
             Err(log)

@@ -56,6 +56,11 @@ pub fn wait_until<T>(
     }
 }
 
+/// What precedes the bound address in the master's log (gunicorn's words).
+/// The harness learns the port of `-b 127.0.0.1:0` from this line; nothing
+/// else here reads log wording.
+pub const LISTENING_AT: &str = "Listening at: http://";
+
 /// A running ferrocorn.
 pub struct TestServer {
     child: Option<Child>,
@@ -113,9 +118,10 @@ impl TestServer {
         let sink = stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("address=http://") {
-                    let addr = line[at + "address=http://".len()..]
-                        .split_whitespace()
+                // gunicorn's `Listening at: http://127.0.0.1:PORT (PID)`.
+                if let Some(at) = line.find(LISTENING_AT) {
+                    let addr = line[at + LISTENING_AT.len()..]
+                        .split([' ', ','])
                         .next()
                         .unwrap_or_default()
                         .to_string();

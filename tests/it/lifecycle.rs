@@ -115,7 +115,7 @@ fn usr1_reopens_the_error_log_in_the_master_and_in_running_workers() {
     let fresh = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until("the worker to take the new file", DEADLINE, || {
         let text = fresh();
-        if text.contains("log files reopened") && text.contains("error log reopened") {
+        if text.contains("Log files reopened") && text.contains("Error log reopened") {
             Ok(())
         } else {
             Err(text)

@@ -9,6 +9,7 @@ mod failures;
 mod forking;
 mod http_front;
 mod lifecycle;
+mod logging;
 mod options;
 mod pep3333;
 mod pipelining;

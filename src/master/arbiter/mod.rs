@@ -5,6 +5,7 @@
 //! lives in `recycle.rs`; stopping the whole server in `stop.rs`.
 
 mod config;
+mod lines;
 mod recycle;
 mod spare;
 mod stop;
@@ -67,6 +68,17 @@ struct Entry {
 }
 
 impl Entry {
+    /// What its log lines say about it.
+    fn record(&self, worker: WorkerId, now: Instant) -> lines::Record {
+        lines::Record {
+            worker,
+            pid: lines::Pid(self.pid),
+            requests: self.served,
+            memory: self.memory,
+            age_s: now.saturating_duration_since(self.spawned_at).as_secs(),
+        }
+    }
+
     /// Booting or Serving, not counting a due worker whose replacement is
     /// under way: the replacement stands in for it.
     fn counts_toward_capacity(&self) -> bool {
@@ -218,17 +230,20 @@ impl Arbiter {
     }
 
     fn on_signal(&mut self, sig: Sig, now: Instant, actions: &mut Vec<Action>) {
+        // gunicorn's one line per signal; what it leads to is logged where
+        // it happens (a worker booting, retiring, ..).
+        info!("Handling signal: {}", sig.name());
         match sig {
             Sig::Term => self.begin_graceful_stop(now, actions),
             Sig::Int | Sig::Quit => self.quick_stop(actions),
             Sig::Ttin if self.phase == Phase::Running => {
                 self.desired += 1;
-                info!(workers = self.desired, "one worker more (TTIN)");
+                debug!(workers = self.desired, "one worker more");
                 self.fill(now, actions);
             }
             Sig::Ttou if self.phase == Phase::Running && self.desired > 1 => {
                 self.desired -= 1;
-                info!(workers = self.desired, "one worker less (TTOU)");
+                debug!(workers = self.desired, "one worker less");
                 let newest = self
                     .workers
                     .iter()
@@ -241,15 +256,15 @@ impl Arbiter {
                 self.fill(now, actions);
             }
             Sig::Hup if self.phase == Phase::Running => {
-                info!("reloading the configuration (HUP)");
+                info!("Hang up: Master");
                 actions.push(Action::ReloadConfig);
             }
             Sig::Usr1 => actions.push(Action::ReopenLogs),
             // Its default action would end the master at once (and with it
             // every worker): gunicorn users send it to upgrade in place.
-            Sig::Usr2 => warn!(
-                "USR2 (upgrade the binary in place) is not supported yet; the server keeps running"
-            ),
+            Sig::Usr2 => {
+                warn!("USR2 signal ignored: upgrading the binary in place is not supported yet")
+            }
             Sig::Ttin | Sig::Ttou | Sig::Hup => {}
         }
     }
@@ -282,14 +297,16 @@ impl Arbiter {
             };
             if !entry.term_sent && now >= since + graceful {
                 entry.term_sent = true;
-                warn!(worker = %worker, pid = entry.pid, "retiring worker overstayed the graceful timeout; sending TERM");
+                let pid = lines::Pid(entry.pid);
+                warn!(worker = %worker, pid = entry.pid, "Worker (pid:{pid}) is still retiring after the graceful timeout, sending TERM");
                 actions.push(Action::Signal {
                     worker,
                     signal: WorkerSignal::Term,
                 });
             } else if !entry.kill_sent && now >= since + graceful + KILL_GRACE {
                 entry.kill_sent = true;
-                warn!(worker = %worker, pid = entry.pid, "retiring worker ignored TERM; killing it");
+                let pid = lines::Pid(entry.pid);
+                warn!(worker = %worker, pid = entry.pid, "Worker (pid:{pid}) ignored TERM, sending SIGKILL");
                 actions.push(Action::Signal {
                     worker,
                     signal: WorkerSignal::Kill,
@@ -331,14 +348,12 @@ impl Arbiter {
         let was_planned = entry.due.is_some_and(|d| d.started && d.reason == reason);
         entry.state = state;
         entry.retired_at = Some(now);
-        let age_s = now.saturating_duration_since(entry.spawned_at).as_secs();
         if was_planned {
             // Its decision was logged (and counted) when it became due.
             debug!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
                 "replacement ready; the worker takes no new requests");
         } else if reason != RetireReason::Shutdown {
-            info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
-                memory = entry.memory, age_s, "retiring worker");
+            lines::retiring(entry.record(worker, now), reason);
             actions.push(Action::CountRestart {
                 reason: RestartReason::Retired(reason),
             });

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::info;
 
-use super::{Arbiter, ArbiterConfig, Due, Entry, Phase};
+use super::{lines, Arbiter, ArbiterConfig, Due, Entry, Phase};
 use crate::dispatch::Standing;
 use crate::master::action::{Action, WorkerSignal};
 use crate::master::policy::memory::{MemoryVerdict, MemoryWatch};
@@ -45,9 +45,11 @@ impl Arbiter {
             started: false,
             replacement: None,
         });
-        info!(worker = %worker, pid = entry.pid, reason = %reason, requests = entry.served,
-            limit = entry.request_limit, memory = entry.memory,
-            age_s = now.saturating_duration_since(entry.spawned_at).as_secs(), "worker due to retire");
+        let limit = match reason {
+            RetireReason::MaxRequests => entry.request_limit,
+            _ => self.config.memory.soft,
+        };
+        lines::due(entry.record(worker, now), reason, limit);
         // Until its turn comes it serves only when no other worker can:
         // a due worker that kept normal standing took all the traffic
         // while another's replacement booted, far past its limit.
@@ -159,8 +161,9 @@ impl Arbiter {
             match verdict {
                 MemoryVerdict::Kill { worker, bytes } => {
                     if let Some(entry) = self.workers.get(&worker) {
+                        let pid = lines::Pid(entry.pid);
                         tracing::warn!(worker = %worker, pid = entry.pid, bytes,
-                            limit = self.config.memory.hard, "worker above the hard memory limit; killing it");
+                            limit = self.config.memory.hard, "Worker (pid:{pid}) is above the hard memory limit, sending SIGKILL");
                     }
                     self.retire(worker, RetireReason::MemoryHard, now, actions);
                     actions.push(Action::Signal {
@@ -176,7 +179,7 @@ impl Arbiter {
                     info!(
                         total,
                         budget = self.config.memory.total,
-                        "all workers together are above the memory budget; the largest retires"
+                        "All workers together are above the memory budget; the largest restarts"
                     );
                     self.plan_retirement(worker, RetireReason::MemoryTotal, now, actions)
                 }
@@ -209,7 +212,7 @@ impl Arbiter {
         info!(
             workers = self.desired,
             rolling = old.len(),
-            "configuration reloaded; rolling the workers"
+            "Configuration reloaded; restarting the workers"
         );
         for (worker, state) in old {
             match state {

@@ -75,9 +75,12 @@ impl Arbiter {
         if let Some(due) = self.workers.get_mut(&old).and_then(|e| e.due.as_mut()) {
             due.replacement = Some(spare);
         }
+        let old_pid = super::lines::Pid(self.workers.get(&old).and_then(|e| e.pid));
         let entry = self.workers.get_mut(&spare).expect("looked up above");
         if state == WorkerState::Serving {
-            info!(worker = %spare, pid = entry.pid, replaces = %old, "spare worker takes over");
+            let pid = super::lines::Pid(entry.pid);
+            info!(worker = %spare, pid = entry.pid, replaces = %old,
+                "Spare worker (pid:{pid}) takes over from worker (pid:{old_pid})");
             actions.push(Action::Admit {
                 worker: spare,
                 request_limit: entry.request_limit,

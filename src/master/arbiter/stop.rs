@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::{Arbiter, Phase};
 use crate::exit::ExitCode;
@@ -15,7 +15,7 @@ use crate::worker::WorkerId;
 impl Arbiter {
     pub(super) fn begin_graceful_stop(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.phase == Phase::Running {
-            info!("graceful stop: finishing requests in flight");
+            debug!("graceful stop: finishing requests in flight");
             self.phase = Phase::Draining {
                 deadline: now + self.config.graceful_timeout,
             };
@@ -25,7 +25,7 @@ impl Arbiter {
     }
 
     pub(super) fn quick_stop(&mut self, actions: &mut Vec<Action>) {
-        info!("quick stop");
+        debug!("quick stop");
         actions.push(Action::StopAccepting { graceful: false });
         for (&worker, entry) in &self.workers {
             if entry.pid.is_some() {
@@ -67,7 +67,8 @@ impl Arbiter {
             return;
         }
         for (&worker, entry) in &self.workers {
-            warn!(worker = %worker, pid = entry.pid, "graceful timeout passed; killing the worker with its requests in flight");
+            let pid = super::lines::Pid(entry.pid);
+            warn!(worker = %worker, pid = entry.pid, "Worker (pid:{pid}) still busy at the graceful timeout, sending SIGKILL");
             actions.push(Action::Signal {
                 worker,
                 signal: WorkerSignal::Kill,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::lines::{self, Pid};
 use super::{Arbiter, Phase};
 use crate::dispatch::PoolNews;
 use crate::exit::ExitCode;
@@ -31,12 +32,14 @@ impl Arbiter {
                 self.boot_steps.reset();
                 self.ever_ready = true;
                 if entry.spare {
-                    info!(worker = %worker, pid = entry.pid, "spare worker ready");
+                    let pid = Pid(entry.pid);
+                    info!(worker = %worker, pid = entry.pid, "Spare worker (pid:{pid}) is ready");
                     // A due worker may be waiting for it.
                     self.advance_due(now, actions);
                     return;
                 }
-                info!(worker = %worker, pid = entry.pid, "worker ready");
+                let pid = Pid(entry.pid);
+                info!(worker = %worker, pid = entry.pid, "Worker (pid:{pid}) is ready");
                 actions.push(Action::Admit {
                     worker,
                     request_limit: entry.request_limit,
@@ -63,8 +66,12 @@ impl Arbiter {
     ) {
         // The worker wrote the whole traceback to the error log already.
         let summary = message.lines().next().unwrap_or_default().to_string();
-        error!(worker = %worker, "{summary}");
-        if app_load && self.abandon_reload(worker, now, actions) {
+        let reload_abandoned = app_load && self.abandon_reload(worker, now, actions);
+        // When the master stops for it, `Reason: ...` says it: one line.
+        if reload_abandoned || !app_load {
+            error!(worker = %worker, "{summary}");
+        }
+        if reload_abandoned {
             return;
         }
         if app_load {
@@ -98,13 +105,11 @@ impl Arbiter {
         self.unpair(&entry);
         self.settle_reload(actions);
         let age = now.saturating_duration_since(entry.spawned_at);
+        let record = entry.record(worker, now);
         match entry.state {
-            WorkerState::Retiring(reason) => {
-                info!(worker = %worker, pid = entry.pid, reason = %reason, status = %status,
-                    requests = entry.served, age_s = age.as_secs(), "worker stopped");
-            }
+            WorkerState::Retiring(reason) => lines::exited(record, status, reason.as_str()),
             WorkerState::Booting => {
-                error!(worker = %worker, pid = entry.pid, status = %status, "worker died while booting");
+                lines::exited(record, status, "booting");
                 let (step, new_step) = self.boot_steps.failed(entry.spawned_at, now);
                 // Give up only on an app that never served: while any worker
                 // serves (or once one has), keep serving and back off.
@@ -117,7 +122,11 @@ impl Arbiter {
                 }
                 let delay = backoff::delay(step);
                 if new_step {
-                    warn!(step, delay_ms = delay.as_millis() as u64, "workers keep dying while booting; the next replacement starts after a back-off");
+                    warn!(
+                        step,
+                        delay_ms = delay.as_millis() as u64,
+                        "Workers keep dying while booting; the next one starts after a back-off"
+                    );
                 }
                 if self.phase == Phase::Running {
                     self.pending_spawns.push(now + delay);
@@ -126,9 +135,7 @@ impl Arbiter {
                 return;
             }
             _ => {
-                error!(worker = %worker, pid = entry.pid, status = %status, reason = "crash",
-                    requests = entry.served, memory = entry.memory, age_s = age.as_secs(),
-                    "worker crashed; replacing it");
+                lines::exited(record, status, "crash");
                 actions.push(Action::CountRestart {
                     reason: RestartReason::Crash,
                 });
@@ -138,7 +145,11 @@ impl Arbiter {
                     let (step, new_step) = self.young_steps.failed(entry.spawned_at, now);
                     let delay = backoff::delay(step);
                     if new_step {
-                        warn!(step, delay_ms = delay.as_millis() as u64, "workers keep dying young; the next replacement starts after a back-off");
+                        warn!(
+                            step,
+                            delay_ms = delay.as_millis() as u64,
+                            "Workers keep dying young; the next one starts after a back-off"
+                        );
                     }
                     if self.phase == Phase::Running {
                         self.pending_spawns.push(now + delay);
