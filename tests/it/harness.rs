@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,6 +86,10 @@ pub fn command(args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
+    // gunicorn's variables change defaults: no test gets them by accident.
+    for key in ["GUNICORN_CMD_ARGS", "PORT", "WEB_CONCURRENCY"] {
+        cmd.env_remove(key);
+    }
     cmd
 }
 
@@ -93,25 +97,44 @@ impl TestServer {
     /// Starts `ferrocorn -b 127.0.0.1:0 ARGS` and waits until `/` answers.
     pub fn start(args: &[&str]) -> TestServer {
         let server = Self::spawn(args);
-        let addr = server.addr.clone();
-        wait_until("the server to answer", DEADLINE, || {
-            match try_request(
-                &addr,
-                "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            ) {
-                Ok(resp) if resp.status != 503 => Ok(()),
-                Ok(resp) => Err(format!("status {}", resp.status)),
-                Err(err) => Err(format!("{err}; stderr so far:\n{}", server.stderr())),
-            }
-        });
+        server.wait_until_answering();
         server
     }
 
     /// Starts the server and returns once it has bound, without waiting for workers.
     pub fn spawn(args: &[&str]) -> TestServer {
-        let mut all = vec!["-b", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        let mut child = command(&all).spawn().expect("the ferrocorn binary starts");
+        Self::spawn_with(command(&[]), args)
+    }
+
+    /// [`TestServer::start`] in the working directory `dir`, with `env` added.
+    pub fn start_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> TestServer {
+        let mut cmd = command(&[]);
+        cmd.current_dir(dir).envs(env.iter().copied());
+        let server = Self::spawn_with(cmd, args);
+        server.wait_until_answering();
+        server
+    }
+
+    fn wait_until_answering(&self) {
+        wait_until("the server to answer", DEADLINE, || {
+            match try_request(
+                &self.addr,
+                "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            ) {
+                Ok(resp) if resp.status != 503 => Ok(()),
+                Ok(resp) => Err(format!("status {}", resp.status)),
+                Err(err) => Err(format!("{err}; stderr so far:\n{}", self.stderr())),
+            }
+        });
+    }
+
+    /// Spawns `cmd` (from [`command`]) with `-b 127.0.0.1:0 ARGS`.
+    fn spawn_with(mut cmd: Command, args: &[&str]) -> TestServer {
+        let mut child = cmd
+            .args(["-b", "127.0.0.1:0"])
+            .args(args)
+            .spawn()
+            .expect("the ferrocorn binary starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().expect("stderr is piped");

@@ -7,6 +7,7 @@ mod chaos;
 mod corpus;
 mod failures;
 mod forking;
+mod gunicorn_config;
 mod http_front;
 mod lifecycle;
 mod logging;
