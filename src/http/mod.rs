@@ -5,6 +5,7 @@
 pub mod body;
 pub mod exchange;
 pub mod framing;
+mod guarded;
 pub mod listener;
 mod pump;
 mod scanner;

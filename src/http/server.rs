@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::framing::Verdicts;
+use super::guarded::Guarded;
 use super::listener::Listener;
-use super::scanner::{Guarded, MAX_HEAD};
+use super::scanner::MAX_HEAD;
 use super::service::{handle, ServiceCtx};
 use super::timer::KeepAliveTimer;
 use crate::protocol::environ::ConnInfo;
