@@ -60,7 +60,11 @@ pub const GUNICORN_SETTINGS: &[GunicornSetting] = &[
         Setting("worker_class"),
     ),
     g("threads", &["--threads"], Setting("threads")),
-    g("worker_connections", &["--worker-connections"], No),
+    g(
+        "worker_connections",
+        &["--worker-connections"],
+        Setting("worker_connections"),
+    ),
     g("max_requests", &["--max-requests"], Setting("max_requests")),
     g(
         "max_requests_jitter",

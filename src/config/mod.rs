@@ -327,6 +327,7 @@ mod tests {
         ("backlog", "64"),
         ("workers", "4"),
         ("threads", "8"),
+        ("worker_connections", "50"),
         ("pipeline_below", "5ms"),
         ("worker_class", "gthread"),
         ("python", "/usr/bin/python3.12"),
@@ -557,9 +558,9 @@ mod tests {
         let err = load(["ferrocorn", "app:app"], &bad).expect_err("bad quoting");
         assert!(err.to_string().contains("GUNICORN_CMD_ARGS"), "{err}");
         // Its unsupported options are refused like the command line's.
-        let bad = env_of(&[("GUNICORN_CMD_ARGS", "--worker-connections 5")]);
+        let bad = env_of(&[("GUNICORN_CMD_ARGS", "--certfile c.pem")]);
         let err = load(["ferrocorn", "app:app"], &bad).expect_err("unsupported");
-        assert!(err.to_string().contains("--worker-connections"), "{err}");
+        assert!(err.to_string().contains("--certfile"), "{err}");
     }
 
     #[test]

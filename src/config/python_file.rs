@@ -314,11 +314,7 @@ some_local = {"a": 1}
     #[test]
     fn unsupported_names_bad_values_and_raising_files_are_named() {
         let cases = [
-            (
-                "worker_connections = 500\n",
-                "`worker_connections`",
-                "does not support",
-            ),
+            ("keyfile = \"k.pem\"\n", "`keyfile`", "does not support"),
             ("post_fork = 3\n", "`post_fork`", "must be a function"),
             ("workers = [1, 2]\n", "`workers`", "not a list"),
             ("preload_app = 'yes'\n", "`preload_app`", "True or False"),

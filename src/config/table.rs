@@ -43,6 +43,10 @@ macro_rules! with_settings {
                 doc: "Lanes (concurrent requests) per worker; more than 1 makes a sync worker behave as gthread",
                 section: Workers, long: "threads", min: 1,
             },
+            worker_connections: usize = ["1000"] {
+                doc: "Most client connections open at once per worker, as gunicorn's gthread worker bounds them; the master holds them all, so it accepts at most workers × this (the count at start) and the kernel's backlog holds the rest",
+                section: Workers, long: "worker-connections", min: 1, restart: true,
+            },
             pipeline_below: Duration = ["2ms"] {
                 doc: "A request may wait in a busy lane, written behind the running one so the worker never sleeps between requests, when that worker's requests take less than this on average; 0 turns it off",
                 section: Workers, long: "pipeline-below", restart: true,

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::framing::Verdicts;
@@ -33,6 +33,12 @@ pub struct ConnOptions {
     pub header_timeout: Duration,
     /// Most header fields in a request (`--limit-request-fields`).
     pub max_headers: usize,
+    /// Most client connections open at once (`--worker-connections` per
+    /// worker); at the bound the listeners stop accepting, and the kernel's
+    /// backlog holds the next ones. This is what bounds the master's memory
+    /// for clients that hold connections open (each costs up to a head's
+    /// worth of buffer: `scanner::MAX_HEAD`).
+    pub max_connections: usize,
 }
 
 /// Handle to the running HTTP front.
@@ -64,10 +70,13 @@ pub fn start(
     closed: impl FnOnce() + Send + 'static,
 ) -> HttpServer {
     let (stop_tx, mut stop_rx) = oneshot::channel::<bool>();
-    let (conn_tx, mut conn_rx) = mpsc::channel::<Accepted>(256);
+    let (conn_tx, mut conn_rx) = mpsc::channel::<(Accepted, OwnedSemaphorePermit)>(256);
+    let slots = Arc::new(Semaphore::new(
+        options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|listener| tokio::spawn(accept_loop(listener, conn_tx.clone())))
+        .map(|listener| tokio::spawn(accept_loop(listener, conn_tx.clone(), slots.clone())))
         .collect();
     drop(conn_tx);
     tokio::spawn(async move {
@@ -90,8 +99,8 @@ pub fn start(
         loop {
             tokio::select! {
                 accepted = conn_rx.recv() => match accepted {
-                    Some(Accepted::Tcp(io, info)) => serve(&graceful, &builder, io, info, &ctx, options),
-                    Some(Accepted::Unix(io, info)) => serve(&graceful, &builder, io, info, &ctx, options),
+                    Some((Accepted::Tcp(io, info), slot)) => serve(&graceful, &builder, io, info, &ctx, options, slot),
+                    Some((Accepted::Unix(io, info), slot)) => serve(&graceful, &builder, io, info, &ctx, options, slot),
                     None => break,
                 },
                 how = &mut stop_rx => {
@@ -121,6 +130,7 @@ fn serve<I>(
     info: ConnInfo,
     ctx: &Arc<ServiceCtx>,
     options: ConnOptions,
+    slot: OwnedSemaphorePermit,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -136,11 +146,20 @@ fn serve<I>(
         if let Err(err) = conn.await {
             debug!(error = %err, "connection ended with an error");
         }
+        drop(slot);
     });
 }
 
-async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>) {
+async fn accept_loop(
+    listener: Listener,
+    out: mpsc::Sender<(Accepted, OwnedSemaphorePermit)>,
+    slots: Arc<Semaphore>,
+) {
     loop {
+        // At the bound, wait for a connection to end before accepting.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = match &listener {
             Listener::Tcp(tcp) => tcp.accept().await.map(|(stream, peer)| {
                 let _ = stream.set_nodelay(true);
@@ -167,7 +186,7 @@ async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>) {
         };
         match accepted {
             Ok(conn) => {
-                if out.send(conn).await.is_err() {
+                if out.send((conn, slot)).await.is_err() {
                     return;
                 }
             }

@@ -119,6 +119,7 @@ pub async fn run(
             keep_alive: settings.keep_alive,
             header_timeout: settings.header_timeout,
             max_headers: settings.limit_request_fields,
+            max_connections: settings.worker_connections.saturating_mul(settings.workers),
         },
         move || {
             let _ = closed_tx.send(Event::ConnectionsClosed);

@@ -100,7 +100,7 @@ fn a_gunicorn_setting_ferrocorn_lacks_stops_the_start_by_name() {
     let path = dir.path().join("prod.py");
     std::fs::write(
         &path,
-        "workers = 2\nworker_connections = 500\nwsgi_app = 'examples.flask_app:app'\n",
+        "workers = 2\nkeyfile = 'k.pem'\nwsgi_app = 'examples.flask_app:app'\n",
     )
     .unwrap();
     let output = command(&["-c", path.to_str().unwrap(), "-b", "127.0.0.1:0"])
@@ -110,7 +110,7 @@ fn a_gunicorn_setting_ferrocorn_lacks_stops_the_start_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("`worker_connections`") && stderr.contains("prod.py"),
+        stderr.contains("`keyfile`") && stderr.contains("prod.py"),
         "{stderr}"
     );
     // A config that raises: the traceback's last line is in the message.

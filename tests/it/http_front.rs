@@ -483,3 +483,64 @@ fn a_body_over_the_limit_after_the_response_started_cuts_the_response_short() {
     );
     assert_eq!(server.get("/stream").status, 200, "unhealthy after the cut");
 }
+
+/// Reads one response from a kept-alive connection.
+fn read_response(stream: &mut std::net::TcpStream) -> std::io::Result<u16> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok((resp, _)) = parse_response(&got) {
+            return Ok(resp.status);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+// Issue 10 (no client can make the master hold unbounded memory): each open
+// connection may hold a head's worth of buffer, so connections are bounded
+// as in gunicorn's gthread worker: `--worker-connections` per worker. At
+// the bound the next client waits in the kernel's backlog until one leaves.
+#[test]
+fn connections_past_worker_connections_wait_until_one_closes() {
+    use std::io::Write;
+    let server = TestServer::start(&[
+        "-w",
+        "1",
+        "--worker-connections",
+        "2",
+        "examples.flask_app:app",
+    ]);
+    let request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut open = Vec::new();
+    wait_until("two kept-alive connections served", DEADLINE, || {
+        // The harness's readiness probe may still hold a slot a moment.
+        open.clear();
+        for _ in 0..2 {
+            let mut c = std::net::TcpStream::connect(&server.addr).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            c.write_all(request).map_err(|e| e.to_string())?;
+            read_response(&mut c).map_err(|e| e.to_string())?;
+            open.push(c);
+        }
+        Ok(())
+    });
+    let mut third = std::net::TcpStream::connect(&server.addr).unwrap();
+    third.write_all(request).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let early = read_response(&mut third);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the third connection was served at the bound: {early:?}"
+    );
+    drop(open.remove(0));
+    third.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(read_response(&mut third).unwrap(), 200);
+}
