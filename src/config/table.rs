@@ -84,15 +84,15 @@ macro_rules! with_settings {
                 section: Timeouts, long: "queue-timeout", restart: true,
             },
             limit_request_line: usize = ["4094"] {
-                doc: "Maximum length of the request line in bytes; 0 means unlimited",
-                section: Limits, long: "limit-request-line", max: 8190, restart: true,
+                doc: "Maximum length of the request line in bytes; 0 means unlimited, and above 8190 means 8190, as in gunicorn",
+                section: Limits, long: "limit-request-line", restart: true,
             },
             limit_request_fields: usize = ["100"] {
-                doc: "Maximum number of request header fields",
-                section: Limits, long: "limit-request-fields", max: 32768, restart: true,
+                doc: "Maximum number of request header fields; 0 and above 32768 mean 32768, as in gunicorn",
+                section: Limits, long: "limit-request-fields", restart: true,
             },
             limit_request_field_size: usize = ["8190"] {
-                doc: "Maximum size of one request header field in bytes; 0 means unlimited",
+                doc: "Maximum size of one request header field in bytes; 0 means the default 8190, as gunicorn's parser has it (its docs say unlimited)",
                 section: Limits, long: "limit-request-field_size",
                 aliases: ["limit-request-field-size"], restart: true,
             },

@@ -138,6 +138,31 @@ impl Settings {
         }
     }
 
+    /// The request-line bound as gunicorn's parser applies the setting:
+    /// 0 is no bound, and it is never above 8190.
+    pub fn effective_limit_request_line(&self) -> usize {
+        self.limit_request_line.min(MAX_REQUEST_LINE)
+    }
+
+    /// The header-count bound as gunicorn's parser applies the setting: 0
+    /// and anything above 32768 are 32768.
+    pub fn effective_limit_request_fields(&self) -> usize {
+        match self.limit_request_fields {
+            0 => MAX_HEADERS,
+            n => n.min(MAX_HEADERS),
+        }
+    }
+
+    /// The header-line bound as gunicorn's parser applies the setting: 0
+    /// is its default, 8190 (gunicorn's docs say unlimited; its parser
+    /// and its request corpus say otherwise).
+    pub fn effective_limit_request_field_size(&self) -> usize {
+        match self.limit_request_field_size {
+            0 => DEFAULT_MAX_HEADER_FIELD_SIZE,
+            n => n,
+        }
+    }
+
     /// How many workers may retire at once: the setting, else a quarter of
     /// the workers and at least 1, so recycling never empties the pool.
     pub fn effective_max_concurrent_retirements(&self) -> usize {
@@ -173,6 +198,11 @@ impl Settings {
         })
     }
 }
+
+/// gunicorn's `MAX_REQUEST_LINE`, `MAX_HEADERS` and `DEFAULT_MAX_HEADERFIELD_SIZE`.
+const MAX_REQUEST_LINE: usize = 8190;
+const MAX_HEADERS: usize = 32768;
+const DEFAULT_MAX_HEADER_FIELD_SIZE: usize = 8190;
 
 /// What the interpreter default reads besides the settings, passed in so
 /// the choice is a function of its inputs and testable without a virtualenv.
@@ -464,6 +494,20 @@ mod tests {
                 s.limit_request_field_size
             ),
             (4094, 100, 8190)
+        );
+        let clamped = Settings {
+            limit_request_line: 9000,
+            limit_request_fields: 0,
+            limit_request_field_size: 0,
+            ..Settings::default()
+        };
+        assert_eq!(
+            (
+                clamped.effective_limit_request_line(),
+                clamped.effective_limit_request_fields(),
+                clamped.effective_limit_request_field_size()
+            ),
+            (8190, 32768, 8190)
         );
         assert_eq!(
             (

@@ -102,8 +102,8 @@ pub async fn run(
             body_timeout: settings.body_timeout,
         },
         limits: Limits {
-            request_line: settings.limit_request_line,
-            field_size: settings.limit_request_field_size,
+            request_line: settings.effective_limit_request_line(),
+            field_size: settings.effective_limit_request_field_size(),
             body: settings.limit_request_body.bytes(),
             buffer: settings.request_buffer_size.bytes(),
         },
@@ -118,7 +118,7 @@ pub async fn run(
         ConnOptions {
             keep_alive: settings.keep_alive,
             header_timeout: settings.header_timeout,
-            max_headers: settings.limit_request_fields,
+            max_headers: settings.effective_limit_request_fields(),
             max_connections: settings.worker_connections.saturating_mul(settings.workers),
         },
         move || {
