@@ -102,6 +102,10 @@ pub struct Shell {
     /// Pids of launched workers, until the launch task hands them over.
     launched: mpsc::UnboundedReceiver<(WorkerId, u32)>,
     launched_tx: mpsc::UnboundedSender<(WorkerId, u32)>,
+    /// The server hooks the fork server was told of: `when_ready` once,
+    /// and the desired worker count it last heard (docs/hooks.md).
+    told_ready: bool,
+    told_desired: Option<usize>,
 }
 
 impl Shell {
@@ -134,6 +138,8 @@ impl Shell {
             booted_tx,
             launched,
             launched_tx,
+            told_ready: false,
+            told_desired: None,
         }
     }
 
@@ -181,7 +187,10 @@ impl Shell {
             }
             Action::Forget { worker } => {
                 self.dispatcher.remove(worker);
-                self.workers.remove(&worker);
+                if let Some(pid) = self.workers.remove(&worker).and_then(|h| h.pid) {
+                    let payload = serde_json::json!({ "worker": worker.0, "pid": pid });
+                    self.launcher.hook(Kind::ChildExit, payload);
+                }
             }
             Action::Signal { worker, signal } => {
                 if let Some(handle) = self.workers.get_mut(&worker) {
@@ -239,6 +248,7 @@ impl Shell {
                     let spawn = std::mem::replace(&mut self.spawn, reloaded.spawn);
                     self.before_reload = Some((spawn, self.memory, old_launcher));
                     self.memory = reloaded.memory;
+                    self.launcher.hook(Kind::OnReload, serde_json::json!({}));
                     let _ = self.events.send(Event::Reloaded(reloaded.arbiter));
                 }
                 Err(err) => {
@@ -261,6 +271,31 @@ impl Shell {
             }
             Action::Exit { .. } => {}
         }
+    }
+
+    /// After each event: tells the fork server's hooks what changed in the
+    /// arbiter's counts: `nworkers_changed` when the desired count moved
+    /// (TTIN, TTOU, a reload; first with old = null, as gunicorn), and
+    /// `when_ready` once, when every first worker serves. Decides nothing.
+    pub fn observe_counts(&mut self, serving: usize, desired: usize, stopping: bool) {
+        if stopping {
+            return;
+        }
+        if self.told_desired != Some(desired) {
+            let payload = serde_json::json!({ "new": desired, "old": self.told_desired });
+            self.launcher.hook(Kind::NworkersChanged, payload);
+            self.told_desired = Some(desired);
+        }
+        if !self.told_ready && desired > 0 && serving >= desired {
+            self.launcher.hook(Kind::WhenReady, serde_json::json!({}));
+            self.told_ready = true;
+        }
+    }
+
+    /// The master is exiting: the fork server runs `on_exit`; waits for it
+    /// at most `wait`.
+    pub async fn run_exit_hook(&self, wait: Duration) {
+        self.launcher.exit(wait).await;
     }
 
     /// Reads every live worker's request count and memory off the async
