@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::master::policy::backoff::{self, Verdict};
+use crate::protocol::frame::Kind;
 use crate::worker::reap::Reaper;
 use crate::worker::spawn::{start_worker, SpawnSpec, WorkerEnds};
 use crate::worker::WorkerId;
-use crate::protocol::frame::Kind;
 use process::{ForkError, ForkServer, StartError};
 
 /// Why a worker was not started.
@@ -256,7 +256,9 @@ impl Task {
                 // ensure_up never leaves it Down; go round again if it did.
                 State::Down { .. } => continue,
                 State::Broken(err) => return Err(err.clone()),
-                State::Stopped(_) => return Err(LaunchError::Failed("the master is stopping".into())),
+                State::Stopped(_) => {
+                    return Err(LaunchError::Failed("the master is stopping".into()))
+                }
                 State::Fallback => {
                     return start_worker(worker, &self.spec.spawn, &ends, self.stderr())
                         .map_err(|e| LaunchError::Exec(e.to_string()))
