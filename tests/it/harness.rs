@@ -87,7 +87,13 @@ pub fn command(args: &[&str]) -> Command {
 impl TestServer {
     /// Starts `ferrocorn -b 127.0.0.1:0 ARGS` and waits until `/` answers.
     pub fn start(args: &[&str]) -> TestServer {
-        let server = Self::spawn(args);
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`TestServer::start`], with `env` added to the master's
+    /// environment (its fork server and workers inherit it).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let server = Self::spawn_with_env(args, env);
         let addr = server.addr.clone();
         wait_until("the server to answer", DEADLINE, || {
             match try_request(
@@ -102,11 +108,15 @@ impl TestServer {
         server
     }
 
-    /// Starts the server and returns once it has bound, without waiting for workers.
-    pub fn spawn(args: &[&str]) -> TestServer {
+    /// Starts the server with `env` added to the master's environment and
+    /// returns once it has bound, without waiting for workers.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut all = vec!["-b", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let mut child = command(&all).spawn().expect("the ferrocorn binary starts");
+        let mut child = command(&all)
+            .envs(env.iter().copied())
+            .spawn()
+            .expect("the ferrocorn binary starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().expect("stderr is piped");

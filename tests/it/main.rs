@@ -7,6 +7,7 @@ mod chaos;
 mod corpus;
 mod failures;
 mod forking;
+mod hooks;
 mod http_front;
 mod lifecycle;
 mod options;
