@@ -6,6 +6,7 @@
 pub mod action;
 pub mod arbiter;
 pub mod event;
+pub mod hook_news;
 mod launch;
 pub mod policy;
 pub mod reload;

@@ -13,6 +13,7 @@ use tracing::{error, info};
 
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, ExitStatus, WorkerSample};
+use super::hook_news::HookNews;
 use super::launch::{launch_failed, start_launcher};
 use super::reload::Reloader;
 use crate::config::MemoryMetric;
@@ -102,10 +103,8 @@ pub struct Shell {
     /// Pids of launched workers, until the launch task hands them over.
     launched: mpsc::UnboundedReceiver<(WorkerId, u32)>,
     launched_tx: mpsc::UnboundedSender<(WorkerId, u32)>,
-    /// The server hooks the fork server was told of: `when_ready` once,
-    /// and the desired worker count it last heard (docs/hooks.md).
-    told_ready: bool,
-    told_desired: Option<usize>,
+    /// What the fork server's hooks were told of the arbiter's counts.
+    hook_news: HookNews,
 }
 
 impl Shell {
@@ -138,8 +137,7 @@ impl Shell {
             booted_tx,
             launched,
             launched_tx,
-            told_ready: false,
-            told_desired: None,
+            hook_news: HookNews::default(),
         }
     }
 
@@ -274,21 +272,10 @@ impl Shell {
     }
 
     /// After each event: tells the fork server's hooks what changed in the
-    /// arbiter's counts: `nworkers_changed` when the desired count moved
-    /// (TTIN, TTOU, a reload; first with old = null, as gunicorn), and
-    /// `when_ready` once, when every first worker serves. Decides nothing.
+    /// arbiter's counts ([`HookNews`]: `nworkers_changed`, `when_ready`).
     pub fn observe_counts(&mut self, serving: usize, desired: usize, stopping: bool) {
-        if stopping {
-            return;
-        }
-        if self.told_desired != Some(desired) {
-            let payload = serde_json::json!({ "new": desired, "old": self.told_desired });
-            self.launcher.hook(Kind::NworkersChanged, payload);
-            self.told_desired = Some(desired);
-        }
-        if !self.told_ready && desired > 0 && serving >= desired {
-            self.launcher.hook(Kind::WhenReady, serde_json::json!({}));
-            self.told_ready = true;
+        for (kind, payload) in self.hook_news.observe(serving, desired, stopping) {
+            self.launcher.hook(kind, payload);
         }
     }
 
