@@ -67,6 +67,7 @@ HAS_BODY = 0x01  # REQUEST
 ODD = 0x02
 END = 0x01  # BODY
 APP_LOAD = 0x01  # BOOT_FAILED
+CONFIG = 0x02  # BOOT_FAILED: the hooks config or a hook, not the app (exit 3)
 
 EXIT_OK = 0
 EXIT_BOOT = 3
@@ -866,10 +867,18 @@ class LaneServer:
 class BootError(Exception):
     """The worker could not start (exit 3), or with app_load the app failed (exit 4)."""
 
-    def __init__(self, message: str, app_load: bool = False, cause: Optional[BaseException] = None) -> None:
+    def __init__(
+        self, message: str, app_load: bool = False, cause: Optional[BaseException] = None, config: bool = False
+    ) -> None:
         super().__init__(message)
         self.app_load = app_load
         self.cause = cause
+        self.config = config  # the hooks config or a hook failed (BOOT_FAILED with CONFIG)
+
+    @property
+    def flags(self) -> int:
+        """The BOOT_FAILED flags for this error."""
+        return (APP_LOAD if self.app_load else 0) | (CONFIG if self.config else 0)
 
     def report(self) -> str:
         """The error line, then the traceback of its cause when there is one."""
@@ -1064,7 +1073,7 @@ class Hooks:
         try:
             hook(*args)
         except Exception as exc:
-            raise BootError(f"{name} hook from {self.source} raised {type(exc).__name__}: {exc}", cause=exc) from None
+            raise BootError(f"{name} hook from {self.source} raised {type(exc).__name__}: {exc}", cause=exc, config=True) from None
 
 
 def load_hooks(spec: str) -> Hooks:
@@ -1078,7 +1087,7 @@ def load_hooks(spec: str) -> Hooks:
             namespace = vars(importlib.import_module(spec[len("python:") :]))
         else:
             if not os.path.isabs(spec):
-                raise BootError(f"FERROCORN_HOOKS_FROM={spec!r} must be an absolute path or python:module")
+                raise BootError(f"FERROCORN_HOOKS_FROM={spec!r} must be an absolute path or python:module", config=True)
             with open(spec, "rb") as f:
                 source = f.read()
             namespace = {
@@ -1092,7 +1101,7 @@ def load_hooks(spec: str) -> Hooks:
     except BootError:
         raise
     except BaseException as exc:
-        raise BootError(f"hooks config {spec} failed to execute: {type(exc).__name__}: {exc}", cause=exc) from None
+        raise BootError(f"hooks config {spec} failed to execute: {type(exc).__name__}: {exc}", cause=exc, config=True) from None
     return Hooks(namespace, spec)
 
 
@@ -1457,7 +1466,7 @@ def main(
             sys.stderr.write(text.rstrip() + "\n")
         if control is not None:
             try:
-                control.sendall(frame(BOOT_FAILED, APP_LOAD if exc.app_load else 0, text.encode("utf-8", "replace")[:MAX_PAYLOAD]))
+                control.sendall(frame(BOOT_FAILED, exc.flags, text.encode("utf-8", "replace")[:MAX_PAYLOAD]))
             except OSError:
                 pass
         if worker is not None:
@@ -1750,7 +1759,7 @@ def forkserver_main(env: Optional[dict] = None) -> int:
         text = exc.report()
         log.error("%s", text.rstrip())
         try:
-            server.send(BOOT_FAILED, APP_LOAD if exc.app_load else 0, text.encode("utf-8", "replace"))
+            server.send(BOOT_FAILED, exc.flags, text.encode("utf-8", "replace"))
         except OSError:
             pass
         return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT

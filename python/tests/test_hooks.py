@@ -112,6 +112,7 @@ class LoadTest(HookFiles):
         with self.assertRaises(W.BootError) as ctx:
             W.load_hooks(str(self.config))
         self.assertFalse(ctx.exception.app_load)
+        self.assertEqual(ctx.exception.flags, W.CONFIG)
         report = ctx.exception.report()
         self.assertIn("ValueError: bad setting", report)
         self.assertIn("Traceback", report)
@@ -252,7 +253,7 @@ class WorkerHooksTest(HookFiles):
         w = self.start()
         self.assertEqual(recv_frame(w.control)[0], W.HELLO)
         kind, flags, payload = recv_frame(w.control)
-        self.assertEqual((kind, flags), (W.BOOT_FAILED, 0))
+        self.assertEqual((kind, flags), (W.BOOT_FAILED, W.CONFIG))
         self.assertIn("nosuchthing_for_hooks", payload.decode())
         self.assertIn("Traceback", payload.decode())
         self.assertEqual(w.wait(), 3)
@@ -346,7 +347,7 @@ class ForkServerHooksTest(HookFiles):
         self.addCleanup(server.close)
         self.assertEqual(recv_message(server.control)[0], W.HELLO)
         kind, flags, payload = recv_message(server.control)
-        self.assertEqual((kind, flags), (W.BOOT_FAILED, 0))
+        self.assertEqual((kind, flags), (W.BOOT_FAILED, W.CONFIG))
         self.assertIn("on_starting hook", payload.decode())
         self.assertEqual(server.proc.wait(TIMEOUT), 3)
 

@@ -38,6 +38,10 @@ pub enum LaunchError {
     /// The interpreter could not be executed at all.
     #[error("{0}")]
     Exec(String),
+    /// The server hooks config failed in the fork server (exit 3 class, not
+    /// the app's fault); the next try would fail the same way.
+    #[error("{0}")]
+    Config(String),
     /// This worker did not start (the fork failed, or the fork server died
     /// while forking it); the next one may.
     #[error("{0}")]
@@ -62,6 +66,7 @@ pub async fn check_app(spawn: &SpawnSpec, timeout: Duration) -> Result<(), Start
     let reaper = Reaper::start().map_err(|e| StartError::Failed(e.to_string()))?;
     let mut spec = spawn.clone();
     spec.preload = true;
+    process::skip_on_starting();
     let server = ForkServer::start(&spec, timeout, Stdio::inherit(), &reaper).await?;
     drop(server); // its socket closes: it exits
     Ok(())
@@ -301,6 +306,7 @@ impl Task {
                 }
                 Err(StartError::AppLoad(text)) => State::Broken(LaunchError::AppLoad(text)),
                 Err(StartError::Exec(err)) => State::Broken(LaunchError::Exec(err.to_string())),
+                Err(StartError::Config(text)) => State::Broken(LaunchError::Config(text)),
                 Err(StartError::Failed(why)) => {
                     let failures = failures + 1;
                     match backoff::after_failures(failures) {

@@ -34,6 +34,12 @@ const RECV_LIMIT: usize = 64 * 1024;
 /// `on_starting` hook, as gunicorn runs it once per master (docs/hooks.md).
 static ONE_WAS_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Runs no `on_starting` in the fork servers started from now on
+/// (`--check-config`: gunicorn runs it only when it serves).
+pub fn skip_on_starting() {
+    ONE_WAS_READY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What the fork server says about itself.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ForkServerHello {
@@ -58,6 +64,10 @@ pub enum StartError {
     /// `--preload`: the app could not be imported; the text holds the Python error.
     #[error("app failed to load: {0}")]
     AppLoad(String),
+    /// The server hooks config failed to run, or `on_starting` raised
+    /// (BOOT_FAILED with CONFIG); the next try would fail the same way.
+    #[error("{0}")]
+    Config(String),
     /// It failed, died, broke the protocol or took too long.
     #[error("fork server failed to start: {0}")]
     Failed(String),
@@ -175,6 +185,8 @@ impl ForkServer {
                 let text = String::from_utf8_lossy(&frame.payload).trim().to_string();
                 if frame.flags & flags::APP_LOAD != 0 {
                     Err(StartError::AppLoad(text))
+                } else if frame.flags & flags::CONFIG != 0 {
+                    Err(StartError::Config(text))
                 } else {
                     Err(StartError::Failed(text))
                 }

@@ -105,7 +105,7 @@ impl Kind {
             Kind::Request => flags::HAS_BODY | flags::ODD,
             Kind::Cancel => flags::ODD,
             Kind::Body => flags::END,
-            Kind::BootFailed => flags::APP_LOAD,
+            Kind::BootFailed => flags::APP_LOAD | flags::CONFIG,
             _ => 0,
         }
     }
@@ -122,6 +122,10 @@ pub mod flags {
     pub const END: u8 = 0x01;
     /// BOOT_FAILED: the app could not be loaded (exit 4, not 3).
     pub const APP_LOAD: u8 = 0x01;
+    /// BOOT_FAILED: the server hooks config (`FERROCORN_HOOKS_FROM`) failed,
+    /// or a hook that may stop the boot raised: not the app's fault (exit 3),
+    /// and a fork server that says so is not started again.
+    pub const CONFIG: u8 = 0x02;
 }
 
 /// One decoded frame.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::harness::{kill_process, wait_until, TestServer, DEADLINE};
+use crate::harness::{command, kill_process, wait_until, TestServer, DEADLINE};
 
 const CONFIG: &str = r#"
 import json, os
@@ -231,5 +231,30 @@ fn every_server_hook_runs_with_gunicorns_arguments_issue_11() {
     assert_eq!(
         all.last().map(|r| r["hook"].clone()),
         Some(Value::from("on_exit"))
+    );
+}
+
+#[test]
+fn a_hooks_config_that_fails_is_a_boot_failure_exit_3_with_its_traceback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gunicorn.conf.py");
+    std::fs::write(&config, "raise ValueError('hooks config bug on purpose')\n").unwrap();
+    std::fs::write(dir.path().join("hooked.py"), APP).unwrap();
+    let out = command(&[
+        "-b",
+        "127.0.0.1:0",
+        "--pythonpath",
+        dir.path().to_str().unwrap(),
+        "hooked:app",
+    ])
+    .env("FERROCORN_HOOKS_FROM", &config)
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("Traceback"), "{stderr}");
+    assert!(
+        stderr.contains("ValueError: hooks config bug on purpose"),
+        "{stderr}"
     );
 }
