@@ -1109,11 +1109,33 @@ class HookConfig:
     """`cfg` of the hooks' server and worker: the settings this process
     knows, plus each hook by name (a no-op when not defined), as gunicorn's cfg."""
 
+    # The master-side settings FERROCORN_WORKER_SETTINGS carries (JSON, in
+    # gunicorn's names and units); None when it is absent.
+    MASTER_SETTINGS = (
+        "bind",
+        "backlog",
+        "worker_class",
+        "timeout",
+        "graceful_timeout",
+        "keepalive",
+        "max_requests",
+        "max_requests_jitter",
+        "limit_request_line",
+    )
+
     def __init__(self, env: Any, hooks: Hooks, threads: Optional[int]) -> None:
+        try:
+            master = json.loads(env.get("FERROCORN_WORKER_SETTINGS", "") or "{}")
+        except ValueError:
+            master = {}
+        for name in self.MASTER_SETTINGS:
+            setattr(self, name, master.get(name) if isinstance(master, dict) else None)
         workers = env.get("FERROCORN_WORKER_COUNT", "1")
         self.workers = int(workers) if workers.isdigit() else 1
         self.threads = threads
-        self.worker_class = self.worker_class_str = None if threads is None else ("sync" if threads == 1 else "gthread")
+        if threads is not None:
+            self.worker_class = "sync" if threads == 1 else "gthread"
+        self.worker_class_str = self.worker_class
         self.preload_app = env.get("FERROCORN_FORKSERVER_PRELOAD", "") == "1"
         self.wsgi_app = env.get("FERROCORN_WORKER_APP", "")
         self.pythonpath = [p for p in env.get("FERROCORN_WORKER_PYTHONPATH", "").split(os.pathsep) if p]
@@ -1148,8 +1170,9 @@ class HookWorker:
         self.log = hook_log
         self.alive = True
         self.booted = False
-        # The master enforces --max-requests; a worker does not know it.
-        self.max_requests = None
+        # gunicorn's: the limit, or sys.maxsize when off. The master enforces
+        # it, with a jitter it draws per worker that the worker never hears of.
+        self.max_requests = cfg.max_requests or sys.maxsize
         self.servers: list = []
         self.exit_status: Optional[str] = None
 

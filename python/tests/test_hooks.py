@@ -162,9 +162,17 @@ class ObjectsTest(unittest.TestCase):
         resp = W.HookResponse("404 Not Found", [("A", "b")], 12)
         self.assertEqual((resp.status, resp.status_code, resp.headers, resp.sent), ("404 Not Found", 404, [("A", "b")], 12))
         hooks = W.Hooks({"pre_fork": print})
-        env = {"FERROCORN_WORKER_COUNT": "3", "FERROCORN_WORKER_APP": "m:app", "FERROCORN_FORKSERVER_PRELOAD": "1"}
+        env = {
+            "FERROCORN_WORKER_COUNT": "3",
+            "FERROCORN_WORKER_APP": "m:app",
+            "FERROCORN_FORKSERVER_PRELOAD": "1",
+            "FERROCORN_WORKER_SETTINGS": json.dumps({"bind": ["127.0.0.1:8000"], "timeout": 30.0, "max_requests": 100, "worker_class": "gthread"}),
+        }
         cfg = W.HookConfig(env, hooks, 2)
         self.assertEqual((cfg.workers, cfg.threads, cfg.worker_class, cfg.preload_app, cfg.wsgi_app), (3, 2, "gthread", True, "m:app"))
+        self.assertEqual((cfg.bind, cfg.timeout, cfg.max_requests, cfg.keepalive), (["127.0.0.1:8000"], 30.0, 100, None))
+        self.assertEqual(W.HookWorker(1, cfg, None).max_requests, 100)
+        self.assertEqual(W.HookConfig({}, hooks, None).worker_class, None)
         self.assertIs(cfg.pre_fork, print)
         self.assertIsNone(cfg.post_fork())  # an undefined hook is a no-op, as in gunicorn
         server = W.HookServer(cfg, 42)
@@ -173,6 +181,7 @@ class ObjectsTest(unittest.TestCase):
             self.assertTrue(callable(getattr(server.log, level)))
         worker = W.HookWorker(5, cfg, 42, 99)
         self.assertEqual((worker.age, worker.ppid, worker.pid, worker.alive, worker.booted, worker.nr), (5, 42, 99, True, False, 0))
+        self.assertEqual(W.HookWorker(1, W.HookConfig({}, hooks, 1), None).max_requests, sys.maxsize)
 
 
 class LaneHooksTest(HookFiles):

@@ -19,7 +19,9 @@ def _rec(hook, **facts):
     with open(LOG, "a") as f:
         f.write(json.dumps(dict(hook=hook, pid=os.getpid(), **facts)) + "\n")
 
-def on_starting(server): _rec("on_starting", master=server.pid, workers=server.num_workers)
+def on_starting(server):
+    _rec("on_starting", master=server.pid, workers=server.num_workers, bind=server.cfg.bind,
+         timeout=server.cfg.timeout, max_requests=server.cfg.max_requests)
 def when_ready(server): _rec("when_ready", master=server.pid)
 def pre_fork(server, worker): _rec("pre_fork", age=worker.age)
 def post_fork(server, worker): _rec("post_fork", age=worker.age, ppid=worker.ppid)
@@ -191,6 +193,9 @@ fn every_server_hook_runs_with_gunicorns_arguments_issue_11() {
     assert_eq!(on_starting.len(), 1, "{all:?}");
     assert_eq!(pid_of(&on_starting[0], "master"), master);
     assert_eq!(on_starting[0]["workers"], 2);
+    assert_eq!(on_starting[0]["timeout"], 30.0);
+    assert_eq!(on_starting[0]["max_requests"], 0);
+    assert_eq!(on_starting[0]["bind"], serde_json::json!(["127.0.0.1:0"]));
     assert_eq!(count("when_ready"), 1, "{all:?}");
     assert_eq!(pid_of(&calls(&log, "when_ready")[0], "master"), master);
     let changes: Vec<(Value, Value)> = calls(&log, "nworkers_changed")
