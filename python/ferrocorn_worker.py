@@ -8,7 +8,8 @@ whenever the master asks. If the fork server cannot run, the master starts a
 worker directly as ``... ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
 environment. This file owns the Python half of docs/protocol.md (the spec, read
 it first): the handshakes on the control sockets, one thread per lane, the
-environ, wsgi.input, start_response and the response frames. It does not speak
+environ, wsgi.input, start_response and the response frames, and gunicorn's
+server hooks from FERROCORN_HOOKS_FROM (docs/hooks.md). It does not speak
 HTTP and has no policy: the master decides when a worker is started, retired,
 killed or replaced.
 
