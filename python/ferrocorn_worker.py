@@ -8,7 +8,8 @@ whenever the master asks. If the fork server cannot run, the master starts a
 worker directly as ``... ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
 environment. This file owns the Python half of docs/protocol.md (the spec, read
 it first): the handshakes on the control sockets, one thread per lane, the
-environ, wsgi.input, start_response and the response frames. It does not speak
+environ, wsgi.input, start_response and the response frames, and gunicorn's
+server hooks from FERROCORN_HOOKS_FROM (docs/hooks.md). It does not speak
 HTTP and has no policy: the master decides when a worker is started, retired,
 killed or replaced.
 
@@ -50,6 +51,11 @@ FORK = 5
 FORKED = 6
 FORK_FAILED = 7
 DUMP_STACKS = 8
+WHEN_READY = 9
+CHILD_EXIT = 10
+NWORKERS_CHANGED = 11
+ON_RELOAD = 12
+ON_EXIT = 13
 REQUEST = 16
 BODY = 17
 CANCEL = 18
@@ -62,6 +68,7 @@ HAS_BODY = 0x01  # REQUEST
 ODD = 0x02
 END = 0x01  # BODY
 APP_LOAD = 0x01  # BOOT_FAILED
+CONFIG = 0x02  # BOOT_FAILED: the hooks config or a hook, not the app (exit 3)
 
 EXIT_OK = 0
 EXIT_BOOT = 3
@@ -515,12 +522,24 @@ def as_bytes(chunk: Any) -> bytes:
 class LaneServer:
     """Serves one lane: REQUEST in, app call, RESPONSE + BODY frames out."""
 
-    def __init__(self, lane: Lane, app: Callable, base_environ: dict, stopping: list) -> None:
+    def __init__(
+        self,
+        lane: Lane,
+        app: Callable,
+        base_environ: dict,
+        stopping: list,
+        hooks: Optional[Hooks] = None,
+        hook_worker: Optional[HookWorker] = None,
+    ) -> None:
         self.lane = lane
         self.app = app
         self.base = base_environ
         self.stopping = stopping
         self.debug = log.isEnabledFor(logging.DEBUG)
+        self.hooks = hooks or Hooks()
+        self.hook_worker = hook_worker
+        self.served = 0  # requests started on this lane (worker.nr for the hooks)
+        self.sent = 0  # body bytes sent for the running request (resp.sent)
         # Per-request state, reset by run() for each request.
         self.status: Optional[str] = None
         self.headers: Any = None
@@ -571,6 +590,7 @@ class LaneServer:
             data = self._allowed(data)
             if data:
                 self.lane.send_body(data)
+                self.sent += len(data)
 
     # -- sending
 
@@ -582,6 +602,7 @@ class LaneServer:
             lane.send(head)
         else:
             lane.send_body(first, 0, head)
+            self.sent += len(first)
 
     def _send_result(self, result: Iterable[bytes]) -> bool:
         """Send the app iterable; return False if the client left (CANCEL) midway.
@@ -636,6 +657,7 @@ class LaneServer:
         else:
             self._mismatch(f"is shorter than its Content-Length ({len(body)} < {content_length} bytes): the connection is closed after it")
         self.head_sent = True
+        self.sent = len(body)
         if len(body) <= JOIN_LIMIT:
             try:
                 self.sendall(b"".join((head, HEADER.pack(len(body), BODY, END, 0), body)))
@@ -689,6 +711,7 @@ class LaneServer:
         no_body = self.no_body
         if first and not no_body:
             lane.send_body(first)
+            self.sent += len(first)
         if it is not None:
             inp = self.input
             for chunk in it:
@@ -703,10 +726,12 @@ class LaneServer:
                         if len(chunk) > left:
                             self._mismatch("is longer than its Content-Length: cut")
                         lane.send_body(chunk[:left])
+                        self.sent += left
                         left = 0
                         break
                     left -= len(chunk)
                 lane.send_body(chunk)
+                self.sent += len(chunk)
         if left > 0 and not no_body:
             self._mismatch(f"is shorter than its Content-Length ({left} bytes missing): the connection is closed after it")
         lane.send(HEADER.pack(0, BODY, END, 0))
@@ -726,6 +751,9 @@ class LaneServer:
         debug = self.debug
         new_empty_input = io.BytesIO
         monotonic = time.monotonic
+        # Looked up once: without these hooks a request costs nothing more.
+        hooks = self.hooks
+        hooked = hooks.pre_request is not None or hooks.post_request is not None
         while True:
             try:
                 kind, flags, payload = read_frame()
@@ -761,8 +789,13 @@ class LaneServer:
                 self.head_sent = self.no_body = False
                 self.left = -1
                 self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
+                self.served += 1
+                self.sent = 0
                 ended = False
                 result = None
+                if hooked:
+                    req = HookRequest(environ)
+                    hooks.call("pre_request", self.hook_worker, req)
                 try:
                     result = app(environ, start_response)
                     try:
@@ -783,6 +816,9 @@ class LaneServer:
                     ended = self._fail(exc, environ, ended)
                     if ended is None:
                         return
+                if hooked:
+                    resp = HookResponse(self.status, self.headers, self.sent)
+                    hooks.call("post_request", self.hook_worker, req, environ, resp)
                 if debug:
                     log.debug(
                         "lane %d: %s %s -> %s",
@@ -832,10 +868,18 @@ class LaneServer:
 class BootError(Exception):
     """The worker could not start (exit 3), or with app_load the app failed (exit 4)."""
 
-    def __init__(self, message: str, app_load: bool = False, cause: Optional[BaseException] = None) -> None:
+    def __init__(
+        self, message: str, app_load: bool = False, cause: Optional[BaseException] = None, config: bool = False
+    ) -> None:
         super().__init__(message)
         self.app_load = app_load
         self.cause = cause
+        self.config = config  # the hooks config or a hook failed (BOOT_FAILED with CONFIG)
+
+    @property
+    def flags(self) -> int:
+        """The BOOT_FAILED flags for this error."""
+        return (APP_LOAD if self.app_load else 0) | (CONFIG if self.config else 0)
 
     def report(self) -> str:
         """The error line, then the traceback of its cause when there is one."""
@@ -940,6 +984,7 @@ class Config:
             raise BootError(f"FERROCORN_WORKER_LOG_LEVEL={level.lower()!r} is not one of debug, info, warning, error, critical")
         self.log_level = level
         self.workers = number("FERROCORN_WORKER_COUNT", env.get("FERROCORN_WORKER_COUNT", "1"))
+        self.env = env
 
 
 def setup_logging(level: str) -> None:
@@ -971,18 +1016,240 @@ def base_environ(lanes: int, workers: int) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- server hooks
+
+# gunicorn's server hooks (docs/hooks.md says when each runs and with what).
+# pre_exec has no place here (no USR2 re-exec) and is never called.
+HOOK_NAMES = (
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "pre_fork",
+    "post_fork",
+    "post_worker_init",
+    "worker_int",
+    "worker_abort",
+    "pre_exec",
+    "pre_request",
+    "post_request",
+    "child_exit",
+    "worker_exit",
+    "nworkers_changed",
+    "on_exit",
+)
+# The logger hooks get as server.log and worker.log: a child of the worker's
+# logger, so its lines go through the same gunicorn-format handler.
+hook_log = logging.getLogger("ferrocorn.worker.hooks")
+
+
+def _no_hook(*args: Any) -> None:
+    return None
+
+
+class Hooks:
+    """The hook callables of the FERROCORN_HOOKS_FROM config; a hook it does
+    not define is None, so callers test it once, not per call."""
+
+    def __init__(self, namespace: Optional[dict] = None, source: str = "") -> None:
+        self.source = source
+        namespace = namespace or {}
+        for name in HOOK_NAMES:
+            value = namespace.get(name)
+            setattr(self, name, value if callable(value) else None)
+
+    def call(self, name: str, *args: Any) -> None:
+        """Run one hook; an exception is logged with its traceback and swallowed."""
+        hook = getattr(self, name)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("exception in %s hook", name)
+
+    def call_strict(self, name: str, *args: Any) -> None:
+        """Run a hook whose failure stops the process, as in gunicorn
+        (on_starting, post_fork, post_worker_init): BootError, exit 3."""
+        hook = getattr(self, name)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception as exc:
+            raise BootError(f"{name} hook from {self.source} raised {type(exc).__name__}: {exc}", cause=exc, config=True) from None
+
+
+def load_hooks(spec: str) -> Hooks:
+    """Execute the config FERROCORN_HOOKS_FROM names (an absolute file path, or
+    python:module) as gunicorn does and take its hooks; BootError (exit 3,
+    not an app error) if it cannot run."""
+    if not spec:
+        return Hooks()
+    try:
+        if spec.startswith("python:"):
+            namespace = vars(importlib.import_module(spec[len("python:") :]))
+        else:
+            if not os.path.isabs(spec):
+                raise BootError(f"FERROCORN_HOOKS_FROM={spec!r} must be an absolute path or python:module", config=True)
+            with open(spec, "rb") as f:
+                source = f.read()
+            namespace = {
+                "__builtins__": __builtins__,
+                "__name__": "__config__",
+                "__file__": spec,
+                "__doc__": None,
+                "__package__": None,
+            }
+            exec(compile(source, spec, "exec"), namespace)
+    except BootError:
+        raise
+    except BaseException as exc:
+        raise BootError(f"hooks config {spec} failed to execute: {type(exc).__name__}: {exc}", cause=exc, config=True) from None
+    return Hooks(namespace, spec)
+
+
+class HookConfig:
+    """`cfg` of the hooks' server and worker: the settings this process
+    knows, plus each hook by name (a no-op when not defined), as gunicorn's cfg."""
+
+    # The master-side settings FERROCORN_WORKER_SETTINGS carries (JSON, in
+    # gunicorn's names and units); None when it is absent.
+    MASTER_SETTINGS = (
+        "bind",
+        "backlog",
+        "worker_class",
+        "timeout",
+        "graceful_timeout",
+        "keepalive",
+        "max_requests",
+        "max_requests_jitter",
+        "limit_request_line",
+    )
+
+    def __init__(self, env: Any, hooks: Hooks, threads: Optional[int]) -> None:
+        try:
+            master = json.loads(env.get("FERROCORN_WORKER_SETTINGS", "") or "{}")
+        except ValueError:
+            master = {}
+        for name in self.MASTER_SETTINGS:
+            setattr(self, name, master.get(name) if isinstance(master, dict) else None)
+        workers = env.get("FERROCORN_WORKER_COUNT", "1")
+        self.workers = int(workers) if workers.isdigit() else 1
+        self.threads = threads
+        if threads is not None:
+            self.worker_class = "sync" if threads == 1 else "gthread"
+        self.worker_class_str = self.worker_class
+        self.preload_app = env.get("FERROCORN_FORKSERVER_PRELOAD", "") == "1"
+        self.wsgi_app = env.get("FERROCORN_WORKER_APP", "")
+        self.pythonpath = [p for p in env.get("FERROCORN_WORKER_PYTHONPATH", "").split(os.pathsep) if p]
+        self.chdir = os.getcwd()
+        self.loglevel = env.get("FERROCORN_WORKER_LOG_LEVEL", "info")
+        self.proc_name = "ferrocorn"
+        self.hooks_from = hooks.source
+        for name in HOOK_NAMES:
+            setattr(self, name, getattr(hooks, name) or _no_hook)
+
+
+class HookServer:
+    """`server` as the hooks get it (gunicorn passes its Arbiter)."""
+
+    def __init__(self, cfg: HookConfig, master_pid: Optional[int]) -> None:
+        self.pid = master_pid
+        self.cfg = cfg
+        self.log = hook_log
+        self.num_workers = cfg.workers
+        self.worker_class = cfg.worker_class
+        self.proc_name = cfg.proc_name
+
+
+class HookWorker:
+    """`worker` as the hooks get it (gunicorn passes its Worker)."""
+
+    def __init__(self, age: int, cfg: HookConfig, ppid: Optional[int], pid: Optional[int] = None) -> None:
+        self.age = age
+        self.pid = pid
+        self.ppid = ppid
+        self.cfg = cfg
+        self.log = hook_log
+        self.alive = True
+        self.booted = False
+        # gunicorn's: the limit, or sys.maxsize when off. The master enforces
+        # it, with a jitter it draws per worker that the worker never hears of.
+        self.max_requests = cfg.max_requests or sys.maxsize
+        self.servers: list = []
+        self.exit_status: Optional[str] = None
+
+    @property
+    def nr(self) -> int:
+        """Requests this worker has started so far, on all its lanes."""
+        return sum(server.served for server in self.servers)
+
+
+def _worker_id(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+class HookRequest:
+    """`req` of pre_request and post_request, built from the request's environ."""
+
+    __slots__ = ("method", "uri", "path", "query", "version", "headers", "remote_addr", "peer_addr", "scheme")
+
+    def __init__(self, environ: dict) -> None:
+        self.method = environ.get("REQUEST_METHOD")
+        self.uri = environ.get("RAW_URI", "")
+        path, _, query = self.uri.partition("?")
+        self.path = path or environ.get("PATH_INFO", "")
+        self.query = environ.get("QUERY_STRING", query)
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        try:
+            major, minor = protocol[5:].split(".")
+            self.version = (int(major), int(minor))
+        except ValueError:
+            self.version = (1, 1)
+        headers = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                headers.append((key[5:].replace("_", "-"), value))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                headers.append((key.replace("_", "-"), value))
+        self.headers = headers
+        port = environ.get("REMOTE_PORT", "")
+        self.remote_addr = self.peer_addr = (environ.get("REMOTE_ADDR", ""), int(port) if port.isdigit() else 0)
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+
+
+class HookResponse:
+    """`resp` of post_request."""
+
+    __slots__ = ("status", "status_code", "headers", "sent")
+
+    def __init__(self, status: Optional[str], headers: Any, sent: int) -> None:
+        self.status = status
+        code = status[:3] if isinstance(status, str) else ""
+        self.status_code = int(code) if code.isdigit() else None
+        self.headers = list(headers) if headers else []
+        self.sent = sent
+
+
 # --------------------------------------------------------------------------- worker
 
 
 class Worker:
     """The main thread: handshake, lane threads, control socket and signals."""
 
-    def __init__(self, config: Config, control: socket.socket) -> None:
+    def __init__(
+        self,
+        config: Config,
+        control: socket.socket,
+        hooks: Optional[Hooks] = None,
+        hook_server: Optional[HookServer] = None,
+    ) -> None:
         self.config = config
         self.control = control
+        self.servers: list[LaneServer] = []
+        self.use_hooks(hooks or Hooks(), hook_server)
         self.stopping = [False]  # read by every lane thread after each request
         self.lanes: list[Lane] = []
-        self.servers: list[LaneServer] = []
         self.threads: list[threading.Thread] = []
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_w.setblocking(False)
@@ -1009,7 +1276,7 @@ class Worker:
         for index, fd in enumerate(config.lane_fds):
             lane = Lane(index, socket.socket(fileno=fd))
             self.lanes.append(lane)
-            server = LaneServer(lane, app, base, self.stopping)
+            server = LaneServer(lane, app, base, self.stopping, self.hooks, self.hook_worker)
             self.servers.append(server)
             thread = threading.Thread(target=self._lane_main, args=(server,), name=f"lane-{index}")
             thread.daemon = True
@@ -1099,9 +1366,29 @@ class Worker:
             except OSError:
                 pass
 
+    def use_hooks(self, hooks: Hooks, hook_server: Optional[HookServer] = None) -> None:
+        """The hooks and the server and worker objects they get. Forked, the
+        server is the fork server's own object (hooks share state through it,
+        as gunicorn's forked workers share the Arbiter)."""
+        config = self.config
+        self.hooks = hooks
+        cfg = HookConfig(config.env, hooks, len(config.lane_fds))
+        self.hook_server = hook_server or HookServer(cfg, config.master_pid)
+        self.hook_worker = HookWorker(_worker_id(config.worker_id), cfg, os.getppid(), os.getpid())
+        self.hook_worker.servers = self.servers
+
+    def exit_hooks(self, *names: str) -> None:
+        """The worker is going: run these hooks (worker_int, worker_abort:
+        with the worker) and then worker_exit (with the server and the worker)."""
+        self.hook_worker.alive = False
+        for name in names:
+            self.hooks.call(name, self.hook_worker)
+        self.hooks.call("worker_exit", self.hook_server, self.hook_worker)
+
     def stop(self) -> int:
         """Graceful stop: take no new request, let in-flight ones finish, exit 0."""
         self.stopping[0] = True
+        self.hook_worker.alive = False
         for lane in self.lanes:
             with lane.busy:  # waits for the lane's request in flight
                 lane.shutdown_read()
@@ -1113,10 +1400,14 @@ class Worker:
         return EXIT_OK
 
 
-def install_signals(wake_fd: int) -> None:
-    """TERM only wakes the main loop (set_wakeup_fd); INT and QUIT exit at once."""
+def install_signals(wake_fd: int, worker: Optional[Worker] = None) -> None:
+    """TERM only wakes the main loop (set_wakeup_fd); INT and QUIT exit at once
+    (after the worker_int and worker_exit hooks, if any)."""
 
     def quick_exit(signum: int, frame: Any) -> None:
+        if worker is not None and (worker.hooks.worker_int is not None or worker.hooks.worker_exit is not None):
+            worker.exit_hooks("worker_int")
+            sys.stderr.flush()
         os._exit(EXIT_OK)
 
     signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
@@ -1125,15 +1416,44 @@ def install_signals(wake_fd: int) -> None:
     signal.signal(signal.SIGQUIT, quick_exit)
 
 
-def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> int:
+def install_abort_hook(worker: Worker) -> None:
+    """ABRT (a timeout) stays with faulthandler, which dumps every stack from C
+    even while a stuck thread holds the GIL; only a config with worker_abort
+    gets a Python handler instead: it dumps the stacks, runs worker_abort and
+    worker_exit, then dies by ABRT as before. It runs when the main thread
+    gets the GIL, which a thread stuck in C code may never release."""
+    if worker.hooks.worker_abort is None:
+        return
+
+    def abort(signum: int, frame: Any) -> None:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        worker.exit_hooks("worker_abort")
+        sys.stderr.flush()
+        faulthandler.disable()
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        os.abort()
+
+    signal.signal(signal.SIGABRT, abort)
+
+
+def main(
+    env: Optional[dict] = None,
+    preloaded: Optional[Callable] = None,
+    hooks: Optional[Hooks] = None,
+    hook_server: Optional[HookServer] = None,
+) -> int:
     """Boot the worker and serve; return the exit status (0, 3 or 4).
 
     ``preloaded`` is the app the fork server imported (``--preload``); without
     it the worker imports the app itself, after the fork, as gunicorn's do.
+    ``hooks`` and ``hook_server`` come from the fork server, which ran the
+    FERROCORN_HOOKS_FROM config before forking; without them (a fresh
+    interpreter) the worker runs that config itself, before the app import.
     """
     env = os.environ if env is None else env
     faulthandler.enable(all_threads=True)  # SIGABRT (timeout) dumps every thread's stack
     control: Optional[socket.socket] = None
+    worker: Optional[Worker] = None
     try:
         # The control socket first, so that every later boot error reaches the master.
         control_fd = env.get("FERROCORN_WORKER_CONTROL_FD", "")
@@ -1151,13 +1471,22 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
         # The master logs gunicorn's "Booting worker with pid: N" for this boot.
         log.debug("booting worker %s with pid %d", config.worker_id, os.getpid())
         worker = Worker(config, control)
-        install_signals(worker.wake_w.fileno())
+        install_signals(worker.wake_w.fileno(), worker)
         worker.hello()
+        if hooks is None:  # a fresh interpreter: the config runs here, before the app
+            hooks = load_hooks(env.get("FERROCORN_HOOKS_FROM", ""))
+        worker.use_hooks(hooks, hook_server)
+        install_abort_hook(worker)
+        # gunicorn: post_fork in the child before the app loads, post_worker_init
+        # after; either raising is a worker boot failure (exit 3).
+        hooks.call_strict("post_fork", worker.hook_server, worker.hook_worker)
         if preloaded is None:
             app = import_app(config.app)
             log.debug("app loaded: %s", config.app)
         else:
             app = preloaded
+        hooks.call_strict("post_worker_init", worker.hook_worker)
+        worker.hook_worker.booted = True
         worker.send_control(READY)
     except BootError as exc:
         text = exc.report()
@@ -1167,11 +1496,15 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
             sys.stderr.write(text.rstrip() + "\n")
         if control is not None:
             try:
-                control.sendall(frame(BOOT_FAILED, APP_LOAD if exc.app_load else 0, text.encode("utf-8", "replace")[:MAX_PAYLOAD]))
+                control.sendall(frame(BOOT_FAILED, exc.flags, text.encode("utf-8", "replace")[:MAX_PAYLOAD]))
             except OSError:
                 pass
+        if worker is not None:
+            worker.exit_hooks()
         return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT
-    return worker.serve(app)
+    status = worker.serve(app)
+    worker.exit_hooks()
+    return status
 
 
 # --------------------------------------------------------------------------- fork server
@@ -1212,6 +1545,9 @@ class ForkServer:
         master = env.get("FERROCORN_WORKER_MASTER_PID", "")
         self.master_pid = int(master) if master.isdigit() else None
         self.app: Optional[Callable] = None
+        # The FERROCORN_HOOKS_FROM config, run by boot(); forked workers inherit it.
+        self.hooks = Hooks()
+        self.hook_server = HookServer(HookConfig(env, self.hooks, None), self.master_pid)
         # Loaded once here, so a forked worker needs no import to call prctl.
         import ctypes
 
@@ -1230,6 +1566,12 @@ class ForkServer:
             "max_payload": MAX_PAYLOAD,
         }
         self.send(HELLO, 0, json.dumps(info).encode())
+        self.hooks = load_hooks(self.env.get("FERROCORN_HOOKS_FROM", ""))
+        self.hook_server = HookServer(HookConfig(self.env, self.hooks, None), self.master_pid)
+        if self.env.get("FERROCORN_FORKSERVER_FIRST", "") == "1":
+            # Once per master, before the app import. gunicorn's master dies
+            # when on_starting raises: here the fork server fails to boot.
+            self.hooks.call_strict("on_starting", self.hook_server)
         if self.preload:
             self.app = import_app(self.app_spec)
             log.info("app preloaded: %s", self.app_spec)
@@ -1254,6 +1596,12 @@ class ForkServer:
             payload = data[HEADER_SIZE : HEADER_SIZE + length]
             if kind == FORK:
                 self.fork(payload, fds)
+            elif WHEN_READY <= kind <= ON_EXIT:
+                for fd in fds:
+                    os.close(fd)
+                if self.run_hook(kind, payload):
+                    log.debug("on_exit done, fork server exiting")
+                    return EXIT_OK
             elif kind == REOPEN_LOG and fds:
                 sys.stderr.flush()
                 os.dup2(fds[0], 2)
@@ -1263,6 +1611,33 @@ class ForkServer:
             else:
                 for fd in fds:
                     os.close(fd)
+
+    def run_hook(self, kind: int, payload: bytes) -> bool:
+        """A master-side server hook the master asked for (docs/hooks.md);
+        True after ON_EXIT (the fork server then exits). A hook that raises is
+        logged and the fork server serves on."""
+        try:
+            args = json.loads(payload) if payload else {}
+        except ValueError:
+            args = {}
+        hooks = self.hooks
+        server = self.hook_server
+        if kind == WHEN_READY:
+            hooks.call("when_ready", server)
+        elif kind == CHILD_EXIT:
+            worker = HookWorker(int(args.get("worker", 0)), server.cfg, self.master_pid, args.get("pid"))
+            worker.alive = False
+            hooks.call("child_exit", server, worker)
+        elif kind == NWORKERS_CHANGED:
+            new, old = args.get("new"), args.get("old")
+            server.num_workers = new
+            hooks.call("nworkers_changed", server, new, old)
+        elif kind == ON_RELOAD:
+            hooks.call("on_reload", server)
+        elif kind == ON_EXIT:
+            hooks.call("on_exit", server)
+            return True
+        return False
 
     def fork(self, payload: bytes, fds: list) -> None:
         """FORK: fork a worker onto the descriptors that came with it (its
@@ -1274,6 +1649,12 @@ class ForkServer:
             worker_id = int(request["worker"])
             if len(fds) != 1 + int(request["lanes"]):
                 raise ValueError(f"{len(fds)} descriptors for {request['lanes']} lanes")
+            cfg = self.hook_server.cfg
+            cfg.threads = int(request["lanes"])
+            cfg.worker_class = cfg.worker_class_str = "sync" if cfg.threads == 1 else "gthread"
+            self.hook_server.worker_class = cfg.worker_class
+            if self.hooks.pre_fork is not None:
+                self.hooks.call("pre_fork", self.hook_server, HookWorker(worker_id, self.hook_server.cfg, self.master_pid))
             pid = self.double_fork(worker_id, fds)
         except BecomeWorker:
             raise
@@ -1374,7 +1755,7 @@ def run_forked_worker(server: ForkServer, become: BecomeWorker) -> int:
     except BootError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_BOOT
-    return main(env, server.app)
+    return main(env, server.app, server.hooks, server.hook_server)
 
 
 def forkserver_main(env: Optional[dict] = None) -> int:
@@ -1408,7 +1789,7 @@ def forkserver_main(env: Optional[dict] = None) -> int:
         text = exc.report()
         log.error("%s", text.rstrip())
         try:
-            server.send(BOOT_FAILED, APP_LOAD if exc.app_load else 0, text.encode("utf-8", "replace"))
+            server.send(BOOT_FAILED, exc.flags, text.encode("utf-8", "replace"))
         except OSError:
             pass
         return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::master::policy::backoff::{self, Verdict};
+use crate::protocol::frame::Kind;
 use crate::worker::reap::Reaper;
 use crate::worker::spawn::{start_worker, SpawnSpec, WorkerEnds};
 use crate::worker::WorkerId;
@@ -37,6 +38,10 @@ pub enum LaunchError {
     /// The interpreter could not be executed at all.
     #[error("{0}")]
     Exec(String),
+    /// The server hooks config failed in the fork server (exit 3 class, not
+    /// the app's fault); the next try would fail the same way.
+    #[error("{0}")]
+    Config(String),
     /// This worker did not start (the fork failed, or the fork server died
     /// while forking it); the next one may.
     #[error("{0}")]
@@ -61,6 +66,7 @@ pub async fn check_app(spawn: &SpawnSpec, timeout: Duration) -> Result<(), Start
     let reaper = Reaper::start().map_err(|e| StartError::Failed(e.to_string()))?;
     let mut spec = spawn.clone();
     spec.preload = true;
+    process::skip_on_starting();
     let server = ForkServer::start(&spec, timeout, Stdio::inherit(), &reaper).await?;
     drop(server); // its socket closes: it exits
     Ok(())
@@ -74,6 +80,13 @@ enum Request {
     },
     ReopenLog(Option<File>),
     Stopping,
+    /// Run a server hook in the fork server (docs/hooks.md).
+    Hook(Kind, serde_json::Value),
+    /// Run `on_exit`, and answer once the fork server has exited or `wait` passed.
+    Exit {
+        wait: Duration,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Starts workers through the fork server. Dropping every clone stops the
@@ -123,6 +136,22 @@ impl Launcher {
     pub fn stopping(&self) {
         let _ = self.requests.send(Request::Stopping);
     }
+
+    /// Asks the fork server to run a master-side server hook (`kind` is one
+    /// of WHEN_READY, CHILD_EXIT, NWORKERS_CHANGED, ON_RELOAD); dropped when
+    /// no fork server runs (fresh interpreters run no master-side hooks).
+    pub fn hook(&self, kind: Kind, payload: serde_json::Value) {
+        let _ = self.requests.send(Request::Hook(kind, payload));
+    }
+
+    /// The master is exiting: the fork server runs `on_exit` and exits.
+    /// Returns once it has, or after `wait` at most.
+    pub async fn exit(&self, wait: Duration) {
+        let (done, finished) = oneshot::channel();
+        if self.requests.send(Request::Exit { wait, done }).is_ok() {
+            let _ = tokio::time::timeout(wait, finished).await;
+        }
+    }
 }
 
 enum State {
@@ -135,8 +164,9 @@ enum State {
     Broken(LaunchError),
     /// The fork server kept failing: workers start as fresh interpreters.
     Fallback,
-    /// The master is stopping: no more workers.
-    Stopped,
+    /// The master is stopping: no more workers. The fork server, if one
+    /// runs, stays for the hooks until the master exits (`on_exit`).
+    Stopped(Option<ForkServer>),
 }
 
 struct Task {
@@ -176,8 +206,32 @@ impl Task {
                 }
                 Some(Request::ReopenLog(file)) => self.reopen_log(file).await,
                 Some(Request::Stopping) => {
-                    // Dropping it closes its socket: it exits on its own.
-                    self.state = State::Stopped;
+                    // Kept for child_exit and on_exit; dropping it (when the
+                    // master exits) closes its socket and it exits on its own.
+                    self.state = match std::mem::replace(&mut self.state, State::Stopped(None)) {
+                        State::Up(server) | State::Stopped(Some(server)) => {
+                            State::Stopped(Some(server))
+                        }
+                        _ => State::Stopped(None),
+                    };
+                }
+                Some(Request::Hook(kind, payload)) => {
+                    if let State::Up(server) | State::Stopped(Some(server)) = &mut self.state {
+                        if let Err(err) = server.notify(kind, &payload).await {
+                            warn!(pid = server.pid, error = %err, "cannot ask the fork server to run a server hook");
+                        }
+                    }
+                }
+                Some(Request::Exit { wait, done }) => {
+                    if let State::Up(server) | State::Stopped(Some(server)) = &mut self.state {
+                        let json = serde_json::json!({});
+                        if server.notify(Kind::OnExit, &json).await.is_ok() {
+                            // on_exit runs there; it exits right after.
+                            let _ = tokio::time::timeout(wait, server.exited()).await;
+                        }
+                    }
+                    self.state = State::Stopped(None);
+                    let _ = done.send(());
                 }
             }
         }
@@ -207,7 +261,9 @@ impl Task {
                 // ensure_up never leaves it Down; go round again if it did.
                 State::Down { .. } => continue,
                 State::Broken(err) => return Err(err.clone()),
-                State::Stopped => return Err(LaunchError::Failed("the master is stopping".into())),
+                State::Stopped(_) => {
+                    return Err(LaunchError::Failed("the master is stopping".into()))
+                }
                 State::Fallback => {
                     return start_worker(worker, &self.spec.spawn, &ends, self.stderr())
                         .map_err(|e| LaunchError::Exec(e.to_string()))
@@ -252,6 +308,7 @@ impl Task {
                 }
                 Err(StartError::AppLoad(text)) => State::Broken(LaunchError::AppLoad(text)),
                 Err(StartError::Exec(err)) => State::Broken(LaunchError::Exec(err.to_string())),
+                Err(StartError::Config(text)) => State::Broken(LaunchError::Config(text)),
                 Err(StartError::Failed(why)) => {
                     let failures = failures + 1;
                     match backoff::after_failures(failures) {

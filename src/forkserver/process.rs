@@ -30,6 +30,16 @@ use crate::worker::WorkerId;
 /// (its largest is BOOT_FAILED with a traceback, cut to this size).
 const RECV_LIMIT: usize = 64 * 1024;
 
+/// Set once a fork server of this master got ready: only the first runs the
+/// `on_starting` hook, as gunicorn runs it once per master (docs/hooks.md).
+static ONE_WAS_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs no `on_starting` in the fork servers started from now on
+/// (`--check-config`: gunicorn runs it only when it serves).
+pub fn skip_on_starting() {
+    ONE_WAS_READY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What the fork server says about itself.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ForkServerHello {
@@ -54,6 +64,10 @@ pub enum StartError {
     /// `--preload`: the app could not be imported; the text holds the Python error.
     #[error("app failed to load: {0}")]
     AppLoad(String),
+    /// The server hooks config failed to run, or `on_starting` raised
+    /// (BOOT_FAILED with CONFIG); the next try would fail the same way.
+    #[error("{0}")]
+    Config(String),
     /// It failed, died, broke the protocol or took too long.
     #[error("fork server failed to start: {0}")]
     Failed(String),
@@ -113,6 +127,9 @@ impl ForkServer {
             "FERROCORN_FORKSERVER_PRELOAD".into(),
             if spec.preload { "1" } else { "0" }.into(),
         ));
+        if !ONE_WAS_READY.load(std::sync::atomic::Ordering::Relaxed) {
+            env.push(("FERROCORN_FORKSERVER_FIRST".into(), "1".into()));
+        }
         let pid = spawn::start_python(
             &spec.python,
             spec.chdir.as_deref(),
@@ -132,7 +149,10 @@ impl ForkServer {
             exited: reaper.watch(pid),
         };
         match tokio::time::timeout(timeout, server.boot()).await {
-            Ok(Ok(())) => Ok(server),
+            Ok(Ok(())) => {
+                ONE_WAS_READY.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(server)
+            }
             Ok(Err(err)) => Err(err),
             Err(_) => {
                 server.kill();
@@ -165,6 +185,8 @@ impl ForkServer {
                 let text = String::from_utf8_lossy(&frame.payload).trim().to_string();
                 if frame.flags & flags::APP_LOAD != 0 {
                     Err(StartError::AppLoad(text))
+                } else if frame.flags & flags::CONFIG != 0 {
+                    Err(StartError::Config(text))
                 } else {
                     Err(StartError::Failed(text))
                 }
@@ -217,6 +239,15 @@ impl ForkServer {
         let mut message = BytesMut::new();
         frame::put_header(&mut message, Kind::ReopenLog, 0, 0);
         self.send(&message, &[file.as_raw_fd()]).await
+    }
+
+    /// Tells it to run a server hook on the master's behalf (WHEN_READY,
+    /// CHILD_EXIT, NWORKERS_CHANGED, ON_RELOAD, ON_EXIT): one message, JSON
+    /// payload, no answer (docs/hooks.md).
+    pub async fn notify(&mut self, kind: Kind, payload: &serde_json::Value) -> std::io::Result<()> {
+        let mut message = BytesMut::new();
+        frame::put_frame(&mut message, kind, 0, payload.to_string().as_bytes());
+        self.send(&message, &[]).await
     }
 
     /// Resolves when the process exits.

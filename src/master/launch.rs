@@ -33,6 +33,15 @@ pub(super) fn launch_failed(worker: WorkerId, err: LaunchError) -> Vec<Event> {
             never_ran,
         ],
         LaunchError::Exec(error) => vec![Event::SpawnFailed { worker, error }],
+        // The hooks config: a boot failure that is not the app's (exit 3).
+        LaunchError::Config(message) => vec![
+            Event::BootFailed {
+                worker,
+                app_load: false,
+                message,
+            },
+            never_ran,
+        ],
         LaunchError::Failed(why) => {
             error!(worker = %worker, "{why}");
             vec![never_ran]

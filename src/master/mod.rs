@@ -6,6 +6,7 @@
 pub mod action;
 pub mod arbiter;
 pub mod event;
+pub mod hook_news;
 mod launch;
 pub mod policy;
 pub mod reload;
@@ -160,11 +161,13 @@ pub async fn run(
                 if !connections_closed {
                     answer_the_waiting(&shell.dispatcher, &mut events).await;
                 }
+                shell.run_exit_hook(ON_EXIT_WAIT).await;
                 log_shutdown(code, message.as_deref());
                 return Ok(Outcome { code, message });
             }
             shell.apply(&action);
         }
+        shell.observe_counts(arbiter.serving(), arbiter.desired(), arbiter.stopping());
         if let Some(metrics) = &metrics {
             publish(metrics, &arbiter);
         }
@@ -199,6 +202,9 @@ async fn answer_the_waiting(
     };
     let _ = tokio::time::timeout(ANSWER_THE_WAITING, closed).await;
 }
+
+/// How long an exiting master waits for the `on_exit` server hook.
+const ON_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long an exiting master waits for its last answers to go out.
 const ANSWER_THE_WAITING: Duration = Duration::from_millis(500);

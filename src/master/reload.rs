@@ -131,7 +131,25 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         workers: settings.workers,
         log_level: settings.log_level.to_string(),
         preload: settings.preload_app,
+        hook_settings: hook_settings(settings),
     }
+}
+
+/// The settings the server hooks see as `cfg.<name>`, in gunicorn's names
+/// and units (seconds as numbers; `max_requests` 0 when off).
+fn hook_settings(settings: &Settings) -> String {
+    serde_json::json!({
+        "bind": settings.bind.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        "backlog": settings.backlog,
+        "worker_class": settings.effective_worker_class().to_string(),
+        "timeout": settings.timeout.as_secs_f64(),
+        "graceful_timeout": settings.graceful_timeout.as_secs_f64(),
+        "keepalive": settings.keep_alive.as_secs_f64(),
+        "max_requests": settings.max_requests,
+        "max_requests_jitter": settings.max_requests_jitter,
+        "limit_request_line": settings.limit_request_line,
+    })
+    .to_string()
 }
 
 /// Importing a big app can take a while: boot gets the request timeout, but

@@ -13,6 +13,7 @@ use tracing::{debug, error, info};
 
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, ExitStatus, WorkerSample};
+use super::hook_news::HookNews;
 use super::launch::{launch_failed, start_launcher};
 use super::reload::Reloader;
 use crate::config::MemoryMetric;
@@ -102,6 +103,8 @@ pub struct Shell {
     /// Pids of launched workers, until the launch task hands them over.
     launched: mpsc::UnboundedReceiver<(WorkerId, u32)>,
     launched_tx: mpsc::UnboundedSender<(WorkerId, u32)>,
+    /// What the fork server's hooks were told of the arbiter's counts.
+    hook_news: HookNews,
 }
 
 impl Shell {
@@ -134,6 +137,7 @@ impl Shell {
             booted_tx,
             launched,
             launched_tx,
+            hook_news: HookNews::default(),
         }
     }
 
@@ -181,7 +185,10 @@ impl Shell {
             }
             Action::Forget { worker } => {
                 self.dispatcher.remove(worker);
-                self.workers.remove(&worker);
+                if let Some(pid) = self.workers.remove(&worker).and_then(|h| h.pid) {
+                    let payload = serde_json::json!({ "worker": worker.0, "pid": pid });
+                    self.launcher.hook(Kind::ChildExit, payload);
+                }
             }
             Action::Signal { worker, signal } => {
                 if let Some(handle) = self.workers.get_mut(&worker) {
@@ -239,6 +246,7 @@ impl Shell {
                     let spawn = std::mem::replace(&mut self.spawn, reloaded.spawn);
                     self.before_reload = Some((spawn, self.memory, old_launcher));
                     self.memory = reloaded.memory;
+                    self.launcher.hook(Kind::OnReload, serde_json::json!({}));
                     let _ = self.events.send(Event::Reloaded(reloaded.arbiter));
                 }
                 Err(err) => {
@@ -261,6 +269,20 @@ impl Shell {
             }
             Action::Exit { .. } => {}
         }
+    }
+
+    /// After each event: tells the fork server's hooks what changed in the
+    /// arbiter's counts ([`HookNews`]: `nworkers_changed`, `when_ready`).
+    pub fn observe_counts(&mut self, serving: usize, desired: usize, stopping: bool) {
+        for (kind, payload) in self.hook_news.observe(serving, desired, stopping) {
+            self.launcher.hook(kind, payload);
+        }
+    }
+
+    /// The master is exiting: the fork server runs `on_exit`; waits for it
+    /// at most `wait`.
+    pub async fn run_exit_hook(&self, wait: Duration) {
+        self.launcher.exit(wait).await;
     }
 
     /// Reads every live worker's request count and memory off the async

@@ -41,6 +41,19 @@ pub enum Kind {
     /// Master -> worker, control: a request timed out; log which lane runs
     /// what, and every thread's stack, and serve on.
     DumpStacks = 8,
+    /// Master -> fork server: every first worker is ready; run the
+    /// `when_ready` server hook (docs/hooks.md). Empty JSON object.
+    WhenReady = 9,
+    /// Master -> fork server: a worker exited; run `child_exit`. JSON
+    /// `{"worker", "pid"}`.
+    ChildExit = 10,
+    /// Master -> fork server: the desired worker count changed; run
+    /// `nworkers_changed`. JSON `{"new", "old"}` (`old` null the first time).
+    NworkersChanged = 11,
+    /// Master -> fork server: HUP reloaded the config; run `on_reload`.
+    OnReload = 12,
+    /// Master -> fork server: the master is stopping; run `on_exit`, then exit.
+    OnExit = 13,
     /// Master -> worker: the request head as environ pairs.
     Request = 16,
     /// Both ways: a chunk of a body.
@@ -64,6 +77,11 @@ impl Kind {
             6 => Kind::Forked,
             7 => Kind::ForkFailed,
             8 => Kind::DumpStacks,
+            9 => Kind::WhenReady,
+            10 => Kind::ChildExit,
+            11 => Kind::NworkersChanged,
+            12 => Kind::OnReload,
+            13 => Kind::OnExit,
             16 => Kind::Request,
             17 => Kind::Body,
             18 => Kind::Cancel,
@@ -87,7 +105,7 @@ impl Kind {
             Kind::Request => flags::HAS_BODY | flags::ODD,
             Kind::Cancel => flags::ODD,
             Kind::Body => flags::END,
-            Kind::BootFailed => flags::APP_LOAD,
+            Kind::BootFailed => flags::APP_LOAD | flags::CONFIG,
             _ => 0,
         }
     }
@@ -104,6 +122,10 @@ pub mod flags {
     pub const END: u8 = 0x01;
     /// BOOT_FAILED: the app could not be loaded (exit 4, not 3).
     pub const APP_LOAD: u8 = 0x01;
+    /// BOOT_FAILED: the server hooks config (`FERROCORN_HOOKS_FROM`) failed,
+    /// or a hook that may stop the boot raised: not the app's fault (exit 3),
+    /// and a fork server that says so is not started again.
+    pub const CONFIG: u8 = 0x02;
 }
 
 /// One decoded frame.
@@ -257,6 +279,11 @@ mod tests {
             ("FORKED", Kind::Forked),
             ("FORK_FAILED", Kind::ForkFailed),
             ("DUMP_STACKS", Kind::DumpStacks),
+            ("WHEN_READY", Kind::WhenReady),
+            ("CHILD_EXIT", Kind::ChildExit),
+            ("NWORKERS_CHANGED", Kind::NworkersChanged),
+            ("ON_RELOAD", Kind::OnReload),
+            ("ON_EXIT", Kind::OnExit),
             ("REQUEST", Kind::Request),
             ("BODY", Kind::Body),
             ("CANCEL", Kind::Cancel),
@@ -345,7 +372,7 @@ mod tests {
 
     /// A random stream of valid frames, and the frames it holds.
     fn random_stream(rng: &mut rand::rngs::StdRng) -> (BytesMut, Vec<Frame>) {
-        const KINDS: [Kind; 13] = [
+        const KINDS: [Kind; 18] = [
             Kind::Hello,
             Kind::Ready,
             Kind::BootFailed,
@@ -354,6 +381,11 @@ mod tests {
             Kind::Forked,
             Kind::ForkFailed,
             Kind::DumpStacks,
+            Kind::WhenReady,
+            Kind::ChildExit,
+            Kind::NworkersChanged,
+            Kind::OnReload,
+            Kind::OnExit,
             Kind::Request,
             Kind::Body,
             Kind::Cancel,

@@ -38,6 +38,9 @@ pub struct SpawnSpec {
     pub log_level: String,
     /// Import the app once in the fork server, before forking (`--preload`).
     pub preload: bool,
+    /// Master-side settings the server hooks' `cfg` shows (docs/hooks.md),
+    /// a JSON object; the Python side reads nothing else from it.
+    pub hook_settings: String,
 }
 
 /// The master's ends of a new worker's sockets.
@@ -151,6 +154,7 @@ pub fn shared_env(spec: &SpawnSpec) -> Vec<(String, String)> {
             ("FERROCORN_WORKER_PYTHONPATH", pythonpath),
             ("FERROCORN_WORKER_LOG_LEVEL", spec.log_level.clone()),
             ("FERROCORN_WORKER_COUNT", spec.workers.to_string()),
+            ("FERROCORN_WORKER_SETTINGS", spec.hook_settings.clone()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );

@@ -8,6 +8,7 @@ mod corpus;
 mod failures;
 mod forking;
 mod gunicorn_config;
+mod hooks;
 mod http_front;
 mod lifecycle;
 mod logging;
