@@ -2,11 +2,13 @@
 //! each [`Event`] into [`Action`]s and never awaits, reads a clock or does
 //! I/O: `now` is an argument, so every decision is unit-tested with a fake
 //! clock (see `tests.rs`). Planned recycling (max-requests, memory, reload)
-//! lives in `recycle.rs`; stopping the whole server in `stop.rs`.
+//! lives in `recycle.rs`; stopping the whole server in `stop.rs`; what each
+//! signal means in `signals.rs`.
 
 mod config;
 mod lines;
 mod recycle;
+mod signals;
 mod spare;
 mod stop;
 mod worker_events;
@@ -18,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::action::{Action, WorkerSignal};
-use super::event::{Event, Sig, WorkerSample};
+use super::event::{Event, WorkerSample};
 use super::policy::backoff::Steps;
 use super::policy::memory::MemoryWatch;
 use crate::exit::ExitCode;
@@ -227,46 +229,6 @@ impl Arbiter {
             Event::Tick => self.on_tick(now, &mut actions),
         }
         actions
-    }
-
-    fn on_signal(&mut self, sig: Sig, now: Instant, actions: &mut Vec<Action>) {
-        // gunicorn's one line per signal; what it leads to is logged where
-        // it happens (a worker booting, retiring, ..).
-        info!("Handling signal: {}", sig.name());
-        match sig {
-            Sig::Term => self.begin_graceful_stop(now, actions),
-            Sig::Int | Sig::Quit => self.quick_stop(actions),
-            Sig::Ttin if self.phase == Phase::Running => {
-                self.desired += 1;
-                debug!(workers = self.desired, "one worker more");
-                self.fill(now, actions);
-            }
-            Sig::Ttou if self.phase == Phase::Running && self.desired > 1 => {
-                self.desired -= 1;
-                debug!(workers = self.desired, "one worker less");
-                let newest = self
-                    .workers
-                    .iter()
-                    .rev()
-                    .find(|(_, e)| e.counts_toward_capacity())
-                    .map(|(&id, _)| id);
-                if let Some(worker) = newest {
-                    self.retire(worker, RetireReason::ScaleDown, now, actions);
-                }
-                self.fill(now, actions);
-            }
-            Sig::Hup if self.phase == Phase::Running => {
-                info!("Hang up: Master");
-                actions.push(Action::ReloadConfig);
-            }
-            Sig::Usr1 => actions.push(Action::ReopenLogs),
-            // Its default action would end the master at once (and with it
-            // every worker): gunicorn users send it to upgrade in place.
-            Sig::Usr2 => {
-                warn!("USR2 signal ignored: upgrading the binary in place is not supported yet")
-            }
-            Sig::Ttin | Sig::Ttou | Sig::Hup => {}
-        }
     }
 
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {

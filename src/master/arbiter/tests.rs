@@ -3,6 +3,7 @@
 use super::*;
 use crate::dispatch::PoolNews;
 use crate::master::event::ExitStatus;
+use crate::master::event::Sig;
 use crate::master::policy::backoff;
 use rand::SeedableRng;
 
