@@ -1054,6 +1054,7 @@ class Worker:
             if REOPEN_LOG in kinds:
                 sys.stderr.flush()
                 os.dup2(fd, 2)
+                capture_output(os.environ)
                 log.info("Error log reopened")
             os.close(fd)
         if DUMP_STACKS in kinds:
@@ -1144,6 +1145,8 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
             raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
         set_process_name("fc-worker")
+        set_proc_title("worker", env)
+        capture_output(env)
         setup_logging(config.log_level)
         if config.master_pid is not None and os.getppid() != config.master_pid:
             raise BootError(f"parent pid {os.getppid()} is not the master pid {config.master_pid}")
@@ -1153,11 +1156,13 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
         worker = Worker(config, control)
         install_signals(worker.wake_w.fileno())
         worker.hello()
+        install_spew(env)
         if preloaded is None:
             app = import_app(config.app)
             log.debug("app loaded: %s", config.app)
         else:
             app = preloaded
+        start_reloader(env)
         worker.send_control(READY)
     except BootError as exc:
         text = exc.report()
@@ -1257,6 +1262,7 @@ class ForkServer:
             elif kind == REOPEN_LOG and fds:
                 sys.stderr.flush()
                 os.dup2(fds[0], 2)
+                capture_output(self.env)
                 for fd in fds:
                     os.close(fd)
                 log.info("Error log reopened")
@@ -1326,6 +1332,120 @@ class ForkServer:
         return PID.unpack(data)[0]
 
 
+def set_proc_title(role: str, env: Any) -> None:
+    """The title ps -o args shows: ``ferrocorn: ROLE [NAME]``, gunicorn's
+    ``worker [NAME]`` as setproctitle writes it (src/process/title.rs does
+    the same for the master). Like setproctitle, it overwrites the argument
+    area the kernel reads /proc/PID/cmdline from (arg_start..arg_end of
+    /proc/self/stat), padded with NULs and never grown; Python read its argv
+    long before. Best effort: the comm (fc-worker, fc-forkserver) stays."""
+    name = env.get("FERROCORN_WORKER_PROC_NAME", "")
+    if not name:
+        return
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[48 - 3]), int(fields[49 - 3])
+        if end <= start:
+            return
+        import ctypes
+
+        title = f"ferrocorn: {role} [{name}]".encode("utf-8", "replace")[: end - start - 1]
+        ctypes.memmove(start, title.ljust(end - start, b"\0"), end - start)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def capture_output(env: Any) -> None:
+    """--capture-output: stdout (print) goes where stderr goes, the error log
+    file; the master asks for it only when there is one, as gunicorn does."""
+    if env.get("FERROCORN_WORKER_CAPTURE_OUTPUT", "") == "1":
+        sys.stdout.flush()
+        os.dup2(2, 1)
+
+
+def reload_files(extra: list) -> list:
+    """gunicorn's Reloader.get_files: the source of every imported module,
+    then the extra files, glob patterns expanded anew at each check."""
+    import glob
+
+    files = [re.sub(r"py[co]$", "py", m.__file__) for m in tuple(sys.modules.values()) if getattr(m, "__file__", None)]
+    for entry in extra:
+        if any(c in entry for c in "*?["):
+            files.extend(sorted(glob.glob(entry, recursive=True)))
+        else:
+            files.append(entry)
+    return files
+
+
+def changed_file(mtimes: dict, files: list) -> Optional[str]:
+    """One check of gunicorn's poll reloader: the first file whose mtime grew
+    since it was first seen, else None (a file seen for the first time only
+    has its mtime noted; a missing one is skipped)."""
+    for name in files:
+        try:
+            mtime = os.stat(name).st_mtime
+        except OSError:
+            continue
+        seen = mtimes.setdefault(name, mtime)
+        if mtime > seen:
+            return name
+    return None
+
+
+def start_reloader(env: Any, interval: float = 1.0) -> Optional[threading.Thread]:
+    """--reload: a daemon thread checks the files every second; on a change it
+    logs gunicorn's line and stops the worker gracefully (SIGTERM to itself),
+    and the master starts a fresh one, which imports the new code."""
+    if env.get("FERROCORN_WORKER_RELOAD", "") != "1":
+        return None
+    extra = [f for f in env.get("FERROCORN_WORKER_RELOAD_EXTRA_FILES", "").split("\n") if f]
+
+    def watch() -> None:
+        mtimes: dict = {}
+        while True:
+            name = changed_file(mtimes, reload_files(extra))
+            if name is not None:
+                log.info("Worker reloading: %s modified", name)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(interval)
+
+    log.warning("Reloader is on. Use in development only!")
+    thread = threading.Thread(target=watch, name="reloader", daemon=True)
+    thread.start()
+    return thread
+
+
+class Spew:
+    """gunicorn's debug.Spew: print every line executed, as module:line: source."""
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            import linecache
+
+            lineno = frame.f_lineno
+            filename = frame.f_globals.get("__file__")
+            if filename:
+                name = frame.f_globals.get("__name__", "[unknown]")
+                line = linecache.getline(filename, lineno)
+            else:
+                name = "[unknown]"
+                line = "Unknown code named [%s].  VM instruction #%d" % (frame.f_code.co_name, frame.f_lasti)
+            print("%s:%s: %s" % (name, lineno, line.rstrip()))
+        return self
+
+
+def install_spew(env: Any) -> Optional[Spew]:
+    """--spew: trace this thread and every thread started later (the lanes)."""
+    if env.get("FERROCORN_WORKER_SPEW", "") != "1":
+        return None
+    spew = Spew()
+    threading.settrace(spew)
+    sys.settrace(spew)
+    return spew
+
+
 def set_process_name(name: str) -> None:
     """The name ps -o comm, top and /proc/PID/comm show (forked workers
     would otherwise all look like the fork server); best effort."""
@@ -1392,6 +1512,8 @@ def forkserver_main(env: Optional[dict] = None) -> int:
         return EXIT_BOOT
     server = ForkServer(env, control)
     set_process_name("fc-forkserver")
+    set_proc_title("forkserver", env)
+    capture_output(env)
     try:
         level = env.get("FERROCORN_WORKER_LOG_LEVEL", "info").upper()
         setup_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO")

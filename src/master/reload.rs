@@ -131,7 +131,34 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         workers: settings.workers,
         log_level: settings.log_level.to_string(),
         preload: settings.preload_app,
+        proc_name: proc_name(settings),
+        reload: settings.reload.then(|| {
+            settings
+                .reload_extra_files
+                .iter()
+                .map(|file| match std::env::current_dir() {
+                    Ok(cwd) if !file.starts_with('/') => {
+                        cwd.join(file).to_string_lossy().into_owned()
+                    }
+                    _ => file.clone(),
+                })
+                .collect()
+        }),
+        spew: settings.spew,
+        // gunicorn captures only into an error log file, never stderr itself.
+        capture_output: settings.capture_output && settings.error_logfile != "-",
     }
+}
+
+/// gunicorn's `proc_name`: the setting, else `default_proc_name`, the app spec.
+pub fn proc_name(settings: &Settings) -> String {
+    settings.proc_name.clone().unwrap_or_else(|| {
+        settings
+            .wsgi_app
+            .as_ref()
+            .map(|app| app.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// Importing a big app can take a while: boot gets the request timeout, but
