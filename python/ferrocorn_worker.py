@@ -66,6 +66,8 @@ APP_LOAD = 0x01  # BOOT_FAILED
 EXIT_OK = 0
 EXIT_BOOT = 3
 EXIT_APP_LOAD = 4
+# --reload saw a file change (Rust: worker::EXIT_RELOAD): a reload, not a crash.
+EXIT_RELOAD = 5
 
 HEADER = struct.Struct("<IBBH")
 HEADER_SIZE = HEADER.size
@@ -1176,7 +1178,8 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
             except OSError:
                 pass
         return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT
-    return worker.serve(app)
+    status = worker.serve(app)
+    return EXIT_RELOAD if RELOADING.is_set() and status == EXIT_OK else status
 
 
 # --------------------------------------------------------------------------- fork server
@@ -1393,10 +1396,15 @@ def changed_file(mtimes: dict, files: list) -> Optional[str]:
     return None
 
 
+# Set by the reloader: the worker's graceful stop then exits EXIT_RELOAD.
+RELOADING = threading.Event()
+
+
 def start_reloader(env: Any, interval: float = 1.0) -> Optional[threading.Thread]:
     """--reload: a daemon thread checks the files every second; on a change it
-    logs gunicorn's line and stops the worker gracefully (SIGTERM to itself),
-    and the master starts a fresh one, which imports the new code."""
+    logs gunicorn's line and stops the worker gracefully (SIGTERM to itself;
+    it exits EXIT_RELOAD), and the master starts a fresh one at once, which
+    imports the new code."""
     if env.get("FERROCORN_WORKER_RELOAD", "") != "1":
         return None
     extra = [f for f in env.get("FERROCORN_WORKER_RELOAD_EXTRA_FILES", "").split("\n") if f]
@@ -1407,6 +1415,7 @@ def start_reloader(env: Any, interval: float = 1.0) -> Optional[threading.Thread
             name = changed_file(mtimes, reload_files(extra))
             if name is not None:
                 log.info("Worker reloading: %s modified", name)
+                RELOADING.set()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             time.sleep(interval)

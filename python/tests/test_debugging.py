@@ -96,6 +96,8 @@ class ReloaderTest(unittest.TestCase):
                     os.utime(extra, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
                     thread.join(0.05)
             kill.assert_called_once_with(os.getpid(), signal.SIGTERM)
+        self.assertTrue(W.RELOADING.is_set(), "the worker's stop then exits EXIT_RELOAD")
+        W.RELOADING.clear()
         self.assertIn(f"Worker reloading: {extra} modified", "\n".join(logs.output))
 
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::harness::{command, free_port, http_get, wait_until, TestServer, DEADLINE};
+use crate::harness::{command, free_port, http_get, metric, wait_until, TestServer, DEADLINE};
 
 /// `/` answers the module's VERSION; `/print` print()s a marker first.
 fn app_source(version: &str) -> String {
@@ -202,8 +202,11 @@ fn reload_restarts_a_worker_on_fresh_code_when_the_app_file_changes() {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("reload_app.py");
     std::fs::write(&module, app_source("v1")).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
     let server = Server::start(&[
         "--reload",
+        "--metrics-bind",
+        &metrics,
         "--pythonpath",
         dir.path().to_str().unwrap(),
         "reload_app:app",
@@ -212,6 +215,15 @@ fn reload_restarts_a_worker_on_fresh_code_when_the_app_file_changes() {
     // Another length too, so a .pyc written in the same second cannot pass for fresh.
     std::fs::write(&module, app_source("version-two")).unwrap();
     server.wait_for_body(|body| body == "version-two");
+    // Replaced as a reload, not as a crash.
+    let series = |reason: &str| format!(r#"ferrocorn_worker_restarts_total{{reason="{reason}"}}"#);
+    wait_until("the reload restart counted", DEADLINE, || {
+        match metric(&metrics, &series("reload")) {
+            Some(n) if n >= 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(metric(&metrics, &series("crash")), Some(0.0));
 }
 
 #[test]
