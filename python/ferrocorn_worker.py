@@ -1159,12 +1159,16 @@ def main(env: Optional[dict] = None, preloaded: Optional[Callable] = None) -> in
         install_signals(worker.wake_w.fileno())
         worker.hello()
         install_spew(env)
+        also_watch: list = []
         if preloaded is None:
-            app = import_app(config.app)
+            try:
+                app = import_app(config.app)
+            except BootError as exc:
+                app = reload_fail_app(env, exc, also_watch)
             log.debug("app loaded: %s", config.app)
         else:
             app = preloaded
-        start_reloader(env)
+        start_reloader(env, also=also_watch)
         worker.send_control(READY)
     except BootError as exc:
         text = exc.report()
@@ -1400,14 +1404,36 @@ def changed_file(mtimes: dict, files: list) -> Optional[str]:
 RELOADING = threading.Event()
 
 
-def start_reloader(env: Any, interval: float = 1.0) -> Optional[threading.Thread]:
+def reload_fail_app(env: Any, exc: BootError, also_watch: list) -> Callable:
+    """gunicorn's load_wsgi under --reload: an app whose code has a
+    SyntaxError does not stop the server; the worker logs the traceback,
+    answers every request 500 with it (gunicorn's make_fail_app), and
+    watches the broken file, so fixing it brings a worker with the fixed
+    code. Any other import failure (or without --reload) is raised again."""
+    cause = exc.cause
+    if env.get("FERROCORN_WORKER_RELOAD", "") != "1" or not isinstance(cause, SyntaxError):
+        raise exc
+    text = exc.report()
+    log.error("%s", text.rstrip())
+    if cause.filename:
+        also_watch.append(cause.filename)
+    body = text.encode("utf-8", "replace")
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def start_reloader(env: Any, interval: float = 1.0, also: Iterable[str] = ()) -> Optional[threading.Thread]:
     """--reload: a daemon thread checks the files every second; on a change it
     logs gunicorn's line and stops the worker gracefully (SIGTERM to itself;
     it exits EXIT_RELOAD), and the master starts a fresh one at once, which
     imports the new code."""
     if env.get("FERROCORN_WORKER_RELOAD", "") != "1":
         return None
-    extra = [f for f in env.get("FERROCORN_WORKER_RELOAD_EXTRA_FILES", "").split("\n") if f]
+    extra = [f for f in env.get("FERROCORN_WORKER_RELOAD_EXTRA_FILES", "").split("\n") if f] + list(also)
 
     def watch() -> None:
         mtimes: dict = {}

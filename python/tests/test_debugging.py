@@ -101,6 +101,41 @@ class ReloaderTest(unittest.TestCase):
         self.assertIn(f"Worker reloading: {extra} modified", "\n".join(logs.output))
 
 
+class ReloadFailAppTest(unittest.TestCase):
+    def boot_error(self, tmp: str, source: str) -> "W.BootError":
+        Path(tmp, "broken_mod.py").write_text(source)
+        sys.path.insert(0, tmp)
+        try:
+            W.import_app("broken_mod:app")
+        except W.BootError as exc:
+            return exc
+        finally:
+            sys.path.remove(tmp)
+            sys.modules.pop("broken_mod", None)
+        self.fail("the import succeeded")
+
+    def test_a_syntax_error_is_served_as_500_and_its_file_watched(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            exc = self.boot_error(tmp, "def app(:\n")
+            watched: list = []
+            with self.assertLogs(W.log, "ERROR"):
+                app = W.reload_fail_app({"FERROCORN_WORKER_RELOAD": "1"}, exc, watched)
+            self.assertEqual(watched, [str(Path(tmp, "broken_mod.py"))])
+            seen: list = []
+            body = b"".join(app({}, lambda status, headers: seen.append(status)))
+            self.assertEqual(seen, ["500 Internal Server Error"])
+            self.assertIn(b"SyntaxError", body)
+
+    def test_without_reload_or_for_other_errors_the_boot_error_stands(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            syntax = self.boot_error(tmp, "def app(:\n")
+            with self.assertRaises(W.BootError):
+                W.reload_fail_app({}, syntax, [])
+            missing = self.boot_error(tmp, "x = 1\n")
+            with self.assertRaises(W.BootError):
+                W.reload_fail_app({"FERROCORN_WORKER_RELOAD": "1"}, missing, [])
+
+
 class ProcessTitleTest(unittest.TestCase):
     def test_the_title_replaces_the_command_line_and_the_comm_stays(self) -> None:
         result = run_snippet(

@@ -149,7 +149,7 @@ macro_rules! with_settings {
                 section: App, short: 'n', long: "name", value_name: "STRING", example: "shop", restart: true,
             },
             reload: bool = ["false"] {
-                doc: "Restart a worker when a file of a module it imported (or a reload_extra_files entry) changes; for development; cannot be combined with preload_app, as in gunicorn",
+                doc: "Restart a worker when a file of a module it imported (or a reload_extra_files entry) changes; for development; cannot be combined with preload_app, and code with a SyntaxError is answered 500 with its traceback until it is fixed, as in gunicorn",
                 section: App, long: "reload",
             },
             reload_engine: ReloadEngine = ["auto"] {
