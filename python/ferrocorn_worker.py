@@ -1435,16 +1435,20 @@ def start_reloader(env: Any, interval: float = 1.0, also: Iterable[str] = ()) ->
         return None
     extra = [f for f in env.get("FERROCORN_WORKER_RELOAD_EXTRA_FILES", "").split("\n") if f] + list(also)
 
+    # The first look, before READY: a change made once the worker serves is
+    # never taken for the first mtime (gunicorn's thread takes it later).
+    mtimes: dict = {}
+    changed_file(mtimes, reload_files(extra))
+
     def watch() -> None:
-        mtimes: dict = {}
         while True:
+            time.sleep(interval)
             name = changed_file(mtimes, reload_files(extra))
             if name is not None:
                 log.info("Worker reloading: %s modified", name)
                 RELOADING.set()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            time.sleep(interval)
 
     log.warning("Reloader is on. Use in development only!")
     thread = threading.Thread(target=watch, name="reloader", daemon=True)
