@@ -57,7 +57,9 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
         process::daemon::daemonize(settings.enable_stdio_inheritance)
             .map_err(|e| (Exit::Runtime, format!("cannot daemonize: {e}")))?;
     }
-    // Best effort, as gunicorn's setproctitle: a title that cannot be set changes nothing else.
+    // Best effort, as gunicorn's setproctitle: a title that cannot be set
+    // changes nothing else. Still one thread: claim_area may move the environment.
+    let _ = process::title::claim_area();
     let _ = process::title::set(&process::title::title(
         "master",
         &master::reload::proc_name(settings),

@@ -146,7 +146,7 @@ macro_rules! with_settings {
             },
             proc_name: Option<String> = [] {
                 doc: "Name in the process titles ps shows (ferrocorn: master [NAME], ferrocorn: worker [NAME], ferrocorn: forkserver [NAME]); default: the app spec",
-                section: App, short: 'n', long: "name", value_name: "STRING", example: "shop", restart: true,
+                section: App, short: 'n', long: "name", value_name: "STRING", example: "shop",
             },
             reload: bool = ["false"] {
                 doc: "Restart a worker when a file of a module it imported (or a reload_extra_files entry) changes; for development; cannot be combined with preload_app, and code with a SyntaxError is answered 500 with its traceback until it is fixed, as in gunicorn",

@@ -74,6 +74,12 @@ impl Reloader {
                 );
             }
         }
+        let (before, after) = (proc_name(&self.loaded.settings), proc_name(&fresh.settings));
+        if before != after {
+            // As gunicorn's reload: the master's title follows; the new
+            // fork server and workers get the new name from the spawn spec.
+            let _ = crate::process::title::set(&crate::process::title::title("master", &after));
+        }
         let derived = Derived::from_loaded(&fresh);
         self.loaded = fresh;
         Ok(derived)

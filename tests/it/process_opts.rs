@@ -277,3 +277,71 @@ fn reuse_port_lets_another_socket_bind_the_servers_port() {
         "the port is shared without --reuse-port"
     );
 }
+
+#[test]
+fn a_new_name_applies_on_hup_to_the_master_and_the_new_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrocorn.toml");
+    std::fs::write(&config, "proc_name = \"before\"\n").unwrap();
+    let server = TestServer::start(&["-c", config.to_str().unwrap(), "examples.wsgi_hello:app"]);
+    assert_eq!(title(server.pid()), "ferrocorn: master [before]");
+    std::fs::write(&config, "proc_name = \"after\"\n").unwrap();
+    server.signal("HUP");
+    wait_until("the titles to follow", DEADLINE, || {
+        let workers: Vec<String> = server.worker_pids().into_iter().map(title).collect();
+        let master = title(server.pid());
+        let all_after =
+            !workers.is_empty() && workers.iter().all(|t| t == "ferrocorn: worker [after]");
+        if master == "ferrocorn: master [after]" && all_after {
+            Ok(())
+        } else {
+            Err(format!("{master:?} {workers:?}"))
+        }
+    });
+}
+
+/// A command line shorter than the title: the title runs on over the
+/// environment strings (moved out first), as setproctitle's does, and the
+/// workers still get the master's environment.
+#[test]
+fn a_title_longer_than_the_command_line_is_shown_whole() {
+    use std::os::unix::process::CommandExt;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrocorn"));
+    cmd.arg0("fc")
+        .arg("examples.wsgi_hello:app")
+        .current_dir(crate::harness::root())
+        .env("FC_TEST_MARKER", "kept")
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FERROCORN_") && key != "FERROCORN_TEST_PYTHON" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("FERROCORN_PYTHON", crate::harness::python())
+        .env("FERROCORN_BIND", &addr);
+    let server = Server {
+        child: cmd.spawn().unwrap(),
+        addr,
+    };
+    server.wait_for_body(|_| true);
+    let master = server.child.id();
+    assert_eq!(title(master), "ferrocorn: master [examples.wsgi_hello:app]");
+    let workers: Vec<u32> = crate::harness::children_of(master)
+        .into_iter()
+        .filter(|&pid| !crate::harness::is_fork_server(pid))
+        .collect();
+    assert!(!workers.is_empty());
+    for pid in workers {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(
+            environ
+                .split(|&b| b == 0)
+                .any(|var| var == b"FC_TEST_MARKER=kept"),
+            "worker {pid} lost the master's environment"
+        );
+    }
+}
