@@ -345,3 +345,70 @@ fn a_title_longer_than_the_command_line_is_shown_whole() {
         );
     }
 }
+
+/// `-D -R`: stdin still becomes /dev/null, but a stderr that is not a
+/// terminal (here a file, as `2>file` makes it) is kept, error log and all.
+#[test]
+fn daemon_with_stdio_inheritance_keeps_a_redirected_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("server.pid");
+    let stderr_file = dir.path().join("stderr.txt");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut launcher = command(&[
+        "-D",
+        "-R",
+        "-b",
+        &addr,
+        "--pid",
+        pidfile.to_str().unwrap(),
+        "examples.wsgi_hello:app",
+    ])
+    .stderr(std::fs::File::create(&stderr_file).unwrap())
+    .spawn()
+    .unwrap();
+    let status = wait_until("the launcher to exit", DEADLINE, || {
+        launcher
+            .try_wait()
+            .ok()
+            .flatten()
+            .ok_or("running".to_string())
+    });
+    assert_eq!(status.code(), Some(0));
+    let pid: u32 = wait_until("the pid file", DEADLINE, || {
+        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        text.trim().parse().map_err(|_| format!("{text:?}"))
+    });
+    struct Term(u32);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            if !is_gone(self.0) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &self.0.to_string()])
+                    .status();
+            }
+        }
+    }
+    let daemon = Term(pid);
+    wait_until("the daemon to serve", DEADLINE, || {
+        match http_get(&addr, "/") {
+            Ok(resp) if resp.status == 200 => Ok(()),
+            other => Err(format!("{:?}", other.map(|r| r.status))),
+        }
+    });
+    let link = |fd: u32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    assert_eq!(link(0), Path::new("/dev/null"));
+    assert_eq!(link(2), stderr_file);
+    let text = std::fs::read_to_string(&stderr_file).unwrap();
+    assert!(
+        text.contains(&format!("[{pid}]")),
+        "the daemon's log is not in the file:\n{text}"
+    );
+    drop(daemon);
+    wait_until("the daemon to exit", DEADLINE, || {
+        if is_gone(pid) {
+            Ok(())
+        } else {
+            Err(format!("{pid} still runs"))
+        }
+    });
+}
