@@ -73,6 +73,8 @@ CONFIG = 0x02  # BOOT_FAILED: the hooks config or a hook, not the app (exit 3)
 EXIT_OK = 0
 EXIT_BOOT = 3
 EXIT_APP_LOAD = 4
+# --reload saw a file change (Rust: worker::EXIT_RELOAD): a reload, not a crash.
+EXIT_RELOAD = 5
 
 HEADER = struct.Struct("<IBBH")
 HEADER_SIZE = HEADER.size
@@ -1321,6 +1323,7 @@ class Worker:
             if REOPEN_LOG in kinds:
                 sys.stderr.flush()
                 os.dup2(fd, 2)
+                capture_output(os.environ)
                 log.info("Error log reopened")
             os.close(fd)
         if DUMP_STACKS in kinds:
@@ -1464,6 +1467,8 @@ def main(
             raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
         set_process_name("fc-worker")
+        set_proc_title("worker", env)
+        capture_output(env)
         setup_logging(config.log_level)
         if config.master_pid is not None and os.getppid() != config.master_pid:
             raise BootError(f"parent pid {os.getppid()} is not the master pid {config.master_pid}")
@@ -1480,13 +1485,19 @@ def main(
         # gunicorn: post_fork in the child before the app loads, post_worker_init
         # after; either raising is a worker boot failure (exit 3).
         hooks.call_strict("post_fork", worker.hook_server, worker.hook_worker)
+        install_spew(env)
+        also_watch: list = []
         if preloaded is None:
-            app = import_app(config.app)
+            try:
+                app = import_app(config.app)
+            except BootError as exc:
+                app = reload_fail_app(env, exc, also_watch)
             log.debug("app loaded: %s", config.app)
         else:
             app = preloaded
         hooks.call_strict("post_worker_init", worker.hook_worker)
         worker.hook_worker.booted = True
+        start_reloader(env, also=also_watch)
         worker.send_control(READY)
     except BootError as exc:
         text = exc.report()
@@ -1504,7 +1515,7 @@ def main(
         return EXIT_APP_LOAD if exc.app_load else EXIT_BOOT
     status = worker.serve(app)
     worker.exit_hooks()
-    return status
+    return EXIT_RELOAD if RELOADING.is_set() and status == EXIT_OK else status
 
 
 # --------------------------------------------------------------------------- fork server
@@ -1605,6 +1616,7 @@ class ForkServer:
             elif kind == REOPEN_LOG and fds:
                 sys.stderr.flush()
                 os.dup2(fds[0], 2)
+                capture_output(self.env)
                 for fd in fds:
                     os.close(fd)
                 log.info("Error log reopened")
@@ -1707,6 +1719,152 @@ class ForkServer:
         return PID.unpack(data)[0]
 
 
+def set_proc_title(role: str, env: Any) -> None:
+    """The title ps -o args shows: ``ferrocorn: ROLE [NAME]``, gunicorn's
+    ``worker [NAME]`` as setproctitle writes it (src/process/title.rs does
+    the same for the master). Like setproctitle, it overwrites the argument
+    area the kernel reads /proc/PID/cmdline from (arg_start..arg_end of
+    /proc/self/stat), padded with NULs and never grown; Python read its argv
+    long before. Best effort: the comm (fc-worker, fc-forkserver) stays."""
+    name = env.get("FERROCORN_WORKER_PROC_NAME", "")
+    if not name:
+        return
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[48 - 3]), int(fields[49 - 3])
+        if end <= start:
+            return
+        import ctypes
+
+        title = f"ferrocorn: {role} [{name}]".encode("utf-8", "replace")[: end - start - 1]
+        ctypes.memmove(start, title.ljust(end - start, b"\0"), end - start)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def capture_output(env: Any) -> None:
+    """--capture-output: stdout (print) goes where stderr goes, the error log
+    file; the master asks for it only when there is one, as gunicorn does."""
+    if env.get("FERROCORN_WORKER_CAPTURE_OUTPUT", "") == "1":
+        sys.stdout.flush()
+        os.dup2(2, 1)
+
+
+def reload_files(extra: list) -> list:
+    """gunicorn's Reloader.get_files: the source of every imported module,
+    then the extra files, glob patterns expanded anew at each check."""
+    import glob
+
+    files = [re.sub(r"py[co]$", "py", m.__file__) for m in tuple(sys.modules.values()) if getattr(m, "__file__", None)]
+    for entry in extra:
+        if any(c in entry for c in "*?["):
+            files.extend(sorted(glob.glob(entry, recursive=True)))
+        else:
+            files.append(entry)
+    return files
+
+
+def changed_file(mtimes: dict, files: list) -> Optional[str]:
+    """One check of gunicorn's poll reloader: the first file whose mtime grew
+    since it was first seen, else None (a file seen for the first time only
+    has its mtime noted; a missing one is skipped)."""
+    for name in files:
+        try:
+            mtime = os.stat(name).st_mtime
+        except OSError:
+            continue
+        seen = mtimes.setdefault(name, mtime)
+        if mtime > seen:
+            return name
+    return None
+
+
+# Set by the reloader: the worker's graceful stop then exits EXIT_RELOAD.
+RELOADING = threading.Event()
+
+
+def reload_fail_app(env: Any, exc: BootError, also_watch: list) -> Callable:
+    """gunicorn's load_wsgi under --reload: an app whose code has a
+    SyntaxError does not stop the server; the worker logs the traceback,
+    answers every request 500 with it (gunicorn's make_fail_app), and
+    watches the broken file, so fixing it brings a worker with the fixed
+    code. Any other import failure (or without --reload) is raised again."""
+    cause = exc.cause
+    if env.get("FERROCORN_WORKER_RELOAD", "") != "1" or not isinstance(cause, SyntaxError):
+        raise exc
+    text = exc.report()
+    log.error("%s", text.rstrip())
+    if cause.filename:
+        also_watch.append(cause.filename)
+    body = text.encode("utf-8", "replace")
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def start_reloader(env: Any, interval: float = 1.0, also: Iterable[str] = ()) -> Optional[threading.Thread]:
+    """--reload: a daemon thread checks the files every second; on a change it
+    logs gunicorn's line and stops the worker gracefully (SIGTERM to itself;
+    it exits EXIT_RELOAD), and the master starts a fresh one at once, which
+    imports the new code."""
+    if env.get("FERROCORN_WORKER_RELOAD", "") != "1":
+        return None
+    extra = [f for f in env.get("FERROCORN_WORKER_RELOAD_EXTRA_FILES", "").split("\n") if f] + list(also)
+
+    # The first look, before READY: a change made once the worker serves is
+    # never taken for the first mtime (gunicorn's thread takes it later).
+    mtimes: dict = {}
+    changed_file(mtimes, reload_files(extra))
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            name = changed_file(mtimes, reload_files(extra))
+            if name is not None:
+                log.info("Worker reloading: %s modified", name)
+                RELOADING.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    log.warning("Reloader is on. Use in development only!")
+    thread = threading.Thread(target=watch, name="reloader", daemon=True)
+    thread.start()
+    return thread
+
+
+class Spew:
+    """gunicorn's debug.Spew: print every line executed, as module:line: source."""
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            import linecache
+
+            lineno = frame.f_lineno
+            filename = frame.f_globals.get("__file__")
+            if filename:
+                name = frame.f_globals.get("__name__", "[unknown]")
+                line = linecache.getline(filename, lineno)
+            else:
+                name = "[unknown]"
+                line = "Unknown code named [%s].  VM instruction #%d" % (frame.f_code.co_name, frame.f_lasti)
+            print("%s:%s: %s" % (name, lineno, line.rstrip()))
+        return self
+
+
+def install_spew(env: Any) -> Optional[Spew]:
+    """--spew: trace this thread and every thread started later (the lanes)."""
+    if env.get("FERROCORN_WORKER_SPEW", "") != "1":
+        return None
+    spew = Spew()
+    threading.settrace(spew)
+    sys.settrace(spew)
+    return spew
+
+
 def set_process_name(name: str) -> None:
     """The name ps -o comm, top and /proc/PID/comm show (forked workers
     would otherwise all look like the fork server); best effort."""
@@ -1773,6 +1931,8 @@ def forkserver_main(env: Optional[dict] = None) -> int:
         return EXIT_BOOT
     server = ForkServer(env, control)
     set_process_name("fc-forkserver")
+    set_proc_title("forkserver", env)
+    capture_output(env)
     try:
         level = env.get("FERROCORN_WORKER_LOG_LEVEL", "info").upper()
         setup_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO")

@@ -136,8 +136,14 @@ pub fn parse(args: &[OsString]) -> Result<CliArgs, ConfigError> {
     for (index, spec) in SETTINGS.iter().enumerate() {
         if spec.is_switch() {
             // SetTrue always has a value (false when absent): only a given flag is a layer value.
+            // The flag flips the default: `--preload` turns on, `--no-sendfile` off.
             if matches.value_source(spec.name) == Some(ValueSource::CommandLine) {
-                layer.set(index, vec!["true".to_string()], Origin::Cli);
+                let given = if spec.default == ["true"] {
+                    "false"
+                } else {
+                    "true"
+                };
+                layer.set(index, vec![given.to_string()], Origin::Cli);
             }
         } else if let Some(values) = matches.get_many::<String>(spec.name) {
             layer.set(index, values.cloned().collect(), Origin::Cli);
@@ -192,7 +198,7 @@ mod tests {
     fn unsupported_gunicorn_options_fail_before_clap_with_exit_code_2() {
         for (args, option) in [
             (&["ferrocorn", "--paste", "app.ini"][..], "--paste"),
-            (&["ferrocorn", "app:app", "-D"], "-D"),
+            (&["ferrocorn", "app:app", "-m", "022"], "-m"),
             (&["ferrocorn", "--user=www", "app:app"], "--user"),
             (&["ferrocorn", "-uwww", "app:app"], "-u"),
             (

@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes
+//! - [`process`]: the master process itself: `--daemon` and its process title (`--name`)
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod http;
 pub mod logging;
 pub mod master;
 pub mod metrics;
+pub mod process;
 pub mod protocol;
 pub mod sweep;
 pub mod worker;

@@ -9,6 +9,7 @@ use ferrocorn::http::listener;
 use ferrocorn::logging::{self, LogConfig, LogLevel};
 use ferrocorn::master;
 use ferrocorn::metrics;
+use ferrocorn::process;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -51,6 +52,18 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     let settings = &loaded.settings.clone();
     let python = config::validate::absolute_if_relative_path(settings.python_interpreter_here());
     ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
+    if settings.daemon {
+        // Before the runtime, the log writers and any child: one thread only.
+        process::daemon::daemonize(settings.enable_stdio_inheritance)
+            .map_err(|e| (Exit::Runtime, format!("cannot daemonize: {e}")))?;
+    }
+    // Best effort, as gunicorn's setproctitle: a title that cannot be set
+    // changes nothing else. Still one thread: claim_area may move the environment.
+    let _ = process::title::claim_area();
+    let _ = process::title::set(&process::title::title(
+        "master",
+        &master::reload::proc_name(settings),
+    ));
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     tracing::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -68,7 +81,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     };
     let outcome = runtime.block_on(async {
         // Bind before any worker exists: the port stays open across worker restarts.
-        let listeners = listener::bind_all(&settings.bind, settings.backlog)
+        let listeners = listener::bind_all(&settings.bind, settings.backlog, settings.reuse_port)
             .map_err(|e| (Exit::Runtime, e.to_string()))?;
         let metrics = match &settings.metrics_bind {
             Some(address) => Some(

@@ -19,7 +19,7 @@ pub mod validate;
 pub use layers::Origin;
 pub use render::render_effective;
 pub use table::{Section, SettingSpec, SETTINGS};
-pub use types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, WorkerClass};
+pub use types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, ReloadEngine, WorkerClass};
 pub use validate::Settings;
 
 use layers::{merge, Layer};
@@ -188,6 +188,20 @@ pub enum ConfigError {
         /// Where the hard limit came from.
         hard_source: String,
     },
+    /// Two settings that cannot be combined.
+    #[error("{first} (from {first_source}) cannot be combined with {second} (from {second_source}): {why}")]
+    Conflict {
+        /// The first setting's name.
+        first: &'static str,
+        /// Where it came from.
+        first_source: String,
+        /// The second setting's name.
+        second: &'static str,
+        /// Where it came from.
+        second_source: String,
+        /// Why, and the fix.
+        why: &'static str,
+    },
     /// Serving (or checking) without an app.
     #[error("no app given: pass MODULE:APP, e.g. ferrocorn examples.flask_app:app")]
     NoApp,
@@ -325,12 +339,16 @@ mod tests {
     const SAMPLES: &[(&str, &str)] = &[
         ("bind", "0.0.0.0:9000"),
         ("backlog", "64"),
+        ("reuse_port", "true"),
+        ("daemon", "true"),
+        ("sendfile", "false"),
         ("workers", "4"),
         ("threads", "8"),
         ("worker_connections", "50"),
         ("pipeline_below", "5ms"),
         ("worker_class", "gthread"),
         ("python", "/usr/bin/python3.12"),
+        ("worker_tmp_dir", "/tmp"),
         ("timeout", "1m"),
         ("graceful_timeout", "5s"),
         ("keep_alive", "500ms"),
@@ -348,7 +366,15 @@ mod tests {
         ("preload_app", "true"),
         ("pythonpath", "/opt/lib"),
         ("raw_env", "A=1"),
+        ("proc_name", "shop"),
+        ("reload", "true"),
+        ("reload_engine", "poll"),
+        ("reload_extra_files", "conf/app.ini"),
+        ("spew", "true"),
+        ("tmp_upload_dir", "/tmp"),
         ("log_level", "debug"),
+        ("capture_output", "true"),
+        ("enable_stdio_inheritance", "true"),
         ("error_logfile", "/var/log/ferrocorn.log"),
         ("access_logfile", "-"),
         ("access_log_format", "%(h)s %(r)s"),
@@ -847,11 +873,11 @@ mod tests {
             err(&path),
             format!(r#"unknown setting "max-requests" in {shown}: did you mean "max_requests"?"#)
         );
-        write_toml(dir.path(), "daemon = true\n");
+        write_toml(dir.path(), "syslog = true\n");
         assert_eq!(
             err(&path),
             format!(
-                r#"unknown setting "daemon" in {shown}: run ferrocorn --print-config to list the settings"#
+                r#"unknown setting "syslog" in {shown}: run ferrocorn --print-config to list the settings"#
             )
         );
         write_toml(dir.path(), "workers = 2\nthreads = \n");
@@ -923,5 +949,82 @@ mod tests {
         assert_eq!(second.args, first.args);
         write_toml(dir.path(), "workers = 0\n");
         assert!(reload(&first, &no_env).is_err());
+    }
+
+    #[test]
+    fn no_sendfile_turns_sendfile_off_and_sendfile_is_on_by_default() {
+        let on = load(["ferrocorn", "app:app"], &no_env).expect("valid");
+        assert!(on.settings.sendfile);
+        let off = load(["ferrocorn", "--no-sendfile", "app:app"], &no_env).expect("valid");
+        assert!(!off.settings.sendfile);
+        assert_eq!(rendered(&off, "sendfile"), ["false"]);
+    }
+
+    #[test]
+    fn reload_with_preload_is_refused_naming_both_and_the_fix() {
+        let err =
+            load(["ferrocorn", "--reload", "--preload", "app:app"], &no_env).expect_err("conflict");
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.to_string(),
+            "reload (from --reload) cannot be combined with preload_app (from --preload): \
+             preloaded code is imported once, before the workers fork, so a restarted worker \
+             would run the old code (gunicorn: the reloader is incompatible with application \
+             preloading); drop --preload while developing"
+        );
+        let ok = load(["ferrocorn", "--reload", "app:app"], &no_env).expect("valid");
+        assert!(ok.settings.reload);
+    }
+
+    #[test]
+    fn reload_engine_takes_auto_and_poll_and_refuses_inotify_saying_why() {
+        for engine in ["auto", "poll"] {
+            let args = ["ferrocorn", "--reload-engine", engine, "app:app"];
+            let loaded = load(args, &no_env).expect("valid");
+            assert_eq!(loaded.settings.reload_engine.to_string(), engine);
+        }
+        let err = load(
+            ["ferrocorn", "--reload-engine", "inotify", "app:app"],
+            &no_env,
+        )
+        .expect_err("inotify");
+        let text = err.to_string();
+        assert!(text.starts_with("invalid value \"inotify\" for reload_engine (from --reload-engine): expected auto or poll"), "{text}");
+        assert!(text.contains("inotify package"), "{text}");
+    }
+
+    #[test]
+    fn worker_tmp_dir_and_tmp_upload_dir_must_be_existing_directories() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write_toml(dir.path(), "");
+        let existing = dir.path().to_str().expect("utf-8 temp dir");
+        for flag in ["--worker-tmp-dir", "--tmp-upload-dir"] {
+            load(["ferrocorn", flag, existing, "app:app"], &no_env).expect("a directory");
+            let missing = dir.path().join("missing");
+            for bad in [
+                missing.to_str().expect("utf-8"),
+                file.to_str().expect("utf-8"),
+            ] {
+                let err = load(["ferrocorn", flag, bad, "app:app"], &no_env).expect_err(bad);
+                assert!(
+                    err.to_string().ends_with("expected an existing directory"),
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reload_extra_files_repeat_and_keep_commas() {
+        let args = [
+            "ferrocorn",
+            "--reload-extra-file",
+            "a,b.txt",
+            "--reload-extra-file",
+            "t/*.html",
+            "app:app",
+        ];
+        let loaded = load(args, &no_env).expect("valid");
+        assert_eq!(loaded.settings.reload_extra_files, ["a,b.txt", "t/*.html"]);
     }
 }

@@ -9,7 +9,7 @@
 //! `keep_alive`), a server hook must be a callable (the fork server and the
 //! workers run the file again and call it; see docs/hooks.md), and a gunicorn
 //! setting ferrocorn does not support is refused by name, unless its value
-//! asks for nothing (`daemon = False`, `statsd_host = None`). ferrocorn's
+//! asks for nothing (`user = None`, `statsd_host = None`). ferrocorn's
 //! own settings are read by their names too (`max_memory = "512MiB"`). Any
 //! other name is the file's own business (imports, helper variables) and is
 //! ignored, as gunicorn ignores it.
@@ -194,6 +194,8 @@ fn layer_from_names(
         };
         let given = match (kind, value) {
             ("none", _) if spec.kind == Kind::Optional => continue,
+            // gunicorn's `sendfile = None`, its default ("when possible").
+            ("none", _) if spec.is_switch() && spec.default == ["true"] => continue,
             ("none", _) => return Err(wrong("is None, and this setting needs a value")),
             ("bool", Value::Bool(b)) if spec.toml == TomlKind::Boolean => vec![b.to_string()],
             (_, _) if spec.toml == TomlKind::Boolean => return Err(wrong("must be True or False")),
@@ -290,6 +292,7 @@ raw_env = ["A=1", "B=2"]
 limit_request_line = 0
 max_memory = "512MiB"
 daemon = False
+sendfile = None
 statsd_host = None
 def post_fork(server, worker):
     pass
@@ -309,6 +312,8 @@ some_local = {"a": 1}
         assert_eq!(value(&layer, "raw_env"), strings(&["A=1", "B=2"]));
         assert_eq!(value(&layer, "max_memory"), strings(&["512MiB"]));
         assert_eq!(value(&layer, "pidfile"), None);
+        assert_eq!(value(&layer, "daemon"), strings(&["false"]));
+        assert_eq!(value(&layer, "sendfile"), None);
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn readme_table() -> String {
             wins over the ones before it: defaults, `PORT` and `WEB_CONCURRENCY`, the config \
             file, `FERROCORN_*` variables, `GUNICORN_CMD_ARGS`, the command line. Durations: `30` (seconds), `500ms`, \
             `2m`, `1h`. Sizes: `512` (bytes), `200MB` (powers of 1000), `512MiB` (powers of 1024). \
-            Switches (default `false`) are turned on by the flag alone (`--preload`), by \
+            Switches (default `false`) are turned on by the flag alone (`--preload`; `sendfile` is the one that defaults to `true`, and gunicorn's `--no-sendfile` turns it off), by \
             `= true` in the file (a TOML boolean, no quotes) or by `true`, `1` or `yes` in \
             the environment (`false`, `0` or `no` turn them off). *On HUP*: whether a reload \
             applies a changed value (with the roll of the workers) or only the next start does.\n";
@@ -120,7 +120,7 @@ pub fn gunicorn_table() -> String {
         "\nferrocorn supports **{} of gunicorn's {} settings** (gunicorn 27.0.1) with \
          gunicorn's meaning, under gunicorn's flags and config-file names. The others are \
          refused by name, on the command line, in `GUNICORN_CMD_ARGS` and in a Python \
-         config file (there, only when the value asks for something: `daemon = False` passes).\n\n",
+         config file (there, only when the value asks for something: `user = None` passes).\n\n",
         supported_count(),
         GUNICORN_SETTINGS.len()
     );

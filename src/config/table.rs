@@ -16,9 +16,13 @@
 //! A `bool` setting is a switch (see [`SettingSpec::is_switch`]): its flag
 //! takes no value and turns it on, as gunicorn's `store_true` options do; the
 //! TOML file takes a TOML boolean and the env var true/false, 1/0 or yes/no.
-//! So that the flag means something, a switch defaults to false.
+//! So that the flag means something, a switch defaults to false, except one
+//! whose flag is `--no-...` (gunicorn's `--no-sendfile`): it defaults to
+//! true and its flag turns it off.
 
-use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, WorkerClass};
+use super::types::{
+    AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
+};
 use super::validate::SettingValue;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +38,18 @@ macro_rules! with_settings {
             backlog: u32 = ["2048"] {
                 doc: "Listen backlog, and the bound of the queue of requests waiting for a free worker",
                 section: Server, long: "backlog", min: 1, restart: true,
+            },
+            reuse_port: bool = ["false"] {
+                doc: "Set SO_REUSEPORT on the listening TCP sockets, so other processes can bind the same port and the kernel spreads connections among them",
+                section: Server, long: "reuse-port", restart: true,
+            },
+            daemon: bool = ["false"] {
+                doc: "Detach from the terminal and run in the background (fork, setsid, fork, stdio to /dev/null), before anything else starts; the pid file gets the daemon's pid",
+                section: Server, short: 'D', long: "daemon", restart: true,
+            },
+            sendfile: bool = ["true"] {
+                doc: "Accepted for gunicorn's --no-sendfile, which turns it off; ferrocorn never uses sendfile(2): every response reaches the client through the master's socket, so there is nothing to turn off",
+                section: Server, long: "no-sendfile", restart: true,
             },
             workers: usize = ["1"] {
                 doc: "Number of worker processes",
@@ -58,6 +74,10 @@ macro_rules! with_settings {
             python: Option<PathBuf> = [] {
                 doc: "Python interpreter for the workers; default: $VIRTUAL_ENV/bin/python if VIRTUAL_ENV is set, else the virtualenv's python if ferrocorn runs from a virtualenv's bin/, else python3 on PATH",
                 section: Workers, long: "python", example: ".venv/bin/python",
+            },
+            worker_tmp_dir: Option<PathBuf> = [] {
+                doc: "Accepted for gunicorn's heartbeat-file directory and checked to be an existing directory; nothing is written there: ferrocorn's workers keep no heartbeat file, the master watches them over their control sockets",
+                section: Workers, long: "worker-tmp-dir", value_name: "DIR", example: "/dev/shm",
             },
             timeout: Duration = ["30s"] {
                 doc: "A request running longer than this gets 504 and its worker is replaced; 0 disables",
@@ -128,9 +148,41 @@ macro_rules! with_settings {
                 doc: "Environment variables for the workers, KEY=VALUE; repeat the flag for several",
                 section: App, short: 'e', long: "env", value_name: "KEY=VALUE", example: "DJANGO_SETTINGS_MODULE=site.settings",
             },
+            proc_name: Option<String> = [] {
+                doc: "Name in the process titles ps shows (ferrocorn: master [NAME], ferrocorn: worker [NAME], ferrocorn: forkserver [NAME]); default: the app spec",
+                section: App, short: 'n', long: "name", value_name: "STRING", example: "shop",
+            },
+            reload: bool = ["false"] {
+                doc: "Restart a worker when a file of a module it imported (or a reload_extra_files entry) changes; for development; cannot be combined with preload_app, and code with a SyntaxError is answered 500 with its traceback until it is fixed, as in gunicorn",
+                section: App, long: "reload",
+            },
+            reload_engine: ReloadEngine = ["auto"] {
+                doc: "How reload watches files: auto or poll (both poll every second; gunicorn's inotify needs a package ferrocorn's standard-library worker does not have)",
+                section: App, long: "reload-engine", value_name: "STRING",
+            },
+            reload_extra_files: Vec<String> = [] {
+                doc: "More files (or glob patterns, expanded at each check) whose change restarts a worker with reload; repeat the flag for several",
+                section: App, long: "reload-extra-file", value_name: "FILE", example: "templates/**/*.html",
+            },
+            spew: bool = ["false"] {
+                doc: "Print every line the workers execute (a sys.settrace trace function in every thread); for debugging only",
+                section: App, long: "spew",
+            },
+            tmp_upload_dir: Option<PathBuf> = [] {
+                doc: "Accepted for gunicorn's config files and checked to be an existing directory; unused, as gunicorn itself does not use it",
+                section: App, long: "tmp-upload-dir", value_name: "DIR", example: "/tmp",
+            },
             log_level: LogLevel = ["info"] {
                 doc: "Error log level: debug, info, warning, error or critical",
                 section: Logging, long: "log-level", restart: true,
+            },
+            capture_output: bool = ["false"] {
+                doc: "Send the workers' stdout (print) to the error log file too, as their stderr already goes; no effect when the error log is stderr",
+                section: Logging, long: "capture-output", restart: true,
+            },
+            enable_stdio_inheritance: bool = ["false"] {
+                doc: "With daemon, keep stdout and stderr unless they are a terminal (stdin still becomes /dev/null), so shell redirection keeps working; the workers write unbuffered either way (ferrocorn always sets PYTHONUNBUFFERED=1 for them)",
+                section: Logging, short: 'R', long: "enable-stdio-inheritance", restart: true,
             },
             error_logfile: String = ["-"] {
                 doc: "Error log file; - is stderr",
@@ -531,12 +583,13 @@ mod tests {
                 "{}: a switch needs a flag",
                 spec.name
             );
-            assert_eq!(
-                spec.default,
-                ["false"],
-                "{}: the flag can only turn a switch on",
-                spec.name
-            );
+            // The flag flips the default; one that turns a setting off says so.
+            let long = spec.long.unwrap_or_default();
+            match spec.default {
+                ["false"] => assert!(!long.starts_with("no-"), "{}", spec.name),
+                ["true"] => assert!(long.starts_with("no-"), "{}: --no-...", spec.name),
+                other => panic!("{}: switch default {other:?}", spec.name),
+            }
         }
         let preload = spec("preload_app").expect("known setting");
         assert_eq!(

@@ -494,6 +494,18 @@ keyword_enum!(
     }
 );
 
+keyword_enum!(
+    /// How `reload` watches files (gunicorn's `reload_engine`).
+    ReloadEngine, "STRING", "expected auto or poll (ferrocorn's reloader polls every second; gunicorn's inotify engine needs the inotify package, which the standard-library worker does not use)",
+    unknown: ValueError::Invalid,
+    {
+        /// gunicorn's default: inotify if installed, else polling; ferrocorn always polls.
+        Auto = "auto",
+        /// Poll the files' modification times every second.
+        Poll = "poll",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

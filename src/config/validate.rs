@@ -14,7 +14,7 @@
 use super::layers::{merge, RawValue};
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
-use super::types::{ValueError, WorkerClass};
+use super::types::{ReloadEngine, ValueError, WorkerClass};
 use super::{ConfigError, Mode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -252,6 +252,8 @@ pub fn settings(raw: &[RawValue], mode: Mode) -> Result<Settings, ConfigError> {
     check_raw_env(&settings, raw)?;
     check_metrics_bind(&settings, raw)?;
     check_memory_limits(&settings, raw)?;
+    check_directories(&settings, raw)?;
+    check_reload(&settings, raw)?;
     if settings.wsgi_app.is_none() && mode != Mode::PrintConfig {
         return Err(ConfigError::NoApp);
     }
@@ -353,6 +355,47 @@ fn check_memory_limits(settings: &Settings, raw: &[RawValue]) -> Result<(), Conf
         soft_source: source("max_memory"),
         hard,
         hard_source: source("max_memory_hard"),
+    })
+}
+
+/// `worker_tmp_dir` and `tmp_upload_dir` are accepted for gunicorn's config
+/// files and never written to; a path that is not a directory is still a
+/// mistake worth stopping for, as it would be under gunicorn.
+fn check_directories(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    for (name, dir) in [
+        ("worker_tmp_dir", &settings.worker_tmp_dir),
+        ("tmp_upload_dir", &settings.tmp_upload_dir),
+    ] {
+        if let Some(dir) = dir.as_ref().filter(|dir| !dir.is_dir()) {
+            let text = dir.display().to_string();
+            return Err(invalid(
+                name,
+                &text,
+                raw,
+                Some("expected an existing directory"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// gunicorn's docs: "The reloader is incompatible with application
+/// preloading": preloaded code is imported once, before the fork, so a
+/// restarted worker would run the old code again.
+fn check_reload(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    if !(settings.reload && settings.preload_app) {
+        return Ok(());
+    }
+    let source = |name: &str| {
+        let index = index_of(name);
+        raw[index].origin.describe(&SETTINGS[index])
+    };
+    Err(ConfigError::Conflict {
+        first: "reload",
+        first_source: source("reload"),
+        second: "preload_app",
+        second_source: source("preload_app"),
+        why: "preloaded code is imported once, before the workers fork, so a restarted worker would run the old code (gunicorn: the reloader is incompatible with application preloading); drop --preload while developing",
     })
 }
 

@@ -48,12 +48,20 @@ pub struct BindError {
     pub reason: String,
 }
 
-/// Binds every configured address with the given listen backlog.
-pub fn bind_all(addrs: &[BindAddr], backlog: u32) -> Result<Vec<Listener>, BindError> {
-    addrs.iter().map(|addr| bind(addr, backlog)).collect()
+/// Binds every configured address with the given listen backlog; with
+/// `reuse_port` (gunicorn's `--reuse-port`), TCP sockets get SO_REUSEPORT.
+pub fn bind_all(
+    addrs: &[BindAddr],
+    backlog: u32,
+    reuse_port: bool,
+) -> Result<Vec<Listener>, BindError> {
+    addrs
+        .iter()
+        .map(|addr| bind(addr, backlog, reuse_port))
+        .collect()
 }
 
-fn bind(addr: &BindAddr, backlog: u32) -> Result<Listener, BindError> {
+fn bind(addr: &BindAddr, backlog: u32, reuse_port: bool) -> Result<Listener, BindError> {
     let fail = |reason: String| BindError {
         addr: addr.to_string(),
         reason,
@@ -77,6 +85,11 @@ fn bind(addr: &BindAddr, backlog: u32) -> Result<Listener, BindError> {
                 .set_reuseaddr(true)
                 .map_err(|e| fail(e.to_string()))?;
             socket.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+            if reuse_port {
+                socket
+                    .set_reuseport(true)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
             socket.bind(resolved).map_err(|e| fail(e.to_string()))?;
             let listener = socket.listen(backlog).map_err(|e| fail(e.to_string()))?;
             Ok(Listener::Tcp(listener))
@@ -89,5 +102,45 @@ fn bind(addr: &BindAddr, backlog: u32) -> Result<Listener, BindError> {
             let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
             Ok(Listener::Unix(listener, path.clone()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> BindAddr {
+        BindAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }
+    }
+
+    fn port_of(listener: &Listener) -> u16 {
+        match listener {
+            Listener::Tcp(l) => l.local_addr().expect("bound").port(),
+            Listener::Unix(..) => unreachable!("a TCP address was bound"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reuse_port_lets_a_second_socket_bind_the_same_port() {
+        let ours = bind_all(&[loopback()], 16, true).expect("binds");
+        let port = port_of(&ours[0]);
+        let other = TcpSocket::new_v4().expect("socket");
+        other.set_reuseport(true).expect("SO_REUSEPORT");
+        other
+            .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .expect("the port is shared");
+    }
+
+    #[tokio::test]
+    async fn without_reuse_port_the_port_is_ours_alone() {
+        let ours = bind_all(&[loopback()], 16, false).expect("binds");
+        let port = port_of(&ours[0]);
+        let other = TcpSocket::new_v4().expect("socket");
+        other.set_reuseport(true).expect("SO_REUSEPORT");
+        let bound = other.bind(SocketAddr::from(([127, 0, 0, 1], port)));
+        let _ = bound.expect_err("the port is taken");
     }
 }

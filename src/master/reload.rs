@@ -74,6 +74,12 @@ impl Reloader {
                 );
             }
         }
+        let (before, after) = (proc_name(&self.loaded.settings), proc_name(&fresh.settings));
+        if before != after {
+            // As gunicorn's reload: the master's title follows; the new
+            // fork server and workers get the new name from the spawn spec.
+            let _ = crate::process::title::set(&crate::process::title::title("master", &after));
+        }
         let derived = Derived::from_loaded(&fresh);
         self.loaded = fresh;
         Ok(derived)
@@ -132,6 +138,22 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         log_level: settings.log_level.to_string(),
         preload: settings.preload_app,
         hook_settings: hook_settings(settings),
+        proc_name: proc_name(settings),
+        reload: settings.reload.then(|| {
+            settings
+                .reload_extra_files
+                .iter()
+                .map(|file| match std::env::current_dir() {
+                    Ok(cwd) if !file.starts_with('/') => {
+                        cwd.join(file).to_string_lossy().into_owned()
+                    }
+                    _ => file.clone(),
+                })
+                .collect()
+        }),
+        spew: settings.spew,
+        // gunicorn captures only into an error log file, never stderr itself.
+        capture_output: settings.capture_output && settings.error_logfile != "-",
     }
 }
 
@@ -150,6 +172,17 @@ fn hook_settings(settings: &Settings) -> String {
         "limit_request_line": settings.limit_request_line,
     })
     .to_string()
+}
+
+/// gunicorn's `proc_name`: the setting, else `default_proc_name`, the app spec.
+pub fn proc_name(settings: &Settings) -> String {
+    settings.proc_name.clone().unwrap_or_else(|| {
+        settings
+            .wsgi_app
+            .as_ref()
+            .map(|app| app.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// Importing a big app can take a while: boot gets the request timeout, but

@@ -23,6 +23,11 @@ impl fmt::Display for WorkerId {
     }
 }
 
+/// The exit code of a worker that stopped because `--reload` saw a file of
+/// its code change (Python: `EXIT_RELOAD`); the master replaces it as a
+/// reload, not a crash. Codes 3 and 4 are gunicorn's boot failures.
+pub const EXIT_RELOAD: i32 = 5;
+
 /// How a worker (or the fork server) process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {

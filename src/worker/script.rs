@@ -25,6 +25,12 @@ mod tests {
         assert!(BOOTSTRAP.contains(&format!("'{PROGRAM_NAME}'")));
     }
 
+    #[test]
+    fn the_worker_exits_with_the_masters_reload_code() {
+        let line = format!("\nEXIT_RELOAD = {}\n", crate::worker::EXIT_RELOAD);
+        assert!(WORKER_PROGRAM.contains(&line), "{line:?}");
+    }
+
     /// The handshake checks MAX_PAYLOAD; the BODY frame limit has no
     /// message of its own, so the two copies are compared here.
     #[test]

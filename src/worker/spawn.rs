@@ -41,6 +41,16 @@ pub struct SpawnSpec {
     /// Master-side settings the server hooks' `cfg` shows (docs/hooks.md),
     /// a JSON object; the Python side reads nothing else from it.
     pub hook_settings: String,
+    /// The NAME of the process titles (`--name`, default the app spec).
+    pub proc_name: String,
+    /// With `--reload`: the extra files and patterns to watch besides the
+    /// imported modules, absolute (gunicorn: relative to where it started).
+    pub reload: Option<Vec<String>>,
+    /// Trace every executed line (`--spew`).
+    pub spew: bool,
+    /// Point the Python processes' stdout at their stderr, the error log
+    /// file (`--capture-output` with an error log file).
+    pub capture_output: bool,
 }
 
 /// The master's ends of a new worker's sockets.
@@ -155,10 +165,22 @@ pub fn shared_env(spec: &SpawnSpec) -> Vec<(String, String)> {
             ("FERROCORN_WORKER_LOG_LEVEL", spec.log_level.clone()),
             ("FERROCORN_WORKER_COUNT", spec.workers.to_string()),
             ("FERROCORN_WORKER_SETTINGS", spec.hook_settings.clone()),
+            ("FERROCORN_WORKER_PROC_NAME", spec.proc_name.clone()),
+            ("FERROCORN_WORKER_RELOAD", flag(spec.reload.is_some())),
+            (
+                "FERROCORN_WORKER_RELOAD_EXTRA_FILES",
+                spec.reload.as_deref().unwrap_or_default().join("\n"),
+            ),
+            ("FERROCORN_WORKER_SPEW", flag(spec.spew)),
+            ("FERROCORN_WORKER_CAPTURE_OUTPUT", flag(spec.capture_output)),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
     env
+}
+
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
 }
 
 /// Starts worker `id` as a fresh interpreter on `ends`; returns its pid.

@@ -93,6 +93,25 @@ fn a_crash_is_replaced_at_once() {
 }
 
 #[test]
+fn a_worker_that_exits_for_reload_is_replaced_at_once_as_a_reload_even_young() {
+    let (mut arb, now) = arbiter(1);
+    let ids = spawned(&arb.on_event(Event::Start, now));
+    ready(&mut arb, ids[0], now);
+    // Young and without a request served: a crash would be backed off.
+    let actions = arb.on_event(
+        Event::Exited {
+            worker: ids[0],
+            status: ExitStatus::Code(crate::worker::EXIT_RELOAD),
+        },
+        now,
+    );
+    assert_eq!(spawned(&actions).len(), 1, "{actions:?}");
+    assert!(actions.contains(&Action::CountRestart {
+        reason: RestartReason::Retired(RetireReason::Reload)
+    }));
+}
+
+#[test]
 fn app_load_failure_stops_the_master_with_4() {
     let (mut arb, now) = arbiter(2);
     let ids = spawned(&arb.on_event(Event::Start, now));

@@ -15,7 +15,7 @@ use crate::master::action::{Action, WorkerSignal};
 use crate::master::event::ExitStatus;
 use crate::master::policy::backoff;
 use crate::worker::state::{RestartReason, RetireReason, Transition, WorkerState};
-use crate::worker::WorkerId;
+use crate::worker::{WorkerId, EXIT_RELOAD};
 
 /// A worker that crashes younger than this (or before it served a request)
 /// died young: its replacement is backed off.
@@ -133,6 +133,15 @@ impl Arbiter {
                 }
                 self.fill(now, actions);
                 return;
+            }
+            // `--reload` saw its code change: gunicorn's "Worker reloading",
+            // a replacement now, no back-off (the reloader polls once a second).
+            _ if status == ExitStatus::Code(EXIT_RELOAD) => {
+                let reason = RetireReason::Reload;
+                lines::exited(record, status, reason.as_str());
+                actions.push(Action::CountRestart {
+                    reason: RestartReason::Retired(reason),
+                });
             }
             _ => {
                 lines::exited(record, status, "crash");

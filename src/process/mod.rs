@@ -1,0 +1,7 @@
+//! The master process itself, before and while it serves: detaching as a
+//! daemon (`--daemon`) and the process title `ps` shows (`--name`). Both
+//! act on the whole process, so they live apart from the master's loop;
+//! `main.rs` calls them in order (daemonize before any thread exists).
+
+pub mod daemon;
+pub mod title;
