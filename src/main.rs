@@ -68,7 +68,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     };
     let outcome = runtime.block_on(async {
         // Bind before any worker exists: the port stays open across worker restarts.
-        let listeners = listener::bind_all(&settings.bind, settings.backlog)
+        let listeners = listener::open_all(&settings.bind, settings.backlog, &[])
             .map_err(|e| (Exit::Runtime, e.to_string()))?;
         let metrics = match &settings.metrics_bind {
             Some(address) => Some(

@@ -655,7 +655,7 @@ mod tests {
         );
         assert_eq!(
             error(&["ferrocorn", "-b", "127.0.0.1:http", "app:app"], &no_env),
-            r#"invalid value "127.0.0.1:http" for bind (from --bind): expected HOST:PORT, [IPV6]:PORT, HOST or unix:PATH"#
+            r#"invalid value "127.0.0.1:http" for bind (from --bind): expected HOST:PORT, :PORT, [IPV6]:PORT, HOST, unix:PATH or fd://N"#
         );
         assert_eq!(
             error(&["ferrocorn", "my-app:app"], &no_env),
