@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes
+//! - [`systemd`]: socket activation and sd_notify (READY, RELOADING, STOPPING, STATUS, WATCHDOG)
 
 #![warn(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod master;
 pub mod metrics;
 pub mod protocol;
 pub mod sweep;
+pub mod systemd;
 pub mod worker;
 
 /// The layers the architecture draws: the settings, the wire protocol and
