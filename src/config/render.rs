@@ -140,7 +140,10 @@ pub fn gunicorn_table() -> String {
         let flags: Vec<String> = setting.flags.iter().map(|f| format!("`{f}`")).collect();
         out += &format!("| `{}` | {} | {ours} |\n", setting.name, flags.join(" "));
     }
-    out += &format!("\nNot supported yet, refused by name: {}.\n", refused.join(", "));
+    out += &format!(
+        "\nNot supported yet, refused by name: {}.\n",
+        refused.join(", ")
+    );
     out
 }
 
