@@ -17,3 +17,4 @@ mod pipelining;
 mod recycling;
 mod serving;
 mod sweep;
+mod systemd;
