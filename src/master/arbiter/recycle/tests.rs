@@ -568,7 +568,9 @@ fn no_spare_without_planned_recycling() {
 fn reloading_lasts_from_hup_to_the_settled_roll_or_the_refused_read() {
     let (mut pool, ids, _) = Pool::start(config(1));
     assert!(!pool.arb.reloading());
-    assert!(pool.on(Event::Signal(crate::master::event::Sig::Hup)).contains(&Action::ReloadConfig));
+    assert!(pool
+        .on(Event::Signal(crate::master::event::Sig::Hup))
+        .contains(&Action::ReloadConfig));
     assert!(pool.arb.reloading(), "the shell is reading the config");
     pool.on(Event::ReloadRefused);
     assert!(!pool.arb.reloading(), "the running config stays");
