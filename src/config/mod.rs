@@ -687,6 +687,12 @@ mod tests {
             ),
             r#"invalid value "localhost" for metrics_bind (from --metrics-bind): expected HOST:PORT or [IPV6]:PORT"#
         );
+        for not_metrics in [":9100", "fd://3"] {
+            assert_eq!(
+                error(&["ferrocorn", "--metrics-bind", not_metrics, "app:app"], &no_env),
+                format!("invalid value \"{not_metrics}\" for metrics_bind (from --metrics-bind): expected HOST:PORT or [IPV6]:PORT")
+            );
+        }
     }
 
     #[test]
