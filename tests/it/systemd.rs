@@ -246,3 +246,18 @@ fn bind_fd_serves_on_an_inherited_socket() {
     assert_eq!(server.get("/").status, 200);
     assert_only_the_master_holds_fd3(&server);
 }
+
+#[test]
+fn a_bad_inherited_socket_or_listen_fds_stops_the_start_naming_it() {
+    let out = command(&["-b", "fd://77", APP]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("fd://77"), "{stderr}");
+    let out = command_via_sh(r#"LISTEN_PID=$$ exec "$0" "$@""#, &[APP])
+        .env("LISTEN_FDS", "one")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("LISTEN_FDS"), "{stderr}");
+}
