@@ -1,7 +1,8 @@
 //! The master: binds nothing itself (main does, before any worker exists),
 //! wires settings into the parts, and runs the loop every event goes
 //! through: make an [`Event`], give it to the [`Arbiter`], apply its
-//! [`Action`]s with the [`shell::Shell`].
+//! [`Action`]s with the [`shell::Shell`]; after each event, tell systemd
+//! what changed (`crate::systemd`: READY, RELOADING, STOPPING, STATUS).
 
 pub mod action;
 pub mod arbiter;
