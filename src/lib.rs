@@ -15,6 +15,7 @@
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes
 //! - [`process`]: the master process itself: `--daemon` and its process title (`--name`)
+//! - [`systemd`]: socket activation and sd_notify (READY, RELOADING, STOPPING, STATUS, WATCHDOG)
 
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod process;
 pub mod protocol;
 pub mod sweep;
+pub mod systemd;
 pub mod worker;
 
 /// The layers the architecture draws: the settings, the wire protocol and

@@ -49,6 +49,9 @@ fn main() -> ExitCode {
 /// Runs the server; an error's message is empty when the error log on
 /// stderr already ends with it (`Reason: ...`).
 fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
+    // First, while the process has one thread: the workers must not see them.
+    let systemd =
+        ferrocorn::systemd::Environment::take().map_err(|e| (Exit::Usage, e.to_string()))?;
     let settings = &loaded.settings.clone();
     let python = config::validate::absolute_if_relative_path(settings.python_interpreter_here());
     ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
@@ -81,8 +84,13 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     };
     let outcome = runtime.block_on(async {
         // Bind before any worker exists: the port stays open across worker restarts.
-        let listeners = listener::bind_all(&settings.bind, settings.backlog, settings.reuse_port)
-            .map_err(|e| (Exit::Runtime, e.to_string()))?;
+        let listeners = listener::open_all(
+            &settings.bind,
+            settings.backlog,
+            settings.reuse_port,
+            &systemd.listen_fds,
+        )
+        .map_err(|e| (Exit::Runtime, e.to_string()))?;
         let metrics = match &settings.metrics_bind {
             Some(address) => Some(
                 metrics::endpoint::bind(address)
@@ -91,7 +99,8 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
             ),
             None => None,
         };
-        master::run(loaded, listeners, metrics, logging)
+        let notifier = ferrocorn::systemd::Notifier::from_env(&systemd);
+        master::run(loaded, listeners, metrics, logging, notifier)
             .await
             .map_err(|e| (Exit::Runtime, format!("cannot listen for signals: {e}")))
     })?;

@@ -682,7 +682,7 @@ mod tests {
         );
         assert_eq!(
             error(&["ferrocorn", "-b", "127.0.0.1:http", "app:app"], &no_env),
-            r#"invalid value "127.0.0.1:http" for bind (from --bind): expected HOST:PORT, [IPV6]:PORT, HOST or unix:PATH"#
+            r#"invalid value "127.0.0.1:http" for bind (from --bind): expected HOST:PORT, :PORT, [IPV6]:PORT, HOST, unix:PATH or fd://N"#
         );
         assert_eq!(
             error(&["ferrocorn", "my-app:app"], &no_env),
@@ -714,6 +714,12 @@ mod tests {
             ),
             r#"invalid value "localhost" for metrics_bind (from --metrics-bind): expected HOST:PORT or [IPV6]:PORT"#
         );
+        for not_metrics in [":9100", "fd://3"] {
+            assert_eq!(
+                error(&["ferrocorn", "--metrics-bind", not_metrics, "app:app"], &no_env),
+                format!("invalid value \"{not_metrics}\" for metrics_bind (from --metrics-bind): expected HOST:PORT or [IPV6]:PORT")
+            );
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ macro_rules! with_settings {
     ($callback:ident) => {
         $callback! {
             bind: Vec<BindAddr> = ["127.0.0.1:8000"] {
-                doc: "Addresses to listen on: HOST:PORT, HOST (port 8000) or unix:PATH, IPv6 hosts in brackets; repeat the flag for several",
+                doc: "Addresses to listen on: HOST:PORT, HOST (port 8000), :PORT (every IPv4 interface), unix:PATH or fd://N (an inherited listening socket), IPv6 hosts in brackets; repeat the flag for several. Sockets from systemd (LISTEN_FDS) replace them",
                 section: Server, short: 'b', long: "bind", restart: true,
             },
             backlog: u32 = ["2048"] {

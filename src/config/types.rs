@@ -289,7 +289,14 @@ pub enum BindAddr {
     },
     /// A Unix domain socket.
     Unix(PathBuf),
+    /// `fd://N`: a socket the master inherited already listening (from
+    /// systemd or a parent process), as gunicorn's.
+    Fd(i32),
 }
+
+/// The host of `:PORT`, as gunicorn's empty host (Python binds `""` to
+/// INADDR_ANY).
+const ANY_IPV4: &str = "0.0.0.0";
 
 /// gunicorn's port when `--bind` names only a host.
 const DEFAULT_PORT: u16 = 8000;
@@ -305,7 +312,25 @@ impl FromStr for BindAddr {
                 path => Ok(BindAddr::Unix(PathBuf::from(path))),
             };
         }
+        if let Some(fd) = text.strip_prefix("fd://") {
+            if fd.is_empty() || !fd.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ValueError::Invalid);
+            }
+            return fd
+                .parse()
+                .map(BindAddr::Fd)
+                .map_err(|_| ValueError::Invalid);
+        }
         let text = text.strip_prefix("tcp://").unwrap_or(text);
+        // gunicorn's `:PORT`: an empty host binds every IPv4 interface.
+        let any_host;
+        let text = match text.strip_prefix(':') {
+            Some(port) if !port.contains(':') => {
+                any_host = format!("{ANY_IPV4}:{port}");
+                any_host.as_str()
+            }
+            _ => text,
+        };
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or(ValueError::Invalid)?;
             host.parse::<std::net::Ipv6Addr>()
@@ -347,6 +372,7 @@ impl fmt::Display for BindAddr {
             BindAddr::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             BindAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
             BindAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            BindAddr::Fd(fd) => write!(f, "fd://{fd}"),
         }
     }
 }
@@ -354,7 +380,7 @@ impl fmt::Display for BindAddr {
 scalar_from_str!(
     BindAddr,
     "ADDRESS",
-    "expected HOST:PORT, [IPV6]:PORT, HOST or unix:PATH",
+    "expected HOST:PORT, :PORT, [IPV6]:PORT, HOST, unix:PATH or fd://N",
     comma_separated: true
 );
 
@@ -615,6 +641,11 @@ mod tests {
                 BindAddr::Unix("/run/f.sock".into()),
                 "unix:/run/f.sock",
             ),
+            // gunicorn's `:PORT` is every IPv4 interface.
+            (":8000", tcp("0.0.0.0", 8000), "0.0.0.0:8000"),
+            ("tcp://:9000", tcp("0.0.0.0", 9000), "0.0.0.0:9000"),
+            ("fd://3", BindAddr::Fd(3), "fd://3"),
+            ("fd://0", BindAddr::Fd(0), "fd://0"),
         ];
         for (text, addr, canonical) in cases {
             assert_eq!(text.parse::<BindAddr>(), Ok(addr.clone()), "{text}");
@@ -623,8 +654,14 @@ mod tests {
         }
         for bad in [
             "",
-            ":8000",
+            ":",
+            ":http",
             "::1",
+            "fd://",
+            "fd://-1",
+            "fd://3x",
+            "fd://+3",
+            "fd:// 3",
             "host:",
             "host:http",
             "host:70000",

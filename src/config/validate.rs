@@ -329,7 +329,12 @@ fn check_metrics_bind(settings: &Settings, raw: &[RawValue]) -> Result<(), Confi
     };
     // Unlike --bind, the port is required: defaulting to 8000 would collide with the app.
     match text.parse::<BindAddr>() {
-        Ok(BindAddr::Tcp { port, .. }) if text.trim_end().ends_with(&format!(":{port}")) => Ok(()),
+        // `:PORT` (every interface, for --bind) is not taken here: name the host.
+        Ok(BindAddr::Tcp { port, .. })
+            if text.trim_end().ends_with(&format!(":{port}")) && !text.trim().starts_with(':') =>
+        {
+            Ok(())
+        }
         _ => Err(invalid(
             "metrics_bind",
             text,

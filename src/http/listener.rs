@@ -1,7 +1,9 @@
 //! Binding the listeners, before any worker starts, so the port is open for
-//! the server's whole life and workers can be replaced behind it.
+//! the server's whole life and workers can be replaced behind it. Sockets
+//! inherited already listening (systemd, `fd://N`) come from `inherited.rs`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
@@ -13,8 +15,27 @@ use crate::config::BindAddr;
 pub enum Listener {
     /// TCP, v4 or v6.
     Tcp(TcpListener),
-    /// A Unix socket and its path (removed at exit).
-    Unix(UnixListener, PathBuf),
+    /// A Unix socket and its path (removed at exit if we bound it).
+    Unix(UnixListener, UnixPath),
+}
+
+/// A Unix listener's path, and whether its file is ours to remove at exit.
+#[derive(Debug)]
+pub struct UnixPath {
+    path: PathBuf,
+    owned: bool,
+}
+
+impl UnixPath {
+    /// The path of a socket someone else bound (systemd): left in place at exit.
+    pub fn borrowed(path: PathBuf) -> UnixPath {
+        UnixPath { path, owned: false }
+    }
+
+    /// For printing.
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
+    }
 }
 
 impl Listener {
@@ -32,7 +53,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, UnixPath { path, owned: true }) = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -46,6 +67,41 @@ pub struct BindError {
     pub addr: String,
     /// Why.
     pub reason: String,
+}
+
+/// The listeners to serve on. As gunicorn's `create_sockets`: when there
+/// are inherited sockets (`fd://N` binds, systemd's `activated` fds), they
+/// are the listeners and the address binds are not bound; otherwise every
+/// address is bound with the given backlog.
+pub fn open_all(
+    addrs: &[BindAddr],
+    backlog: u32,
+    reuse_port: bool,
+    activated: &[RawFd],
+) -> Result<Vec<Listener>, BindError> {
+    let mut fds: Vec<RawFd> = addrs
+        .iter()
+        .filter_map(|addr| match addr {
+            BindAddr::Fd(fd) => Some(*fd),
+            _ => None,
+        })
+        .chain(activated.iter().copied())
+        .collect();
+    if fds.is_empty() {
+        return bind_all(addrs, backlog, reuse_port);
+    }
+    // An fd named twice (`-b fd://3` under socket activation) is one socket.
+    let mut seen = std::collections::HashSet::new();
+    fds.retain(|fd| seen.insert(*fd));
+    let ignored: Vec<String> = addrs
+        .iter()
+        .filter(|addr| !matches!(addr, BindAddr::Fd(_)))
+        .map(ToString::to_string)
+        .collect();
+    if !ignored.is_empty() {
+        tracing::debug!(ignored = %ignored.join(","), "inherited sockets replace the bind addresses");
+    }
+    fds.into_iter().map(super::inherited::inherit).collect()
 }
 
 /// Binds every configured address with the given listen backlog; with
@@ -100,8 +156,15 @@ fn bind(addr: &BindAddr, backlog: u32, reuse_port: bool) -> Result<Listener, Bin
                 let _ = std::fs::remove_file(path);
             }
             let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
-            Ok(Listener::Unix(listener, path.clone()))
+            Ok(Listener::Unix(
+                listener,
+                UnixPath {
+                    path: path.clone(),
+                    owned: true,
+                },
+            ))
         }
+        BindAddr::Fd(fd) => super::inherited::inherit(*fd),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod body;
 pub mod exchange;
 pub mod framing;
 mod guarded;
+pub mod inherited;
 pub mod listener;
 mod pump;
 mod scanner;

@@ -104,6 +104,8 @@ pub enum Event {
     Sample(Vec<WorkerSample>),
     /// SIGHUP re-read the config: these are the arbiter's new parameters.
     Reloaded(ArbiterConfig),
+    /// SIGHUP could not re-read the config: the running one stays.
+    ReloadRefused,
     /// A request on this worker ran past `--timeout`.
     RequestTimeout {
         /// Which worker.

@@ -1,7 +1,8 @@
 //! The master: binds nothing itself (main does, before any worker exists),
 //! wires settings into the parts, and runs the loop every event goes
 //! through: make an [`Event`], give it to the [`Arbiter`], apply its
-//! [`Action`]s with the [`shell::Shell`].
+//! [`Action`]s with the [`shell::Shell`]; after each event, tell systemd
+//! what changed (`crate::systemd`: READY, RELOADING, STOPPING, STATUS).
 
 pub mod action;
 pub mod arbiter;
@@ -51,6 +52,7 @@ pub async fn run(
     listeners: Vec<Listener>,
     metrics_listener: Option<tokio::net::TcpListener>,
     logging: Logging,
+    mut notifier: crate::systemd::Notifier,
 ) -> std::io::Result<Outcome> {
     let settings = loaded.settings.clone();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -151,6 +153,8 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sample = tokio::time::interval(settings.memory_check_interval.max(TICK));
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The watchdog pings come from this loop, so a stuck loop misses them.
+    let mut watchdog = notifier.watchdog_period().map(tokio::time::interval);
 
     let mut event = Event::Start;
     let mut connections_closed = false;
@@ -158,6 +162,7 @@ pub async fn run(
         connections_closed |= matches!(event, Event::ConnectionsClosed);
         for action in arbiter.on_event(event, Instant::now()) {
             if let Action::Exit { code, message } = action {
+                notifier.update(systemd_view(&arbiter));
                 if !connections_closed {
                     answer_the_waiting(&shell.dispatcher, &mut events).await;
                 }
@@ -171,6 +176,7 @@ pub async fn run(
         if let Some(metrics) = &metrics {
             publish(metrics, &arbiter);
         }
+        notifier.update(systemd_view(&arbiter));
         event = loop {
             tokio::select! {
                 Some(sig) = signals.recv() => break Event::Signal(sig),
@@ -178,6 +184,7 @@ pub async fn run(
                 Some(ev) = events.recv() => break ev,
                 // The readings come back as an event; /proc reads may block.
                 _ = sample.tick() => shell.start_sample(),
+                _ = tick_if_some(&mut watchdog) => notifier.watchdog(),
                 _ = tick.tick() => break Event::Tick,
             }
         };
@@ -240,6 +247,27 @@ fn worker_faults(
         }
     });
     tx
+}
+
+/// What systemd is told about (see `systemd/announce.rs`): the figures
+/// `/readyz` decides on, and whether a HUP is under way.
+fn systemd_view(arbiter: &Arbiter) -> crate::systemd::announce::View {
+    crate::systemd::announce::View {
+        serving: arbiter.serving(),
+        desired: arbiter.desired(),
+        reloading: arbiter.reloading(),
+        stopping: arbiter.stopping(),
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn tick_if_some(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn publish(metrics: &Metrics, arbiter: &Arbiter) {

@@ -252,7 +252,8 @@ impl Shell {
                     let _ = self.events.send(Event::Reloaded(reloaded.arbiter));
                 }
                 Err(err) => {
-                    error!("cannot reload the configuration, keeping the running one: {err}")
+                    error!("cannot reload the configuration, keeping the running one: {err}");
+                    let _ = self.events.send(Event::ReloadRefused);
                 }
             },
             Action::RevertConfig => {

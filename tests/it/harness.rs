@@ -93,6 +93,30 @@ pub fn command(args: &[&str]) -> Command {
     cmd
 }
 
+/// As [`command`], run as `sh -c SCRIPT ferrocorn ARGS..`: the script sees
+/// the binary as `$0` and ends with `exec "$0" "$@"`, so it can set what
+/// only the server's own pid can say (`LISTEN_PID=$$`, as systemd sets it
+/// between fork and exec).
+pub fn command_via_sh(script: &str, args: &[&str]) -> Command {
+    let template = command(args);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(template.get_program())
+        .args(template.get_args())
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
+}
+
 impl TestServer {
     /// Starts `ferrocorn -b 127.0.0.1:0 ARGS` and waits until `/` answers.
     pub fn start(args: &[&str]) -> TestServer {
@@ -128,8 +152,16 @@ impl TestServer {
         });
     }
 
-    /// Spawns `cmd` (from [`command`]) with `-b 127.0.0.1:0 ARGS`.
-    fn spawn_with(mut cmd: Command, args: &[&str]) -> TestServer {
+    /// [`TestServer::spawn_with`], then waits until `/` answers.
+    pub fn start_with(cmd: Command, args: &[&str]) -> TestServer {
+        let server = Self::spawn_with(cmd, args);
+        server.wait_until_answering();
+        server
+    }
+
+    /// Spawns `cmd` (from [`command`]) with `-b 127.0.0.1:0 ARGS`; returns
+    /// once it has bound, without waiting for workers.
+    pub fn spawn_with(mut cmd: Command, args: &[&str]) -> TestServer {
         let mut child = cmd
             .args(["-b", "127.0.0.1:0"])
             .args(args)

@@ -19,3 +19,4 @@ mod process_opts;
 mod recycling;
 mod serving;
 mod sweep;
+mod systemd;

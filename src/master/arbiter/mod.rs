@@ -129,6 +129,8 @@ pub struct Arbiter {
     rng: StdRng,
     /// The config before the last reload, while its roll is under way.
     before_reload: Option<ArbiterConfig>,
+    /// HUP asked for a reload the shell has not answered yet.
+    reload_asked: bool,
 }
 
 impl Arbiter {
@@ -153,6 +155,7 @@ impl Arbiter {
             pending_spawns: Vec::new(),
             rng,
             before_reload: None,
+            reload_asked: false,
         }
     }
 
@@ -174,6 +177,12 @@ impl Arbiter {
     /// Whether a stop has begun.
     pub fn stopping(&self) -> bool {
         self.phase != Phase::Running
+    }
+
+    /// Whether a HUP is under way: the config is being re-read, or workers
+    /// of the config before it are still there (systemd's RELOADING).
+    pub fn reloading(&self) -> bool {
+        self.reload_asked || self.before_reload.is_some()
     }
 
     /// Every live worker, as metrics show it.
@@ -219,7 +228,11 @@ impl Arbiter {
             Event::Exited { worker, status } => self.on_exit(worker, status, now, &mut actions),
             Event::Pool(news) => self.on_pool(news, now, &mut actions),
             Event::Sample(samples) => self.on_sample(&samples, now, &mut actions),
-            Event::Reloaded(config) => self.on_reloaded(config, now, &mut actions),
+            Event::Reloaded(config) => {
+                self.reload_asked = false;
+                self.on_reloaded(config, now, &mut actions)
+            }
+            Event::ReloadRefused => self.reload_asked = false,
             Event::RequestTimeout { worker } => self.on_timeout(worker, now, &mut actions),
             Event::ProtocolError { worker } => {
                 self.retire(worker, RetireReason::ProtocolError, now, &mut actions);

@@ -40,6 +40,7 @@ impl Arbiter {
             }
             Sig::Hup if self.phase == Phase::Running => {
                 info!("Hang up: Master");
+                self.reload_asked = true;
                 actions.push(Action::ReloadConfig);
             }
             Sig::Usr1 => actions.push(Action::ReopenLogs),

@@ -561,3 +561,24 @@ fn no_spare_without_planned_recycling() {
         2
     );
 }
+
+/// systemd's RELOADING lasts from the HUP until the last worker of the old
+/// config is gone, or until the shell says the config could not be read.
+#[test]
+fn reloading_lasts_from_hup_to_the_settled_roll_or_the_refused_read() {
+    let (mut pool, ids, _) = Pool::start(config(1));
+    assert!(!pool.arb.reloading());
+    assert!(pool
+        .on(Event::Signal(crate::master::event::Sig::Hup))
+        .contains(&Action::ReloadConfig));
+    assert!(pool.arb.reloading(), "the shell is reading the config");
+    pool.on(Event::ReloadRefused);
+    assert!(!pool.arb.reloading(), "the running config stays");
+    pool.on(Event::Signal(crate::master::event::Sig::Hup));
+    let new = spawned(&pool.on(Event::Reloaded(config(1))));
+    assert!(pool.arb.reloading());
+    pool.ready(new[0]);
+    assert!(pool.arb.reloading(), "the old worker still drains");
+    assert!(pool.exit(ids[0]).contains(&Action::SettleReload));
+    assert!(!pool.arb.reloading());
+}
