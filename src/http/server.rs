@@ -2,16 +2,18 @@
 //! keep-alive, pipelining, chunked bodies, `Expect: 100-continue`, header
 //! limits and timeouts. A stop closes the listeners at once; a graceful stop
 //! lets open connections finish their requests first (hyper-util's
-//! graceful watcher) and then says so.
+//! graceful watcher) and then says so. With `--proxy-protocol`, a
+//! connection's PROXY header is read (`peer.rs`) before hyper sees a byte.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -19,9 +21,11 @@ use tracing::{debug, info, warn};
 use super::framing::Verdicts;
 use super::guarded::Guarded;
 use super::listener::Listener;
+use super::peer::{read_proxy_header, PeerRules, Rewound};
 use super::scanner::MAX_HEAD;
 use super::service::{handle, ServiceCtx};
 use super::timer::KeepAliveTimer;
+use crate::config::proxy::ProxyProtocol;
 use crate::protocol::environ::ConnInfo;
 
 /// Connection-level HTTP settings.
@@ -51,9 +55,11 @@ impl HttpServer {
     }
 }
 
+/// A new connection, what it says about itself, and its peer's IP (none
+/// on a Unix socket).
 enum Accepted {
-    Tcp(TcpStream, ConnInfo),
-    Unix(UnixStream, ConnInfo),
+    Tcp(TcpStream, ConnInfo, Option<IpAddr>),
+    Unix(UnixStream, ConnInfo, Option<IpAddr>),
 }
 
 /// Starts accepting on every listener.
@@ -61,13 +67,14 @@ pub fn start(
     listeners: Vec<Listener>,
     ctx: Arc<ServiceCtx>,
     options: ConnOptions,
+    rules: Arc<PeerRules>,
     closed: impl FnOnce() + Send + 'static,
 ) -> HttpServer {
     let (stop_tx, mut stop_rx) = oneshot::channel::<bool>();
     let (conn_tx, mut conn_rx) = mpsc::channel::<Accepted>(256);
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|listener| tokio::spawn(accept_loop(listener, conn_tx.clone())))
+        .map(|listener| tokio::spawn(accept_loop(listener, conn_tx.clone(), rules.clone())))
         .collect();
     drop(conn_tx);
     tokio::spawn(async move {
@@ -90,8 +97,8 @@ pub fn start(
         loop {
             tokio::select! {
                 accepted = conn_rx.recv() => match accepted {
-                    Some(Accepted::Tcp(io, info)) => serve(&graceful, &builder, io, info, &ctx, options),
-                    Some(Accepted::Unix(io, info)) => serve(&graceful, &builder, io, info, &ctx, options),
+                    Some(Accepted::Tcp(io, info, peer)) => serve(&graceful, &builder, io, (info, peer), &ctx, options, &rules),
+                    Some(Accepted::Unix(io, info, peer)) => serve(&graceful, &builder, io, (info, peer), &ctx, options, &rules),
                     None => break,
                 },
                 how = &mut stop_rx => {
@@ -118,28 +125,70 @@ fn serve<I>(
     graceful: &GracefulShutdown,
     builder: &http1::Builder,
     io: I,
-    info: ConnInfo,
+    (mut info, peer): (ConnInfo, Option<IpAddr>),
     ctx: &Arc<ServiceCtx>,
     options: ConnOptions,
+    rules: &Arc<PeerRules>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(info);
     let ctx = ctx.clone();
-    let verdicts = Arc::new(Verdicts::default());
-    let io = Guarded::new(io, verdicts.clone());
-    let service = service_fn(move |req| handle(ctx.clone(), info.clone(), verdicts.clone(), req));
     let mut builder = builder.clone();
     builder.timer(KeepAliveTimer::new(options.keep_alive));
-    let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+    if rules.proxy_protocol == ProxyProtocol::Off {
+        let conn = graceful.watch(connection(&builder, io, info, ctx));
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                debug!(error = %err, "connection ended with an error");
+            }
+        });
+        return;
+    }
+    let watcher = graceful.watcher();
+    let rules = rules.clone();
     tokio::spawn(async move {
+        let mut io = io;
+        // The header counts against the time for the first request head.
+        let read = read_proxy_header(&mut io, peer, &rules);
+        let (client, rest) = match tokio::time::timeout(options.header_timeout, read).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(Some(refusal))) => {
+                debug!(peer = ?peer, error = %refusal, "connection refused");
+                let _ = io.write_all(&refusal.response_bytes()).await;
+                let _ = io.shutdown().await;
+                return;
+            }
+            Ok(Err(None)) | Err(_) => return,
+        };
+        if let Some(client) = client {
+            info.remote_addr = client.ip().to_string();
+            info.remote_port = client.port().to_string();
+        }
+        let conn = watcher.watch(connection(&builder, Rewound::new(io, rest), info, ctx));
         if let Err(err) = conn.await {
             debug!(error = %err, "connection ended with an error");
         }
     });
 }
 
-async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>) {
+/// hyper's connection over `io`, its bytes watched by the scanner.
+fn connection<I>(
+    builder: &http1::Builder,
+    io: I,
+    info: ConnInfo,
+    ctx: Arc<ServiceCtx>,
+) -> impl GracefulConnection<Error = hyper::Error> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let verdicts = Arc::new(Verdicts::default());
+    let io = Guarded::new(io, verdicts.clone());
+    let service = service_fn(move |req| handle(ctx.clone(), info.clone(), verdicts.clone(), req));
+    builder.serve_connection(TokioIo::new(io), service)
+}
+
+async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>, rules: Arc<PeerRules>) {
     loop {
         let accepted = match &listener {
             Listener::Tcp(tcp) => tcp.accept().await.map(|(stream, peer)| {
@@ -151,8 +200,10 @@ async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>) {
                     server_name: local.map_or_else(String::new, |a| a.ip().to_string()),
                     server_port: local.map_or_else(String::new, |a| a.port().to_string()),
                     scheme: "http",
+                    trusted: rules.trusts(Some(peer.ip())),
+                    forwarding: rules.forwarding.clone(),
                 };
-                Accepted::Tcp(stream, info)
+                Accepted::Tcp(stream, info, Some(peer.ip()))
             }),
             Listener::Unix(unix, path) => unix.accept().await.map(|(stream, _)| {
                 let info = ConnInfo {
@@ -161,8 +212,10 @@ async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>) {
                     server_name: path.display().to_string(),
                     server_port: String::new(),
                     scheme: "http",
+                    trusted: true,
+                    forwarding: rules.forwarding.clone(),
                 };
-                Accepted::Unix(stream, info)
+                Accepted::Unix(stream, info, None)
             }),
         };
         match accepted {

@@ -23,6 +23,7 @@ use crate::dispatch::{self, Dispatcher};
 use crate::exit::ExitCode;
 use crate::http::exchange::{ExchangeCtx, WorkerFault};
 use crate::http::listener::Listener;
+use crate::http::peer::PeerRules;
 use crate::http::server::{self, ConnOptions};
 use crate::http::service::{BodyBound, Limits, ServiceCtx};
 use crate::logging::Logging;
@@ -120,6 +121,10 @@ pub async fn run(
             header_timeout: settings.header_timeout,
             max_headers: settings.limit_request_fields,
         },
+        Arc::new(PeerRules::from_settings(
+            &settings,
+            std::env::var("SCRIPT_NAME").ok().as_deref(),
+        )),
         move || {
             let _ = closed_tx.send(Event::ConnectionsClosed);
         },
