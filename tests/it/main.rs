@@ -14,6 +14,7 @@ mod logging;
 mod options;
 mod pep3333;
 mod pipelining;
+mod proxy;
 mod recycling;
 mod serving;
 mod sweep;
