@@ -7,7 +7,7 @@
 //! peer is always allowed.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -82,8 +82,8 @@ impl PeerRules {
     }
 }
 
-/// Reads the PROXY header the connection may start with: the client it
-/// names (if any) and the bytes read past it. Reads only what the header
+/// Reads the PROXY header the connection may start with: the header (if
+/// any) and the bytes read past it. Reads only what the header
 /// needs to be told apart and complete; the caller bounds it in time.
 ///
 /// # Errors
@@ -92,7 +92,7 @@ pub async fn read_proxy_header<IO: AsyncRead + Unpin>(
     io: &mut IO,
     peer: Option<IpAddr>,
     rules: &PeerRules,
-) -> Result<(Option<SocketAddr>, Vec<u8>), Option<ConnRefusal>> {
+) -> Result<(Option<ProxyHeader>, Vec<u8>), Option<ConnRefusal>> {
     let mut buf = Vec::with_capacity(proxy_protocol::V1_MAX + 1);
     let kind = loop {
         match proxy_protocol::signature(&buf, rules.proxy_protocol) {
@@ -109,12 +109,8 @@ pub async fn read_proxy_header<IO: AsyncRead + Unpin>(
         match proxy_protocol::parse(&buf, kind) {
             Ok(None) => read_more(&mut buf, io).await?,
             Ok(Some((header, used))) => {
-                let client = match header {
-                    ProxyHeader::Proxied { source, .. } => Some(source),
-                    ProxyHeader::Unknown => None,
-                };
                 buf.drain(..used);
-                return Ok((client, buf));
+                return Ok((Some(header), buf));
             }
             Err(Malformed(why)) => {
                 tracing::debug!(why, "invalid PROXY protocol header");
@@ -224,8 +220,15 @@ mod tests {
         let sent = b"PROXY TCP4 192.0.2.1 192.0.2.2 4000 80\r\nGET / HTTP/1.1\r\n\r\n";
         let mut io = &sent[..];
         let rules = rules(ProxyProtocol::Auto, &["127.0.0.1"]);
-        let (client, rest) = read_proxy_header(&mut io, LOCAL, &rules).await.unwrap();
-        assert_eq!(client, Some("192.0.2.1:4000".parse().unwrap()));
+        let (header, rest) = read_proxy_header(&mut io, LOCAL, &rules).await.unwrap();
+        assert_eq!(
+            header,
+            Some(ProxyHeader::Proxied {
+                source: "192.0.2.1:4000".parse().unwrap(),
+                destination: "192.0.2.2:80".parse().unwrap(),
+                protocol: "TCP4",
+            })
+        );
         let mut rewound = Rewound::new(io, rest);
         let mut http = String::new();
         rewound.read_to_string(&mut http).await.unwrap();
@@ -245,7 +248,7 @@ mod tests {
         let refused = read_proxy_header(&mut proxy, LOCAL, &rules).await;
         assert_eq!(refused.unwrap_err(), Some(ConnRefusal::ProxyForbidden));
         let unix = read_proxy_header(&mut &b"PROXY UNKNOWN\r\n"[..], None, &rules).await;
-        assert_eq!(unix.unwrap(), (None, Vec::new()));
+        assert_eq!(unix.unwrap(), (Some(ProxyHeader::Unknown), Vec::new()));
         let allowed = super::tests::rules(ProxyProtocol::Auto, &["*"]);
         let bad = read_proxy_header(&mut &b"PROXY TCP4 x\r\n"[..], LOCAL, &allowed).await;
         assert_eq!(bad.unwrap_err(), Some(ConnRefusal::ProxyMalformed));

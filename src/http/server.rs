@@ -22,11 +22,12 @@ use super::framing::Verdicts;
 use super::guarded::Guarded;
 use super::listener::Listener;
 use super::peer::{read_proxy_header, PeerRules, Rewound};
+use super::proxy_protocol::ProxyHeader;
 use super::scanner::MAX_HEAD;
 use super::service::{handle, ServiceCtx};
 use super::timer::KeepAliveTimer;
 use crate::config::proxy::ProxyProtocol;
-use crate::protocol::environ::ConnInfo;
+use crate::protocol::environ::{ConnInfo, ProxyInfo};
 
 /// Connection-level HTTP settings.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +151,7 @@ fn serve<I>(
         let mut io = io;
         // The header counts against the time for the first request head.
         let read = read_proxy_header(&mut io, peer, &rules);
-        let (client, rest) = match tokio::time::timeout(options.header_timeout, read).await {
+        let (header, rest) = match tokio::time::timeout(options.header_timeout, read).await {
             Ok(Ok(read)) => read,
             Ok(Err(Some(refusal))) => {
                 debug!(peer = ?peer, error = %refusal, "connection refused");
@@ -160,9 +161,21 @@ fn serve<I>(
             }
             Ok(Err(None)) | Err(_) => return,
         };
-        if let Some(client) = client {
-            info.remote_addr = client.ip().to_string();
-            info.remote_port = client.port().to_string();
+        // gunicorn's proxy_environ: the client is REMOTE_ADDR and
+        // REMOTE_PORT; LOCAL, UNSPEC and UNKNOWN keep the socket's peer.
+        if let Some(ProxyHeader::Proxied {
+            source,
+            destination,
+            protocol,
+        }) = header
+        {
+            info.remote_addr = source.ip().to_string();
+            info.remote_port = source.port().to_string();
+            info.proxied = Some(ProxyInfo {
+                protocol,
+                addr: destination.ip().to_string(),
+                port: destination.port().to_string(),
+            });
         }
         let conn = watcher.watch(connection(&builder, Rewound::new(io, rest), info, ctx));
         if let Err(err) = conn.await {
@@ -202,6 +215,7 @@ async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>, rules: Arc
                     scheme: "http",
                     trusted: rules.trusts(Some(peer.ip())),
                     forwarding: rules.forwarding.clone(),
+                    proxied: None,
                 };
                 Accepted::Tcp(stream, info, Some(peer.ip()))
             }),
@@ -214,6 +228,7 @@ async fn accept_loop(listener: Listener, out: mpsc::Sender<Accepted>, rules: Arc
                     scheme: "http",
                     trusted: true,
                     forwarding: rules.forwarding.clone(),
+                    proxied: None,
                 };
                 Accepted::Unix(stream, info, None)
             }),

@@ -37,6 +37,20 @@ pub struct ConnInfo {
     pub trusted: bool,
     /// The server's proxy rules and the environment's SCRIPT_NAME.
     pub forwarding: Arc<Forwarding>,
+    /// What the connection's PROXY header said, if it named a client.
+    pub proxied: Option<ProxyInfo>,
+}
+
+/// gunicorn's PROXY_PROTOCOL, PROXY_ADDR and PROXY_PORT: the PROXY
+/// header's protocol and the address the client connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyInfo {
+    /// `TCP4` or `TCP6`.
+    pub protocol: &'static str,
+    /// The destination address.
+    pub addr: String,
+    /// The destination port.
+    pub port: String,
 }
 
 /// How the body reaches the worker.
@@ -127,6 +141,11 @@ pub fn encode_request(
     env.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
     env.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
     env.pair(b"wsgi.url_scheme", scheme.as_bytes());
+    if let Some(proxied) = &conn.proxied {
+        env.pair(b"PROXY_PROTOCOL", proxied.protocol.as_bytes());
+        env.pair(b"PROXY_ADDR", proxied.addr.as_bytes());
+        env.pair(b"PROXY_PORT", proxied.port.as_bytes());
+    }
     match body {
         BodyPlan::Buffered(len) | BodyPlan::Streamed(Some(len)) => {
             env.key(b"CONTENT_LENGTH");
@@ -482,6 +501,7 @@ mod tests {
             scheme: "http",
             trusted: false,
             forwarding: Arc::default(),
+            proxied: None,
         }
     }
 

@@ -72,6 +72,9 @@ fn a_trusted_front_end_sets_scheme_script_name_and_client_address() {
     let env = environ(&v1);
     assert_eq!(env["REMOTE_ADDR"], "192.0.2.7");
     assert_eq!(env["REMOTE_PORT"], "40000");
+    assert_eq!(env["PROXY_PROTOCOL"], "TCP4");
+    assert_eq!(env["PROXY_ADDR"], "127.0.0.1");
+    assert_eq!(env["PROXY_PORT"], "8000");
     let mut v2 = v2_ipv4([198, 51, 100, 9], 5555);
     v2.extend_from_slice(b"GET /app/environ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let env = environ(&server.raw_bytes(&v2));
@@ -91,6 +94,7 @@ fn a_trusted_front_end_sets_scheme_script_name_and_client_address() {
     // Without a PROXY header the connection is plain HTTP.
     let env = environ(&get(&server, "GET /app/environ HTTP/1.1\r\n"));
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert!(env.get("PROXY_PROTOCOL").is_none(), "{env}");
 }
 
 /// An untrusted peer: its scheme and SCRIPT_NAME headers are ignored (the
