@@ -13,6 +13,7 @@ use http::header::{
 use http::{StatusCode, Version};
 
 use super::forwarded::Forwarding;
+pub use super::forwarded::ProxyInfo;
 use super::frame::{flags, put_header, Kind, HEADER_LEN, MAX_PAYLOAD};
 use std::sync::Arc;
 
@@ -39,18 +40,6 @@ pub struct ConnInfo {
     pub forwarding: Arc<Forwarding>,
     /// What the connection's PROXY header said, if it named a client.
     pub proxied: Option<ProxyInfo>,
-}
-
-/// gunicorn's PROXY_PROTOCOL, PROXY_ADDR and PROXY_PORT: the PROXY
-/// header's protocol and the address the client connected to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyInfo {
-    /// `TCP4` or `TCP6`.
-    pub protocol: &'static str,
-    /// The destination address.
-    pub addr: String,
-    /// The destination port.
-    pub port: String,
 }
 
 /// How the body reaches the worker.
@@ -89,7 +78,10 @@ pub fn encode_request(
     conn: &ConnInfo,
     body: BodyPlan,
 ) -> Result<(), EnvironError> {
-    let (scheme, script_name) = forwarded(head, conn)?;
+    let (scheme, script_name) = conn
+        .forwarding
+        .judge(&head.headers, conn.trusted, conn.scheme)
+        .map_err(|_| EnvironError::SchemeConflict)?;
     let path = head.uri.path().as_bytes();
     // gunicorn's check is a plain prefix test, so `/appx` is under `/app`.
     let path_info = path
@@ -173,24 +165,6 @@ pub fn encode_request(
     out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     debug_assert_eq!(payload_start - start, HEADER_LEN);
     Ok(())
-}
-
-/// The url scheme and SCRIPT_NAME of a request: a trusted peer's headers
-/// may change them (`forwarded.rs`); an untrusted one's are not looked at.
-fn forwarded<'a>(
-    head: &'a http::request::Parts,
-    conn: &'a ConnInfo,
-) -> Result<(&'static str, &'a [u8]), EnvironError> {
-    let rules = &conn.forwarding;
-    let scheme = if conn.trusted {
-        let said = rules
-            .url_scheme(&head.headers)
-            .map_err(|_| EnvironError::SchemeConflict)?;
-        said.unwrap_or(conn.scheme)
-    } else {
-        conn.scheme
-    };
-    Ok((scheme, rules.script_name(&head.headers, conn.trusted)))
 }
 
 /// Writes NUL-separated (not NUL-terminated) key/value fields.

@@ -33,6 +33,18 @@ pub struct SchemeConflict;
 
 static SCRIPT_NAME: HeaderName = HeaderName::from_static("script_name");
 
+/// gunicorn's PROXY_PROTOCOL, PROXY_ADDR and PROXY_PORT: the PROXY
+/// header's protocol and the address the client connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyInfo {
+    /// `TCP4` or `TCP6`.
+    pub protocol: &'static str,
+    /// The destination address.
+    pub addr: String,
+    /// The destination port.
+    pub port: String,
+}
+
 impl Forwarding {
     /// The rules from the settings and the environment's SCRIPT_NAME.
     pub fn new(secure: &[SchemeHeader], forwarder: &[FieldName], script_name: &str) -> Forwarding {
@@ -74,6 +86,21 @@ impl Forwarding {
             }
         }
         Ok(seen.map(|secure| if secure { "https" } else { "http" }))
+    }
+
+    /// The url scheme and SCRIPT_NAME of a request on a connection whose
+    /// own scheme is `scheme`: an untrusted peer's headers are not looked at.
+    pub fn judge<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        trusted: bool,
+        scheme: &'static str,
+    ) -> Result<(&'static str, &'a [u8]), SchemeConflict> {
+        let scheme = match trusted {
+            true => self.url_scheme(headers)?.unwrap_or(scheme),
+            false => scheme,
+        };
+        Ok((scheme, self.script_name(headers, trusted)))
     }
 
     /// Whether a trusted front-end may set this underscore header.
