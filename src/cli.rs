@@ -111,6 +111,10 @@ fn setting_arg(spec: &'static SettingSpec) -> Arg {
         // setting and its range, instead of clap's "unexpected argument".
         arg.action(ArgAction::Append).allow_negative_numbers(true)
     };
+    let arg = match spec.bare {
+        Some(bare) => arg.num_args(0..=1).default_missing_value(bare),
+        None => arg,
+    };
     let arg = arg.visible_aliases(spec.aliases.iter().copied());
     let arg = match spec.long {
         Some(long) => arg.long(long),

@@ -8,8 +8,8 @@
 //! - [`forkserver`]: the Python fork server that forks workers from a loaded interpreter, and its fallback
 //! - [`worker`]: spawning a Python worker, its boot handshake, its states, the embedded program
 //! - [`dispatch`]: idle lanes, least-loaded pick, the bounded wait queue
-//! - [`http`]: listeners, hyper connections, the request service, the trip to a worker, status mapping
-//! - [`protocol`]: master <-> worker frames, handshake, environ encoding, lane sockets
+//! - [`http`]: listeners, hyper connections, the peer's trust and PROXY header, the request service, the trip to a worker, status mapping
+//! - [`protocol`]: master <-> worker frames, handshake, environ encoding (with what a trusted proxy may say), lane sockets
 //! - [`logging`]: error log (gunicorn's line) and access log
 //! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports

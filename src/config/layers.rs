@@ -122,7 +122,8 @@ impl Layer {
 
     /// gunicorn's defaults taken from the environment, as Heroku-style
     /// platforms set them: `WEB_CONCURRENCY` is the default worker count,
-    /// `PORT` the default bind (`0.0.0.0:$PORT`). Any layer above wins.
+    /// `PORT` the default bind (`0.0.0.0:$PORT`), and `FORWARDED_ALLOW_IPS`
+    /// the default `forwarded_allow_ips`. Any layer above wins.
     pub fn from_platform_env(env: &dyn Fn(&str) -> Option<String>) -> Layer {
         let mut layer = Layer::default();
         let mut put = |name: &str, value: String, var: &str| {
@@ -136,6 +137,16 @@ impl Layer {
         }
         if let Some(port) = env("PORT") {
             put("bind", format!("0.0.0.0:{port}"), "PORT");
+        }
+        // gunicorn reads it as forwarded_allow_ips's default (config.py).
+        if let Some(ips) = env("FORWARDED_ALLOW_IPS") {
+            let index = SETTINGS
+                .iter()
+                .position(|s| s.name == "forwarded_allow_ips");
+            if let Some(index) = index {
+                let origin = Origin::Env("FORWARDED_ALLOW_IPS".to_string());
+                layer.set(index, vec![ips], origin);
+            }
         }
         layer
     }
@@ -208,6 +219,16 @@ impl Layer {
                 (toml::Value::Array(_), _) => {
                     return Err(wrong_type("expected a single value, not a list"))
                 }
+                // `secure_scheme_headers = { X-FORWARDED-PROTO = "https" }`,
+                // the shape of gunicorn's dict.
+                (toml::Value::Table(pairs), Kind::List { .. }) if spec.takes_pairs() => pairs
+                    .into_iter()
+                    .map(|(name, value)| {
+                        toml_scalar(value)
+                            .map(|value| format!("{name}={value}"))
+                            .ok_or_else(|| wrong_type("a table may only hold strings and numbers"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
                 (value, _) => vec![toml_scalar(value)
                     .ok_or_else(|| wrong_type("expected a string or a number, not a table"))?],
             };

@@ -11,6 +11,7 @@
 pub mod table;
 pub mod gunicorn;
 pub mod layers;
+pub mod proxy;
 pub mod python_file;
 pub mod render;
 pub mod types;
@@ -361,6 +362,11 @@ mod tests {
         ("limit_request_body", "10MB"),
         ("request_buffer_size", "64KiB"),
         ("max_buffered_bodies", "64MiB"),
+        ("forwarded_allow_ips", "10.0.0.0/8"),
+        ("secure_scheme_headers", "X-SCHEME=https"),
+        ("forwarder_headers", "REMOTE_USER"),
+        ("proxy_protocol", "v2"),
+        ("proxy_allow_ips", "*"),
         ("wsgi_app", "pkg.mod:create_app(debug=True)"),
         ("chdir", "/srv/app"),
         ("preload_app", "true"),
@@ -657,6 +663,56 @@ mod tests {
         let binds: Vec<String> = loaded.settings.bind.iter().map(|b| b.to_string()).collect();
         assert_eq!(binds, ["c:3", "[::1]:4"]);
         assert_eq!(loaded.settings.raw_env, ["A=1,2", "B="]);
+    }
+
+    #[test]
+    fn proxy_settings_take_gunicorns_shapes() {
+        let args = ["ferrocorn", "--print-config"];
+        // FORWARDED_ALLOW_IPS is gunicorn's default; the flag beats it.
+        let env = env_of(&[("FORWARDED_ALLOW_IPS", "10.0.0.0/8, 10.1.2.3")]);
+        let loaded = load(args, &env).unwrap();
+        assert_eq!(
+            rendered(&loaded, "forwarded_allow_ips"),
+            ["10.0.0.0/8", "10.1.2.3"]
+        );
+        assert_eq!(
+            loaded.origins.get("forwarded_allow_ips"),
+            Some(&Origin::Env("FORWARDED_ALLOW_IPS".into()))
+        );
+        let flagged = load(
+            ["ferrocorn", "--print-config", "--forwarded-allow-ips", "*"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(rendered(&flagged, "forwarded_allow_ips"), ["*"]);
+        // `--proxy-protocol` alone is auto, as gunicorn's nargs="?".
+        let bare = load(["ferrocorn", "--proxy-protocol", "--print-config"], &no_env).unwrap();
+        assert_eq!(bare.settings.proxy_protocol, proxy::ProxyProtocol::Auto);
+        // A TOML table, the shape of gunicorn's dict.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_toml(
+            dir.path(),
+            "secure_scheme_headers = { X-Forwarded-Proto = \"https\", X-Ssl = \"on\" }\n",
+        );
+        let path = path.to_string_lossy().into_owned();
+        let loaded = load(["ferrocorn", "--print-config", "-c", &path], &no_env).unwrap();
+        assert_eq!(
+            rendered(&loaded, "secure_scheme_headers"),
+            ["X-FORWARDED-PROTO=https", "X-SSL=on"]
+        );
+        let bad = error(
+            &[
+                "ferrocorn",
+                "--print-config",
+                "--forwarded-allow-ips",
+                "10.0.0.1/8",
+            ],
+            &no_env,
+        );
+        assert!(
+            bad.contains("forwarded_allow_ips") && bad.contains("host bits"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -54,6 +54,9 @@ for name, value in namespace.items():
         out[name] = ["scalar", value]
     elif isinstance(value, (list, tuple)) and all(plain(v) for v in value):
         out[name] = ["list", list(value)]
+    elif isinstance(value, dict) and value and all(
+            isinstance(k, str) and plain(v) for k, v in value.items()):
+        out[name] = ["dict", {k: v for k, v in value.items()}]
     elif callable(value):
         out[name] = ["callable", getattr(value, "__qualname__", type(value).__name__)]
     elif isinstance(value, (dict, list, tuple, set)) and not value:
@@ -204,7 +207,15 @@ fn layer_from_names(
                 items.iter().map(scalar).collect()
             }
             ("list", _) => return Err(wrong("must be a single value, not a list")),
+            ("dict", Value::Object(pairs)) if spec.takes_pairs() => pairs
+                .iter()
+                .map(|(key, value)| format!("{key}={}", scalar(value)))
+                .collect(),
+            ("dict", _) => return Err(wrong("must be a string or a number, not a dict")),
             ("empty", _) if matches!(spec.kind, Kind::List { .. }) => Vec::new(),
+            // `proxy_protocol = True`: gunicorn's validator takes a bool for
+            // the options whose flag may stand alone.
+            ("bool", Value::Bool(b)) if spec.bare.is_some() => vec![b.to_string()],
             ("bool", _) => return Err(wrong("must be a string or a number, not True/False")),
             (other, value) => {
                 let what = value.as_str().unwrap_or(other);
@@ -314,6 +325,40 @@ some_local = {"a": 1}
         assert_eq!(value(&layer, "pidfile"), None);
         assert_eq!(value(&layer, "daemon"), strings(&["false"]));
         assert_eq!(value(&layer, "sendfile"), None);
+    }
+
+    #[test]
+    fn secure_scheme_headers_is_a_dict_as_in_gunicorn() {
+        let layer = read_text(
+            r#"
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https", "X-SCHEME": "on"}
+forwarded_allow_ips = "10.0.0.0/8, 127.0.0.1"
+forwarder_headers = "SCRIPT_NAME,REMOTE_USER"
+proxy_protocol = True
+proxy_allow_ips = "*"
+"#,
+        )
+        .unwrap();
+        let mut headers = value(&layer, "secure_scheme_headers").unwrap();
+        headers.sort();
+        assert_eq!(headers, ["X-FORWARDED-PROTO=https", "X-SCHEME=on"]);
+        assert_eq!(
+            value(&layer, "forwarded_allow_ips"),
+            strings(&["10.0.0.0/8", "127.0.0.1"])
+        );
+        assert_eq!(
+            value(&layer, "forwarder_headers"),
+            strings(&["SCRIPT_NAME", "REMOTE_USER"])
+        );
+        assert_eq!(value(&layer, "proxy_protocol"), strings(&["true"]));
+        assert_eq!(value(&layer, "proxy_allow_ips"), strings(&["*"]));
+        let empty = read_text("secure_scheme_headers = {}\n").unwrap();
+        assert_eq!(value(&empty, "secure_scheme_headers"), strings(&[]));
+        let err = read_text("workers = {\"a\": 1}\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`workers`") && err.contains("not a dict"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -317,7 +317,9 @@ mod tests {
         assert!(text.contains("# chdir") && text.contains("(not set)"));
         let origin_column: Vec<usize> = lines[1..=SETTINGS.len()]
             .iter()
-            .filter(|l| !l.starts_with("access_log_format"))
+            .filter(|l| {
+                !l.starts_with("access_log_format") && !l.starts_with("secure_scheme_headers")
+            })
             .map(|l| l.rfind("  # ").expect("origin"))
             .collect();
         assert!(

@@ -9,7 +9,7 @@
 //!
 //! Entry syntax: `name: Type = [default strings] { doc, section, then the
 //! optional short, long, aliases, positional, value_name, min, max, example,
-//! restart }` (`restart: true`: a HUP cannot apply it; see [`SettingSpec::needs_restart`]).
+//! bare, restart }` (`restart: true`: a HUP cannot apply it; see [`SettingSpec::needs_restart`]).
 //! The TOML key is the name; the env var is `FERROCORN_` + the name in upper
 //! case, derived by [`SettingSpec::env_var`] and never typed out.
 //!
@@ -20,6 +20,7 @@
 //! whose flag is `--no-...` (gunicorn's `--no-sendfile`): it defaults to
 //! true and its flag turns it off.
 
+use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::types::{
     AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
 };
@@ -127,6 +128,26 @@ macro_rules! with_settings {
             max_buffered_bodies: ByteSize = ["256MiB"] {
                 doc: "Most bytes of request bodies the master holds, over all connections, for requests no worker has answered yet (see request_buffer_size); a body that would pass it gets 503 with Retry-After and its connection is closed; 0 means unbounded",
                 section: Limits, long: "max-buffered-bodies", restart: true,
+            },
+            forwarded_allow_ips: Vec<IpRange> = ["127.0.0.1", "::1"] {
+                doc: "Front-ends trusted to set secure_scheme_headers and forwarder_headers: IP addresses, CIDR networks or * for any, comma separated; Unix-socket peers are always trusted; default: $FORWARDED_ALLOW_IPS if set, as in gunicorn",
+                section: Proxy, long: "forwarded-allow-ips", restart: true,
+            },
+            secure_scheme_headers: Vec<SchemeHeader> = ["X-FORWARDED-PROTOCOL=ssl", "X-FORWARDED-PROTO=https", "X-FORWARDED-SSL=on"] {
+                doc: "Headers by which a trusted front-end says a request came over HTTPS (wsgi.url_scheme becomes https): NAME=VALUE, repeat the flag for several; a TOML table or a dict in gunicorn.conf.py; listed headers that disagree get 400",
+                section: Proxy, long: "secure-scheme-headers", restart: true,
+            },
+            forwarder_headers: Vec<FieldName> = ["SCRIPT_NAME", "PATH_INFO"] {
+                doc: "Header names with underscores a trusted front-end may set, comma separated, * for all; a SCRIPT_NAME header sets SCRIPT_NAME, the others reach the app as HTTP_*",
+                section: Proxy, long: "forwarder-headers", restart: true,
+            },
+            proxy_protocol: ProxyProtocol = ["off"] {
+                doc: "Take REMOTE_ADDR and REMOTE_PORT from a PROXY protocol header at the start of each connection: off, v1 (text), v2 (binary) or auto (either; the flag without a value)",
+                section: Proxy, long: "proxy-protocol", bare: "auto", restart: true,
+            },
+            proxy_allow_ips: Vec<IpRange> = ["127.0.0.1", "::1"] {
+                doc: "Peers allowed to send a PROXY header: IP addresses, CIDR networks or * for any, comma separated; a PROXY header from another peer gets 403; Unix-socket peers are always allowed",
+                section: Proxy, long: "proxy-allow-from", restart: true,
             },
             wsgi_app: Option<AppSpec> = [] {
                 doc: "The WSGI app: MODULE:ATTRIBUTE or MODULE:FACTORY(ARGS); the attribute defaults to application",
@@ -280,6 +301,8 @@ pub enum Section {
     Timeouts,
     /// Request size limits.
     Limits,
+    /// Trusting a front-end proxy.
+    Proxy,
     /// The app and its environment.
     App,
     /// Logs and the pid file.
@@ -298,6 +321,7 @@ impl Section {
             Section::Workers => "Workers",
             Section::Timeouts => "Timeouts",
             Section::Limits => "Request limits",
+            Section::Proxy => "Behind a proxy",
             Section::App => "App",
             Section::Logging => "Logging",
             Section::Recycling => "Worker recycling",
@@ -329,6 +353,9 @@ pub struct SettingSpec {
     pub default: &'static [&'static str],
     /// A typical value for docs, for settings that are unset by default.
     pub example: Option<&'static str>,
+    /// The value of the flag given without one (`--proxy-protocol` is
+    /// `auto`), as gunicorn's `nargs="?"` options have it.
+    pub bare: Option<&'static str>,
     /// Owned by the running master (sockets, HTTP front, logs, the
     /// dispatcher's and sampler's timings): a HUP cannot apply it, the next
     /// start does. Everything else applies on HUP, with the workers' roll.
@@ -354,6 +381,12 @@ impl SettingSpec {
     /// Whether this is an on/off setting whose flag takes no value (`--preload`).
     pub fn is_switch(&self) -> bool {
         self.toml == TomlKind::Boolean
+    }
+
+    /// Whether a TOML table or a Python dict gives it, as `NAME=VALUE`
+    /// values (`secure_scheme_headers`, a dict in gunicorn).
+    pub fn takes_pairs(&self) -> bool {
+        matches!(self.kind, Kind::List { .. }) && self.value_name == "NAME=VALUE"
     }
 
     /// How the command line spells it: `-w/--workers`, `--backlog` or `APP`.
@@ -390,6 +423,7 @@ macro_rules! spec_slice {
             $(min: $min:literal,)?
             $(max: $max:literal,)?
             $(example: $example:literal,)?
+            $(bare: $bare:literal,)?
             $(restart: $restart:literal,)?
         },
     )*) => {
@@ -406,6 +440,7 @@ macro_rules! spec_slice {
                 value_name: [$($value_name,)? <$ty as SettingValue>::VALUE_NAME][0],
                 default: &[$($default),*],
                 example: optional!($($example)?),
+                bare: optional!($($bare)?),
                 needs_restart: [$($restart,)? false][0],
                 min: optional!($($min)?),
                 max: optional!($($max)?),

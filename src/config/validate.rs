@@ -12,6 +12,7 @@
 //! interpreter default looks at.
 
 use super::layers::{merge, RawValue};
+use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
 use super::types::{ReloadEngine, ValueError, WorkerClass};

@@ -24,7 +24,7 @@ use super::pump::{cut_off, pump, put_body, Pumped};
 use super::service::{BodyClaim, SERVER_NAME};
 use super::status::RequestError;
 use crate::dispatch::{DispatchError, Dispatcher, LaneLease};
-use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo};
+use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo, EnvironError};
 use crate::protocol::frame::{Frame, Kind};
 use crate::protocol::lane::{parity, LaneError, StopPump};
 use crate::worker::WorkerId;
@@ -84,8 +84,13 @@ pub async fn forward(
     body: PreparedBody,
 ) -> Result<Response<ResponseBody>, RequestError> {
     let mut request = BytesMut::with_capacity(512 + body.buffered.len());
-    encode_request(&mut request, head, raw_target, conn, body.plan)
-        .map_err(|_| RequestError::BadRequest("the request path decodes to a NUL byte"))?;
+    encode_request(&mut request, head, raw_target, conn, body.plan).map_err(|err| match err {
+        EnvironError::SchemeConflict => RequestError::BadRequest("the scheme headers disagree"),
+        EnvironError::OutsideScriptName => RequestError::OutsideScriptName,
+        EnvironError::NulInPath | EnvironError::TooLarge => {
+            RequestError::BadRequest("the request path decodes to a NUL byte")
+        }
+    })?;
     match body.plan {
         BodyPlan::Empty => {}
         BodyPlan::Buffered(_) => put_body(&mut request, &body.buffered, true),

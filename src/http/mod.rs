@@ -1,6 +1,6 @@
 //! The HTTP front in the master: listeners, hyper connections, the
 //! per-request service, the trip to a worker (and the pump of a streamed
-//! request body), and the status mapping.
+//! request body), the peer's trust and PROXY header, and the status mapping.
 
 pub mod body;
 pub mod exchange;
@@ -8,6 +8,8 @@ pub mod framing;
 mod guarded;
 pub mod inherited;
 pub mod listener;
+pub mod peer;
+pub mod proxy_protocol;
 mod pump;
 mod scanner;
 pub mod server;

@@ -2,16 +2,18 @@
 //! keep-alive, pipelining, chunked bodies, `Expect: 100-continue`, header
 //! limits and timeouts. A stop closes the listeners at once; a graceful stop
 //! lets open connections finish their requests first (hyper-util's
-//! graceful watcher) and then says so.
+//! graceful watcher) and then says so. With `--proxy-protocol`, a
+//! connection's PROXY header is read (`peer.rs`) before hyper sees a byte.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
@@ -19,10 +21,13 @@ use tracing::{debug, info, warn};
 use super::framing::Verdicts;
 use super::guarded::Guarded;
 use super::listener::Listener;
+use super::peer::{read_proxy_header, PeerRules, Rewound};
+use super::proxy_protocol::ProxyHeader;
 use super::scanner::MAX_HEAD;
 use super::service::{handle, ServiceCtx};
 use super::timer::KeepAliveTimer;
-use crate::protocol::environ::ConnInfo;
+use crate::config::proxy::ProxyProtocol;
+use crate::protocol::environ::{ConnInfo, ProxyInfo};
 
 /// Connection-level HTTP settings.
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +62,11 @@ impl HttpServer {
     }
 }
 
+/// A new connection, what it says about itself, and its peer's IP (none
+/// on a Unix socket).
 enum Accepted {
-    Tcp(TcpStream, ConnInfo),
-    Unix(UnixStream, ConnInfo),
+    Tcp(TcpStream, ConnInfo, Option<IpAddr>),
+    Unix(UnixStream, ConnInfo, Option<IpAddr>),
 }
 
 /// Starts accepting on every listener.
@@ -67,6 +74,7 @@ pub fn start(
     listeners: Vec<Listener>,
     ctx: Arc<ServiceCtx>,
     options: ConnOptions,
+    rules: Arc<PeerRules>,
     closed: impl FnOnce() + Send + 'static,
 ) -> HttpServer {
     let (stop_tx, mut stop_rx) = oneshot::channel::<bool>();
@@ -76,7 +84,14 @@ pub fn start(
     ));
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|listener| tokio::spawn(accept_loop(listener, conn_tx.clone(), slots.clone())))
+        .map(|listener| {
+            tokio::spawn(accept_loop(
+                listener,
+                conn_tx.clone(),
+                rules.clone(),
+                slots.clone(),
+            ))
+        })
         .collect();
     drop(conn_tx);
     tokio::spawn(async move {
@@ -99,8 +114,8 @@ pub fn start(
         loop {
             tokio::select! {
                 accepted = conn_rx.recv() => match accepted {
-                    Some((Accepted::Tcp(io, info), slot)) => serve(&graceful, &builder, io, info, &ctx, options, slot),
-                    Some((Accepted::Unix(io, info), slot)) => serve(&graceful, &builder, io, info, &ctx, options, slot),
+                    Some((Accepted::Tcp(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
+                    Some((Accepted::Unix(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
                     None => break,
                 },
                 how = &mut stop_rx => {
@@ -127,22 +142,61 @@ fn serve<I>(
     graceful: &GracefulShutdown,
     builder: &http1::Builder,
     io: I,
-    info: ConnInfo,
+    // What the accept loop learnt, and the connection's slot under
+    // `max_connections` (given back when the connection ends).
+    (mut info, peer, slot): (ConnInfo, Option<IpAddr>, OwnedSemaphorePermit),
     ctx: &Arc<ServiceCtx>,
     options: ConnOptions,
-    slot: OwnedSemaphorePermit,
+    rules: &Arc<PeerRules>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(info);
     let ctx = ctx.clone();
-    let verdicts = Arc::new(Verdicts::default());
-    let io = Guarded::new(io, verdicts.clone());
-    let service = service_fn(move |req| handle(ctx.clone(), info.clone(), verdicts.clone(), req));
     let mut builder = builder.clone();
     builder.timer(KeepAliveTimer::new(options.keep_alive));
-    let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+    if rules.proxy_protocol == ProxyProtocol::Off {
+        let conn = graceful.watch(connection(&builder, io, info, ctx));
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                debug!(error = %err, "connection ended with an error");
+            }
+            drop(slot);
+        });
+        return;
+    }
+    let watcher = graceful.watcher();
+    let rules = rules.clone();
     tokio::spawn(async move {
+        let mut io = io;
+        // The header counts against the time for the first request head.
+        let read = read_proxy_header(&mut io, peer, &rules);
+        let (header, rest) = match tokio::time::timeout(options.header_timeout, read).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(Some(refusal))) => {
+                debug!(peer = ?peer, error = %refusal, "connection refused");
+                let _ = io.write_all(&refusal.response_bytes()).await;
+                let _ = io.shutdown().await;
+                return;
+            }
+            Ok(Err(None)) | Err(_) => return,
+        };
+        // gunicorn's proxy_environ: the client is REMOTE_ADDR and
+        // REMOTE_PORT; LOCAL, UNSPEC and UNKNOWN keep the socket's peer.
+        if let Some(ProxyHeader::Proxied {
+            source,
+            destination,
+            protocol,
+        }) = header
+        {
+            info.remote_addr = source.ip().to_string();
+            info.remote_port = source.port().to_string();
+            info.proxied = Some(ProxyInfo {
+                protocol,
+                addr: destination.ip().to_string(),
+                port: destination.port().to_string(),
+            });
+        }
+        let conn = watcher.watch(connection(&builder, Rewound::new(io, rest), info, ctx));
         if let Err(err) = conn.await {
             debug!(error = %err, "connection ended with an error");
         }
@@ -150,9 +204,27 @@ fn serve<I>(
     });
 }
 
+/// hyper's connection over `io`, its bytes watched by the scanner.
+fn connection<I>(
+    builder: &http1::Builder,
+    io: I,
+    info: ConnInfo,
+    ctx: Arc<ServiceCtx>,
+) -> impl GracefulConnection<Error = hyper::Error> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let verdicts = Arc::new(Verdicts::default());
+    let io = Guarded::new(io, verdicts.clone());
+    let service = service_fn(move |req| handle(ctx.clone(), info.clone(), verdicts.clone(), req));
+    builder.serve_connection(TokioIo::new(io), service)
+}
+
 async fn accept_loop(
     listener: Listener,
     out: mpsc::Sender<(Accepted, OwnedSemaphorePermit)>,
+    rules: Arc<PeerRules>,
     slots: Arc<Semaphore>,
 ) {
     loop {
@@ -170,8 +242,11 @@ async fn accept_loop(
                     server_name: local.map_or_else(String::new, |a| a.ip().to_string()),
                     server_port: local.map_or_else(String::new, |a| a.port().to_string()),
                     scheme: "http",
+                    trusted: rules.trusts(Some(peer.ip())),
+                    forwarding: rules.forwarding.clone(),
+                    proxied: None,
                 };
-                Accepted::Tcp(stream, info)
+                Accepted::Tcp(stream, info, Some(peer.ip()))
             }),
             Listener::Unix(unix, path) => unix.accept().await.map(|(stream, _)| {
                 let info = ConnInfo {
@@ -180,8 +255,11 @@ async fn accept_loop(
                     server_name: path.display().to_string(),
                     server_port: String::new(),
                     scheme: "http",
+                    trusted: true,
+                    forwarding: rules.forwarding.clone(),
+                    proxied: None,
                 };
-                Accepted::Unix(stream, info)
+                Accepted::Unix(stream, info, None)
             }),
         };
         match accepted {

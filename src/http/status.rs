@@ -49,6 +49,10 @@ pub enum RequestError {
     /// The request ran past `--timeout` (504).
     #[error("request ran past the timeout")]
     Timeout,
+    /// The path is not under the SCRIPT_NAME of the environment (500, as
+    /// gunicorn's `ConfigurationProblem`: the server is set up wrong).
+    #[error("request path does not start with SCRIPT_NAME")]
+    OutsideScriptName,
 }
 
 impl RequestError {
@@ -64,7 +68,9 @@ impl RequestError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RequestError::Worker(_) => StatusCode::BAD_GATEWAY,
-            RequestError::App(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::App(_) | RequestError::OutsideScriptName => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -113,6 +119,43 @@ impl RequestError {
             _ => {}
         }
         response
+    }
+}
+
+/// Why a connection is answered and closed before any HTTP is read: its
+/// PROXY protocol header (gunicorn's `ForbiddenProxyRequest`, 403, and
+/// `InvalidProxyLine`, 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnRefusal {
+    /// A PROXY header from a peer not in `proxy_allow_ips` (403).
+    #[error("PROXY header from a peer not in proxy_allow_ips")]
+    ProxyForbidden,
+    /// A PROXY header that does not parse (400).
+    #[error("invalid PROXY header")]
+    ProxyMalformed,
+}
+
+impl ConnRefusal {
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ConnRefusal::ProxyForbidden => StatusCode::FORBIDDEN,
+            ConnRefusal::ProxyMalformed => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The whole response, written straight to the socket (hyper has not
+    /// started on the connection), which then closes.
+    pub fn response_bytes(self) -> Vec<u8> {
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let body = format!("{} {reason}\n", status.as_u16());
+        format!(
+            "HTTP/1.1 {} {reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nServer: ferrocorn\r\n\r\n{body}",
+            status.as_u16(),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 

@@ -25,6 +25,7 @@ use crate::dispatch::{self, Dispatcher};
 use crate::exit::ExitCode;
 use crate::http::exchange::{ExchangeCtx, WorkerFault};
 use crate::http::listener::Listener;
+use crate::http::peer::PeerRules;
 use crate::http::server::{self, ConnOptions};
 use crate::http::service::{BodyBound, Limits, ServiceCtx};
 use crate::logging::Logging;
@@ -124,6 +125,10 @@ pub async fn run(
             max_headers: settings.effective_limit_request_fields(),
             max_connections: settings.worker_connections.saturating_mul(settings.workers),
         },
+        Arc::new(PeerRules::from_settings(
+            &settings,
+            std::env::var("SCRIPT_NAME").ok().as_deref(),
+        )),
         move || {
             let _ = closed_tx.send(Event::ConnectionsClosed);
         },

@@ -12,7 +12,10 @@ use http::header::{
 };
 use http::{StatusCode, Version};
 
+use super::forwarded::Forwarding;
+pub use super::forwarded::ProxyInfo;
 use super::frame::{flags, put_header, Kind, HEADER_LEN, MAX_PAYLOAD};
+use std::sync::Arc;
 
 /// `SERVER_SOFTWARE`, as gunicorn sends `gunicorn/VERSION`.
 pub const SERVER_SOFTWARE: &str = concat!("ferrocorn/", env!("CARGO_PKG_VERSION"));
@@ -30,6 +33,13 @@ pub struct ConnInfo {
     pub server_port: String,
     /// `http` (later `https`).
     pub scheme: &'static str,
+    /// The peer is in `forwarded_allow_ips` (or on a Unix socket), so its
+    /// `secure_scheme_headers` and `forwarder_headers` count.
+    pub trusted: bool,
+    /// The server's proxy rules and the environment's SCRIPT_NAME.
+    pub forwarding: Arc<Forwarding>,
+    /// What the connection's PROXY header said, if it named a client.
+    pub proxied: Option<ProxyInfo>,
 }
 
 /// How the body reaches the worker.
@@ -52,6 +62,12 @@ pub enum EnvironError {
     /// The head alone is larger than a frame.
     #[error("request head is over the frame size limit")]
     TooLarge,
+    /// A trusted front-end's `secure_scheme_headers` disagree (gunicorn: 400).
+    #[error("the scheme headers disagree on whether the request is https")]
+    SchemeConflict,
+    /// The path is not under SCRIPT_NAME (gunicorn: 500, a configuration problem).
+    #[error("request path does not start with SCRIPT_NAME")]
+    OutsideScriptName,
 }
 
 /// Appends a REQUEST frame for this head to `out`.
@@ -62,6 +78,15 @@ pub fn encode_request(
     conn: &ConnInfo,
     body: BodyPlan,
 ) -> Result<(), EnvironError> {
+    let (scheme, script_name) = conn
+        .forwarding
+        .judge(&head.headers, conn.trusted, conn.scheme)
+        .map_err(|_| EnvironError::SchemeConflict)?;
+    let path = head.uri.path().as_bytes();
+    // gunicorn's check is a plain prefix test, so `/appx` is under `/app`.
+    let path_info = path
+        .strip_prefix(script_name)
+        .ok_or(EnvironError::OutsideScriptName)?;
     let start = out.len();
     let flag_bits = if body == BodyPlan::Empty {
         0
@@ -73,9 +98,9 @@ pub fn encode_request(
     let mut env = Pairs { out, first: true };
 
     env.pair(b"REQUEST_METHOD", head.method.as_str().as_bytes());
-    env.pair(b"SCRIPT_NAME", b"");
+    env.pair(b"SCRIPT_NAME", script_name);
     env.key(b"PATH_INFO");
-    if let Err(err) = put_percent_decoded(env.out, head.uri.path().as_bytes()) {
+    if let Err(err) = put_percent_decoded(env.out, path_info) {
         // Leave no half-written frame behind for the next request.
         out.truncate(start);
         return Err(err);
@@ -102,12 +127,17 @@ pub fn encode_request(
     }
     env.pair(b"SERVER_PROTOCOL", protocol_name(head.version));
     env.pair(b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
-    let (name, port) = server_name_port(head, conn);
+    let (name, port) = server_name_port(head, conn, scheme);
     env.pair(b"SERVER_NAME", name.as_bytes());
     env.pair(b"SERVER_PORT", port.as_bytes());
     env.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
     env.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
-    env.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
+    env.pair(b"wsgi.url_scheme", scheme.as_bytes());
+    if let Some(proxied) = &conn.proxied {
+        env.pair(b"PROXY_PROTOCOL", proxied.protocol.as_bytes());
+        env.pair(b"PROXY_ADDR", proxied.addr.as_bytes());
+        env.pair(b"PROXY_PORT", proxied.port.as_bytes());
+    }
     match body {
         BodyPlan::Buffered(len) | BodyPlan::Streamed(Some(len)) => {
             env.key(b"CONTENT_LENGTH");
@@ -120,7 +150,12 @@ pub fn encode_request(
         }
         BodyPlan::Empty | BodyPlan::Streamed(None) => {}
     }
-    env.headers(&head.headers, matches!(body, BodyPlan::Buffered(_)));
+    let forwarder = conn.trusted.then_some(&*conn.forwarding);
+    env.headers(
+        &head.headers,
+        matches!(body, BodyPlan::Buffered(_)),
+        forwarder,
+    );
 
     let payload_len = out.len() - payload_start;
     if payload_len > MAX_PAYLOAD {
@@ -153,7 +188,14 @@ impl Pairs<'_> {
         self.out.extend_from_slice(value);
     }
 
-    fn headers(&mut self, headers: &HeaderMap, body_buffered: bool) {
+    /// `forwarder`: the rules of a trusted peer, whose `forwarder_headers`
+    /// keep their underscores.
+    fn headers(
+        &mut self,
+        headers: &HeaderMap,
+        body_buffered: bool,
+        forwarder: Option<&Forwarding>,
+    ) {
         // `iter` yields a name's values one after another: one pass, with no
         // second lookup per name.
         let mut current: Option<&HeaderName> = None;
@@ -167,8 +209,10 @@ impl Pairs<'_> {
             current = None;
             let bytes = name.as_str().as_bytes();
             // gunicorn's default header_map = "drop": X_Forwarded_For must not
-            // be able to pose as X-Forwarded-For.
-            if bytes.contains(&b'_') || name == CONTENT_LENGTH {
+            // be able to pose as X-Forwarded-For, unless a trusted front-end
+            // sets it and forwarder_headers names it (SCRIPT_NAME).
+            let dropped = bytes.contains(&b'_') && !forwarder.is_some_and(|f| f.forwards(name));
+            if dropped || name == CONTENT_LENGTH {
                 continue;
             }
             // A buffered body has a CONTENT_LENGTH; its chunking is history.
@@ -200,7 +244,11 @@ impl Pairs<'_> {
     }
 }
 
-fn server_name_port<'a>(head: &'a http::request::Parts, conn: &'a ConnInfo) -> (&'a str, &'a str) {
+fn server_name_port<'a>(
+    head: &'a http::request::Parts,
+    conn: &'a ConnInfo,
+    scheme: &str,
+) -> (&'a str, &'a str) {
     let host = head
         .headers
         .get(http::header::HOST)
@@ -209,7 +257,7 @@ fn server_name_port<'a>(head: &'a http::request::Parts, conn: &'a ConnInfo) -> (
     let Some(host) = host.filter(|h| !h.is_empty()) else {
         return (&conn.server_name, &conn.server_port);
     };
-    let default_port = if conn.scheme == "https" { "443" } else { "80" };
+    let default_port = if scheme == "https" { "443" } else { "80" };
     // "[::1]:8000", "example.com:8000", "example.com", "[::1]"
     match host.rfind(':') {
         Some(i) if !host[i..].contains(']') => (&host[..i], &host[i + 1..]),
@@ -425,6 +473,9 @@ mod tests {
             server_name: "127.0.0.1".into(),
             server_port: "8000".into(),
             scheme: "http",
+            trusted: false,
+            forwarding: Arc::default(),
+            proxied: None,
         }
     }
 
@@ -475,6 +526,87 @@ mod tests {
         assert_eq!(
             get(&env, "SERVER_SOFTWARE"),
             Some(concat!("ferrocorn/", env!("CARGO_PKG_VERSION")))
+        );
+    }
+
+    fn environ_via(
+        req: http::Request<()>,
+        conn: &ConnInfo,
+    ) -> Result<Vec<(String, String)>, EnvironError> {
+        let (parts, ()) = req.into_parts();
+        let mut out = BytesMut::new();
+        encode_request(&mut out, &parts, None, conn, BodyPlan::Empty)?;
+        let frame = decode(&mut out).unwrap().unwrap();
+        let text: String = frame.payload.iter().map(|&b| b as char).collect();
+        let fields: Vec<&str> = text.split('\0').collect();
+        Ok(fields
+            .chunks(2)
+            .map(|kv| (kv[0].to_string(), kv[1].to_string()))
+            .collect())
+    }
+
+    fn proxied(trusted: bool, script_name: &str) -> ConnInfo {
+        use crate::config::proxy::{FieldName, SchemeHeader};
+        use crate::config::types::Scalar;
+        let secure = [SchemeHeader::parse("X-FORWARDED-PROTO=https").unwrap()];
+        let forwarder = [FieldName::parse("SCRIPT_NAME").unwrap()];
+        ConnInfo {
+            trusted,
+            forwarding: Arc::new(Forwarding::new(&secure, &forwarder, script_name)),
+            ..conn()
+        }
+    }
+
+    #[test]
+    fn a_trusted_peer_sets_the_scheme_and_script_name_an_untrusted_one_does_not() {
+        let req = || {
+            http::Request::get("/app/foo%20bar")
+                .header("host", "example.com")
+                .header("x-forwarded-proto", "https")
+                .header("script_name", "/app")
+                .body(())
+                .unwrap()
+        };
+        let env = environ_via(req(), &proxied(true, "")).unwrap();
+        assert_eq!(get(&env, "wsgi.url_scheme"), Some("https"));
+        assert_eq!(get(&env, "SERVER_PORT"), Some("443"));
+        assert_eq!(get(&env, "SCRIPT_NAME"), Some("/app"));
+        assert_eq!(get(&env, "PATH_INFO"), Some("/foo bar"));
+        assert_eq!(get(&env, "HTTP_SCRIPT_NAME"), Some("/app"));
+        assert_eq!(get(&env, "REMOTE_ADDR"), Some("127.0.0.1"));
+        let env = environ_via(req(), &proxied(false, "")).unwrap();
+        assert_eq!(get(&env, "wsgi.url_scheme"), Some("http"));
+        assert_eq!(get(&env, "SCRIPT_NAME"), Some(""));
+        assert_eq!(get(&env, "PATH_INFO"), Some("/app/foo bar"));
+        assert_eq!(get(&env, "HTTP_SCRIPT_NAME"), None);
+        let conflict = http::Request::get("/")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-proto", "http")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            environ_via(conflict, &proxied(true, "")).unwrap_err(),
+            EnvironError::SchemeConflict
+        );
+    }
+
+    #[test]
+    fn script_name_of_the_environment_splits_the_path_as_gunicorn() {
+        let conn = proxied(false, "/app");
+        let get_path = |path: &str| environ_via(http::Request::get(path).body(()).unwrap(), &conn);
+        let env = get_path("/app/foo").unwrap();
+        assert_eq!(
+            (get(&env, "SCRIPT_NAME"), get(&env, "PATH_INFO")),
+            (Some("/app"), Some("/foo"))
+        );
+        let env = get_path("/app").unwrap();
+        assert_eq!(get(&env, "PATH_INFO"), Some(""));
+        // gunicorn's prefix test is plain startswith.
+        let env = get_path("/appx").unwrap();
+        assert_eq!(get(&env, "PATH_INFO"), Some("x"));
+        assert_eq!(
+            get_path("/other").unwrap_err(),
+            EnvironError::OutsideScriptName
         );
     }
 

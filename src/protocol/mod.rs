@@ -1,9 +1,10 @@
 //! The master <-> worker protocol (docs/protocol.md): frames, the handshake,
-//! the environ encoding, a lane's socket and the control frames sent after a
-//! boot.
+//! the environ encoding (with what a trusted proxy may say in it), a lane's
+//! socket and the control frames sent after a boot.
 
 pub mod control;
 pub mod environ;
+pub mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod lane;

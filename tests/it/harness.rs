@@ -87,7 +87,14 @@ pub fn command(args: &[&str]) -> Command {
         }
     }
     // gunicorn's variables change defaults: no test gets them by accident.
-    for key in ["GUNICORN_CMD_ARGS", "PORT", "WEB_CONCURRENCY"] {
+    // SCRIPT_NAME would move every path under it.
+    for key in [
+        "GUNICORN_CMD_ARGS",
+        "PORT",
+        "WEB_CONCURRENCY",
+        "FORWARDED_ALLOW_IPS",
+        "SCRIPT_NAME",
+    ] {
         cmd.env_remove(key);
     }
     cmd

@@ -16,6 +16,7 @@ mod options;
 mod pep3333;
 mod pipelining;
 mod process_opts;
+mod proxy;
 mod recycling;
 mod serving;
 mod sweep;
