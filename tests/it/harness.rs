@@ -57,8 +57,8 @@ pub fn wait_until<T>(
 }
 
 /// What precedes the bound address in the master's log (gunicorn's words).
-/// The harness learns the port of `-b 127.0.0.1:0` from this line; nothing
-/// else here reads log wording.
+/// [`TestServer::start_binding`] learns the port of `-b 127.0.0.1:0` from
+/// this line; every other start hands the server a socket the test bound.
 pub const LISTENING_AT: &str = "Listening at: http://";
 
 /// A running ferrocorn.
@@ -125,25 +125,100 @@ pub fn command_via_sh(script: &str, args: &[&str]) -> Command {
 }
 
 impl TestServer {
-    /// Starts `ferrocorn -b 127.0.0.1:0 ARGS` and waits until `/` answers.
+    /// Starts `ferrocorn -b fd://3 ARGS` on a socket bound here, and waits
+    /// until `/` answers.
     pub fn start(args: &[&str]) -> TestServer {
         let server = Self::spawn(args);
         server.wait_until_answering();
         server
     }
 
-    /// Starts the server and returns once it has bound, without waiting for workers.
+    /// As [`TestServer::start`], but the server binds `127.0.0.1:0` itself
+    /// (for tests of binding: more `-b` addresses, socket options); the
+    /// harness learns the port from gunicorn's `Listening at:` line.
+    pub fn start_binding(args: &[&str]) -> TestServer {
+        Self::start_with(command(&[]), args)
+    }
+
+    /// Starts the server and returns once the master runs, without waiting
+    /// for workers.
     pub fn spawn(args: &[&str]) -> TestServer {
-        Self::spawn_with(command(&[]), args)
+        Self::spawn_listening(command(&[]), args)
     }
 
     /// [`TestServer::start`] in the working directory `dir`, with `env` added.
     pub fn start_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> TestServer {
         let mut cmd = command(&[]);
         cmd.current_dir(dir).envs(env.iter().copied());
-        let server = Self::spawn_with(cmd, args);
+        let server = Self::spawn_listening(cmd, args);
         server.wait_until_answering();
         server
+    }
+
+    /// Spawns `cmd ARGS` serving on a socket the test binds itself and
+    /// hands over as `-b fd://3` (as systemd would): the address is known
+    /// before the server starts, and nothing waits on a log line.
+    fn spawn_listening(mut cmd: Command, args: &[&str]) -> TestServer {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = listener.local_addr().expect("bound").to_string();
+        let fd = listener.as_raw_fd();
+        // SAFETY: between fork and exec only dup2 and fcntl, which are
+        // async-signal-safe; dup2 leaves the copy without FD_CLOEXEC.
+        unsafe {
+            cmd.pre_exec(move || {
+                let moved = if fd == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(fd, 3)
+                };
+                if moved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .args(["-b", "fd://3"])
+            .args(args)
+            .spawn()
+            .expect("the ferrocorn binary starts");
+        drop(listener); // the server holds its own copy
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut server = TestServer {
+            child: Some(child),
+            stderr,
+            addr,
+        };
+        server.wait_until_running();
+        server
+    }
+
+    /// Until the master has started its first child (the fork server, or a
+    /// worker), by when it handles signals; or until it has exited.
+    fn wait_until_running(&mut self) {
+        let pid = self.pid();
+        wait_until("the master to start its children", DEADLINE, || {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || !children_of(pid).is_empty() {
+                Ok(())
+            } else {
+                Err(format!("no child yet; stderr so far:\n{}", self.stderr()))
+            }
+        });
     }
 
     fn wait_until_answering(&self) {

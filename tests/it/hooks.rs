@@ -100,7 +100,7 @@ fn every_server_hook_runs_with_gunicorns_arguments_issue_11() {
     let path = dir.path().to_str().unwrap();
     // As a gunicorn deployment gives it: -c gunicorn.conf.py.
     let config_arg = config.to_str().unwrap();
-    let mut server = TestServer::start(&[
+    let mut server = TestServer::start_binding(&[
         "-c",
         config_arg,
         "-w",

@@ -26,7 +26,7 @@ fn pythonpath_env_pid_unix_socket_and_access_log() {
     let (sock, pid, access) = (path("s.sock"), path("server.pid"), path("access.log"));
     let unix_bind = format!("unix:{sock}");
     let pythonpath = dir.path().to_str().unwrap();
-    let mut server = TestServer::start(&[
+    let mut server = TestServer::start_binding(&[
         "-b",
         &unix_bind,
         "--pythonpath",

@@ -261,7 +261,7 @@ fn name_sets_the_titles_of_master_fork_server_and_workers_and_keeps_their_comm()
 
 #[test]
 fn reuse_port_lets_another_socket_bind_the_servers_port() {
-    let server = TestServer::start(&["--reuse-port", "examples.wsgi_hello:app"]);
+    let server = TestServer::start_binding(&["--reuse-port", "examples.wsgi_hello:app"]);
     let addr: std::net::SocketAddr = server.addr.parse().unwrap();
     let other = tokio::net::TcpSocket::new_v4().unwrap();
     other.set_reuseport(true).unwrap();
