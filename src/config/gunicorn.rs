@@ -262,7 +262,7 @@ pub const GUNICORN_SETTINGS: &[GunicornSetting] = &[
         &["--forwarder-headers"],
         Setting("forwarder_headers"),
     ),
-    g("header_map", &["--header-map"], No),
+    g("header_map", &["--header-map"], Setting("header_map")),
     g("asgi_loop", &["--asgi-loop"], No),
     g("asgi_lifespan", &["--asgi-lifespan"], No),
     g(

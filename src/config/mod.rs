@@ -20,7 +20,9 @@ pub mod validate;
 pub use layers::Origin;
 pub use render::render_effective;
 pub use table::{Section, SettingSpec, SETTINGS};
-pub use types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, ReloadEngine, WorkerClass};
+pub use types::{
+    AppSpec, BindAddr, ByteSize, HeaderMapping, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
+};
 pub use validate::Settings;
 
 use layers::{merge, Layer};
@@ -365,6 +367,7 @@ mod tests {
         ("forwarded_allow_ips", "10.0.0.0/8"),
         ("secure_scheme_headers", "X-SCHEME=https"),
         ("forwarder_headers", "REMOTE_USER"),
+        ("header_map", "refuse"),
         ("proxy_protocol", "v2"),
         ("proxy_allow_ips", "*"),
         ("wsgi_app", "pkg.mod:create_app(debug=True)"),

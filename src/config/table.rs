@@ -22,7 +22,7 @@
 
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::types::{
-    AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
+    AppSpec, BindAddr, ByteSize, HeaderMapping, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
 };
 use super::validate::SettingValue;
 use std::path::PathBuf;
@@ -140,6 +140,10 @@ macro_rules! with_settings {
             forwarder_headers: Vec<FieldName> = ["SCRIPT_NAME", "PATH_INFO"] {
                 doc: "Header names with underscores a trusted front-end may set, comma separated, * for all; a SCRIPT_NAME header sets SCRIPT_NAME, the others reach the app as HTTP_*",
                 section: Proxy, long: "forwarder-headers", restart: true,
+            },
+            header_map: HeaderMapping = ["drop"] {
+                doc: "A request header with an underscore in its name (which the environ cannot tell from a dash): drop leaves it out, refuse answers 400, dangerous maps it as if it had a dash; a trusted front-end's forwarder_headers are always kept, as in gunicorn",
+                section: Proxy, long: "header-map", restart: true,
             },
             proxy_protocol: ProxyProtocol = ["off"] {
                 doc: "Take REMOTE_ADDR and REMOTE_PORT from a PROXY protocol header at the start of each connection: off, v1 (text), v2 (binary) or auto (either; the flag without a value)",

@@ -521,6 +521,28 @@ keyword_enum!(
 );
 
 keyword_enum!(
+    /// What happens to a request header whose name has an underscore, which
+    /// the environ cannot tell from a dash (gunicorn's `header_map`).
+    HeaderMapping, "MODE", "expected drop, refuse or dangerous",
+    unknown: ValueError::Invalid,
+    {
+        /// Left out of the environ (gunicorn's default).
+        Drop = "drop",
+        /// The request gets 400.
+        Refuse = "refuse",
+        /// Mapped as if it had a dash: `X_A` and `X-A` both become `HTTP_X_A`, joined with a comma.
+        Dangerous = "dangerous",
+    }
+);
+
+/// gunicorn's default.
+impl Default for HeaderMapping {
+    fn default() -> HeaderMapping {
+        HeaderMapping::Drop
+    }
+}
+
+keyword_enum!(
     /// How `reload` watches files (gunicorn's `reload_engine`).
     ReloadEngine, "STRING", "expected auto or poll (ferrocorn's reloader polls every second; gunicorn's inotify engine needs the inotify package, which the standard-library worker does not use)",
     unknown: ValueError::Invalid,

@@ -15,7 +15,7 @@ use super::layers::{merge, RawValue};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
-use super::types::{ReloadEngine, ValueError, WorkerClass};
+use super::types::{HeaderMapping, ReloadEngine, ValueError, WorkerClass};
 use super::{ConfigError, Mode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

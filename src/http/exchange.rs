@@ -87,6 +87,9 @@ pub async fn forward(
     encode_request(&mut request, head, raw_target, conn, body.plan).map_err(|err| match err {
         EnvironError::SchemeConflict => RequestError::BadRequest("the scheme headers disagree"),
         EnvironError::OutsideScriptName => RequestError::OutsideScriptName,
+        EnvironError::UnderscoreHeader => {
+            RequestError::BadRequest("a header name has an underscore (--header-map refuse)")
+        }
         EnvironError::NulInPath | EnvironError::TooLarge => {
             RequestError::BadRequest("the request path decodes to a NUL byte")
         }

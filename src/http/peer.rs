@@ -64,11 +64,14 @@ impl PeerRules {
             forwarded_allow: settings.forwarded_allow_ips.clone(),
             proxy_protocol: settings.proxy_protocol,
             proxy_allow: settings.proxy_allow_ips.clone(),
-            forwarding: Arc::new(Forwarding::new(
-                &settings.secure_scheme_headers,
-                &settings.forwarder_headers,
-                script_name,
-            )),
+            forwarding: Arc::new(
+                Forwarding::new(
+                    &settings.secure_scheme_headers,
+                    &settings.forwarder_headers,
+                    script_name,
+                )
+                .with_header_map(settings.header_map),
+            ),
         }
     }
 

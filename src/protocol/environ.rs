@@ -15,6 +15,7 @@ use http::{StatusCode, Version};
 use super::forwarded::Forwarding;
 pub use super::forwarded::ProxyInfo;
 use super::frame::{flags, put_header, Kind, HEADER_LEN, MAX_PAYLOAD};
+use crate::config::HeaderMapping;
 use std::sync::Arc;
 
 /// `SERVER_SOFTWARE`, as gunicorn sends `gunicorn/VERSION`.
@@ -68,6 +69,9 @@ pub enum EnvironError {
     /// The path is not under SCRIPT_NAME (gunicorn: 500, a configuration problem).
     #[error("request path does not start with SCRIPT_NAME")]
     OutsideScriptName,
+    /// A header name with an underscore under `--header-map refuse` (gunicorn: 400).
+    #[error("a header name has an underscore")]
+    UnderscoreHeader,
 }
 
 /// Appends a REQUEST frame for this head to `out`.
@@ -151,11 +155,18 @@ pub fn encode_request(
         BodyPlan::Empty | BodyPlan::Streamed(None) => {}
     }
     let forwarder = conn.trusted.then_some(&*conn.forwarding);
-    env.headers(
-        &head.headers,
-        matches!(body, BodyPlan::Buffered(_)),
-        forwarder,
-    );
+    let buffered = matches!(body, BodyPlan::Buffered(_));
+    let mapped = match conn.forwarding.header_map() {
+        HeaderMapping::Dangerous => {
+            env.headers_dangerously(&head.headers, buffered);
+            Ok(())
+        }
+        mapping => env.headers(&head.headers, buffered, forwarder, mapping),
+    };
+    if let Err(err) = mapped {
+        out.truncate(start);
+        return Err(err);
+    }
 
     let payload_len = out.len() - payload_start;
     if payload_len > MAX_PAYLOAD {
@@ -189,13 +200,15 @@ impl Pairs<'_> {
     }
 
     /// `forwarder`: the rules of a trusted peer, whose `forwarder_headers`
-    /// keep their underscores.
+    /// keep their underscores; other underscore headers are dropped, or
+    /// refused with `mapping` Refuse.
     fn headers(
         &mut self,
         headers: &HeaderMap,
         body_buffered: bool,
         forwarder: Option<&Forwarding>,
-    ) {
+        mapping: HeaderMapping,
+    ) -> Result<(), EnvironError> {
         // `iter` yields a name's values one after another: one pass, with no
         // second lookup per name.
         let mut current: Option<&HeaderName> = None;
@@ -212,6 +225,9 @@ impl Pairs<'_> {
             // be able to pose as X-Forwarded-For, unless a trusted front-end
             // sets it and forwarder_headers names it (SCRIPT_NAME).
             let dropped = bytes.contains(&b'_') && !forwarder.is_some_and(|f| f.forwards(name));
+            if dropped && mapping == HeaderMapping::Refuse {
+                return Err(EnvironError::UnderscoreHeader);
+            }
             if dropped || name == CONTENT_LENGTH {
                 continue;
             }
@@ -240,6 +256,39 @@ impl Pairs<'_> {
             }
             self.out.extend_from_slice(value.as_bytes());
             current = Some(name);
+        }
+        Ok(())
+    }
+
+    /// gunicorn's `header_map = "dangerous"`: every header by its name with
+    /// dashes and underscores alike, so `X_A` and `X-A` are one
+    /// `HTTP_X_A`, their values joined with a comma in arrival order of
+    /// names. Asked for by name only, so this path may allocate.
+    fn headers_dangerously(&mut self, headers: &HeaderMap, body_buffered: bool) {
+        let mut joined: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (name, value) in headers {
+            if name == CONTENT_LENGTH || (body_buffered && name == TRANSFER_ENCODING) {
+                continue;
+            }
+            let key = if name == CONTENT_TYPE {
+                b"CONTENT_TYPE".to_vec()
+            } else {
+                let upper = name.as_str().bytes().map(|b| match b {
+                    b'-' => b'_',
+                    b => b.to_ascii_uppercase(),
+                });
+                b"HTTP_".iter().copied().chain(upper).collect()
+            };
+            match joined.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => {
+                    v.extend_from_slice(if name == COOKIE { b"; " } else { b"," });
+                    v.extend_from_slice(value.as_bytes());
+                }
+                None => joined.push((key, value.as_bytes().to_vec())),
+            }
+        }
+        for (key, value) in &joined {
+            self.pair(key, value);
         }
     }
 }
@@ -497,6 +546,42 @@ mod tests {
 
     fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
         env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    // Issue 11, gunicorn's `header_map` (and its corpus cases 040 and
+    // chunked_07): drop, refuse or map underscore headers.
+    #[test]
+    fn underscore_headers_are_dropped_refused_or_mapped_as_header_map_says() {
+        let request = || {
+            http::Request::get("/")
+                .header("X-Auth", "a")
+                .header("X_Auth", "b")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let encode = |mapping: HeaderMapping| {
+            let mut conn = conn();
+            conn.forwarding = Arc::new(Forwarding::default().with_header_map(mapping));
+            let mut out = BytesMut::new();
+            encode_request(&mut out, &request(), None, &conn, BodyPlan::Empty).map(|()| {
+                let frame = decode(&mut out).unwrap().unwrap();
+                let text: String = frame.payload.iter().map(|&b| b as char).collect();
+                let fields: Vec<String> = text.split('\0').map(str::to_string).collect();
+                let at = fields.iter().position(|f| f == "HTTP_X_AUTH");
+                at.map(|i| fields[i + 1].clone())
+            })
+        };
+        assert_eq!(encode(HeaderMapping::Drop), Ok(Some("a".to_string())));
+        assert_eq!(
+            encode(HeaderMapping::Dangerous),
+            Ok(Some("a,b".to_string()))
+        );
+        assert_eq!(
+            encode(HeaderMapping::Refuse),
+            Err(EnvironError::UnderscoreHeader)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::proxy::{FieldName, SchemeHeader};
+use crate::config::HeaderMapping;
 
 /// The proxy rules of the running server, shared by every connection.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,8 @@ pub struct Forwarding {
     /// SCRIPT_NAME from the environment (`-e SCRIPT_NAME=/app` or the
     /// master's own), as gunicorn reads `os.environ`; empty if unset.
     script_name: Vec<u8>,
+    /// `header_map`: what happens to other underscore headers.
+    header_map: HeaderMapping,
 }
 
 /// Two `secure_scheme_headers` disagree on whether the request is https
@@ -67,7 +70,19 @@ impl Forwarding {
             forwarder,
             forward_all,
             script_name: script_name.as_bytes().to_vec(),
+            header_map: HeaderMapping::Drop,
         }
+    }
+
+    /// The same rules with `header_map` set.
+    pub fn with_header_map(mut self, header_map: HeaderMapping) -> Forwarding {
+        self.header_map = header_map;
+        self
+    }
+
+    /// What happens to an underscore header `forwarder_headers` does not keep.
+    pub fn header_map(&self) -> HeaderMapping {
+        self.header_map
     }
 
     /// The scheme a trusted front-end's headers give: `Some("https")` when

@@ -358,10 +358,12 @@ fn expected_requests(expect: &str) -> Vec<Vec<(String, String)>> {
                 if name == "TRANSFER-ENCODING" {
                     continue;
                 }
-                let name = name.replace('-', "_");
-                let name = match name.as_str() {
-                    "CONTENT_TYPE" | "CONTENT_LENGTH" => name,
-                    _ => format!("HTTP_{name}"),
+                // As gunicorn's wsgi.py: only the dashed Content-Type and
+                // Content-Length lose the HTTP_ (a `Content_Length` header,
+                // kept by `header_map = "dangerous"`, is HTTP_CONTENT_LENGTH).
+                let name = match name {
+                    "CONTENT-TYPE" | "CONTENT-LENGTH" => name.replace('-', "_"),
+                    _ => format!("HTTP_{}", name.replace('-', "_")),
                 };
                 if let Some(seen) = current.iter_mut().find(|(k, _)| *k == name) {
                     seen.1 = format!("{},{value}", seen.1);
