@@ -249,14 +249,18 @@ pub const GUNICORN_SETTINGS: &[GunicornSetting] = &[
     g(
         "permit_unconventional_http_method",
         &["--permit-unconventional-http-method"],
-        No,
+        Setting("permit_unconventional_http_method"),
     ),
     g(
         "permit_unconventional_http_version",
         &["--permit-unconventional-http-version"],
         No,
     ),
-    g("casefold_http_method", &["--casefold-http-method"], No),
+    g(
+        "casefold_http_method",
+        &["--casefold-http-method"],
+        Setting("casefold_http_method"),
+    ),
     g(
         "forwarder_headers",
         &["--forwarder-headers"],

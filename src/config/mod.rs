@@ -364,6 +364,8 @@ mod tests {
         ("limit_request_body", "10MB"),
         ("request_buffer_size", "64KiB"),
         ("max_buffered_bodies", "64MiB"),
+        ("permit_unconventional_http_method", "true"),
+        ("casefold_http_method", "true"),
         ("forwarded_allow_ips", "10.0.0.0/8"),
         ("secure_scheme_headers", "X-SCHEME=https"),
         ("forwarder_headers", "REMOTE_USER"),

@@ -129,6 +129,14 @@ macro_rules! with_settings {
                 doc: "Most bytes of request bodies the master holds, over all connections, for requests no worker has answered yet (see request_buffer_size); a body that would pass it gets 503 with Retry-After and its connection is closed; 0 means unbounded",
                 section: Limits, long: "max-buffered-bodies", restart: true,
             },
+            permit_unconventional_http_method: bool = ["false"] {
+                doc: "Let request methods in lower case, with # or outside 3 to 20 characters through to the app, as gunicorn's (deprecated there); without it they get 400",
+                section: Limits, long: "permit-unconventional-http-method", restart: true,
+            },
+            casefold_http_method: bool = ["false"] {
+                doc: "REQUEST_METHOD in upper case whatever the client sent, as gunicorn's (deprecated there; with permit_unconventional_http_method)",
+                section: Limits, long: "casefold-http-method", restart: true,
+            },
             forwarded_allow_ips: Vec<IpRange> = ["127.0.0.1", "::1"] {
                 doc: "Front-ends trusted to set secure_scheme_headers and forwarder_headers: IP addresses, CIDR networks or * for any, comma separated; Unix-socket peers are always trusted; default: $FORWARDED_ALLOW_IPS if set, as in gunicorn",
                 section: Proxy, long: "forwarded-allow-ips", restart: true,

@@ -113,7 +113,11 @@ impl Verdicts {
 
 /// Why this request must get 400, if it must: the scanner's verdict on its
 /// bytes, then the rules hyper's parsed head shows.
-pub fn refusal(verdict: Verdict, head: &http::request::Parts) -> Option<&'static str> {
+pub fn refusal(
+    verdict: Verdict,
+    head: &http::request::Parts,
+    any_method: bool,
+) -> Option<&'static str> {
     match verdict {
         Verdict::BothLengths => return Some("both Content-Length and Transfer-Encoding"),
         Verdict::BareLf => return Some("a request head line ends in a bare LF, not CRLF"),
@@ -130,11 +134,11 @@ pub fn refusal(verdict: Verdict, head: &http::request::Parts) -> Option<&'static
     }
     // hyper checks the method is a token; gunicorn also refuses lower case,
     // `#` and lengths outside 3..=20 unless `permit_unconventional_http_method`
-    // is set (no such setting here): no registered method is like that.
+    // is set (`any_method`): no registered method is like that.
     let method = head.method.as_str();
-    if !(3..=20).contains(&method.len())
-        || method.bytes().any(|b| b.is_ascii_lowercase() || b == b'#')
-    {
+    let unconventional = !(3..=20).contains(&method.len())
+        || method.bytes().any(|b| b.is_ascii_lowercase() || b == b'#');
+    if unconventional && !any_method {
         return Some("an unconventional request method");
     }
     // RFC 9112 §3.2.3-4: the asterisk form is for OPTIONS only and the
@@ -229,7 +233,7 @@ mod tests {
         ];
         for req in fine {
             assert_eq!(
-                refusal(Clear, &head(req)),
+                refusal(Clear, &head(req), false),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(req)
@@ -245,14 +249,14 @@ mod tests {
         ];
         for req in refused {
             assert!(
-                refusal(Clear, &head(req)).is_some(),
+                refusal(Clear, &head(req), false).is_some(),
                 "{:?}",
                 String::from_utf8_lossy(req)
             );
         }
         let get = head(GET);
-        assert!(refusal(BothLengths, &get).is_some());
-        assert!(refusal(BareLf, &get).is_some());
+        assert!(refusal(BothLengths, &get, false).is_some());
+        assert!(refusal(BareLf, &get, false).is_some());
     }
 
     // Issue 10, item 13: gunicorn's corpus cases invalid/003c, 041 and the
@@ -266,7 +270,7 @@ mod tests {
         ];
         for req in fine {
             assert_eq!(
-                refusal(Clear, &head(req)),
+                refusal(Clear, &head(req), false),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(req)
@@ -283,7 +287,7 @@ mod tests {
         ];
         for req in refused {
             assert!(
-                refusal(Clear, &head(req)).is_some(),
+                refusal(Clear, &head(req), false).is_some(),
                 "{:?}",
                 String::from_utf8_lossy(req)
             );

@@ -70,7 +70,8 @@ impl PeerRules {
                     &settings.forwarder_headers,
                     script_name,
                 )
-                .with_header_map(settings.header_map),
+                .with_header_map(settings.header_map)
+                .with_casefold_method(settings.casefold_http_method),
             ),
         }
     }

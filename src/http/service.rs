@@ -33,6 +33,9 @@ pub struct Limits {
     pub body: u64,
     /// Bodies up to this size are received whole before dispatch.
     pub buffer: u64,
+    /// gunicorn's `permit_unconventional_http_method`: lower case, `#` and
+    /// any length pass the method check.
+    pub any_method: bool,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -134,7 +137,7 @@ pub async fn handle(
     let (head, body) = req.into_parts();
     // One note per request, taken whether or not it is needed.
     let note = verdicts.next();
-    let result = match framing::refusal(note.verdict, &head) {
+    let result = match framing::refusal(note.verdict, &head, ctx.limits.any_method) {
         Some(why) => Err(RequestError::BadRequest(why)),
         None => serve(&ctx, &conn, &head, body, &note, &verdicts).await,
     };

@@ -110,6 +110,7 @@ pub async fn run(
             field_size: settings.effective_limit_request_field_size(),
             body: settings.limit_request_body.bytes(),
             buffer: settings.request_buffer_size.bytes(),
+            any_method: settings.permit_unconventional_http_method,
         },
         access: logging.access(),
         metrics: metrics.clone(),

@@ -101,7 +101,12 @@ pub fn encode_request(
     let payload_start = out.len();
     let mut env = Pairs { out, first: true };
 
-    env.pair(b"REQUEST_METHOD", head.method.as_str().as_bytes());
+    if conn.forwarding.casefold_method() {
+        let method = head.method.as_str().to_ascii_uppercase();
+        env.pair(b"REQUEST_METHOD", method.as_bytes());
+    } else {
+        env.pair(b"REQUEST_METHOD", head.method.as_str().as_bytes());
+    }
     env.pair(b"SCRIPT_NAME", script_name);
     env.key(b"PATH_INFO");
     if let Err(err) = put_percent_decoded(env.out, path_info) {

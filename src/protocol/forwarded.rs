@@ -27,6 +27,8 @@ pub struct Forwarding {
     script_name: Vec<u8>,
     /// `header_map`: what happens to other underscore headers.
     header_map: HeaderMapping,
+    /// `casefold_http_method`: REQUEST_METHOD in upper case.
+    casefold_method: bool,
 }
 
 /// Two `secure_scheme_headers` disagree on whether the request is https
@@ -71,7 +73,19 @@ impl Forwarding {
             forward_all,
             script_name: script_name.as_bytes().to_vec(),
             header_map: HeaderMapping::Drop,
+            casefold_method: false,
         }
+    }
+
+    /// The same rules with `casefold_http_method` set.
+    pub fn with_casefold_method(mut self, casefold: bool) -> Forwarding {
+        self.casefold_method = casefold;
+        self
+    }
+
+    /// Whether REQUEST_METHOD is given in upper case.
+    pub fn casefold_method(&self) -> bool {
+        self.casefold_method
     }
 
     /// The same rules with `header_map` set.
