@@ -12,6 +12,7 @@
 //! interpreter default looks at.
 
 use super::layers::{merge, RawValue};
+use super::privileges::{Account, Umask};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
@@ -255,6 +256,7 @@ pub fn settings(raw: &[RawValue], mode: Mode) -> Result<Settings, ConfigError> {
     check_memory_limits(&settings, raw)?;
     check_directories(&settings, raw)?;
     check_reload(&settings, raw)?;
+    check_accounts(&settings, raw)?;
     if settings.wsgi_app.is_none() && mode != Mode::PrintConfig {
         return Err(ConfigError::NoApp);
     }
@@ -403,6 +405,33 @@ fn check_reload(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError
         second_source: source("preload_app"),
         why: "preloaded code is imported once, before the workers fork, so a restarted worker would run the old code (gunicorn: the reloader is incompatible with application preloading); drop --preload while developing",
     })
+}
+
+/// gunicorn's `validate_user` and `validate_group`: a name must be in the
+/// user (group) database when the configuration is read, so a typo stops
+/// the server at start instead of every worker failing to boot.
+fn check_accounts(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    let checks: [(
+        &'static str,
+        &Option<Account>,
+        fn(&Account) -> Result<u32, String>,
+    ); 2] = [
+        ("user", &settings.user, Account::uid),
+        ("group", &settings.group, Account::gid),
+    ];
+    for (name, account, resolve) in checks {
+        let Some(account) = account else { continue };
+        if let Err(problem) = resolve(account) {
+            let index = index_of(name);
+            return Err(ConfigError::NoSuchAccount {
+                setting: SETTINGS[index].name,
+                value: account.render(),
+                from: raw[index].origin.describe(&SETTINGS[index]),
+                problem,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

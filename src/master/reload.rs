@@ -15,6 +15,7 @@ use tracing::warn;
 use super::arbiter::ArbiterConfig;
 use super::policy::memory::{MemoryLimits, DEFAULT_CONSECUTIVE};
 use super::shell::MemoryProbing;
+use crate::config::types::Scalar;
 use crate::config::validate::absolute_if_relative_path;
 use crate::config::{self, Loaded, MemoryMetric, Settings};
 use crate::worker::spawn::SpawnSpec;
@@ -154,6 +155,9 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         spew: settings.spew,
         // gunicorn captures only into an error log file, never stderr itself.
         capture_output: settings.capture_output && settings.error_logfile != "-",
+        user: settings.user.as_ref().map(Scalar::render),
+        group: settings.group.as_ref().map(Scalar::render),
+        initgroups: settings.initgroups,
     }
 }
 
