@@ -1923,11 +1923,11 @@ def set_owner_process(env: Any, master_pid: Optional[int], libc: Any) -> None:
     try:
         uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid if user else os.geteuid()
     except KeyError:
-        raise BootError(f"no such user: {user!r} (--user)") from None
+        raise BootError(f"no such user: {user!r} (--user)", config=True) from None
     try:
         gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid if group else os.getegid()
     except KeyError:
-        raise BootError(f"no such group: {group!r} (--group)") from None
+        raise BootError(f"no such group: {group!r} (--group)", config=True) from None
     changes_user = bool(uid) and uid != os.getuid()
     try:
         username = None
@@ -1947,7 +1947,8 @@ def set_owner_process(env: Any, master_pid: Optional[int], libc: Any) -> None:
     except OSError as exc:
         raise BootError(
             f"cannot switch to user {user or uid} and group {group or gid}: {exc} "
-            "(--user and --group need a master started as root)"
+            "(--user and --group need a master started as root)",
+            config=True,  # the next fork server or worker would fail the same way
         ) from None
     # A change of credentials clears the parent-death signal and makes the
     # process undumpable, which gives its /proc files (comm, the title) to
