@@ -411,17 +411,10 @@ fn check_reload(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError
 /// user (group) database when the configuration is read, so a typo stops
 /// the server at start instead of every worker failing to boot.
 fn check_accounts(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
-    let checks: [(
-        &'static str,
-        &Option<Account>,
-        fn(&Account) -> Result<u32, String>,
-    ); 2] = [
-        ("user", &settings.user, Account::uid),
-        ("group", &settings.group, Account::gid),
-    ];
-    for (name, account, resolve) in checks {
-        let Some(account) = account else { continue };
-        if let Err(problem) = resolve(account) {
+    let user = settings.user.as_ref().map(|u| ("user", u, u.uid()));
+    let group = settings.group.as_ref().map(|g| ("group", g, g.gid()));
+    for (name, account, resolved) in user.into_iter().chain(group) {
+        if let Err(problem) = resolved {
             let index = index_of(name);
             return Err(ConfigError::NoSuchAccount {
                 setting: SETTINGS[index].name,
