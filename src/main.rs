@@ -69,19 +69,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     ));
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     tracing::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
-    let owner = config::privileges::owner(settings.user.as_ref(), settings.group.as_ref());
-    let logs = [
-        Some(&settings.error_logfile),
-        settings.access_logfile.as_ref(),
-    ];
-    process::owner::give_log_files(
-        &logs
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        owner,
-    );
+    process::owner::give_log_files(settings);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,7 +92,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
             &systemd.listen_fds,
         )
         .map_err(|e| (Exit::Runtime, e.to_string()))?;
-        listener::set_unix_access(&listeners, settings.umask.0, owner)
+        listener::set_unix_access(&listeners, settings.umask.0, settings.owner())
             .map_err(|e| (Exit::Runtime, e.to_string()))?;
         let metrics = match &settings.metrics_bind {
             Some(address) => Some(

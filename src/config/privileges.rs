@@ -7,6 +7,7 @@
 
 use super::table::TomlKind;
 use super::types::{Scalar, ValueError};
+use super::validate::Settings;
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// A user or a group: a numeric id or a name, as gunicorn's `validate_user`
@@ -120,14 +121,23 @@ impl Scalar for Umask {
     }
 }
 
-/// The owner to give what the master creates for the workers (a Unix
-/// socket, the log files), as gunicorn chowns them to its `uid` and `gid`;
-/// `None` keeps that part. Only asked when the names were checked.
-pub fn owner(user: Option<&Account>, group: Option<&Account>) -> (Option<Uid>, Option<Gid>) {
-    (
-        user.and_then(|u| u.uid().ok()).map(Uid::from_raw),
-        group.and_then(|g| g.gid().ok()).map(Gid::from_raw),
-    )
+impl Settings {
+    /// The owner to give what the master creates for the workers (a Unix
+    /// socket, the log files), as gunicorn chowns them to its `uid` and
+    /// `gid`: `user` and `group`; `None` keeps that part. Validation has
+    /// looked the names up already.
+    pub fn owner(&self) -> (Option<Uid>, Option<Gid>) {
+        (
+            self.user
+                .as_ref()
+                .and_then(|u| u.uid().ok())
+                .map(Uid::from_raw),
+            self.group
+                .as_ref()
+                .and_then(|g| g.gid().ok())
+                .map(Gid::from_raw),
+        )
+    }
 }
 
 #[cfg(test)]

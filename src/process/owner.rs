@@ -4,16 +4,21 @@
 //! file it cannot chown (`/dev/null`). The Unix sockets get theirs in
 //! `http/listener.rs`; the pid file stays the master's, as gunicorn's does.
 
-use nix::unistd::{Gid, Uid};
+use crate::config::Settings;
 
-/// Chowns the log files among `files` (`-` is a standard stream, skipped)
-/// to `owner`, best effort; nothing when neither part is set.
-pub fn give_log_files(files: &[&str], owner: (Option<Uid>, Option<Gid>)) {
-    if owner.0.is_none() && owner.1.is_none() {
+/// Chowns the error and access log files (not `-`, a standard stream) to
+/// `user` and `group`, best effort; nothing when neither is set.
+pub fn give_log_files(settings: &Settings) {
+    let (uid, gid) = settings.owner();
+    if uid.is_none() && gid.is_none() {
         return;
     }
-    for file in files.iter().filter(|file| **file != "-") {
-        if let Err(err) = nix::unistd::chown(*file, owner.0, owner.1) {
+    let files = [
+        Some(&settings.error_logfile),
+        settings.access_logfile.as_ref(),
+    ];
+    for file in files.into_iter().flatten().filter(|file| *file != "-") {
+        if let Err(err) = nix::unistd::chown(file.as_str(), uid, gid) {
             tracing::debug!(file, %err, "cannot chown the log file to --user/--group");
         }
     }
