@@ -1126,6 +1126,10 @@ class HookConfig:
         "max_requests",
         "max_requests_jitter",
         "limit_request_line",
+        "umask",
+        "initgroups",
+        "uid",
+        "gid",
     )
 
     def __init__(self, env: Any, hooks: Hooks, threads: Optional[int]) -> None:
@@ -1147,6 +1151,8 @@ class HookConfig:
         self.chdir = os.getcwd()
         self.loglevel = env.get("FERROCORN_WORKER_LOG_LEVEL", "info")
         self.proc_name = "ferrocorn"
+        # gunicorn's cfg.user and cfg.group hold the validated ids, as cfg.uid and cfg.gid.
+        self.user, self.group = self.uid, self.gid
         self.hooks_from = hooks.source
         for name in HOOK_NAMES:
             setattr(self, name, getattr(hooks, name) or _no_hook)

@@ -164,6 +164,7 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
 /// The settings the server hooks see as `cfg.<name>`, in gunicorn's names
 /// and units (seconds as numbers; `max_requests` 0 when off).
 fn hook_settings(settings: &Settings) -> String {
+    let (uid, gid) = settings.owner();
     serde_json::json!({
         "bind": settings.bind.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
         "backlog": settings.backlog,
@@ -174,6 +175,11 @@ fn hook_settings(settings: &Settings) -> String {
         "max_requests": settings.max_requests,
         "max_requests_jitter": settings.max_requests_jitter,
         "limit_request_line": settings.limit_request_line,
+        "umask": settings.umask.0,
+        "initgroups": settings.initgroups,
+        // gunicorn's defaults: the master's effective ids.
+        "uid": uid.map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.as_raw()),
+        "gid": gid.map_or_else(|| nix::unistd::getegid().as_raw(), |g| g.as_raw()),
     })
     .to_string()
 }
