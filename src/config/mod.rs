@@ -1,7 +1,8 @@
 //! Configuration: from command line, `FERROCORN_*` env, TOML file and defaults
 //! to one validated [`Settings`], with the origin of every value.
 //!
-//! `table.rs` declares every setting once; `types.rs` parses each value type;
+//! `table.rs` declares every setting once; `types.rs` parses each value type
+//! (`proxy.rs` and `privileges.rs` those of the proxy and user settings);
 //! `layers.rs` collects raw strings per source; `validate.rs` turns them into
 //! `Settings`; `render.rs` prints them (`--print-config`, README table,
 //! example TOML). `main` calls [`load`] once and [`reload`] on SIGHUP; the
