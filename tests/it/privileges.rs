@@ -206,8 +206,16 @@ fn run_as_nobody(extra: &[&str], fork_server: bool) {
         format!("{gid} {gid} {gid} {gid}"),
     );
     for pid in &workers {
-        let (uids, gids, groups) = credentials(*pid);
-        assert_eq!((uids, gids), user, "worker {pid}");
+        // A fresh interpreter is root until it switches, early in its boot
+        // (the server answers once one worker is ready; this one may not be).
+        let groups = wait_until(
+            &format!("worker {pid} as {user:?}"),
+            DEADLINE,
+            || match credentials(*pid) {
+                (uids, gids, groups) if (&uids, &gids) == (&user.0, &user.1) => Ok(groups),
+                seen => Err(format!("{seen:?}")),
+            },
+        );
         // Without --initgroups none of root's supplementary groups are kept.
         assert_eq!(groups, "", "worker {pid}");
     }
