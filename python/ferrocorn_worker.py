@@ -1126,6 +1126,10 @@ class HookConfig:
         "max_requests",
         "max_requests_jitter",
         "limit_request_line",
+        "umask",
+        "initgroups",
+        "uid",
+        "gid",
     )
 
     def __init__(self, env: Any, hooks: Hooks, threads: Optional[int]) -> None:
@@ -1147,6 +1151,8 @@ class HookConfig:
         self.chdir = os.getcwd()
         self.loglevel = env.get("FERROCORN_WORKER_LOG_LEVEL", "info")
         self.proc_name = "ferrocorn"
+        # gunicorn's cfg.user and cfg.group hold the validated ids, as cfg.uid and cfg.gid.
+        self.user, self.group = self.uid, self.gid
         self.hooks_from = hooks.source
         for name in HOOK_NAMES:
             setattr(self, name, getattr(hooks, name) or _no_hook)
@@ -1479,6 +1485,9 @@ def main(
         install_signals(worker.wake_w.fileno(), worker)
         worker.hello()
         if hooks is None:  # a fresh interpreter: the config runs here, before the app
+            import ctypes
+
+            set_owner_process(env, config.master_pid, ctypes.CDLL(None, use_errno=True))
             hooks = load_hooks(env.get("FERROCORN_HOOKS_FROM", ""))
         worker.use_hooks(hooks, hook_server)
         install_abort_hook(worker)
@@ -1577,6 +1586,8 @@ class ForkServer:
             "max_payload": MAX_PAYLOAD,
         }
         self.send(HELLO, 0, json.dumps(info).encode())
+        # Before the config's hooks and the app: no code of theirs runs as root.
+        set_owner_process(self.env, self.master_pid, self.libc)
         self.hooks = load_hooks(self.env.get("FERROCORN_HOOKS_FROM", ""))
         self.hook_server = HookServer(HookConfig(self.env, self.hooks, None), self.master_pid)
         if self.env.get("FERROCORN_FORKSERVER_FIRST", "") == "1":
@@ -1890,6 +1901,70 @@ def adopt_and_guard(master_pid: Optional[int], libc: Any) -> None:
         raise BootError("prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != master_pid:  # the master died in between
         os._exit(EXIT_OK)
+
+
+# Linux prctl(2) option: whether the process may be ptraced and dumped, and so
+# whether its /proc files belong to it.
+PR_SET_DUMPABLE = 4
+
+
+def set_owner_process(env: Any, master_pid: Optional[int], libc: Any) -> None:
+    """--user, --group, --initgroups: gunicorn's ``util.set_owner_process``,
+    run before any config hook or app code (the fork server's workers inherit it).
+
+    As gunicorn: all digits is an id, anything else a name; a uid or gid of
+    0 changes nothing (its truth test); the group stays the master's unless
+    given. Unlike gunicorn, a process that changes its user keeps none of
+    the master's supplementary groups (gunicorn's workers keep root's), and
+    with initgroups the group becomes the primary group too (gunicorn sets
+    only the supplementary list, so its workers keep the master's gid).
+    """
+    user = env.get("FERROCORN_WORKER_USER", "")
+    group = env.get("FERROCORN_WORKER_GROUP", "")
+    if not user and not group:
+        return
+    import grp
+    import pwd
+
+    try:
+        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid if user else os.geteuid()
+    except KeyError:
+        raise BootError(f"no such user: {user!r} (--user)", config=True) from None
+    try:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid if group else os.getegid()
+    except KeyError:
+        raise BootError(f"no such group: {group!r} (--group)", config=True) from None
+    changes_user = bool(uid) and uid != os.getuid()
+    try:
+        username = None
+        if gid and uid:
+            try:
+                username = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                pass  # gunicorn: a uid without a name gets no initgroups
+        if gid and username is not None and env.get("FERROCORN_WORKER_INITGROUPS", "") == "1":
+            os.initgroups(username, gid)
+        elif changes_user and os.geteuid() == 0:
+            os.setgroups([])
+        if gid and gid != os.getgid():
+            os.setgid(gid)
+        if changes_user:
+            os.setuid(uid)
+    except OSError as exc:
+        raise BootError(
+            f"cannot switch to user {user or uid} and group {group or gid}: {exc} "
+            "(--user and --group need a master started as root)",
+            config=True,  # the next fork server or worker would fail the same way
+        ) from None
+    # A change of credentials clears the parent-death signal and makes the
+    # process undumpable, which gives its /proc files (comm, the title) to
+    # root: set both again, as the master set them for the old credentials.
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise BootError("prctl(PR_SET_PDEATHSIG) failed")
+    if master_pid is not None and os.getppid() != master_pid:  # the master died in between
+        os._exit(EXIT_OK)
+    log.debug("running as uid %d gid %d groups %s", os.getuid(), os.getgid(), os.getgroups())
 
 
 def run_forked_worker(server: ForkServer, become: BecomeWorker) -> int:

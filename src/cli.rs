@@ -202,9 +202,11 @@ mod tests {
     fn unsupported_gunicorn_options_fail_before_clap_with_exit_code_2() {
         for (args, option) in [
             (&["ferrocorn", "--paste", "app.ini"][..], "--paste"),
-            (&["ferrocorn", "app:app", "-m", "022"], "-m"),
-            (&["ferrocorn", "--user=www", "app:app"], "--user"),
-            (&["ferrocorn", "-uwww", "app:app"], "-u"),
+            (&["ferrocorn", "app:app", "--keyfile", "k.pem"], "--keyfile"),
+            (
+                &["ferrocorn", "--log-syslog-to=udp://h:514", "app:app"],
+                "--log-syslog-to",
+            ),
             (
                 &["ferrocorn", "--certfile", "c.pem", "app:app"],
                 "--certfile",

@@ -14,7 +14,7 @@
 //! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes
-//! - [`process`]: the master process itself: `--daemon` and its process title (`--name`)
+//! - [`process`]: the master process itself: `--daemon`, its process title (`--name`), the log files it gives to `--user`
 //! - [`systemd`]: socket activation and sd_notify (READY, RELOADING, STOPPING, STATUS, WATCHDOG)
 
 #![warn(missing_docs)]

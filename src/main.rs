@@ -69,6 +69,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     ));
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     tracing::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
+    process::owner::give_log_files(settings);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,6 +92,8 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
             &systemd.listen_fds,
         )
         .map_err(|e| (Exit::Runtime, e.to_string()))?;
+        listener::set_unix_access(&listeners, settings.umask.0, settings.owner())
+            .map_err(|e| (Exit::Runtime, e.to_string()))?;
         let metrics = match &settings.metrics_bind {
             Some(address) => Some(
                 metrics::endpoint::bind(address)
@@ -181,6 +184,9 @@ impl PidFile {
     fn create(path: &std::path::Path) -> Result<PidFile, String> {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        // -rw-r--r--, as gunicorn's, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
         Ok(PidFile(path.to_path_buf()))
     }
 }

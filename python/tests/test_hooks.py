@@ -166,9 +166,12 @@ class ObjectsTest(unittest.TestCase):
             "FERROCORN_WORKER_COUNT": "3",
             "FERROCORN_WORKER_APP": "m:app",
             "FERROCORN_FORKSERVER_PRELOAD": "1",
-            "FERROCORN_WORKER_SETTINGS": json.dumps({"bind": ["127.0.0.1:8000"], "timeout": 30.0, "max_requests": 100, "worker_class": "gthread"}),
+            "FERROCORN_WORKER_SETTINGS": json.dumps(
+                {"bind": ["127.0.0.1:8000"], "timeout": 30.0, "max_requests": 100, "worker_class": "gthread", "umask": 18, "uid": 65534, "gid": 65534}
+            ),
         }
         cfg = W.HookConfig(env, hooks, 2)
+        self.assertEqual((cfg.umask, cfg.uid, cfg.gid, cfg.user, cfg.group), (18, 65534, 65534, 65534, 65534))
         self.assertEqual((cfg.workers, cfg.threads, cfg.worker_class, cfg.preload_app, cfg.wsgi_app), (3, 2, "gthread", True, "m:app"))
         self.assertEqual((cfg.bind, cfg.timeout, cfg.max_requests, cfg.keepalive), (["127.0.0.1:8000"], 30.0, 100, None))
         self.assertEqual(W.HookWorker(1, cfg, None).max_requests, 100)

@@ -1,7 +1,8 @@
 //! Configuration: from command line, `FERROCORN_*` env, TOML file and defaults
 //! to one validated [`Settings`], with the origin of every value.
 //!
-//! `table.rs` declares every setting once; `types.rs` parses each value type;
+//! `table.rs` declares every setting once; `types.rs` parses each value type
+//! (`proxy.rs` and `privileges.rs` those of the proxy and user settings);
 //! `layers.rs` collects raw strings per source; `validate.rs` turns them into
 //! `Settings`; `render.rs` prints them (`--print-config`, README table,
 //! example TOML). `main` calls [`load`] once and [`reload`] on SIGHUP; the
@@ -11,6 +12,7 @@
 pub mod table;
 pub mod gunicorn;
 pub mod layers;
+pub mod privileges;
 pub mod proxy;
 pub mod python_file;
 pub mod render;
@@ -104,6 +106,18 @@ pub enum ConfigError {
         from: String,
         /// What would be valid.
         expected: String,
+    },
+    /// `user` or `group` names no one in the user or group database.
+    #[error("{problem}: {value:?} for {setting} (from {from}); give a name that `getent {db} {value}` finds, or a numeric id", db = if *setting == "user" { "passwd" } else { "group" })]
+    NoSuchAccount {
+        /// `user` or `group`.
+        setting: &'static str,
+        /// The name as given.
+        value: String,
+        /// Where it came from.
+        from: String,
+        /// `no such user`, `no such group`, or why the database could not be read.
+        problem: String,
     },
     /// A gunicorn worker class ferrocorn does not have yet.
     #[error("worker class {value:?} (from {from}) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync) and gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread)")]
@@ -336,6 +350,7 @@ pub const CMD_ARGS_ENV: &str = "GUNICORN_CMD_ARGS";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::privileges::{Account, Umask};
     use std::path::Path;
 
     /// A non-default value in canonical form for every setting.
@@ -345,6 +360,10 @@ mod tests {
         ("reuse_port", "true"),
         ("daemon", "true"),
         ("sendfile", "false"),
+        ("user", "root"),
+        ("group", "0"),
+        ("initgroups", "true"),
+        ("umask", "0o77"),
         ("workers", "4"),
         ("threads", "8"),
         ("worker_connections", "50"),
@@ -435,6 +454,61 @@ mod tests {
 
     fn error(args: &[&str], env: &dyn Fn(&str) -> Option<String>) -> String {
         load(args, env).expect_err("should fail").to_string()
+    }
+
+    /// Issue 12: as gunicorn's `validate_user` and `validate_group`, a name
+    /// that is not in the database stops the server at start (exit 2).
+    #[test]
+    fn unknown_user_and_group_names_stop_the_server_naming_them() {
+        let err = load(["ferrocorn", "app:app", "--user", "no-such-user"], &no_env)
+            .expect_err("unknown user");
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.to_string(),
+            "no such user: \"no-such-user\" for user (from --user); give a name that `getent passwd no-such-user` finds, or a numeric id"
+        );
+        let env = env_of(&[("FERROCORN_GROUP", "no-such-group")]);
+        assert_eq!(
+            error(&["ferrocorn", "app:app"], &env),
+            "no such group: \"no-such-group\" for group (from FERROCORN_GROUP); give a name that `getent group no-such-group` finds, or a numeric id"
+        );
+        // Numbers are ids and are taken as they are, as in gunicorn.
+        let loaded = load(
+            [
+                "ferrocorn",
+                "app:app",
+                "-u",
+                "123456",
+                "-g",
+                "123456",
+                "--initgroups",
+            ],
+            &no_env,
+        )
+        .expect("numeric ids");
+        let s = &loaded.settings;
+        assert_eq!(
+            (s.user.clone(), s.group.clone(), s.initgroups),
+            (Some(Account::Id(123456)), Some(Account::Id(123456)), true)
+        );
+    }
+
+    #[test]
+    fn umask_user_and_group_default_and_parse_as_in_gunicorn() {
+        let defaults = load(["ferrocorn", "app:app"], &no_env).expect("defaults");
+        let s = &defaults.settings;
+        assert_eq!(
+            (s.umask, &s.user, &s.group, s.initgroups),
+            (Umask(0), &None, &None, false)
+        );
+        for (given, mask) in [("022", 0o22), ("0o22", 0o22), ("18", 18), ("0x12", 18)] {
+            let loaded = load(["ferrocorn", "app:app", "-m", given], &no_env).expect(given);
+            assert_eq!(loaded.settings.umask, Umask(mask), "{given}");
+        }
+        let err = error(&["ferrocorn", "app:app", "--umask", "-1"], &no_env);
+        assert!(err.starts_with("invalid value \"-1\" for umask (from --umask): expected a non-negative whole number"), "{err}");
+        let loaded = load(["ferrocorn", "app:app", "-uroot", "-groot"], &no_env).expect("names");
+        assert_eq!(loaded.settings.user, Some(Account::Name("root".into())));
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub fn gunicorn_table() -> String {
         "\nferrocorn supports **{} of gunicorn's {} settings** (gunicorn 27.0.1) with \
          gunicorn's meaning, under gunicorn's flags and config-file names. The others are \
          refused by name, on the command line, in `GUNICORN_CMD_ARGS` and in a Python \
-         config file (there, only when the value asks for something: `user = None` passes).\n\n",
+         config file (there, only when the value asks for something: `keyfile = None` passes).\n\n",
         supported_count(),
         GUNICORN_SETTINGS.len()
     );

@@ -20,6 +20,7 @@
 //! whose flag is `--no-...` (gunicorn's `--no-sendfile`): it defaults to
 //! true and its flag turns it off.
 
+use super::privileges::{Account, Umask};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::types::{
     AppSpec, BindAddr, ByteSize, HeaderMapping, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
@@ -51,6 +52,22 @@ macro_rules! with_settings {
             sendfile: bool = ["true"] {
                 doc: "Accepted for gunicorn's --no-sendfile, which turns it off; ferrocorn never uses sendfile(2): every response reaches the client through the master's socket, so there is nothing to turn off",
                 section: Server, long: "no-sendfile", restart: true,
+            },
+            user: Option<Account> = [] {
+                doc: "Run the fork server and the workers as this user, a name or a numeric uid; default: the master's. The master keeps its own (it binds and signals); Unix sockets and log files it creates are chowned to it, as in gunicorn",
+                section: Server, short: 'u', long: "user", value_name: "USER", example: "nobody",
+            },
+            group: Option<Account> = [] {
+                doc: "Run the fork server and the workers with this group, a name or a numeric gid; default: the master's, even when user is set (as in gunicorn)",
+                section: Server, short: 'g', long: "group", value_name: "GROUP", example: "nogroup",
+            },
+            initgroups: bool = ["false"] {
+                doc: "With user and group, also give the fork server and the workers user's supplementary groups from the group database, plus group (initgroups(3)); without it they have none",
+                section: Server, long: "initgroups",
+            },
+            umask: Umask = ["0"] {
+                doc: "Mask for the mode of the Unix sockets ferrocorn binds (0777 without one, so a proxy running as another user can connect); octal as 0o22 or 022 (gunicorn reads a leading 0 as octal), decimal, or hex as 0x12. The processes' own umask is left as it was, as gunicorn leaves it",
+                section: Server, short: 'm', long: "umask", restart: true,
             },
             workers: usize = ["1"] {
                 doc: "Number of worker processes",

@@ -12,6 +12,7 @@
 //! interpreter default looks at.
 
 use super::layers::{merge, RawValue};
+use super::privileges::{Account, Umask};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
@@ -255,6 +256,7 @@ pub fn settings(raw: &[RawValue], mode: Mode) -> Result<Settings, ConfigError> {
     check_memory_limits(&settings, raw)?;
     check_directories(&settings, raw)?;
     check_reload(&settings, raw)?;
+    check_accounts(&settings, raw)?;
     if settings.wsgi_app.is_none() && mode != Mode::PrintConfig {
         return Err(ConfigError::NoApp);
     }
@@ -403,6 +405,26 @@ fn check_reload(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError
         second_source: source("preload_app"),
         why: "preloaded code is imported once, before the workers fork, so a restarted worker would run the old code (gunicorn: the reloader is incompatible with application preloading); drop --preload while developing",
     })
+}
+
+/// gunicorn's `validate_user` and `validate_group`: a name must be in the
+/// user (group) database when the configuration is read, so a typo stops
+/// the server at start instead of every worker failing to boot.
+fn check_accounts(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    let user = settings.user.as_ref().map(|u| ("user", u, u.uid()));
+    let group = settings.group.as_ref().map(|g| ("group", g, g.gid()));
+    for (name, account, resolved) in user.into_iter().chain(group) {
+        if let Err(problem) = resolved {
+            let index = index_of(name);
+            return Err(ConfigError::NoSuchAccount {
+                setting: SETTINGS[index].name,
+                value: account.render(),
+                from: raw[index].origin.describe(&SETTINGS[index]),
+                problem,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -168,6 +168,38 @@ fn bind(addr: &BindAddr, backlog: u32, reuse_port: bool) -> Result<Listener, Bin
     }
 }
 
+/// gunicorn's `UnixSocket.bind` for the Unix sockets ferrocorn bound (not
+/// inherited ones): mode `0o777 & !umask` (gunicorn's umask defaults to 0,
+/// so a proxy running as another user can connect) and owner `owner`
+/// (`--user`, `--group`; `None` keeps that part). gunicorn sets its umask
+/// around bind(2); a chmod after it gives the same mode without changing
+/// the master's umask, which its other threads share, and no client can
+/// connect in between: the socket is not yet accepting.
+pub fn set_unix_access(
+    listeners: &[Listener],
+    umask: u32,
+    owner: (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>),
+) -> Result<(), BindError> {
+    use std::os::unix::fs::PermissionsExt;
+    for listener in listeners {
+        let Listener::Unix(_, UnixPath { path, owned: true }) = listener else {
+            continue;
+        };
+        let fail = |reason: String| BindError {
+            addr: format!("unix:{}", path.display()),
+            reason,
+        };
+        let mode = std::fs::Permissions::from_mode(0o777 & !umask);
+        std::fs::set_permissions(path, mode)
+            .map_err(|e| fail(format!("cannot set the socket's mode: {e}")))?;
+        if owner.0.is_some() || owner.1.is_some() {
+            nix::unistd::chown(path, owner.0, owner.1)
+                .map_err(|e| fail(format!("cannot give the socket to --user/--group: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +216,33 @@ mod tests {
             Listener::Tcp(l) => l.local_addr().expect("bound").port(),
             Listener::Unix(..) => unreachable!("a TCP address was bound"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_bound_unix_socket_gets_0777_less_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.sock");
+        let mode = |path: &std::path::Path| {
+            std::fs::metadata(path)
+                .expect("socket")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let ours = bind_all(&[BindAddr::Unix(path.clone())], 16, false).expect("binds");
+        set_unix_access(&ours, 0, (None, None)).expect("chmod");
+        assert_eq!(mode(&path), 0o777);
+        set_unix_access(&ours, 0o77, (None, None)).expect("chmod");
+        assert_eq!(mode(&path), 0o700);
+        // Someone else's socket (systemd's) keeps its mode.
+        let theirs = [Listener::Unix(
+            UnixListener::bind(dir.path().join("t.sock")).expect("binds"),
+            UnixPath::borrowed(dir.path().join("t.sock")),
+        )];
+        let before = mode(&dir.path().join("t.sock"));
+        set_unix_access(&theirs, 0o777, (None, None)).expect("nothing to do");
+        assert_eq!(mode(&dir.path().join("t.sock")), before);
     }
 
     #[tokio::test]

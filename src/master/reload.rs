@@ -15,6 +15,7 @@ use tracing::warn;
 use super::arbiter::ArbiterConfig;
 use super::policy::memory::{MemoryLimits, DEFAULT_CONSECUTIVE};
 use super::shell::MemoryProbing;
+use crate::config::types::Scalar;
 use crate::config::validate::absolute_if_relative_path;
 use crate::config::{self, Loaded, MemoryMetric, Settings};
 use crate::worker::spawn::SpawnSpec;
@@ -154,12 +155,16 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         spew: settings.spew,
         // gunicorn captures only into an error log file, never stderr itself.
         capture_output: settings.capture_output && settings.error_logfile != "-",
+        user: settings.user.as_ref().map(Scalar::render),
+        group: settings.group.as_ref().map(Scalar::render),
+        initgroups: settings.initgroups,
     }
 }
 
 /// The settings the server hooks see as `cfg.<name>`, in gunicorn's names
 /// and units (seconds as numbers; `max_requests` 0 when off).
 fn hook_settings(settings: &Settings) -> String {
+    let (uid, gid) = settings.owner();
     serde_json::json!({
         "bind": settings.bind.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
         "backlog": settings.backlog,
@@ -170,6 +175,11 @@ fn hook_settings(settings: &Settings) -> String {
         "max_requests": settings.max_requests,
         "max_requests_jitter": settings.max_requests_jitter,
         "limit_request_line": settings.limit_request_line,
+        "umask": settings.umask.0,
+        "initgroups": settings.initgroups,
+        // gunicorn's defaults: the master's effective ids.
+        "uid": uid.map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.as_raw()),
+        "gid": gid.map_or_else(|| nix::unistd::getegid().as_raw(), |g| g.as_raw()),
     })
     .to_string()
 }

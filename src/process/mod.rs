@@ -2,6 +2,8 @@
 //! daemon (`--daemon`) and the process title `ps` shows (`--name`). Both
 //! act on the whole process, so they live apart from the master's loop;
 //! `main.rs` calls them in order (daemonize before any thread exists).
+//! `owner` gives the log files to `--user`/`--group`.
 
 pub mod daemon;
+pub mod owner;
 pub mod title;

@@ -51,6 +51,13 @@ pub struct SpawnSpec {
     /// Point the Python processes' stdout at their stderr, the error log
     /// file (`--capture-output` with an error log file).
     pub capture_output: bool,
+    /// The user (name or uid) the Python processes switch to before they
+    /// run config or app code (`--user`); `None` keeps the master's.
+    pub user: Option<String>,
+    /// The group (name or gid) they switch to (`--group`); `None` keeps the master's.
+    pub group: Option<String>,
+    /// Also set the user's supplementary groups (`--initgroups`).
+    pub initgroups: bool,
 }
 
 /// The master's ends of a new worker's sockets.
@@ -173,6 +180,15 @@ pub fn shared_env(spec: &SpawnSpec) -> Vec<(String, String)> {
             ),
             ("FERROCORN_WORKER_SPEW", flag(spec.spew)),
             ("FERROCORN_WORKER_CAPTURE_OUTPUT", flag(spec.capture_output)),
+            (
+                "FERROCORN_WORKER_USER",
+                spec.user.clone().unwrap_or_default(),
+            ),
+            (
+                "FERROCORN_WORKER_GROUP",
+                spec.group.clone().unwrap_or_default(),
+            ),
+            ("FERROCORN_WORKER_INITGROUPS", flag(spec.initgroups)),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );

@@ -15,6 +15,7 @@ mod logging;
 mod options;
 mod pep3333;
 mod pipelining;
+mod privileges;
 mod process_opts;
 mod proxy;
 mod recycling;
