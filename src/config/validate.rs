@@ -13,6 +13,7 @@
 
 use super::layers::{merge, RawValue};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
+use super::statsd::StatsdAddr;
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
 use super::types::{ReloadEngine, ValueError, WorkerClass};

@@ -19,5 +19,6 @@ mod process_opts;
 mod proxy;
 mod recycling;
 mod serving;
+mod statsd;
 mod sweep;
 mod systemd;
