@@ -145,6 +145,33 @@ mod tests {
         assert_eq!(recorder.take().durations_us, [2000]);
     }
 
+    /// Prints the cost of the hot path; asserts nothing about speed.
+    /// `cargo test --release --lib statsd_observe_request_cost -- --nocapture`
+    #[test]
+    fn statsd_observe_request_cost() {
+        let recorder = Recorder::default();
+        let calls: u32 = 1_000_000;
+        let started = std::time::Instant::now();
+        for i in 0..calls {
+            let latency = Duration::from_micros(u64::from(i % 50_000));
+            let status = if i % 97 == 0 { 404 } else { 200 };
+            recorder.observe_request(std::hint::black_box(latency), std::hint::black_box(status));
+            if i % 100_000 == 0 {
+                let _ = recorder.take();
+            }
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "statsd observe_request: {:.1} ns/call over {calls} calls ({} build)",
+            elapsed.as_nanos() as f64 / f64::from(calls),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+    }
+
     #[test]
     fn statuses_outside_hypers_range_count_as_requests_only() {
         let recorder = Recorder::default();
