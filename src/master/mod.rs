@@ -93,7 +93,7 @@ pub async fn run(
             }
         }));
     }
-    let statsd = statsd_recorder(&settings, &listeners);
+    let statsd = start_statsd(&settings, &listeners);
     // gunicorn's two lines, which people alert and wait on.
     let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
     info!("Listening at: {} ({})", urls.join(","), std::process::id());
@@ -114,7 +114,7 @@ pub async fn run(
         },
         access: logging.access(),
         metrics: metrics.clone(),
-        statsd: statsd.clone(),
+        statsd: statsd.as_ref().map(|s| s.recorder.clone()),
         bodies: BodyBound::new(settings.max_buffered_bodies.bytes()),
     });
     let closed_tx = events_tx.clone();
@@ -184,7 +184,7 @@ pub async fn run(
             publish(metrics, &arbiter);
         }
         if let Some(statsd) = &statsd {
-            statsd.set_workers(arbiter.serving());
+            statsd.recorder.set_workers(arbiter.serving());
         }
         notifier.update(systemd_view(&arbiter));
         event = loop {
@@ -291,11 +291,12 @@ fn publish(metrics: &Metrics, arbiter: &Arbiter) {
     );
 }
 
-/// Starts gunicorn's statsd metrics when `statsd_host` is set.
-fn statsd_recorder(
+/// Starts gunicorn's statsd metrics when `statsd_host` is set; dropped
+/// when `run` returns, it sends the last second's figures.
+fn start_statsd(
     settings: &crate::config::Settings,
     listeners: &[Listener],
-) -> Option<Arc<metrics::statsd::Recorder>> {
+) -> Option<metrics::statsd::Statsd> {
     use std::os::fd::AsRawFd;
     let addr = settings.statsd_host.clone()?;
     let backlog_fds = listeners

@@ -11,6 +11,7 @@ use crate::harness::{TestServer, DEADLINE};
 #[derive(Debug, Default)]
 struct Seen {
     counters: HashMap<String, u64>,
+    /// Gauges and histograms (`gunicorn.backlog`): the last value.
     gauges: HashMap<String, u64>,
     timers: usize,
     /// Lines not in `NAME:VALUE|TYPE|#env:test` form.
@@ -31,7 +32,7 @@ impl Seen {
                 Some((name, value, "c")) if value.parse::<u64>().is_ok() => {
                     *self.counters.entry(name).or_default() += value.parse::<u64>().unwrap();
                 }
-                Some((name, value, "g")) if value.parse::<u64>().is_ok() => {
+                Some((name, value, "g" | "h")) if value.parse::<u64>().is_ok() => {
                     self.gauges.insert(name, value.parse().unwrap());
                 }
                 Some((name, value, "ms"))
@@ -74,7 +75,7 @@ fn collect_until(collector: &UdpSocket, seen: &mut Seen, what: &str, done: impl 
 }
 
 #[test]
-fn requests_statuses_durations_and_workers_reach_the_collector() {
+fn requests_statuses_durations_workers_and_backlog_reach_the_collector() {
     let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
     collector
         .set_read_timeout(Some(Duration::from_millis(500)))
@@ -91,6 +92,7 @@ fn requests_statuses_durations_and_workers_reach_the_collector() {
         "app",
         "--dogstatsd-tags",
         "env:test",
+        "--enable-backlog-metric",
         "examples.flask_app:app",
     ]);
     let mut seen = Seen::default();
@@ -131,6 +133,25 @@ fn requests_statuses_durations_and_workers_reach_the_collector() {
     assert_eq!(
         seen.timers, n as usize,
         "one timer line per request: {seen:?}"
+    );
+    // Nothing waits in the accept queue of a server this idle.
+    assert_eq!(
+        seen.gauges.get("app.gunicorn.backlog"),
+        Some(&0),
+        "{seen:?}"
+    );
+    // A stopping server sends its last second too.
+    for _ in 0..2 {
+        assert_eq!(server.get("/hello").status, 200);
+    }
+    drop(server);
+    collect_until(&collector, &mut seen, "the last flush, at exit", |s| {
+        s.counter("app.gunicorn.requests") >= n + 2
+    });
+    assert_eq!(
+        seen.counter("app.gunicorn.request.status.200"),
+        ok + 2,
+        "{seen:?}"
     );
     assert!(
         seen.malformed.is_empty(),

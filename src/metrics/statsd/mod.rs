@@ -9,7 +9,8 @@
 //! cost no syscall. Unlike gunicorn, which sends one datagram per event
 //! from each worker, counters arrive summed per second; each duration is
 //! still its own timer line, up to [`recorder::SAMPLE_CAP`] a second, and
-//! sampled with `|@rate` past that.
+//! sampled with `|@rate` past that. The master's exit drops [`Statsd`],
+//! which sends what the last second gathered.
 
 pub mod backlog;
 pub mod format;
@@ -19,7 +20,7 @@ pub mod sink;
 pub use recorder::Recorder;
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tracing::error;
@@ -48,16 +49,40 @@ pub struct StatsdConfig {
     pub backlog: bool,
 }
 
-/// Starts the flush thread; the returned recorder is for the request path
-/// and the master's loop. `None` (logged) if the thread cannot start.
-pub fn start(config: StatsdConfig) -> Option<Arc<Recorder>> {
+/// The running statsd flush: its recorder, and on drop a last flush (so
+/// the requests of a stopping server's last second are sent too).
+#[derive(Debug)]
+pub struct Statsd {
+    /// For the request path and the master's loop.
+    pub recorder: Arc<Recorder>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Statsd {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        // Bounded: the last flush only sends without blocking.
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the flush thread. `None` (logged) if the thread cannot start.
+pub fn start(config: StatsdConfig) -> Option<Statsd> {
     let recorder = Arc::new(Recorder::default());
     let shared = recorder.clone();
+    let (stop, stopped) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("statsd".into())
-        .spawn(move || flush_forever(&shared, config));
+        .spawn(move || flush_until_dropped(&shared, config, &stopped));
     match spawned {
-        Ok(_) => Some(recorder),
+        Ok(thread) => Some(Statsd {
+            recorder,
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
         Err(err) => {
             error!(error = %err, "cannot start the statsd thread: {err}; serving goes on without statsd");
             None
@@ -65,13 +90,17 @@ pub fn start(config: StatsdConfig) -> Option<Arc<Recorder>> {
     }
 }
 
-/// The thread's loop; it ends with the process.
-fn flush_forever(recorder: &Recorder, config: StatsdConfig) {
+/// The thread's loop: a flush every interval, and a last one when the
+/// [`Statsd`] is dropped.
+fn flush_until_dropped(recorder: &Recorder, config: StatsdConfig, stopped: &mpsc::Receiver<()>) {
     let style = Style::new(&config.prefix, &config.tags);
     let mut sink = Sink::new(config.addr.clone());
     let mut logged = counts::totals();
     loop {
-        std::thread::sleep(FLUSH_INTERVAL);
+        let last = !matches!(
+            stopped.recv_timeout(FLUSH_INTERVAL),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
         let mut snapshot = recorder.take();
         let now = counts::totals();
         snapshot.log_lines = counts::LEVELS
@@ -89,5 +118,8 @@ fn flush_forever(recorder: &Recorder, config: StatsdConfig) {
         }
         let datagrams = format::pack(&style.lines(&snapshot), format::MAX_DATAGRAM);
         sink.send_all(&datagrams);
+        if last {
+            return;
+        }
     }
 }
