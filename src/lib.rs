@@ -11,7 +11,7 @@
 //! - [`http`]: listeners, hyper connections, the peer's trust and PROXY header, the request service, the trip to a worker, status mapping
 //! - [`protocol`]: master <-> worker frames, handshake, environ encoding (with what a trusted proxy may say), lane sockets
 //! - [`logging`]: error log (gunicorn's line) and access log
-//! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint
+//! - [`metrics`]: Prometheus metrics (every name defined once) and the /metrics, /healthz, /readyz endpoint; gunicorn's statsd metrics (`metrics::statsd`)
 //! - [`sweep`]: tuning experiments: grid, load generator, server sampling, reports
 //! - [`exit`]: process exit codes
 //! - [`process`]: the master process itself: `--daemon`, its process title (`--name`), the log files it gives to `--user`

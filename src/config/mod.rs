@@ -16,6 +16,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod python_file;
 pub mod render;
+pub mod statsd;
 pub mod types;
 pub mod validate;
 
@@ -419,6 +420,10 @@ mod tests {
         ("spare_workers", "2"),
         ("max_concurrent_retirements", "2"),
         ("metrics_bind", "127.0.0.1:9100"),
+        ("statsd_host", "127.0.0.1:8125"),
+        ("statsd_prefix", "app"),
+        ("dogstatsd_tags", "env:prod,region:eu"),
+        ("enable_backlog_metric", "true"),
     ];
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

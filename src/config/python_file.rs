@@ -9,7 +9,7 @@
 //! `keep_alive`), a server hook must be a callable (the fork server and the
 //! workers run the file again and call it; see docs/hooks.md), and a gunicorn
 //! setting ferrocorn does not support is refused by name, unless its value
-//! asks for nothing (`keyfile = None`, `statsd_host = None`). ferrocorn's
+//! asks for nothing (`keyfile = None`, `certfile = None`). ferrocorn's
 //! own settings are read by their names too (`max_memory = "512MiB"`). Any
 //! other name is the file's own business (imports, helper variables) and is
 //! ignored, as gunicorn ignores it.

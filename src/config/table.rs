@@ -22,6 +22,7 @@
 
 use super::privileges::{Account, Umask};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
+use super::statsd::StatsdAddr;
 use super::types::{
     AppSpec, BindAddr, ByteSize, HeaderMapping, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
 };
@@ -289,6 +290,22 @@ macro_rules! with_settings {
             metrics_bind: Option<String> = [] {
                 doc: "HOST:PORT to serve Prometheus metrics on; off when not set",
                 section: Metrics, long: "metrics-bind", value_name: "HOST:PORT", example: "127.0.0.1:9100", restart: true,
+            },
+            statsd_host: Option<StatsdAddr> = [] {
+                doc: "Send gunicorn's statsd metrics (gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers, gunicorn.log.LEVEL) to this collector: HOST:PORT (UDP, port 8125 when left out) or unix:PATH (a unix datagram socket), batched once a second; off when not set",
+                section: Metrics, long: "statsd-host", example: "127.0.0.1:8125", restart: true,
+            },
+            statsd_prefix: Option<String> = [] {
+                doc: "Prefix of the statsd metric names, joined with a dot as gunicorn does (app gives app.gunicorn.requests)",
+                section: Metrics, long: "statsd-prefix", value_name: "PREFIX", example: "app", restart: true,
+            },
+            dogstatsd_tags: Option<String> = [] {
+                doc: "Comma-separated dogstatsd tags (env:prod,region:eu) appended to every statsd line as |#tags",
+                section: Metrics, long: "dogstatsd-tags", value_name: "TAGS", example: "env:prod,region:eu", restart: true,
+            },
+            enable_backlog_metric: bool = ["false"] {
+                doc: "Also send gunicorn.backlog to statsd: the connections waiting in the TCP listen sockets' accept queues (Linux), as a histogram, once a second",
+                section: Metrics, long: "enable-backlog-metric", restart: true,
             },
         }
     };

@@ -14,6 +14,7 @@
 use super::layers::{merge, RawValue};
 use super::privileges::{Account, Umask};
 use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
+use super::statsd::StatsdAddr;
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
 use super::types::{HeaderMapping, ReloadEngine, ValueError, WorkerClass};

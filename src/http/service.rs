@@ -49,6 +49,8 @@ pub struct ServiceCtx {
     pub access: Option<AccessLog>,
     /// Request latency and status counts, with `--metrics-bind`.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The same figures for statsd, with `--statsd-host`.
+    pub statsd: Option<Arc<crate::metrics::statsd::Recorder>>,
     /// `--max-buffered-bodies`.
     pub bodies: BodyBound,
 }
@@ -132,7 +134,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     // Clock reads only when a log line or a latency sample needs them.
-    let timed = ctx.access.is_some() || ctx.metrics.is_some();
+    let timed = ctx.access.is_some() || ctx.metrics.is_some() || ctx.statsd.is_some();
     let started = timed.then(|| (Instant::now(), SystemTime::now()));
     let (head, body) = req.into_parts();
     // One note per request, taken whether or not it is needed.
@@ -157,6 +159,9 @@ pub async fn handle(
     }
     if let (Some(metrics), Some((at, _))) = (&ctx.metrics, started) {
         metrics.observe_request(at.elapsed(), response.status().as_u16());
+    }
+    if let (Some(statsd), Some((at, _))) = (&ctx.statsd, started) {
+        statsd.observe_request(at.elapsed(), response.status().as_u16());
     }
     if let (Some(access), Some(started)) = (&ctx.access, started) {
         log_access(access, &conn, &head, &mut response, started);

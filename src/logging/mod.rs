@@ -5,11 +5,12 @@
 //! master does, on SIGUSR1) nor what gets logged. [`init`] runs once in
 //! `main`; the HTTP service gets an [`AccessLog`] from [`Logging::access`];
 //! worker spawning asks [`Logging::worker_stderr`] so tracebacks land in the
-//! error log.
+//! error log. `counts.rs` counts the error log's lines by level, for statsd.
 
 mod access;
 mod access_format;
 mod clf;
+pub mod counts;
 mod error_log;
 mod line;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use tracing::Subscriber;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use error_log::ErrorSink;
@@ -271,7 +273,8 @@ fn build_from(
         .with_ansi(false)
         .event_format(line)
         .with_env_filter(filter)
-        .finish();
+        .finish()
+        .with(counts::LineCounts);
     Ok((subscriber, Logging { error, access }))
 }
 

@@ -93,6 +93,7 @@ pub async fn run(
             }
         }));
     }
+    let statsd = start_statsd(&settings, &listeners);
     // gunicorn's two lines, which people alert and wait on.
     let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
     info!("Listening at: {} ({})", urls.join(","), std::process::id());
@@ -114,6 +115,7 @@ pub async fn run(
         },
         access: logging.access(),
         metrics: metrics.clone(),
+        statsd: statsd.as_ref().map(|s| s.recorder.clone()),
         bodies: BodyBound::new(settings.max_buffered_bodies.bytes()),
     });
     let closed_tx = events_tx.clone();
@@ -181,6 +183,9 @@ pub async fn run(
         shell.observe_counts(arbiter.serving(), arbiter.desired(), arbiter.stopping());
         if let Some(metrics) = &metrics {
             publish(metrics, &arbiter);
+        }
+        if let Some(statsd) = &statsd {
+            statsd.recorder.set_workers(arbiter.serving());
         }
         notifier.update(systemd_view(&arbiter));
         event = loop {
@@ -285,4 +290,28 @@ fn publish(metrics: &Metrics, arbiter: &Arbiter) {
             stopping: arbiter.stopping(),
         },
     );
+}
+
+/// Starts gunicorn's statsd metrics when `statsd_host` is set; dropped
+/// when `run` returns, it sends the last second's figures.
+fn start_statsd(
+    settings: &crate::config::Settings,
+    listeners: &[Listener],
+) -> Option<metrics::statsd::Statsd> {
+    use std::os::fd::AsRawFd;
+    let addr = settings.statsd_host.clone()?;
+    let backlog_fds = listeners
+        .iter()
+        .filter_map(|listener| match listener {
+            Listener::Tcp(tcp) => Some(tcp.as_raw_fd()),
+            Listener::Unix(..) => None,
+        })
+        .collect();
+    metrics::statsd::start(metrics::statsd::StatsdConfig {
+        addr,
+        prefix: settings.statsd_prefix.clone().unwrap_or_default(),
+        tags: settings.dogstatsd_tags.clone().unwrap_or_default(),
+        backlog_fds,
+        backlog: settings.enable_backlog_metric,
+    })
 }

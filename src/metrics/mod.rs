@@ -6,9 +6,11 @@
 //! [`Metrics::observe_request`] and [`Metrics::observe_queue_wait`], and the
 //! dispatcher's live load through [`Metrics::set_load_source`], which is
 //! read at scrape time. [`endpoint`] serves the text, `/healthz` and `/readyz`.
+//! [`statsd`] sends gunicorn's statsd metrics instead, or as well.
 //! This module decides nothing about workers; it only reports.
 
 pub mod endpoint;
+pub mod statsd;
 mod view;
 
 pub use view::{Readiness, WorkerView};

@@ -20,5 +20,6 @@ mod process_opts;
 mod proxy;
 mod recycling;
 mod serving;
+mod statsd;
 mod sweep;
 mod systemd;
