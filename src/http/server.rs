@@ -2,7 +2,9 @@
 //! keep-alive, pipelining, chunked bodies, `Expect: 100-continue`, header
 //! limits and timeouts. A stop closes the listeners at once; a graceful stop
 //! lets open connections finish their requests first (hyper-util's
-//! graceful watcher) and then says so. With `--proxy-protocol`, a
+//! graceful watcher) and then says so. A pause (WINCH after a binary
+//! upgrade) stops accepting but keeps the listeners open, and lets the open
+//! connections finish the same way; a resume accepts again. With `--proxy-protocol`, a
 //! connection's PROXY header is read (`peer.rs`) before hyper sees a byte.
 
 use std::net::IpAddr;
@@ -15,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::framing::Verdicts;
@@ -50,6 +52,7 @@ pub struct ConnOptions {
 #[derive(Debug)]
 pub struct HttpServer {
     stop: Option<oneshot::Sender<bool>>,
+    paused: watch::Sender<bool>,
 }
 
 impl HttpServer {
@@ -59,6 +62,17 @@ impl HttpServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(graceful);
         }
+    }
+
+    /// Stops accepting, keeping the listeners open; open connections
+    /// finish their requests and close, then `quiesced` runs.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Accepts again after a pause.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
     }
 }
 
@@ -76,8 +90,11 @@ pub fn start(
     options: ConnOptions,
     rules: Arc<PeerRules>,
     closed: impl FnOnce() + Send + 'static,
+    quiesced: impl Fn() + Send + Sync + 'static,
 ) -> HttpServer {
     let (stop_tx, mut stop_rx) = oneshot::channel::<bool>();
+    let (paused_tx, mut paused_rx) = watch::channel(false);
+    let quiesced = Arc::new(quiesced);
     let (conn_tx, mut conn_rx) = mpsc::channel::<(Accepted, OwnedSemaphorePermit)>(256);
     let slots = Arc::new(Semaphore::new(
         options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -90,12 +107,13 @@ pub fn start(
                 conn_tx.clone(),
                 rules.clone(),
                 slots.clone(),
+                paused_rx.clone(),
             ))
         })
         .collect();
     drop(conn_tx);
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
+        let mut graceful = GracefulShutdown::new();
         let mut builder = http1::Builder::new();
         builder
             .keep_alive(!options.keep_alive.is_zero())
@@ -118,6 +136,21 @@ pub fn start(
                     Some((Accepted::Unix(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
                     None => break,
                 },
+                Ok(()) = paused_rx.changed() => {
+                    if *paused_rx.borrow_and_update() {
+                        // The connections open now finish apart; those
+                        // accepted after a resume are watched afresh.
+                        let open = std::mem::replace(&mut graceful, GracefulShutdown::new());
+                        let quiesced = quiesced.clone();
+                        info!(connections = open.count(), "Accepting paused; open connections finish");
+                        tokio::spawn(async move {
+                            open.shutdown().await;
+                            quiesced();
+                        });
+                    } else {
+                        info!("Accepting resumed");
+                    }
+                }
                 how = &mut stop_rx => {
                     for task in &accepting {
                         task.abort(); // drops (closes) the listener
@@ -135,6 +168,7 @@ pub fn start(
     });
     HttpServer {
         stop: Some(stop_tx),
+        paused: paused_tx,
     }
 }
 
@@ -226,41 +260,56 @@ async fn accept_loop(
     out: mpsc::Sender<(Accepted, OwnedSemaphorePermit)>,
     rules: Arc<PeerRules>,
     slots: Arc<Semaphore>,
+    mut paused: watch::Receiver<bool>,
 ) {
     loop {
+        // Paused: the socket stays open (the kernel queues connections for
+        // whoever else accepts on it), we take none.
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
         // At the bound, wait for a connection to end before accepting.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let accepted = match &listener {
-            Listener::Tcp(tcp) => tcp.accept().await.map(|(stream, peer)| {
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().ok();
-                let info = ConnInfo {
-                    remote_addr: peer.ip().to_string(),
-                    remote_port: peer.port().to_string(),
-                    server_name: local.map_or_else(String::new, |a| a.ip().to_string()),
-                    server_port: local.map_or_else(String::new, |a| a.port().to_string()),
-                    scheme: "http",
-                    trusted: rules.trusts(Some(peer.ip())),
-                    forwarding: rules.forwarding.clone(),
-                    proxied: None,
-                };
-                Accepted::Tcp(stream, info, Some(peer.ip()))
-            }),
-            Listener::Unix(unix, path) => unix.accept().await.map(|(stream, _)| {
-                let info = ConnInfo {
-                    remote_addr: String::new(),
-                    remote_port: String::new(),
-                    server_name: path.display().to_string(),
-                    server_port: String::new(),
-                    scheme: "http",
-                    trusted: true,
-                    forwarding: rules.forwarding.clone(),
-                    proxied: None,
-                };
-                Accepted::Unix(stream, info, None)
-            }),
+        let accept = async {
+            match &listener {
+                Listener::Tcp(tcp) => tcp.accept().await.map(|(stream, peer)| {
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().ok();
+                    let info = ConnInfo {
+                        remote_addr: peer.ip().to_string(),
+                        remote_port: peer.port().to_string(),
+                        server_name: local.map_or_else(String::new, |a| a.ip().to_string()),
+                        server_port: local.map_or_else(String::new, |a| a.port().to_string()),
+                        scheme: "http",
+                        trusted: rules.trusts(Some(peer.ip())),
+                        forwarding: rules.forwarding.clone(),
+                        proxied: None,
+                    };
+                    Accepted::Tcp(stream, info, Some(peer.ip()))
+                }),
+                Listener::Unix(unix, path) => unix.accept().await.map(|(stream, _)| {
+                    let info = ConnInfo {
+                        remote_addr: String::new(),
+                        remote_port: String::new(),
+                        server_name: path.display().to_string(),
+                        server_port: String::new(),
+                        scheme: "http",
+                        trusted: true,
+                        forwarding: rules.forwarding.clone(),
+                        proxied: None,
+                    };
+                    Accepted::Unix(stream, info, None)
+                }),
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = accept => accepted,
+            // Accepting is cancel-safe: a connection not taken stays queued.
+            Ok(()) = paused.changed() => continue,
         };
         match accepted {
             Ok(conn) => {

@@ -10,6 +10,7 @@ pub mod event;
 pub mod hook_news;
 mod launch;
 pub mod policy;
+pub mod reexec;
 pub mod reload;
 pub mod shell;
 pub mod signals;
@@ -54,6 +55,7 @@ pub async fn run(
     metrics_listener: Option<tokio::net::TcpListener>,
     logging: Logging,
     mut notifier: crate::systemd::Notifier,
+    origin: reexec::Origin,
 ) -> std::io::Result<Outcome> {
     let settings = loaded.settings.clone();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -115,7 +117,9 @@ pub async fn run(
         metrics: metrics.clone(),
         bodies: BodyBound::new(settings.max_buffered_bodies.bytes()),
     });
+    let listener_fds: Vec<std::os::fd::RawFd> = listeners.iter().map(Listener::raw_fd).collect();
     let closed_tx = events_tx.clone();
+    let quiesced_tx = events_tx.clone();
     let http = server::start(
         listeners,
         ctx,
@@ -132,6 +136,9 @@ pub async fn run(
         move || {
             let _ = closed_tx.send(Event::ConnectionsClosed);
         },
+        move || {
+            let _ = quiesced_tx.send(Event::Quiesced);
+        },
     );
     let mut signals = signals::listen()?;
     // Workers forked by the fork server are orphaned on purpose and must
@@ -147,6 +154,12 @@ pub async fn run(
             memory: derived.memory,
             reloader: Reloader::new(loaded),
             metrics: metrics.clone(),
+            upgrader: reexec::Upgrader {
+                start: origin.start,
+                fds: listener_fds,
+                pidfile: origin.pidfile,
+                pidfile_name: origin.pidfile_name,
+            },
         },
         dispatcher,
         http,
@@ -154,6 +167,11 @@ pub async fn run(
         events_tx,
     );
     let mut arbiter = Arbiter::new(derived.arbiter);
+    let parent = origin.inheritance.parent;
+    arbiter.set_origin(parent, settings.daemon);
+    if let Some(parent) = parent {
+        reexec::watch_parent(parent, shell.events.clone());
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sample = tokio::time::interval(settings.memory_check_interval.max(TICK));
