@@ -21,3 +21,4 @@ mod recycling;
 mod serving;
 mod sweep;
 mod systemd;
+mod upgrade;
