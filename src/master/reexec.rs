@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::event::{Event, ExitStatus};
+use crate::forkserver::Launcher;
 use crate::process::pidfile::PidFile;
 use crate::worker::reap::Reaper;
 
@@ -222,27 +223,23 @@ pub struct Upgrader {
 }
 
 impl Upgrader {
-    /// `Reexec`: starts the new master; its start, its failure and later
-    /// its exit come back as events.
-    pub fn reexec(&self, reaper: &Reaper, events: &mpsc::UnboundedSender<Event>) {
-        match spawn(&self.start, &self.fds) {
-            Ok(pid) => {
-                // While it runs, our exit must not remove socket files it serves on.
-                crate::http::listener::keep_socket_files(true);
-                let _ = events.send(Event::Reexeced { pid });
-                let exited = reaper.watch(pid);
-                let events = events.clone();
-                tokio::spawn(async move {
-                    let status = exited.await.unwrap_or(ExitStatus::Code(-1));
-                    crate::http::listener::keep_socket_files(false);
-                    let _ = events.send(Event::ChildMasterExited { pid, status });
-                });
-            }
-            Err(err) => {
-                let error = format!("{}: {err}", self.start.program.display());
-                let _ = events.send(Event::ReexecFailed { error });
-            }
-        }
+    /// `Reexec`: runs the `pre_exec` hook in the fork server (bounded),
+    /// then starts the new master; its start, its failure and later its
+    /// exit come back as events.
+    pub fn reexec(
+        &self,
+        launcher: &Launcher,
+        reaper: &Reaper,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let (start, fds) = (self.start.clone(), self.fds.clone());
+        let (launcher, reaper, events) = (launcher.clone(), reaper.clone(), events.clone());
+        tokio::spawn(async move {
+            // gunicorn calls it in the forked child before exec; here it
+            // runs where the master-side hooks run, before the fork.
+            launcher.pre_exec(PRE_EXEC_WAIT).await;
+            start_new_master(&start, &fds, &reaper, &events);
+        });
     }
 
     /// `Promote`: the old master is gone; `FILE.2` becomes `FILE`.
@@ -255,6 +252,39 @@ impl Upgrader {
             }
         }
     }
+}
+
+/// How long USR2 waits for the `pre_exec` hook before starting the new
+/// master anyway (a hook that hangs must not block the upgrade).
+const PRE_EXEC_WAIT: Duration = Duration::from_secs(5);
+
+fn start_new_master(
+    start: &StartContext,
+    fds: &[RawFd],
+    reaper: &Reaper,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    // Invariant: the reaper runs on this same single-threaded runtime, so
+    // it cannot reap the child between std's fork and its own wait for a
+    // failed exec (which would make std panic on ECHILD).
+    let pid = match spawn(start, fds) {
+        Ok(pid) => pid,
+        Err(err) => {
+            let error = format!("{}: {err}", start.program.display());
+            let _ = events.send(Event::ReexecFailed { error });
+            return;
+        }
+    };
+    // While it runs, our exit must not remove socket files it serves on.
+    crate::http::listener::keep_socket_files(true);
+    let _ = events.send(Event::Reexeced { pid });
+    let exited = reaper.watch(pid);
+    let events = events.clone();
+    tokio::spawn(async move {
+        let status = exited.await.unwrap_or(ExitStatus::Code(-1));
+        crate::http::listener::keep_socket_files(false);
+        let _ = events.send(Event::ChildMasterExited { pid, status });
+    });
 }
 
 /// How often a child master looks whether its parent is still there.

@@ -226,7 +226,9 @@ impl Shell {
             }
             Action::PauseAccepting => self.http.pause(),
             Action::ResumeAccepting => self.http.resume(),
-            Action::Reexec => self.upgrader.reexec(&self.reaper, &self.events),
+            Action::Reexec => self
+                .upgrader
+                .reexec(&self.launcher, &self.reaper, &self.events),
             Action::Promote => self.upgrader.promote(),
             Action::DumpStacks { worker } => {
                 self.collect_reports();

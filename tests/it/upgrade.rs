@@ -372,9 +372,29 @@ fn a_new_master_that_cannot_start_leaves_the_old_one_serving() {
     install_binary(&program);
     let pidfile = dir.path().join("app.pid");
     let pidfile_arg = pidfile.to_str().unwrap().to_string();
+    // gunicorn's pre_exec hook, before each new master starts.
+    let pre_exec = dir.path().join("pre_exec");
+    let config = dir.path().join("hooks.conf.py");
+    std::fs::write(
+        &config,
+        format!(
+            "import os\ndef pre_exec(server):\n    with open({:?}, 'a') as f:\n        f.write('%d\\n' % os.getpid())\n",
+            pre_exec.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_string();
     let server = TestServer::start_with(
         command_at(&program),
-        &["--pid", &pidfile_arg, "-w", "1", "examples.flask_app:app"],
+        &[
+            "--pid",
+            &pidfile_arg,
+            "-c",
+            &config_arg,
+            "-w",
+            "1",
+            "examples.flask_app:app",
+        ],
     );
     let old_pid = server.pid();
     let worker = wait_until("the worker", DEADLINE, || match server.worker_pids()[..] {
@@ -398,6 +418,14 @@ fn a_new_master_that_cannot_start_leaves_the_old_one_serving() {
             .filter(|t| t.ends_with('\n'))
             .ok_or_else(|| "not yet".to_string())
     });
+    let fork_server = server
+        .fork_server_pid()
+        .expect("a fork server runs the hooks");
+    assert_eq!(
+        std::fs::read_to_string(&pre_exec).ok(),
+        Some(format!("{fork_server}\n")),
+        "pre_exec ran in the fork server before the new master started"
+    );
     let (parent, fds) = told.trim().split_once(' ').expect("two values");
     assert_eq!(parent, old_pid.to_string(), "GUNICORN_PID");
     assert!(
