@@ -96,9 +96,10 @@ pub fn start(
     let (paused_tx, mut paused_rx) = watch::channel(false);
     let quiesced = Arc::new(quiesced);
     let (conn_tx, mut conn_rx) = mpsc::channel::<(Accepted, OwnedSemaphorePermit)>(256);
-    let slots = Arc::new(Semaphore::new(
-        options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-    ));
+    let slot_count = options
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let slots = Arc::new(Semaphore::new(slot_count));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
@@ -129,24 +130,32 @@ pub fn start(
             // app runs is noticed when its response is written, not at its
             // FIN (gunicorn's sync worker notices it no sooner).
             .half_close(true);
+        let mut paused = false;
         loop {
             tokio::select! {
-                accepted = conn_rx.recv() => match accepted {
-                    Some((Accepted::Tcp(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
-                    Some((Accepted::Unix(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
-                    None => break,
-                },
+                accepted = conn_rx.recv() => {
+                    // Accepted just before a pause: served for one request
+                    // (keep-alive off), as the connections open at the pause.
+                    let late = paused.then(GracefulShutdown::new);
+                    let watch = late.as_ref().unwrap_or(&graceful);
+                    match accepted {
+                        Some((Accepted::Tcp(io, info, peer), slot)) => serve(watch, &builder, io, (info, peer, slot), &ctx, options, &rules),
+                        Some((Accepted::Unix(io, info, peer), slot)) => serve(watch, &builder, io, (info, peer, slot), &ctx, options, &rules),
+                        None => break,
+                    }
+                    if let Some(late) = late {
+                        tokio::spawn(late.shutdown());
+                    }
+                }
                 Ok(()) = paused_rx.changed() => {
-                    if *paused_rx.borrow_and_update() {
+                    paused = *paused_rx.borrow_and_update();
+                    if paused {
                         // The connections open now finish apart; those
                         // accepted after a resume are watched afresh.
                         let open = std::mem::replace(&mut graceful, GracefulShutdown::new());
-                        let quiesced = quiesced.clone();
                         info!(connections = open.count(), "Accepting paused; open connections finish");
-                        tokio::spawn(async move {
-                            open.shutdown().await;
-                            quiesced();
-                        });
+                        tokio::spawn(open.shutdown());
+                        tokio::spawn(quiesce(slots.clone(), slot_count as u32, paused_rx.clone(), quiesced.clone()));
                     } else {
                         info!("Accepting resumed");
                     }
@@ -169,6 +178,30 @@ pub fn start(
     HttpServer {
         stop: Some(stop_tx),
         paused: paused_tx,
+    }
+}
+
+/// Paused: once every connection has ended (each holds one of the
+/// `slots` until it does), runs `quiesced`; called off by a resume.
+async fn quiesce(
+    slots: Arc<Semaphore>,
+    count: u32,
+    mut paused: watch::Receiver<bool>,
+    quiesced: Arc<impl Fn() + Send + Sync + 'static>,
+) {
+    let resumed = async {
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        all = slots.acquire_many(count) => {
+            drop(all);
+            quiesced();
+        }
+        () = resumed => {}
     }
 }
 
