@@ -108,7 +108,7 @@ impl Arbiter {
             return;
         }
         self.upgrade.child = Child::None;
-        warn!(pid, status = ?status, "The new master (pid:{pid}) exited; this one stays the master");
+        warn!(pid, %status, "The new master (pid:{pid}) exited ({status}); this one stays the master");
         if self.upgrade.winch != Winch::Off && self.desired == 0 {
             warn!("This master has no workers since WINCH: send it HUP to start them again");
         }
