@@ -95,12 +95,15 @@ fn workers_of(master: u32) -> Vec<u32> {
         .collect()
 }
 
-/// TERM, then KILL, to a master this test started (by its parent) and is
-/// not the child of: on drop, so a failing test cleans up too.
-struct Stray(u32);
+/// TERM, then KILL, to a master a test started (through its parent) and
+/// is not the parent of: on drop, so a failing test cleans up too.
+pub(crate) struct Stray(pub(crate) u32);
 
 impl Drop for Stray {
     fn drop(&mut self) {
+        if !alive(self.0) {
+            return;
+        }
         let pid = self.0.to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let gone = (0..250).any(|_| {
