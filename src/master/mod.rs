@@ -3,6 +3,7 @@
 //! through: make an [`Event`], give it to the [`Arbiter`], apply its
 //! [`Action`]s with the [`shell::Shell`]; after each event, tell systemd
 //! what changed (`crate::systemd`: READY, RELOADING, STOPPING, STATUS).
+//! USR2 starts a new master on the same listeners (`reexec.rs`).
 
 pub mod action;
 pub mod arbiter;
