@@ -101,6 +101,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
         Some(path) => Some(PidFile::create(path).map_err(|e| (Exit::Usage, e))?),
         None => None,
     };
+    let metrics_fd = inheritance.metrics_fd;
     let origin = Origin {
         start,
         inheritance,
@@ -116,13 +117,21 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
             &inherited_fds,
         )
         .map_err(|e| (Exit::Runtime, e.to_string()))?;
-        let metrics = match &settings.metrics_bind {
-            Some(address) => Some(
+        let inherited_metrics = match metrics_fd {
+            Some(fd) => Some(
+                master::reexec::adopt_metrics(fd).map_err(|e| (Exit::Runtime, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let metrics = match (&settings.metrics_bind, inherited_metrics) {
+            // A USR2 parent's metrics socket: the old master holds the address.
+            (Some(_), Some(listener)) => Some(listener),
+            (Some(address), None) => Some(
                 metrics::endpoint::bind(address)
                     .await
                     .map_err(|e| (Exit::Runtime, e.to_string()))?,
             ),
-            None => None,
+            (None, _) => None,
         };
         let notifier = ferrocorn::systemd::Notifier::from_env(&systemd);
         master::run(loaded, listeners, metrics, logging, notifier, origin)

@@ -59,6 +59,9 @@ pub async fn run(
     origin: reexec::Origin,
 ) -> std::io::Result<Outcome> {
     let settings = loaded.settings.clone();
+    let metrics_fd = metrics_listener
+        .as_ref()
+        .map(std::os::fd::AsRawFd::as_raw_fd);
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let (news_tx, mut news) = mpsc::unbounded_channel();
     let metrics = metrics_listener.map(|listener| {
@@ -158,6 +161,7 @@ pub async fn run(
             upgrader: reexec::Upgrader {
                 start: origin.start,
                 fds: listener_fds,
+                metrics_fd,
                 pidfile: origin.pidfile,
                 pidfile_name: origin.pidfile_name,
             },

@@ -32,6 +32,9 @@ use crate::worker::reap::Reaper;
 pub const PARENT_VAR: &str = "GUNICORN_PID";
 /// The inherited listeners' fd numbers, comma-separated (gunicorn's name).
 pub const FDS_VAR: &str = "GUNICORN_FD";
+/// The `--metrics-bind` listener's fd (ours: gunicorn has no such socket),
+/// so the new master serves metrics on the address the old one holds.
+pub const METRICS_FD_VAR: &str = "FERROCORN_METRICS_FD";
 
 /// How this process was started: what a re-exec repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub struct Inheritance {
     pub parent: Option<u32>,
     /// Listening sockets passed on, to serve on instead of binding.
     pub fds: Vec<RawFd>,
+    /// The metrics listener passed on.
+    pub metrics_fd: Option<RawFd>,
 }
 
 impl Inheritance {
@@ -110,7 +115,21 @@ impl Inheritance {
                 .ok_or_else(|| bad(FDS_VAR, &text, "comma-separated fd numbers"))?,
             _ => Vec::new(),
         };
-        Ok(Inheritance { parent, fds })
+        let metrics_fd = match get(METRICS_FD_VAR) {
+            Some(text) => Some(
+                text.trim()
+                    .parse::<RawFd>()
+                    .ok()
+                    .filter(|&fd| fd >= 0)
+                    .ok_or_else(|| bad(METRICS_FD_VAR, &text, "an fd number"))?,
+            ),
+            None => None,
+        };
+        Ok(Inheritance {
+            parent,
+            fds,
+            metrics_fd,
+        })
     }
 
     /// Reads the process environment, then removes both variables, so
@@ -123,6 +142,7 @@ impl Inheritance {
         let mut found = Inheritance::from_vars(|name| std::env::var(name).ok());
         std::env::remove_var(PARENT_VAR);
         std::env::remove_var(FDS_VAR);
+        std::env::remove_var(METRICS_FD_VAR);
         // A stale GUNICORN_PID (inherited from further up) names no parent
         // of ours: this is a plain start, not a USR2 child.
         let ppid = nix::unistd::getppid().as_raw() as u32;
@@ -140,10 +160,12 @@ pub fn child_env(
     start: &[(OsString, OsString)],
     master_pid: u32,
     fds: &[RawFd],
+    metrics_fd: Option<RawFd>,
 ) -> Vec<(OsString, OsString)> {
     let drop = [
         PARENT_VAR,
         FDS_VAR,
+        METRICS_FD_VAR,
         "LISTEN_PID",
         "LISTEN_FDS",
         "LISTEN_FDNAMES",
@@ -156,6 +178,9 @@ pub fn child_env(
     env.push((PARENT_VAR.into(), master_pid.to_string().into()));
     let list: Vec<String> = fds.iter().map(ToString::to_string).collect();
     env.push((FDS_VAR.into(), list.join(",").into()));
+    if let Some(fd) = metrics_fd {
+        env.push((METRICS_FD_VAR.into(), fd.to_string().into()));
+    }
     env
 }
 
@@ -165,7 +190,11 @@ pub fn child_env(
 /// # Errors
 /// The program could not be executed (missing, not executable): std
 /// reports the exec's failure from the child.
-pub fn spawn(start: &StartContext, fds: &[RawFd]) -> std::io::Result<u32> {
+pub fn spawn(
+    start: &StartContext,
+    fds: &[RawFd],
+    metrics_fd: Option<RawFd>,
+) -> std::io::Result<u32> {
     let mut cmd = std::process::Command::new(&start.program);
     if let Some(argv0) = start.args.first() {
         cmd.arg0(argv0);
@@ -173,8 +202,8 @@ pub fn spawn(start: &StartContext, fds: &[RawFd]) -> std::io::Result<u32> {
     cmd.args(start.args.iter().skip(1))
         .current_dir(&start.cwd)
         .env_clear()
-        .envs(child_env(&start.env, std::process::id(), fds));
-    let keep: Vec<RawFd> = fds.to_vec();
+        .envs(child_env(&start.env, std::process::id(), fds, metrics_fd));
+    let keep: Vec<RawFd> = fds.iter().copied().chain(metrics_fd).collect();
     // SAFETY: between fork and exec the closure only calls fcntl, which is
     // async-signal-safe, on fds open in the parent; it allocates nothing.
     unsafe {
@@ -209,6 +238,37 @@ pub struct Origin {
     pub pidfile_name: Option<PathBuf>,
 }
 
+/// Takes over the metrics listener a USR2 parent passed on. Call inside
+/// the runtime, once per fd.
+///
+/// # Errors
+/// The fd is not an open TCP listening socket.
+pub fn adopt_metrics(fd: RawFd) -> std::io::Result<tokio::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let fail = |err: std::io::Error| {
+        std::io::Error::new(
+            err.kind(),
+            format!("cannot take over the metrics socket {METRICS_FD_VAR}={fd}: {err}"),
+        )
+    };
+    let flags = nix::fcntl::fcntl(
+        // SAFETY: only fcntl on an fd the parent named; a closed one is EBADF.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .map_err(|e| fail(e.into()))?;
+    let flags = nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
+    // SAFETY: as above.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_SETFD(flags))
+        .map_err(|e| fail(e.into()))?;
+    // SAFETY: fd is open (checked above), inherited, and owned by nothing
+    // else in this process: main adopts it once.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true).map_err(fail)?;
+    tokio::net::TcpListener::from_std(listener).map_err(fail)
+}
+
 /// What the shell needs to carry out `Reexec` and `Promote`.
 #[derive(Debug)]
 pub struct Upgrader {
@@ -216,6 +276,8 @@ pub struct Upgrader {
     pub start: StartContext,
     /// The listeners' fds, passed on to the new master.
     pub fds: Vec<RawFd>,
+    /// The metrics listener's fd, passed on too.
+    pub metrics_fd: Option<RawFd>,
     /// `--pid`, as written at start (`FILE.2` in a USR2 child master).
     pub pidfile: Option<PidFile>,
     /// The configured `--pid FILE`: the name a promoted master takes.
@@ -232,13 +294,13 @@ impl Upgrader {
         reaper: &Reaper,
         events: &mpsc::UnboundedSender<Event>,
     ) {
-        let (start, fds) = (self.start.clone(), self.fds.clone());
+        let (start, fds, metrics_fd) = (self.start.clone(), self.fds.clone(), self.metrics_fd);
         let (launcher, reaper, events) = (launcher.clone(), reaper.clone(), events.clone());
         tokio::spawn(async move {
             // gunicorn calls it in the forked child before exec; here it
             // runs where the master-side hooks run, before the fork.
             launcher.pre_exec(PRE_EXEC_WAIT).await;
-            start_new_master(&start, &fds, &reaper, &events);
+            start_new_master(&start, &fds, metrics_fd, &reaper, &events);
         });
     }
 
@@ -261,13 +323,14 @@ const PRE_EXEC_WAIT: Duration = Duration::from_secs(5);
 fn start_new_master(
     start: &StartContext,
     fds: &[RawFd],
+    metrics_fd: Option<RawFd>,
     reaper: &Reaper,
     events: &mpsc::UnboundedSender<Event>,
 ) {
     // Invariant: the reaper runs on this same single-threaded runtime, so
     // it cannot reap the child between std's fork and its own wait for a
     // failed exec (which would make std panic on ECHILD).
-    let pid = match spawn(start, fds) {
+    let pid = match spawn(start, fds, metrics_fd) {
         Ok(pid) => pid,
         Err(err) => {
             let error = format!("{}: {err}", start.program.display());
@@ -345,7 +408,8 @@ mod tests {
             found,
             Inheritance {
                 parent: Some(42),
-                fds: vec![3, 4]
+                fds: vec![3, 4],
+                metrics_fd: None,
             }
         );
         assert_eq!(
@@ -358,6 +422,9 @@ mod tests {
             "GUNICORN_FD=\"3,x\" from the environment is not valid: expected comma-separated fd numbers"
         );
         assert!(Inheritance::from_vars(vars(&[("GUNICORN_PID", "me")])).is_err());
+        let metrics = Inheritance::from_vars(vars(&[("FERROCORN_METRICS_FD", "7")])).unwrap();
+        assert_eq!(metrics.metrics_fd, Some(7));
+        assert!(Inheritance::from_vars(vars(&[("FERROCORN_METRICS_FD", "-1")])).is_err());
     }
 
     #[test]
@@ -366,6 +433,7 @@ mod tests {
             ("PATH", "/bin"),
             ("GUNICORN_PID", "1"),
             ("GUNICORN_FD", "9"),
+            ("FERROCORN_METRICS_FD", "8"),
             ("LISTEN_PID", "1"),
             ("LISTEN_FDS", "2"),
             ("NOTIFY_SOCKET", "/run/n"),
@@ -373,7 +441,7 @@ mod tests {
         .iter()
         .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
-        let env = child_env(&start, 77, &[3, 4]);
+        let env = child_env(&start, 77, &[3, 4], Some(5));
         let get = |name: &str| {
             env.iter()
                 .filter(|(k, _)| k == name)
@@ -383,6 +451,7 @@ mod tests {
         assert_eq!(get("PATH"), ["/bin"]);
         assert_eq!(get("GUNICORN_PID"), ["77"]);
         assert_eq!(get("GUNICORN_FD"), ["3,4"]);
+        assert_eq!(get("FERROCORN_METRICS_FD"), ["5"]);
         assert!(get("LISTEN_PID").is_empty() && get("LISTEN_FDS").is_empty());
         // As gunicorn (env_orig): systemd's notify socket is passed on.
         assert_eq!(get("NOTIFY_SOCKET"), ["/run/n"]);

@@ -256,9 +256,19 @@ fn usr2_winch_term_upgrades_in_place_with_no_failed_request() {
     install_binary(&program);
     let pidfile = dir.path().join("app.pid");
     let pidfile_arg = pidfile.to_str().unwrap().to_string();
+    // The new master takes the metrics socket over too (the old one holds the address).
+    let metrics_addr = format!("127.0.0.1:{}", harness::free_port());
     let mut old = TestServer::start_with(
         command_at(&program),
-        &["--pid", &pidfile_arg, "-w", "2", "examples.flask_app:app"],
+        &[
+            "--pid",
+            &pidfile_arg,
+            "--metrics-bind",
+            &metrics_addr,
+            "-w",
+            "2",
+            "examples.flask_app:app",
+        ],
     );
     let old_pid = old.pid();
     assert_eq!(read_pid(&pidfile), Ok(old_pid));
@@ -346,6 +356,8 @@ fn usr2_winch_term_upgrades_in_place_with_no_failed_request() {
             n => Err(format!("{} more served", n - served)),
         },
     );
+    let healthz = harness::http_get(&metrics_addr, "/healthz").map(|r| r.status);
+    assert_eq!(healthz, Ok(200), "the promoted master serves metrics");
     stop.store(true, Ordering::Relaxed);
     for thread in load {
         thread.join().unwrap();
