@@ -56,6 +56,7 @@ CHILD_EXIT = 10
 NWORKERS_CHANGED = 11
 ON_RELOAD = 12
 ON_EXIT = 13
+PRE_EXEC = 14
 REQUEST = 16
 BODY = 17
 CANCEL = 18
@@ -1021,7 +1022,7 @@ def base_environ(lanes: int, workers: int) -> dict:
 # --------------------------------------------------------------------------- server hooks
 
 # gunicorn's server hooks (docs/hooks.md says when each runs and with what).
-# pre_exec has no place here (no USR2 re-exec) and is never called.
+# pre_exec runs in the fork server when USR2 starts a new master (PRE_EXEC).
 HOOK_NAMES = (
     "on_starting",
     "on_reload",
@@ -1624,6 +1625,12 @@ class ForkServer:
                 if self.run_hook(kind, payload):
                     log.debug("on_exit done, fork server exiting")
                     return EXIT_OK
+            elif kind == PRE_EXEC:
+                for fd in fds:
+                    os.close(fd)
+                self.run_hook(kind, payload)
+                # The master starts the new master once this answer is in.
+                self.send(PRE_EXEC, 0, b"{}")
             elif kind == REOPEN_LOG and fds:
                 sys.stderr.flush()
                 os.dup2(fds[0], 2)
@@ -1660,6 +1667,8 @@ class ForkServer:
         elif kind == ON_EXIT:
             hooks.call("on_exit", server)
             return True
+        elif kind == PRE_EXEC:
+            hooks.call("pre_exec", server)
         return False
 
     def fork(self, payload: bytes, fds: list) -> None:

@@ -4,7 +4,7 @@
 //! Module map:
 //! - [`cli`]: the command line, built from the settings table
 //! - [`config`]: the settings table, layers (defaults < TOML < env < CLI), validation, rendering
-//! - [`master`]: the event loop, the arbiter (worker lifecycle), policies, signals
+//! - [`master`]: the event loop, the arbiter (worker lifecycle), policies, signals, USR2's re-exec
 //! - [`forkserver`]: the Python fork server that forks workers from a loaded interpreter, and its fallback
 //! - [`worker`]: spawning a Python worker, its boot handshake, its states, the embedded program
 //! - [`dispatch`]: idle lanes, least-loaded pick, the bounded wait queue

@@ -8,8 +8,10 @@ use ferrocorn::exit::ExitCode as Exit;
 use ferrocorn::http::listener;
 use ferrocorn::logging::{self, LogConfig, LogLevel};
 use ferrocorn::master;
+use ferrocorn::master::reexec::{Inheritance, Origin, StartContext};
 use ferrocorn::metrics;
 use ferrocorn::process;
+use ferrocorn::process::pidfile::PidFile;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -49,13 +51,25 @@ fn main() -> ExitCode {
 /// Runs the server; an error's message is empty when the error log on
 /// stderr already ends with it (`Reason: ...`).
 fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
+    // What a USR2 re-exec repeats, before the environment changes.
+    let start = StartContext::capture();
     // First, while the process has one thread: the workers must not see them.
     let systemd =
         ferrocorn::systemd::Environment::take().map_err(|e| (Exit::Usage, e.to_string()))?;
+    // A USR2 parent's listeners (GUNICORN_FD), served beside systemd's.
+    let inheritance = Inheritance::take().map_err(|e| (Exit::Usage, e))?;
+    let inherited_fds: Vec<i32> = systemd
+        .listen_fds
+        .iter()
+        .chain(&inheritance.fds)
+        .copied()
+        .collect();
     let settings = &loaded.settings.clone();
     let python = config::validate::absolute_if_relative_path(settings.python_interpreter_here());
     ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
-    if settings.daemon {
+    // A USR2 child master stays its parent's child, as gunicorn's daemonize
+    // skips with GUNICORN_FD: the parent is detached already.
+    if settings.daemon && inheritance.parent.is_none() {
         // Before the runtime, the log writers and any child: one thread only.
         process::daemon::daemonize(settings.enable_stdio_inheritance)
             .map_err(|e| (Exit::Runtime, format!("cannot daemonize: {e}")))?;
@@ -79,9 +93,21 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let _pidfile = match &settings.pidfile {
+    // gunicorn's: a USR2 child master writes FILE.2 until promoted.
+    let pidfile = match &settings.pidfile {
+        Some(path) if inheritance.parent.is_some() => Some(
+            PidFile::create(&ferrocorn::process::pidfile::upgrade_path(path))
+                .map_err(|e| (Exit::Usage, e))?,
+        ),
         Some(path) => Some(PidFile::create(path).map_err(|e| (Exit::Usage, e))?),
         None => None,
+    };
+    let metrics_fd = inheritance.metrics_fd;
+    let origin = Origin {
+        start,
+        inheritance,
+        pidfile,
+        pidfile_name: settings.pidfile.clone(),
     };
     let outcome = runtime.block_on(async {
         // Bind before any worker exists: the port stays open across worker restarts.
@@ -89,21 +115,29 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
             &settings.bind,
             settings.backlog,
             settings.reuse_port,
-            &systemd.listen_fds,
+            &inherited_fds,
         )
         .map_err(|e| (Exit::Runtime, e.to_string()))?;
         listener::set_unix_access(&listeners, settings.umask.0, settings.owner())
             .map_err(|e| (Exit::Runtime, e.to_string()))?;
-        let metrics = match &settings.metrics_bind {
-            Some(address) => Some(
+        let inherited_metrics = match metrics_fd {
+            Some(fd) => Some(
+                master::reexec::adopt_metrics(fd).map_err(|e| (Exit::Runtime, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let metrics = match (&settings.metrics_bind, inherited_metrics) {
+            // A USR2 parent's metrics socket: the old master holds the address.
+            (Some(_), Some(listener)) => Some(listener),
+            (Some(address), None) => Some(
                 metrics::endpoint::bind(address)
                     .await
                     .map_err(|e| (Exit::Runtime, e.to_string()))?,
             ),
-            None => None,
+            (None, _) => None,
         };
         let notifier = ferrocorn::systemd::Notifier::from_env(&systemd);
-        master::run(loaded, listeners, metrics, logging, notifier)
+        master::run(loaded, listeners, metrics, logging, notifier, origin)
             .await
             .map_err(|e| (Exit::Runtime, format!("cannot listen for signals: {e}")))
     })?;
@@ -174,25 +208,5 @@ fn log_config(settings: &Settings) -> LogConfig {
         error_logfile: settings.error_logfile.clone(),
         access_logfile: settings.access_logfile.clone(),
         access_log_format: settings.access_log_format.clone(),
-    }
-}
-
-/// `--pid FILE`: written at start, removed at exit.
-struct PidFile(std::path::PathBuf);
-
-impl PidFile {
-    fn create(path: &std::path::Path) -> Result<PidFile, String> {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
-        // -rw-r--r--, as gunicorn's, whatever the umask.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
-        Ok(PidFile(path.to_path_buf()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -51,7 +51,7 @@ def on_reload(server): _rec("on_reload")
 def on_exit(server): _rec("on_exit")
 THE_FILE = __file__
 not_a_hook = 3
-pre_exec = "not callable"
+def pre_exec(server): _rec("pre_exec")
 '''
 
 
@@ -88,11 +88,13 @@ class LoadTest(HookFiles):
     def test_a_file_is_executed_with_its_file_name_and_its_hooks_are_taken(self) -> None:
         hooks = W.load_hooks(str(self.config))
         for name in W.HOOK_NAMES:
-            if name != "pre_exec":
-                self.assertTrue(callable(getattr(hooks, name)), name)
-        self.assertIsNone(hooks.pre_exec)  # not callable: ignored
+            self.assertTrue(callable(getattr(hooks, name)), name)
         self.assertEqual(hooks.pre_request.__globals__["THE_FILE"], str(self.config))
         self.assertEqual(hooks.source, str(self.config))
+
+    def test_a_hook_name_bound_to_something_not_callable_is_ignored(self) -> None:
+        self.config.write_text(self.config.read_text() + '\nwhen_ready = "not callable"\n')
+        self.assertIsNone(W.load_hooks(str(self.config)).when_ready)
 
     def test_no_config_means_no_hooks(self) -> None:
         hooks = W.load_hooks("")
@@ -321,6 +323,10 @@ class ForkServerHooksTest(HookFiles):
         self.assertEqual(reap(reply["pid"]), 0)
         server.send(W.CHILD_EXIT, json.dumps({"worker": 3, "pid": reply["pid"]}).encode())
         server.send(W.ON_RELOAD, b"{}")
+        # USR2: the master starts the new master once pre_exec answers.
+        server.send(W.PRE_EXEC, b"{}")
+        kind, _, _ = recv_message(server.control)
+        self.assertEqual(kind, W.PRE_EXEC)
         server.send(W.ON_EXIT, b"{}")
         self.assertEqual(server.proc.wait(TIMEOUT), 0)
         seen = [(r["hook"], r["pid"]) for r in records(self.log)]
@@ -337,6 +343,7 @@ class ForkServerHooksTest(HookFiles):
                 ("worker_exit", worker),
                 ("child_exit", fs),
                 ("on_reload", fs),
+                ("pre_exec", fs),
                 ("on_exit", fs),
             ],
         )

@@ -201,7 +201,7 @@ pub const GUNICORN_SETTINGS: &[GunicornSetting] = &[
     g("post_worker_init", &[], Hook),
     g("worker_int", &[], Hook),
     g("worker_abort", &[], Hook),
-    g("pre_exec", &[], No),
+    g("pre_exec", &[], Hook),
     g("pre_request", &[], Hook),
     g("post_request", &[], Hook),
     g("child_exit", &[], Hook),

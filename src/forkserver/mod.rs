@@ -87,6 +87,11 @@ enum Request {
         wait: Duration,
         done: oneshot::Sender<()>,
     },
+    /// Run `pre_exec`, and answer once it ran or `wait` passed.
+    PreExec {
+        wait: Duration,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Starts workers through the fork server. Dropping every clone stops the
@@ -142,6 +147,16 @@ impl Launcher {
     /// no fork server runs (fresh interpreters run no master-side hooks).
     pub fn hook(&self, kind: Kind, payload: serde_json::Value) {
         let _ = self.requests.send(Request::Hook(kind, payload));
+    }
+
+    /// USR2 is about to start a new master: the fork server runs
+    /// `pre_exec`. Returns once it has, or after `wait` at most (at once
+    /// when no fork server runs).
+    pub async fn pre_exec(&self, wait: Duration) {
+        let (done, finished) = oneshot::channel();
+        if self.requests.send(Request::PreExec { wait, done }).is_ok() {
+            let _ = tokio::time::timeout(wait, finished).await;
+        }
     }
 
     /// The master is exiting: the fork server runs `on_exit` and exits.
@@ -231,6 +246,14 @@ impl Task {
                         }
                     }
                     self.state = State::Stopped(None);
+                    let _ = done.send(());
+                }
+                Some(Request::PreExec { wait, done }) => {
+                    if let State::Up(server) = &mut self.state {
+                        if let Err(err) = server.pre_exec(wait).await {
+                            warn!(pid = server.pid, error = %err, "the pre_exec server hook did not answer; the new master starts anyway");
+                        }
+                    }
                     let _ = done.send(());
                 }
             }

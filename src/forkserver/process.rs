@@ -208,10 +208,16 @@ impl ForkServer {
         self.send(&message, &ends.raw_fds())
             .await
             .map_err(|_| ForkError::NotSent)?;
-        let reply = self
-            .recv()
-            .await
-            .map_err(|e| ForkError::Lost(e.to_string()))?;
+        let reply = loop {
+            let reply = self
+                .recv()
+                .await
+                .map_err(|e| ForkError::Lost(e.to_string()))?;
+            // A PRE_EXEC answer that came after the master stopped waiting.
+            if reply.kind != Kind::PreExec {
+                break reply;
+            }
+        };
         #[derive(Deserialize)]
         struct Reply {
             worker: u64,
@@ -248,6 +254,25 @@ impl ForkServer {
         let mut message = BytesMut::new();
         frame::put_frame(&mut message, kind, 0, payload.to_string().as_bytes());
         self.send(&message, &[]).await
+    }
+
+    /// Runs the `pre_exec` server hook there (USR2) and waits for its
+    /// answer at most `wait`.
+    ///
+    /// # Errors
+    /// The message cannot be sent, the fork server is gone, or the wait passed.
+    pub async fn pre_exec(&mut self, wait: Duration) -> std::io::Result<()> {
+        self.notify(Kind::PreExec, &serde_json::json!({})).await?;
+        let answered = async {
+            loop {
+                if self.recv().await?.kind == Kind::PreExec {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::time::timeout(wait, answered)
+            .await
+            .map_err(|_| std::io::Error::other(format!("no answer within {wait:?}")))?
     }
 
     /// Resolves when the process exits.

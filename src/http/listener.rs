@@ -39,6 +39,15 @@ impl UnixPath {
 }
 
 impl Listener {
+    /// Its socket's fd (passed on to a USR2 new master).
+    pub fn raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
     /// The address clients connect to, e.g. `http://127.0.0.1:8000`.
     pub fn url(&self) -> String {
         match self {
@@ -51,8 +60,21 @@ impl Listener {
     }
 }
 
+/// While a USR2 new master serves on our sockets, a Unix socket's file is
+/// its too: ours must not be removed at exit (gunicorn's `unlink` rule in
+/// `Arbiter.stop`).
+static KEEP_SOCKET_FILES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether listeners dropped from now on leave their socket files.
+pub fn keep_socket_files(keep: bool) {
+    KEEP_SOCKET_FILES.store(keep, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
+        if KEEP_SOCKET_FILES.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Listener::Unix(_, UnixPath { path, owned: true }) = self {
             let _ = std::fs::remove_file(path);
         }

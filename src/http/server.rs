@@ -2,7 +2,9 @@
 //! keep-alive, pipelining, chunked bodies, `Expect: 100-continue`, header
 //! limits and timeouts. A stop closes the listeners at once; a graceful stop
 //! lets open connections finish their requests first (hyper-util's
-//! graceful watcher) and then says so. With `--proxy-protocol`, a
+//! graceful watcher) and then says so. A pause (WINCH after a binary
+//! upgrade) stops accepting but keeps the listeners open, and lets the open
+//! connections finish the same way; a resume accepts again. With `--proxy-protocol`, a
 //! connection's PROXY header is read (`peer.rs`) before hyper sees a byte.
 
 use std::net::IpAddr;
@@ -15,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::framing::Verdicts;
@@ -50,6 +52,7 @@ pub struct ConnOptions {
 #[derive(Debug)]
 pub struct HttpServer {
     stop: Option<oneshot::Sender<bool>>,
+    paused: watch::Sender<bool>,
 }
 
 impl HttpServer {
@@ -59,6 +62,17 @@ impl HttpServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(graceful);
         }
+    }
+
+    /// Stops accepting, keeping the listeners open; open connections
+    /// finish their requests and close, then `quiesced` runs.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Accepts again after a pause.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
     }
 }
 
@@ -76,12 +90,16 @@ pub fn start(
     options: ConnOptions,
     rules: Arc<PeerRules>,
     closed: impl FnOnce() + Send + 'static,
+    quiesced: impl Fn() + Send + Sync + 'static,
 ) -> HttpServer {
     let (stop_tx, mut stop_rx) = oneshot::channel::<bool>();
+    let (paused_tx, mut paused_rx) = watch::channel(false);
+    let quiesced = Arc::new(quiesced);
     let (conn_tx, mut conn_rx) = mpsc::channel::<(Accepted, OwnedSemaphorePermit)>(256);
-    let slots = Arc::new(Semaphore::new(
-        options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-    ));
+    let slot_count = options
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let slots = Arc::new(Semaphore::new(slot_count));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
@@ -90,12 +108,13 @@ pub fn start(
                 conn_tx.clone(),
                 rules.clone(),
                 slots.clone(),
+                paused_rx.clone(),
             ))
         })
         .collect();
     drop(conn_tx);
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
+        let mut graceful = GracefulShutdown::new();
         let mut builder = http1::Builder::new();
         builder
             .keep_alive(!options.keep_alive.is_zero())
@@ -111,13 +130,36 @@ pub fn start(
             // app runs is noticed when its response is written, not at its
             // FIN (gunicorn's sync worker notices it no sooner).
             .half_close(true);
+        let mut paused = false;
         loop {
             tokio::select! {
-                accepted = conn_rx.recv() => match accepted {
-                    Some((Accepted::Tcp(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
-                    Some((Accepted::Unix(io, info, peer), slot)) => serve(&graceful, &builder, io, (info, peer, slot), &ctx, options, &rules),
-                    None => break,
-                },
+                accepted = conn_rx.recv() => {
+                    // Accepted just before a pause: served for one request
+                    // (keep-alive off), as the connections open at the pause.
+                    let late = paused.then(GracefulShutdown::new);
+                    let watch = late.as_ref().unwrap_or(&graceful);
+                    match accepted {
+                        Some((Accepted::Tcp(io, info, peer), slot)) => serve(watch, &builder, io, (info, peer, slot), &ctx, options, &rules),
+                        Some((Accepted::Unix(io, info, peer), slot)) => serve(watch, &builder, io, (info, peer, slot), &ctx, options, &rules),
+                        None => break,
+                    }
+                    if let Some(late) = late {
+                        tokio::spawn(late.shutdown());
+                    }
+                }
+                Ok(()) = paused_rx.changed() => {
+                    paused = *paused_rx.borrow_and_update();
+                    if paused {
+                        // The connections open now finish apart; those
+                        // accepted after a resume are watched afresh.
+                        let open = std::mem::replace(&mut graceful, GracefulShutdown::new());
+                        info!(connections = open.count(), "Accepting paused; open connections finish");
+                        tokio::spawn(open.shutdown());
+                        tokio::spawn(quiesce(slots.clone(), slot_count as u32, paused_rx.clone(), quiesced.clone()));
+                    } else {
+                        info!("Accepting resumed");
+                    }
+                }
                 how = &mut stop_rx => {
                     for task in &accepting {
                         task.abort(); // drops (closes) the listener
@@ -135,6 +177,31 @@ pub fn start(
     });
     HttpServer {
         stop: Some(stop_tx),
+        paused: paused_tx,
+    }
+}
+
+/// Paused: once every connection has ended (each holds one of the
+/// `slots` until it does), runs `quiesced`; called off by a resume.
+async fn quiesce(
+    slots: Arc<Semaphore>,
+    count: u32,
+    mut paused: watch::Receiver<bool>,
+    quiesced: Arc<impl Fn() + Send + Sync + 'static>,
+) {
+    let resumed = async {
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        all = slots.acquire_many(count) => {
+            drop(all);
+            quiesced();
+        }
+        () = resumed => {}
     }
 }
 
@@ -226,41 +293,56 @@ async fn accept_loop(
     out: mpsc::Sender<(Accepted, OwnedSemaphorePermit)>,
     rules: Arc<PeerRules>,
     slots: Arc<Semaphore>,
+    mut paused: watch::Receiver<bool>,
 ) {
     loop {
+        // Paused: the socket stays open (the kernel queues connections for
+        // whoever else accepts on it), we take none.
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
         // At the bound, wait for a connection to end before accepting.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let accepted = match &listener {
-            Listener::Tcp(tcp) => tcp.accept().await.map(|(stream, peer)| {
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().ok();
-                let info = ConnInfo {
-                    remote_addr: peer.ip().to_string(),
-                    remote_port: peer.port().to_string(),
-                    server_name: local.map_or_else(String::new, |a| a.ip().to_string()),
-                    server_port: local.map_or_else(String::new, |a| a.port().to_string()),
-                    scheme: "http",
-                    trusted: rules.trusts(Some(peer.ip())),
-                    forwarding: rules.forwarding.clone(),
-                    proxied: None,
-                };
-                Accepted::Tcp(stream, info, Some(peer.ip()))
-            }),
-            Listener::Unix(unix, path) => unix.accept().await.map(|(stream, _)| {
-                let info = ConnInfo {
-                    remote_addr: String::new(),
-                    remote_port: String::new(),
-                    server_name: path.display().to_string(),
-                    server_port: String::new(),
-                    scheme: "http",
-                    trusted: true,
-                    forwarding: rules.forwarding.clone(),
-                    proxied: None,
-                };
-                Accepted::Unix(stream, info, None)
-            }),
+        let accept = async {
+            match &listener {
+                Listener::Tcp(tcp) => tcp.accept().await.map(|(stream, peer)| {
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().ok();
+                    let info = ConnInfo {
+                        remote_addr: peer.ip().to_string(),
+                        remote_port: peer.port().to_string(),
+                        server_name: local.map_or_else(String::new, |a| a.ip().to_string()),
+                        server_port: local.map_or_else(String::new, |a| a.port().to_string()),
+                        scheme: "http",
+                        trusted: rules.trusts(Some(peer.ip())),
+                        forwarding: rules.forwarding.clone(),
+                        proxied: None,
+                    };
+                    Accepted::Tcp(stream, info, Some(peer.ip()))
+                }),
+                Listener::Unix(unix, path) => unix.accept().await.map(|(stream, _)| {
+                    let info = ConnInfo {
+                        remote_addr: String::new(),
+                        remote_port: String::new(),
+                        server_name: path.display().to_string(),
+                        server_port: String::new(),
+                        scheme: "http",
+                        trusted: true,
+                        forwarding: rules.forwarding.clone(),
+                        proxied: None,
+                    };
+                    Accepted::Unix(stream, info, None)
+                }),
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = accept => accepted,
+            // Accepting is cancel-safe: a connection not taken stays queued.
+            Ok(()) = paused.changed() => continue,
         };
         match accepted {
             Ok(conn) => {

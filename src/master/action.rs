@@ -74,6 +74,17 @@ pub enum Action {
         /// Drain connections rather than drop them.
         graceful: bool,
     },
+    /// Stop accepting but keep the listeners open; let open connections
+    /// finish their requests and close (the shell reports `Quiesced`).
+    PauseAccepting,
+    /// Accept again on the listeners kept open.
+    ResumeAccepting,
+    /// USR2: start a new master from the program's path on the same
+    /// listeners (the shell reports `Reexeced` or `ReexecFailed`, then
+    /// `ChildMasterExited`).
+    Reexec,
+    /// The old master is gone: take the pid file's name (`FILE.2` to `FILE`).
+    Promote,
     /// Ask the worker to log which lane runs what and every thread's
     /// stack (a request on it timed out; it serves its other lanes on).
     DumpStacks {

@@ -22,8 +22,10 @@ pub enum Sig {
     Ttou,
     /// Reopen log files.
     Usr1,
-    /// gunicorn's binary upgrade; not supported yet, so refused in the log.
+    /// gunicorn's binary upgrade: start a new master on the same sockets.
     Usr2,
+    /// Stop the workers gracefully, keeping the master (after a USR2).
+    Winch,
 }
 
 impl Sig {
@@ -38,6 +40,7 @@ impl Sig {
             Sig::Ttou => "ttou",
             Sig::Usr1 => "usr1",
             Sig::Usr2 => "usr2",
+            Sig::Winch => "winch",
         }
     }
 }
@@ -118,6 +121,27 @@ pub enum Event {
     },
     /// Every client connection has closed after listeners stopped.
     ConnectionsClosed,
+    /// Accepting is paused and every connection open then has closed.
+    Quiesced,
+    /// USR2's new master was started.
+    Reexeced {
+        /// Its pid.
+        pid: u32,
+    },
+    /// USR2's new master could not be started.
+    ReexecFailed {
+        /// Why, ready to print.
+        error: String,
+    },
+    /// The new master (our child) exited.
+    ChildMasterExited {
+        /// Its pid.
+        pid: u32,
+        /// How.
+        status: ExitStatus,
+    },
+    /// This is a USR2 child master and the old master is gone.
+    ParentMasterGone,
     /// Time passed.
     Tick,
 }

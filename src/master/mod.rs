@@ -3,6 +3,7 @@
 //! through: make an [`Event`], give it to the [`Arbiter`], apply its
 //! [`Action`]s with the [`shell::Shell`]; after each event, tell systemd
 //! what changed (`crate::systemd`: READY, RELOADING, STOPPING, STATUS).
+//! USR2 starts a new master on the same listeners (`reexec.rs`).
 
 pub mod action;
 pub mod arbiter;
@@ -10,6 +11,7 @@ pub mod event;
 pub mod hook_news;
 mod launch;
 pub mod policy;
+pub mod reexec;
 pub mod reload;
 pub mod shell;
 pub mod signals;
@@ -54,8 +56,12 @@ pub async fn run(
     metrics_listener: Option<tokio::net::TcpListener>,
     logging: Logging,
     mut notifier: crate::systemd::Notifier,
+    origin: reexec::Origin,
 ) -> std::io::Result<Outcome> {
     let settings = loaded.settings.clone();
+    let metrics_fd = metrics_listener
+        .as_ref()
+        .map(std::os::fd::AsRawFd::as_raw_fd);
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let (news_tx, mut news) = mpsc::unbounded_channel();
     let metrics = metrics_listener.map(|listener| {
@@ -118,7 +124,9 @@ pub async fn run(
         statsd: statsd.as_ref().map(|s| s.recorder.clone()),
         bodies: BodyBound::new(settings.max_buffered_bodies.bytes()),
     });
+    let listener_fds: Vec<std::os::fd::RawFd> = listeners.iter().map(Listener::raw_fd).collect();
     let closed_tx = events_tx.clone();
+    let quiesced_tx = events_tx.clone();
     let http = server::start(
         listeners,
         ctx,
@@ -135,6 +143,9 @@ pub async fn run(
         move || {
             let _ = closed_tx.send(Event::ConnectionsClosed);
         },
+        move || {
+            let _ = quiesced_tx.send(Event::Quiesced);
+        },
     );
     let mut signals = signals::listen()?;
     // Workers forked by the fork server are orphaned on purpose and must
@@ -150,6 +161,13 @@ pub async fn run(
             memory: derived.memory,
             reloader: Reloader::new(loaded),
             metrics: metrics.clone(),
+            upgrader: reexec::Upgrader {
+                start: origin.start,
+                fds: listener_fds,
+                metrics_fd,
+                pidfile: origin.pidfile,
+                pidfile_name: origin.pidfile_name,
+            },
         },
         dispatcher,
         http,
@@ -157,6 +175,11 @@ pub async fn run(
         events_tx,
     );
     let mut arbiter = Arbiter::new(derived.arbiter);
+    let parent = origin.inheritance.parent;
+    arbiter.set_origin(parent, settings.daemon);
+    if let Some(parent) = parent {
+        reexec::watch_parent(parent, shell.events.clone());
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sample = tokio::time::interval(settings.memory_check_interval.max(TICK));

@@ -15,6 +15,7 @@ use super::action::{Action, WorkerSignal};
 use super::event::{Event, ExitStatus, WorkerSample};
 use super::hook_news::HookNews;
 use super::launch::{launch_failed, start_launcher};
+use super::reexec::Upgrader;
 use super::reload::Reloader;
 use crate::config::MemoryMetric;
 use crate::dispatch::{Dispatcher, WorkerTerms};
@@ -71,6 +72,8 @@ pub struct ShellParts {
     pub reloader: Reloader,
     /// The Prometheus registry, when `--metrics-bind` is set.
     pub metrics: Option<std::sync::Arc<Metrics>>,
+    /// USR2's re-exec and the pid file.
+    pub upgrader: Upgrader,
 }
 
 /// What the shell needs to act.
@@ -107,6 +110,7 @@ pub struct Shell {
     launched_tx: mpsc::UnboundedSender<(WorkerId, u32)>,
     /// What the fork server's hooks were told of the arbiter's counts.
     hook_news: HookNews,
+    upgrader: Upgrader,
 }
 
 impl Shell {
@@ -140,6 +144,7 @@ impl Shell {
             launched,
             launched_tx,
             hook_news: HookNews::default(),
+            upgrader: parts.upgrader,
         }
     }
 
@@ -219,6 +224,12 @@ impl Shell {
                 }
                 self.http.stop(graceful);
             }
+            Action::PauseAccepting => self.http.pause(),
+            Action::ResumeAccepting => self.http.resume(),
+            Action::Reexec => self
+                .upgrader
+                .reexec(&self.launcher, &self.reaper, &self.events),
+            Action::Promote => self.upgrader.promote(),
             Action::DumpStacks { worker } => {
                 self.collect_reports();
                 if let Some(control) = self.workers.get(&worker).and_then(|h| h.control.as_ref()) {

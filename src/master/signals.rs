@@ -3,7 +3,7 @@
 
 use futures_util::stream::StreamExt;
 use signal_hook::consts::signal::{
-    SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+    SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
 };
 use signal_hook_tokio::Signals;
 use tokio::sync::mpsc;
@@ -13,7 +13,7 @@ use super::event::Sig;
 /// Starts listening for the master's signals; they arrive on the receiver.
 pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Sig>> {
     let mut signals = Signals::new([
-        SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+        SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
     ])?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -27,6 +27,7 @@ pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Sig>> {
                 SIGTTOU => Sig::Ttou,
                 SIGUSR1 => Sig::Usr1,
                 SIGUSR2 => Sig::Usr2,
+                SIGWINCH => Sig::Winch,
                 _ => continue,
             };
             if tx.send(sig).is_err() {

@@ -54,6 +54,9 @@ pub enum Kind {
     OnReload = 12,
     /// Master -> fork server: the master is stopping; run `on_exit`, then exit.
     OnExit = 13,
+    /// Both ways: USR2 is about to start a new master; run `pre_exec`
+    /// (master -> fork server), done (fork server -> master). Empty JSON object.
+    PreExec = 14,
     /// Master -> worker: the request head as environ pairs.
     Request = 16,
     /// Both ways: a chunk of a body.
@@ -82,6 +85,7 @@ impl Kind {
             11 => Kind::NworkersChanged,
             12 => Kind::OnReload,
             13 => Kind::OnExit,
+            14 => Kind::PreExec,
             16 => Kind::Request,
             17 => Kind::Body,
             18 => Kind::Cancel,
@@ -284,6 +288,7 @@ mod tests {
             ("NWORKERS_CHANGED", Kind::NworkersChanged),
             ("ON_RELOAD", Kind::OnReload),
             ("ON_EXIT", Kind::OnExit),
+            ("PRE_EXEC", Kind::PreExec),
             ("REQUEST", Kind::Request),
             ("BODY", Kind::Body),
             ("CANCEL", Kind::Cancel),
@@ -372,7 +377,7 @@ mod tests {
 
     /// A random stream of valid frames, and the frames it holds.
     fn random_stream(rng: &mut rand::rngs::StdRng) -> (BytesMut, Vec<Frame>) {
-        const KINDS: [Kind; 18] = [
+        const KINDS: [Kind; 19] = [
             Kind::Hello,
             Kind::Ready,
             Kind::BootFailed,
@@ -386,6 +391,7 @@ mod tests {
             Kind::NworkersChanged,
             Kind::OnReload,
             Kind::OnExit,
+            Kind::PreExec,
             Kind::Request,
             Kind::Body,
             Kind::Cancel,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{command, wait_until, TestServer, DEADLINE};
+use crate::harness::{children_of, command, wait_until, TestServer, DEADLINE};
 
 #[test]
 fn app_exception_is_500_with_traceback_and_the_worker_keeps_serving() {
@@ -250,10 +250,11 @@ fn workers_that_die_at_their_first_request_are_backed_off() {
 }
 
 /// Issue 10, 5: USR2 (gunicorn's binary upgrade) ended master and workers
-/// at once and left the pid file. Until it is implemented it is refused in
-/// the log and the server keeps serving.
+/// at once and left the pid file. Now it starts a new master beside the
+/// running one (issue 12, 4; the whole upgrade is in `upgrade.rs`): the
+/// master, its worker and its pid file stay.
 #[test]
-fn usr2_is_refused_and_the_server_keeps_serving() {
+fn usr2_keeps_the_master_and_its_workers_serving() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("ferrocorn.pid");
     let mut server = TestServer::start(&[
@@ -265,17 +266,31 @@ fn usr2_is_refused_and_the_server_keeps_serving() {
     ]);
     let before = server.worker_pids();
     server.signal("USR2");
-    server.signal("TTIN");
-    // TTIN is handled after USR2: once it shows, USR2 has been too.
-    wait_until("the TTIN after USR2", DEADLINE, || {
-        match server.worker_pids().len() {
-            2 => Ok(()),
-            n => Err(format!("{n} workers")),
+    let upgrade_pidfile = dir.path().join("ferrocorn.pid.2");
+    let new_master = wait_until("the new master's pid file", DEADLINE, || {
+        let text = std::fs::read_to_string(&upgrade_pidfile).map_err(|e| e.to_string())?;
+        let pid: u32 = text.trim().parse().map_err(|_| text.clone())?;
+        match children_of(server.pid()).contains(&pid) {
+            true => Ok(pid),
+            false => Err(format!("{pid} is not the master's child")),
         }
     });
+    let _cleanup = crate::upgrade::Stray(new_master);
     assert_eq!(server.get("/hello").status, 200);
     assert!(server.worker_pids().contains(&before[0]));
     assert!(pidfile.exists());
+    // The new master is the server's child: it reaps it.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &new_master.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the new master to exit", DEADLINE, || {
+        match children_of(server.pid()).contains(&new_master) {
+            false => Ok(()),
+            true => Err("still running".into()),
+        }
+    });
     server.signal("TERM");
     assert_eq!(server.wait_exit(DEADLINE), Some(0), "{}", server.stderr());
 }

@@ -23,3 +23,4 @@ mod serving;
 mod statsd;
 mod sweep;
 mod systemd;
+mod upgrade;

@@ -95,7 +95,7 @@ fn start_on_socket(dir: &Path, sock: &Path, extra: &[&str]) -> TestServer {
     let mut args = vec!["-b", &bind, "--chdir", chdir];
     args.extend_from_slice(extra);
     args.push("owned_app:app");
-    TestServer::start(&args)
+    TestServer::start_binding(&args)
 }
 
 /// gunicorn's default umask is 0: the socket is srwxrwxrwx, whatever the

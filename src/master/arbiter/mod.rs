@@ -3,7 +3,7 @@
 //! I/O: `now` is an argument, so every decision is unit-tested with a fake
 //! clock (see `tests.rs`). Planned recycling (max-requests, memory, reload)
 //! lives in `recycle.rs`; stopping the whole server in `stop.rs`; what each
-//! signal means in `signals.rs`.
+//! signal means in `signals.rs`; USR2's new master and WINCH in `upgrade.rs`.
 
 mod config;
 mod lines;
@@ -11,6 +11,7 @@ mod recycle;
 mod signals;
 mod spare;
 mod stop;
+mod upgrade;
 mod worker_events;
 
 pub use config::ArbiterConfig;
@@ -131,6 +132,8 @@ pub struct Arbiter {
     before_reload: Option<ArbiterConfig>,
     /// HUP asked for a reload the shell has not answered yet.
     reload_asked: bool,
+    /// USR2's new master, this master's parent, WINCH.
+    upgrade: upgrade::Upgrade,
 }
 
 impl Arbiter {
@@ -156,6 +159,7 @@ impl Arbiter {
             rng,
             before_reload: None,
             reload_asked: false,
+            upgrade: upgrade::Upgrade::default(),
         }
     }
 
@@ -219,7 +223,10 @@ impl Arbiter {
             Event::SpawnFailed { error, .. } => {
                 actions.push(self.exit(ExitCode::WorkerBoot, Some(error)));
             }
-            Event::Ready { worker } => self.on_ready(worker, now, &mut actions),
+            Event::Ready { worker } => {
+                self.on_ready(worker, now, &mut actions);
+                self.resume_when_serving(&mut actions);
+            }
             Event::BootFailed {
                 worker,
                 app_load,
@@ -232,13 +239,21 @@ impl Arbiter {
                 self.reload_asked = false;
                 self.on_reloaded(config, now, &mut actions)
             }
-            Event::ReloadRefused => self.reload_asked = false,
+            Event::ReloadRefused => {
+                self.reload_asked = false;
+                self.restore_count_after_winch(now, &mut actions);
+            }
             Event::RequestTimeout { worker } => self.on_timeout(worker, now, &mut actions),
             Event::ProtocolError { worker } => {
                 self.retire(worker, RetireReason::ProtocolError, now, &mut actions);
                 self.fill(now, &mut actions);
             }
             Event::ConnectionsClosed => self.reap(now, &mut actions),
+            Event::Quiesced => self.on_quiesced(now, &mut actions),
+            Event::Reexeced { pid } => self.on_reexeced(pid),
+            Event::ReexecFailed { error } => self.on_reexec_failed(&error),
+            Event::ChildMasterExited { pid, status } => self.on_child_master_exit(pid, status),
+            Event::ParentMasterGone => self.on_parent_gone(&mut actions),
             Event::Tick => self.on_tick(now, &mut actions),
         }
         actions
@@ -264,6 +279,7 @@ impl Arbiter {
             }
         }
         self.stop_deadlines(now, actions);
+        self.winch_deadline(now, actions);
         // Retiring workers that overstay the graceful timeout.
         let graceful = self.config.graceful_timeout;
         for (&worker, entry) in self.workers.iter_mut() {

@@ -1,10 +1,11 @@
 //! What each signal to the master means, as in gunicorn's arbiter: TERM
 //! drains, INT and QUIT stop at once, TTIN and TTOU change the worker
-//! count, HUP reloads, USR1 reopens the logs.
+//! count, HUP reloads, USR1 reopens the logs, USR2 starts a new master
+//! and WINCH stops the workers (`upgrade.rs`).
 
 use std::time::Instant;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{Arbiter, Phase};
 use crate::master::action::Action;
@@ -44,11 +45,8 @@ impl Arbiter {
                 actions.push(Action::ReloadConfig);
             }
             Sig::Usr1 => actions.push(Action::ReopenLogs),
-            // Its default action would end the master at once (and with it
-            // every worker): gunicorn users send it to upgrade in place.
-            Sig::Usr2 => {
-                warn!("USR2 signal ignored: upgrading the binary in place is not supported yet")
-            }
+            Sig::Usr2 => self.on_usr2(actions),
+            Sig::Winch => self.on_winch(now, actions),
             Sig::Ttin | Sig::Ttou | Sig::Hup => {}
         }
     }
