@@ -57,9 +57,15 @@ def sample(pid: int) -> tuple:
     try:
         f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu = int(f[11]) + int(f[12])
-        st = Path(f"/proc/{pid}/status").read_text()
-        vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
-        inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+        vol = inv = 0
+        # /proc/PID/status counts the leader thread only: sum over all threads
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                st = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            vol += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+            inv += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
         return cpu, vol, inv
     except (OSError, AttributeError):
         return 0, 0, 0
