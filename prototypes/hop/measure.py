@@ -15,6 +15,7 @@ prototypes/hop/results.csv. Load goes only to 127.0.0.1, bounded in time.
 from __future__ import annotations
 
 import csv
+import resource
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 DURATION = os.environ.get("HOP_DURATION", "10s")
+CONNS = os.environ.get("HOP_CONNS", "50")
 
 
 def children_of() -> dict:
@@ -118,11 +120,14 @@ def main() -> int:
                 print(f"{label}: server did not come up", file=sys.stderr)
                 return 1
             time.sleep(0.2)
-        subprocess.run(["wrk", "-t1", "-c50", "-d2s", url], capture_output=True, timeout=30)
+        subprocess.run(["wrk", "-t1", f"-c{CONNS}", "-d2s", url], capture_output=True, timeout=30)
         load_before = Path("/proc/loadavg").read_text().split()[0]
         a = snapshot(proc.pid)
-        out = subprocess.run(["wrk", "-t1", "-c50", f"-d{DURATION}", "--latency", url], capture_output=True, text=True, timeout=60).stdout
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(["wrk", "-t1", f"-c{CONNS}", f"-d{DURATION}", "--latency", url], capture_output=True, text=True, timeout=60).stdout
         b = snapshot(proc.pid)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         load_after = Path("/proc/loadavg").read_text().split()[0]
     finally:
         try:
@@ -133,6 +138,7 @@ def main() -> int:
             proc.wait()
         except ProcessLookupError:
             pass
+    (HERE / "logs" / f"{label}.wrk").write_text(out)
     w = parse_wrk(out)
     n = w["requests"]
     workers = [p for p in b if p != proc.pid]
@@ -145,6 +151,7 @@ def main() -> int:
         "p99_ms": w["p99_ms"],
         "cpu_us_master": round(mc * TICK_US / n, 1),
         "cpu_us_workers": round(wc * TICK_US / n, 1),
+        "cpu_us_wrk": round(wrk_cpu * 1e6 / n, 1),
         "cs_master": round((mv + mi) / n, 2),
         "cs_workers": round((wv + wi) / n, 2),
         "cs_vol_inv_total": f"{(mv + wv) / n:.2f}+{(mi + wi) / n:.2f}",
