@@ -8,3 +8,4 @@ pub mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod lane;
+pub mod response_head;
