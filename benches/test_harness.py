@@ -6,6 +6,7 @@ Run: python3 -m unittest discover -s benches -p 'test_*.py'
 from __future__ import annotations
 
 import http.server
+import os
 import subprocess
 import sys
 import threading
@@ -120,6 +121,19 @@ class RoundsTest(unittest.TestCase):
         self.assertAlmostEqual(total, 150.0)
         self.assertAlmostEqual(top, 30.0)
         self.assertEqual(cpu.per_request_us(0), (0.0, 0.0))
+
+    def test_switches_per_request_split_the_first_process_from_the_rest(self) -> None:
+        cpu = CpuUsage(server_cores=1.0, wrk_cores=0.1, other_cores=0.0, top_cores=0.2,
+                       server_switches_per_s=30_000, top_switches_per_s=10_000)
+        top, rest = cpu.switches_per_request(10_000)
+        self.assertAlmostEqual(top, 1.0)
+        self.assertAlmostEqual(rest, 2.0)
+        self.assertEqual(cpu.switches_per_request(0), (0.0, 0.0))
+
+    def test_context_switches_count_every_thread_of_a_live_process(self) -> None:
+        from harness.measure import context_switches
+        self.assertGreater(context_switches(os.getpid()), 0)
+        self.assertEqual(context_switches(2 ** 22 + 1), 0)  # no such pid
 
 
 class ProcessTest(unittest.TestCase):

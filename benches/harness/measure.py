@@ -48,6 +48,9 @@ class CpuSnapshot:
     top_s: float
     children_s: float
     self_s: float
+    # Context switches (voluntary + involuntary) of every thread of the tree, and of the first process's threads.
+    server_switches: int = 0
+    top_switches: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,22 @@ class CpuUsage:
     other_cores: float
     # The server's first process alone: ferrocorn's master, gunicorn's arbiter, Granian's main process.
     top_cores: float = 0.0
+    # Context switches per second of the whole tree and of the first process (all their threads).
+    server_switches_per_s: float = 0.0
+    top_switches_per_s: float = 0.0
 
     def per_request_us(self, requests_per_s: float) -> tuple[float, float]:
         """CPU microseconds per request: (whole server tree, its first process)."""
         if requests_per_s <= 0:
             return 0.0, 0.0
         return self.server_cores / requests_per_s * 1e6, self.top_cores / requests_per_s * 1e6
+
+    def switches_per_request(self, requests_per_s: float) -> tuple[float, float]:
+        """Context switches per request: (the first process, the rest of the tree)."""
+        if requests_per_s <= 0:
+            return 0.0, 0.0
+        top = self.top_switches_per_s / requests_per_s
+        return top, self.server_switches_per_s / requests_per_s - top
 
 
 def process_stats() -> dict[int, list[str]]:
@@ -156,6 +169,25 @@ class MemorySampler:
         )
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of `pid` (/proc/PID/status alone
+    counts only the main thread, which would hide Granian's and ferrocorn's other threads)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split()[1])
+    return total
+
+
 def cpu_snapshot(root: int) -> CpuSnapshot:
     """Read before and after the measured run; this machine is shared, so say how busy it was."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -173,6 +205,8 @@ def cpu_snapshot(root: int) -> CpuSnapshot:
         top_s=top / ticks,
         children_s=children.ru_utime + children.ru_stime,
         self_s=own.ru_utime + own.ru_stime,
+        server_switches=sum(context_switches(pid) for pid in tree),
+        top_switches=context_switches(root),
     )
 
 
@@ -184,7 +218,9 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
     own = after.self_s - before.self_s
     other = after.machine_busy_s - before.machine_busy_s - server - wrk - own
     return CpuUsage(server_cores=server / wall, wrk_cores=wrk / wall, other_cores=max(other, 0.0) / wall,
-                    top_cores=(after.top_s - before.top_s) / wall)
+                    top_cores=(after.top_s - before.top_s) / wall,
+                    server_switches_per_s=max(after.server_switches - before.server_switches, 0) / wall,
+                    top_switches_per_s=max(after.top_switches - before.top_switches, 0) / wall)
 
 
 # --- one process at a time: smaps_rollup breakdown and precise CPU (boot.py, memory.py) ---

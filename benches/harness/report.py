@@ -99,12 +99,14 @@ CSV_FIELDS = ("app", "server", "round", "status", "requests_per_s", "p50_ms", "p
               "errors", "idle_rss_kib", "peak_rss_kib", "peak_pss_kib", "processes", "memory_samples",
               "server_cpu_cores", "top_process_cpu_cores", "wrk_cpu_cores", "other_cpu_cores",
               "server_cpu_us_per_request", "top_process_cpu_us_per_request",
+              "top_process_switches_per_request", "rest_switches_per_request",
               "workers", "duration_s", "connections", "wrk_threads", "server_command", "wrk_command", "detail")
 
 
 def csv_row(config: Config, r: RunResult) -> dict[str, object]:
     w, m, c = r.wrk, r.memory, r.cpu
     per_request = c.per_request_us(w.requests_per_s) if c and w else None
+    switches = c.switches_per_request(w.requests_per_s) if c and w else None
     return {
         "app": r.app, "server": r.server, "round": r.round, "status": r.status,
         "requests_per_s": f"{w.requests_per_s:.2f}" if w else "", "p50_ms": f"{w.p50_ms:.3f}" if w else "",
@@ -117,6 +119,8 @@ def csv_row(config: Config, r: RunResult) -> dict[str, object]:
         "top_process_cpu_cores": f"{c.top_cores:.2f}" if c else "", "wrk_cpu_cores": f"{c.wrk_cores:.2f}" if c else "",
         "server_cpu_us_per_request": f"{per_request[0]:.1f}" if per_request else "",
         "top_process_cpu_us_per_request": f"{per_request[1]:.1f}" if per_request else "",
+        "top_process_switches_per_request": f"{switches[0]:.2f}" if switches else "",
+        "rest_switches_per_request": f"{switches[1]:.2f}" if switches else "",
         "other_cpu_cores": f"{c.other_cores:.2f}" if c else "",
         "workers": config.workers, "duration_s": config.duration, "connections": config.connections,
         "wrk_threads": config.wrk_threads, "server_command": r.command, "wrk_command": r.wrk_command,
@@ -173,8 +177,8 @@ def mib(kib: Optional[int]) -> str:
 def results_table(rows: Sequence[Summary]) -> list[str]:
     lines = ["| server | status | req/s | req/s over the rounds | p50 ms | p99 ms | errors (non-2xx + socket) | "
              "peak RSS MiB | peak PSS MiB | idle RSS MiB | processes | server CPU | CPU µs/request | "
-             "of it, first process | wrk CPU | other CPU |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "of it, first process | switches/request (first process + rest) | wrk CPU | other CPU |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for summary in rows:
         r = summary.median
         w, m, c = r.wrk, r.memory, r.cpu
@@ -187,10 +191,11 @@ def results_table(rows: Sequence[Summary]) -> list[str]:
         cells += [mib(m.peak_rss_kib), mib(m.peak_pss_kib), mib(m.idle_rss_kib), str(m.processes)] if m else [""] * 4
         if c and w:
             total_us, top_us = c.per_request_us(w.requests_per_s)
+            top_sw, rest_sw = c.switches_per_request(w.requests_per_s)
             cells += [f"{c.server_cores:.2f}", f"{total_us:.0f}", f"{top_us:.0f}",
-                      f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"]
+                      f"{top_sw:.2f} + {rest_sw:.2f}", f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"]
         else:
-            cells += [""] * 5
+            cells += [""] * 6
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -207,6 +212,8 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
              "a high *other CPU* means the figures were disturbed. *CPU µs/request*: the server tree's CPU "
              "time divided by the requests served; *of it, first process*: the part spent in the process "
              "the benchmark started (ferrocorn's master, gunicorn's arbiter, Granian's main process). "
+             "*switches/request*: voluntary + involuntary context switches of every thread, per request "
+             "served, in that first process and in the rest of the tree. "
              f"Each server x app ran {config.rounds} time(s), interleaved; every row is its median run "
              "by req/s, ratios included.", "",
              "## Machine", ""]
