@@ -26,17 +26,6 @@ fn load(server: &TestServer, path: &str, total: usize, clients: usize) -> Vec<(u
     results.into_inner().unwrap()
 }
 
-/// `key=N` from each error-log line that contains every one of `needles`.
-fn logged_numbers(log: &str, needles: &[&str], key: &str) -> Vec<u64> {
-    log.lines()
-        .filter(|line| needles.iter().all(|n| line.contains(n)))
-        .filter_map(|line| {
-            let at = line.find(&format!(" {key}="))? + key.len() + 2;
-            line[at..].split_whitespace().next()?.parse().ok()
-        })
-        .collect()
-}
-
 fn failures(results: &[(u16, String)]) -> Vec<&(u16, String)> {
     results
         .iter()
@@ -60,6 +49,7 @@ fn max_requests_with_preload_stays_within_the_jitter_under_8_clients() {
 }
 
 fn max_requests_within_the_jitter(extra: &[&str], path: &str, total: usize) {
+    let metrics = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
         "-w",
         "2",
@@ -67,43 +57,51 @@ fn max_requests_within_the_jitter(extra: &[&str], path: &str, total: usize) {
         "20",
         "--max-requests-jitter",
         "10",
+        "--metrics-bind",
+        &metrics,
     ];
     args.extend_from_slice(extra);
     args.push("examples.flask_app:app");
-    let server = TestServer::start(&args);
+    // Ready by the metrics, not by a probe request: every request a worker
+    // serves is then one of the load's, which names the worker's pid.
+    let server = TestServer::spawn(&args);
+    wait_until("2 serving workers", DEADLINE, || {
+        match metric(&metrics, "ferrocorn_workers{state=\"serving\"} ") {
+            Some(2.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
     let results = load(&server, path, total, 8);
     assert_eq!(failures(&results), Vec::<&(u16, String)>::new());
-    let log = server.stderr();
-    // Each worker drew its own limit.
-    let limits: Vec<u64> = log
-        .lines()
-        .filter_map(|line| {
-            let at = line.find("reached max requests (")? + "reached max requests (".len();
-            line[at..].split(')').next()?.parse().ok()
-        })
+    let mut per_pid: HashMap<&str, u64> = HashMap::new();
+    for (_, pid) in &results {
+        *per_pid.entry(pid.as_str()).or_default() += 1;
+    }
+    // Every worker that was recycled served within [max, max + jitter]:
+    // none was retired early, none served on past its cap while its
+    // replacement booted; and they drew different limits.
+    let live: Vec<String> = server.worker_pids().iter().map(u32::to_string).collect();
+    let served: Vec<u64> = per_pid
+        .iter()
+        .filter(|(pid, _)| !live.iter().any(|l| l == *pid))
+        .map(|(_, &n)| n)
         .collect();
-    assert!(limits.len() >= 4, "too few recycles: {limits:?}\n{log}");
-    assert!(limits.iter().all(|l| (20..=30).contains(l)), "{limits:?}");
-    // Every worker that stopped served within [max, max + jitter]: none was
-    // retired early, none served on past the cap while its replacement booted.
-    let served = logged_numbers(
-        &log,
-        &["Worker exiting (pid: ", "reason=max_requests"],
-        "requests",
+    assert!(
+        served.len() >= 4,
+        "too few recycles: {per_pid:?} (live {live:?})"
     );
-    assert!(served.len() >= 4, "{log}");
     assert!(served.iter().all(|n| (20..=30).contains(n)), "{served:?}");
     assert!(
         served.iter().any(|&n| n != served[0]),
         "limits not spread: {served:?}"
     );
-    let mut per_pid: HashMap<&str, usize> = HashMap::new();
-    for (_, pid) in &results {
-        *per_pid.entry(pid).or_default() += 1;
-    }
+    let restarts = metric(
+        &metrics,
+        "ferrocorn_worker_restarts_total{reason=\"max_requests\"} ",
+    );
     assert!(
-        per_pid.len() >= 4,
-        "requests came from too few workers: {per_pid:?}"
+        restarts.is_some_and(|n| n >= served.len() as f64),
+        "{restarts:?}"
     );
 }
 
@@ -274,7 +272,14 @@ fn hup_rereads_the_config_and_rolls_every_worker_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferrocorn.toml");
     std::fs::write(&config, "workers = 2\n").unwrap();
-    let server = TestServer::start(&["-c", config.to_str().unwrap(), "examples.flask_app:app"]);
+    let metrics = format!("127.0.0.1:{}", crate::harness::free_port());
+    let server = TestServer::start(&[
+        "-c",
+        config.to_str().unwrap(),
+        "--metrics-bind",
+        &metrics,
+        "examples.flask_app:app",
+    ]);
     let before = wait_until("2 workers", DEADLINE, || match server.worker_pids() {
         pids if pids.len() == 2 => Ok(pids),
         pids => Err(format!("{pids:?}")),
@@ -308,12 +313,18 @@ fn hup_rereads_the_config_and_rolls_every_worker_under_load() {
     assert!(results.len() > 50, "too little load: {}", results.len());
     let failed: Vec<_> = results.iter().filter(|&&s| s != 200).collect();
     assert!(failed.is_empty(), "{failed:?}");
-    let log = server.stderr();
-    let rolled = log
-        .lines()
-        .filter(|l| l.contains("Worker exiting (pid: ") && l.contains(" reason=reload"))
-        .count();
-    assert_eq!(rolled, 2, "{log}");
+    // Both old workers were rolled for the reload, none for anything else.
+    let restarts = |reason: &str| {
+        let series = format!("ferrocorn_worker_restarts_total{{reason=\"{reason}\"}} ");
+        crate::harness::metric(&metrics, &series)
+    };
+    wait_until("2 restarts for the reload", DEADLINE, || {
+        match restarts("reload") {
+            Some(2.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(restarts("crash"), Some(0.0));
 }
 
 #[test]
@@ -325,19 +336,18 @@ fn a_hup_to_an_app_that_cannot_load_keeps_the_running_workers() {
         "workers = 2\nwsgi_app = \"examples.flask_app:app\"\n",
     )
     .unwrap();
-    let mut server = TestServer::start(&["-c", config.to_str().unwrap()]);
+    let metrics = format!("127.0.0.1:{}", crate::harness::free_port());
+    let mut server =
+        TestServer::start(&["-c", config.to_str().unwrap(), "--metrics-bind", &metrics]);
     // Both ready: a worker still booting at HUP is replaced at once by design.
-    wait_until("2 ready workers", DEADLINE, || {
-        let log = server.stderr();
-        let ready = log
-            .lines()
-            .filter(|l| l.contains("] Worker (pid:") && l.ends_with(") is ready"))
-            .count();
-        match ready {
-            2 => Ok(()),
-            n => Err(format!("{n} ready")),
-        }
-    });
+    wait_until(
+        "2 ready workers",
+        DEADLINE,
+        || match crate::harness::metric(&metrics, "ferrocorn_workers{state=\"serving\"} ") {
+            Some(2.0) => Ok(()),
+            other => Err(format!("{other:?} serving")),
+        },
+    );
     let before = server.worker_pids();
     std::fs::write(
         &config,
