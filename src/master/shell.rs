@@ -264,10 +264,12 @@ impl Shell {
                 }
                 Err(err) => {
                     error!("cannot reload the configuration, keeping the running one: {err}");
+                    self.count_reload("refused");
                     let _ = self.events.send(Event::ReloadRefused);
                 }
             },
             Action::RevertConfig => {
+                self.count_reload("called_off");
                 if let Some((spawn, memory, launcher)) = self.before_reload.take() {
                     self.spawn = spawn;
                     self.memory = memory;
@@ -275,13 +277,22 @@ impl Shell {
                 }
             }
             // No worker of the old config is left: its fork server can go.
-            Action::SettleReload => self.before_reload = None,
+            Action::SettleReload => {
+                self.count_reload("applied");
+                self.before_reload = None;
+            }
             Action::CountRestart { reason } => {
                 if let Some(metrics) = &self.metrics {
                     metrics.restart(reason);
                 }
             }
             Action::Exit { .. } => {}
+        }
+    }
+
+    fn count_reload(&self, outcome: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.reload(outcome);
         }
     }
 

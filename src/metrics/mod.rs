@@ -56,8 +56,16 @@ pub const WAITED_IN_LANE_TOTAL: &str = "ferrocorn_requests_waited_in_lane_total"
 /// Requests served by another worker because theirs died before they started.
 pub const REDISPATCHED_TOTAL: &str = "ferrocorn_requests_redispatched_total";
 
+/// HUPs by what came of them (see [`RELOAD_OUTCOMES`]).
+pub const RELOADS_TOTAL: &str = "ferrocorn_reloads_total";
+
+/// What a HUP came to: the new configuration rolled out to every worker,
+/// called off (its first new worker could not load the app; the old ones
+/// serve on), or refused (the configuration could not be read).
+pub const RELOAD_OUTCOMES: [&str; 3] = ["applied", "called_off", "refused"];
+
 /// Every exposed family name, for tests and docs.
-pub const ALL_NAMES: [&str; 13] = [
+pub const ALL_NAMES: [&str; 14] = [
     WORKER_MEMORY_BYTES,
     WORKER_REQUESTS_SERVED,
     WORKER_AGE_SECONDS,
@@ -71,6 +79,7 @@ pub const ALL_NAMES: [&str; 13] = [
     RESPONSES_TOTAL,
     WAITED_IN_LANE_TOTAL,
     REDISPATCHED_TOTAL,
+    RELOADS_TOTAL,
 ];
 
 /// Worker states shown even when no worker is in them.
@@ -103,6 +112,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StatusLabels {
     class: &'static str,
 }
@@ -132,6 +146,7 @@ pub struct Metrics {
     workers: Family<StateLabels, Gauge>,
     workers_desired: Gauge,
     restarts: Family<ReasonLabels, Counter>,
+    reloads: Family<OutcomeLabels, Counter>,
     in_flight: Gauge,
     queue_length: Gauge,
     waited_in_lane: Counter,
@@ -205,6 +220,16 @@ impl Metrics {
             "Workers replaced, by reason",
             restarts.clone(),
         );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        for outcome in RELOAD_OUTCOMES {
+            let _zero = reloads.get_or_create_owned(&OutcomeLabels { outcome });
+        }
+        register(
+            &mut registry,
+            RELOADS_TOTAL,
+            "HUPs by outcome: applied, called_off (the new app could not load), refused (the configuration could not be read)",
+            reloads.clone(),
+        );
         let in_flight = Gauge::default();
         register(
             &mut registry,
@@ -264,6 +289,7 @@ impl Metrics {
             workers,
             workers_desired,
             restarts,
+            reloads,
             in_flight,
             queue_length,
             waited_in_lane,
@@ -321,6 +347,12 @@ impl Metrics {
     /// back into this `Metrics`.
     pub fn set_load_source(&self, f: Box<dyn Fn() -> Load + Send + Sync>) {
         *self.load.write().unwrap_or_else(PoisonError::into_inner) = Some(f);
+    }
+
+    /// Counts one HUP's outcome, one of [`RELOAD_OUTCOMES`].
+    pub fn reload(&self, outcome: &'static str) {
+        debug_assert!(RELOAD_OUTCOMES.contains(&outcome));
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Counts one worker replacement.

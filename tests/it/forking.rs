@@ -132,7 +132,17 @@ fn hup_with_preload_serves_new_code_and_a_broken_new_app_keeps_the_old_code() {
     let dir = tempfile::tempdir().unwrap();
     write_app(dir.path(), "version one");
     let path = dir.path().to_str().unwrap();
-    let server = TestServer::start(&["-w", "2", "--preload", "--pythonpath", path, "counted:app"]);
+    let metrics = format!("127.0.0.1:{}", crate::harness::free_port());
+    let server = TestServer::start(&[
+        "-w",
+        "2",
+        "--preload",
+        "--metrics-bind",
+        &metrics,
+        "--pythonpath",
+        path,
+        "counted:app",
+    ]);
     let first = workers(&server, 2);
     assert_eq!(body(&server), "version one");
 
@@ -162,11 +172,10 @@ fn hup_with_preload_serves_new_code_and_a_broken_new_app_keeps_the_old_code() {
     .unwrap();
     server.signal("HUP");
     wait_until("the reload to be called off", DEADLINE, || {
-        let log = server.stderr();
-        if log.contains("reload is called off") {
-            Ok(())
-        } else {
-            Err(log)
+        let series = "ferrocorn_reloads_total{outcome=\"called_off\"} ";
+        match crate::harness::metric(&metrics, series) {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}; stderr:\n{}", server.stderr())),
         }
     });
     for _ in 0..10 {

@@ -325,6 +325,13 @@ fn hup_rereads_the_config_and_rolls_every_worker_under_load() {
         }
     });
     assert_eq!(restarts("crash"), Some(0.0));
+    wait_until("the reload settled", DEADLINE, || {
+        let series = "ferrocorn_reloads_total{outcome=\"applied\"} ";
+        match crate::harness::metric(&metrics, series) {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
 }
 
 #[test]
@@ -356,11 +363,10 @@ fn a_hup_to_an_app_that_cannot_load_keeps_the_running_workers() {
     .unwrap();
     server.signal("HUP");
     wait_until("the reload to be called off", DEADLINE, || {
-        let log = server.stderr();
-        if log.contains("reload is called off") {
-            Ok(())
-        } else {
-            Err(log)
+        let series = "ferrocorn_reloads_total{outcome=\"called_off\"} ";
+        match crate::harness::metric(&metrics, series) {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}; stderr:\n{}", server.stderr())),
         }
     });
     assert_eq!(server.get("/hello").status, 200);
