@@ -17,9 +17,13 @@
 //! `deprioritize`, `retire` and `remove`. A retiring worker's lanes close as
 //! they come back, and the dispatcher reports when the last one is gone. It
 //! also counts each worker's requests and checks its RSS after each one
-//! ([`terms`]), and reports limits reached as [`PoolNews`].
+//! ([`terms`]), and reports limits reached as [`PoolNews`]. The pool's state
+//! and the choices made from it alone (which lane, who may serve, who may
+//! take a waiting request) are `pool.rs`'s; this file holds the lock, reads
+//! the clock and moves requests between the queue and the lanes.
 
 mod lease;
+mod pool;
 pub mod queue;
 pub mod terms;
 mod waiting;
@@ -31,9 +35,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::frame::HEADER_LEN;
-use crate::protocol::lane::{Lane, LaneId, MAX_WAITING_REQUEST};
+use crate::protocol::lane::{Lane, MAX_WAITING_REQUEST};
 use crate::worker::WorkerId;
 pub use lease::LaneLease;
+use pool::{Slot, State};
 use queue::{Handover, WaitQueue};
 use terms::Tally;
 pub use terms::{PoolNews, Standing, WorkerTerms};
@@ -104,70 +109,6 @@ impl std::fmt::Debug for Shared {
             .field("queue_timeout", &self.queue_timeout)
             .field("pipeline_below", &self.pipeline_below)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    slots: Vec<Slot>,
-    /// Waiting requests, each with its encoded request ready to write.
-    queue: WaitQueue<Delivery, Bytes>,
-    closed: bool,
-    /// Lanes handed out so far, the clock of `Slot::last_pick`.
-    picks: u64,
-    /// Requests waiting in lanes of workers already removed: their fate
-    /// is known once their lane comes back.
-    stranded: Vec<(LaneId, Waiting)>,
-    pipelined: u64,
-    redispatched: u64,
-}
-
-#[derive(Debug)]
-struct Slot {
-    worker: WorkerId,
-    idle: Vec<Lane>,
-    /// Lanes still open: idle plus leased.
-    open_lanes: usize,
-    accepting: bool,
-    /// Whether it is being replaced, and how much it may still serve.
-    standing: Standing,
-    /// When it was last picked (the pool's pick count then): ties go to
-    /// the least recently picked worker.
-    last_pick: u64,
-    tally: Tally,
-    /// Its open lanes as the dispatcher tracks them while they are lent.
-    books: Vec<LaneBook>,
-    /// Moving average of how long its lanes were lent per request.
-    service: Option<Duration>,
-}
-
-impl Slot {
-    fn book(&mut self, lane: LaneId) -> Option<&mut LaneBook> {
-        self.books.iter_mut().find(|b| b.lane == lane)
-    }
-
-    fn close_book(&mut self, lane: LaneId) -> Option<LaneBook> {
-        let at = self.books.iter().position(|b| b.lane == lane)?;
-        Some(self.books.swap_remove(at))
-    }
-
-    /// Learns from one lent period; the average moves an eighth of the way.
-    fn learn(&mut self, took: Duration) {
-        self.service = Some(match self.service {
-            None => took,
-            Some(avg) if took > avg => avg + (took - avg) / 8,
-            Some(avg) => avg - (avg - took) / 8,
-        });
-    }
-
-    /// Whether a request may wait behind this worker's running ones now.
-    fn takes_waiting(&self, below: Duration) -> bool {
-        let waiting = self.books.iter().filter(|b| b.waiting.is_some()).count() as u64;
-        self.accepting
-            && self.standing == Standing::Normal
-            && !self.tally.due()
-            && self.tally.has_room(waiting)
-            && self.service.is_some_and(|s| s < below)
     }
 }
 
@@ -571,62 +512,6 @@ impl Dispatcher {
                 served: slot.tally.served,
             });
         }
-    }
-}
-
-impl State {
-    fn slot(&mut self, worker: WorkerId) -> Option<&mut Slot> {
-        self.slots.iter_mut().find(|s| s.worker == worker)
-    }
-
-    fn take_stranded(&mut self, lane: LaneId) -> Option<Waiting> {
-        let at = self.stranded.iter().position(|(l, _)| *l == lane)?;
-        Some(self.stranded.swap_remove(at).1)
-    }
-
-    /// The best standing among accepting workers with room under their
-    /// request cap: a worker serves only if its standing allows it next to
-    /// that one. Excluded workers never do.
-    fn lowest_standing(&self) -> Option<Standing> {
-        let best = self
-            .slots
-            .iter()
-            .filter(|s| s.accepting && s.tally.has_room(0))
-            .map(|s| s.standing)
-            .min()?;
-        (best != Standing::Excluded).then_some(best)
-    }
-
-    fn may_serve(&self, worker: WorkerId) -> bool {
-        let floor = self.lowest_standing();
-        self.slots.iter().any(|s| {
-            s.worker == worker && s.tally.has_room(0) && floor.is_some_and(|f| s.standing <= f)
-        })
-    }
-
-    fn park(&mut self, worker: WorkerId, lane: Lane) {
-        if let Some(slot) = self.slots.iter_mut().find(|s| s.worker == worker) {
-            slot.idle.push(lane);
-        }
-    }
-
-    /// The least-loaded idle lane among the workers that may serve.
-    /// Among equally loaded workers the least recently picked wins, so
-    /// light load rotates over every worker instead of piling onto the
-    /// first (which would make one worker leak, and recycle, for all).
-    fn pick(&mut self) -> Option<(WorkerId, Lane)> {
-        let floor = self.lowest_standing()?;
-        self.picks += 1;
-        let picks = self.picks;
-        let slot = self
-            .slots
-            .iter_mut()
-            .filter(|s| {
-                s.accepting && s.standing <= floor && !s.idle.is_empty() && s.tally.has_room(0)
-            })
-            .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len(), s.last_pick))?;
-        slot.last_pick = picks;
-        Some((slot.worker, slot.idle.pop()?))
     }
 }
 
