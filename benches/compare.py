@@ -57,9 +57,11 @@ def server_command(config: Config, server: str, app: str, port: int, gunicorn_fl
     elif server == "gunicorn-gthread":
         argv = [gunicorn, "-w", workers, "-k", "gthread", "--threads", str(config.gthread_threads),
                 *gunicorn_flags, "--chdir", chdir, "-b", bind, target]
-    elif server == "granian":
-        argv = [str(config.venv_bin("granian")), "--interface", "wsgi", "--workers", workers,
-                "--blocking-threads", "1", "--host", "127.0.0.1", "--port", str(port), "--working-dir", chdir, target]
+    elif server in ("granian", "granian-default"):
+        # `granian`: one blocking thread per worker, as ferrocorn's one lane; `granian-default`: its own default.
+        threads = ["--blocking-threads", "1"] if server == "granian" else []
+        argv = [str(config.venv_bin("granian")), "--interface", "wsgi", "--workers", workers, *threads,
+                "--host", "127.0.0.1", "--port", str(port), "--working-dir", chdir, target]
     else:
         raise ValueError(f"unknown server {server!r}")
     return ServerCommand(server=server, app=app, port=port, argv=tuple(argv), cwd=config.apps_dir)

@@ -89,6 +89,9 @@ class RatiosTest(unittest.TestCase):
                      row("gunicorn-gthread", 3000, 5), row("granian", 12000, 8)])
         self.assertEqual([(x.reference, x.requests_per_s, x.p99) for x in rs],
                          [("gunicorn-best (gunicorn-sync)", 1.2, 0.5), ("granian", 0.5, 1.25)])
+        both = ratios([row("ferrocorn", 6000, 10), row("granian", 12000, 8), row("granian-default", 10000, 20)])
+        self.assertEqual([(r.reference, r.requests_per_s) for r in both],
+                         [("granian", 0.5), ("granian-default", 0.6)])
 
     def test_no_ratio_without_a_working_ferrocorn(self) -> None:
         self.assertEqual(ratios([row("ferrocorn", 0, 0, status="failed to start"), row("granian", 1, 1)]), [])

@@ -86,8 +86,9 @@ def ratios(results: Sequence[RunResult]) -> list[Ratio]:
         if gunicorns:
             name, best = max(gunicorns, key=lambda nw: nw[1].requests_per_s)
             references.append((f"gunicorn-best ({name})", best))
-        if "granian" in ok:
-            references.append(("granian", ok["granian"]))
+        for granian in ("granian", "granian-default"):
+            if granian in ok:
+                references.append((granian, ok[granian]))
         for label, ref in references:
             out.append(Ratio(app=app, reference=label,
                              requests_per_s=ferro.requests_per_s / ref.requests_per_s if ref.requests_per_s else 0.0,
@@ -206,7 +207,7 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
              f"Load: `{shlex.join(load_command(config))}` "
              f"after a {config.warmup}s warm-up; {config.workers} workers per server, "
              f"gthread {config.gthread_threads} threads, ferrocorn {config.ferrocorn_threads} thread(s), "
-             "Granian --blocking-threads 1. Memory: sum over the server's process tree (master + workers), "
+             "Granian --blocking-threads 1 (`granian`) and with its default (`granian-default`). Memory: sum over the server's process tree (master + workers), "
              f"sampled every {SAMPLE_INTERVAL_S}s from /proc during the measured run. CPU columns: "
              "average cores busy during the measured run (server tree, wrk, everything else on the machine); "
              "a high *other CPU* means the figures were disturbed. *CPU µs/request*: the server tree's CPU "
