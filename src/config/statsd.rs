@@ -2,7 +2,7 @@
 //! gunicorn 27's `validate_statsd_address` (through `util.parse_address`)
 //! parses it. The sender lives in `crate::metrics::statsd`.
 
-use super::types::{Scalar, ValueError};
+use super::types::{split_host_port, Scalar, ValueError};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -52,36 +52,9 @@ impl Scalar for StatsdAddr {
             return Err(ValueError::Invalid);
         }
         let text = text.strip_prefix("tcp://").unwrap_or(text);
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or(ValueError::Invalid)?;
-            host.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| ValueError::Invalid)?;
-            match after {
-                "" => (host, None),
-                after => (
-                    host,
-                    Some(after.strip_prefix(':').ok_or(ValueError::Invalid)?),
-                ),
-            }
-        } else {
-            match text.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (text, None),
-            }
-        };
         // gunicorn sends an empty host to 0.0.0.0, which reaches nothing
-        // useful; a typo is likelier, so it is refused.
-        let bad_host = |c: char| c.is_whitespace() || "/[]:,".contains(c);
-        if host.is_empty() || (!text.starts_with('[') && host.contains(bad_host)) {
-            return Err(ValueError::Invalid);
-        }
-        let port = match port {
-            None => DEFAULT_STATSD_PORT,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse().map_err(|_| ValueError::Invalid)?
-            }
-            Some(_) => return Err(ValueError::Invalid),
-        };
+        // useful; a typo is likelier, so it is refused (as an empty host is).
+        let (host, port) = split_host_port(text, DEFAULT_STATSD_PORT)?;
         Ok(StatsdAddr::Udp {
             host: host.to_ascii_lowercase(),
             port,

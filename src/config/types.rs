@@ -331,34 +331,7 @@ impl FromStr for BindAddr {
             }
             _ => text,
         };
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or(ValueError::Invalid)?;
-            host.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| ValueError::Invalid)?;
-            match after {
-                "" => (host, None),
-                after => (
-                    host,
-                    Some(after.strip_prefix(':').ok_or(ValueError::Invalid)?),
-                ),
-            }
-        } else {
-            match text.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (text, None),
-            }
-        };
-        let bad_host = |c: char| c.is_whitespace() || "/[]:,".contains(c);
-        if host.is_empty() || (!text.starts_with('[') && host.contains(bad_host)) {
-            return Err(ValueError::Invalid);
-        }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse().map_err(|_| ValueError::Invalid)?
-            }
-            Some(_) => return Err(ValueError::Invalid),
-        };
+        let (host, port) = split_host_port(text, DEFAULT_PORT)?;
         Ok(BindAddr::Tcp {
             host: host.to_string(),
             port,
@@ -553,6 +526,41 @@ keyword_enum!(
         Poll = "poll",
     }
 );
+
+/// `HOST[:PORT]` or `[IPV6][:PORT]`, as gunicorn's `parse_address` splits
+/// an address: the port defaults to `default_port`; a host with blanks or
+/// any of `/[]:,` (outside the brackets) is a typo, not a name.
+pub(super) fn split_host_port(text: &str, default_port: u16) -> Result<(&str, u16), ValueError> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or(ValueError::Invalid)?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| ValueError::Invalid)?;
+        match after {
+            "" => (host, None),
+            after => (
+                host,
+                Some(after.strip_prefix(':').ok_or(ValueError::Invalid)?),
+            ),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    let bad_host = |c: char| c.is_whitespace() || "/[]:,".contains(c);
+    if host.is_empty() || (!text.starts_with('[') && host.contains(bad_host)) {
+        return Err(ValueError::Invalid);
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            p.parse().map_err(|_| ValueError::Invalid)?
+        }
+        Some(_) => return Err(ValueError::Invalid),
+    };
+    Ok((host, port))
+}
 
 #[cfg(test)]
 mod tests {
