@@ -183,7 +183,10 @@ async fn serve(
     if body.rest.is_some() {
         body.framing = Some((verdicts.clone(), note.index));
     }
-    if verdicts.body_refused(note.index) {
+    // Only a body read whole can have broken the chunk rules by now (a
+    // streamed one is judged at its end by the pump); most requests have
+    // none and skip the lock.
+    if matches!(body.plan, BodyPlan::Buffered(_)) && verdicts.body_refused(note.index) {
         return Err(RequestError::BadRequest(BAD_CHUNK_SIZE));
     }
     forward(&ctx.exchange, head, raw_target, conn, body).await
