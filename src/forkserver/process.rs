@@ -202,7 +202,11 @@ impl ForkServer {
     /// process that exits at once, and the master, a child subreaper,
     /// adopts it.
     pub async fn fork(&mut self, worker: WorkerId, ends: &WorkerEnds) -> Result<u32, ForkError> {
-        let request = serde_json::json!({ "worker": worker.0, "lanes": ends.lanes.len() });
+        let request = serde_json::json!({
+            "worker": worker.0,
+            "lanes": ends.lanes.len(),
+            "ring_size": ends.ring_size(),
+        });
         let mut message = BytesMut::new();
         frame::put_frame(&mut message, Kind::Fork, 0, request.to_string().as_bytes());
         self.send(&message, &ends.raw_fds())

@@ -297,7 +297,7 @@ fn stream(
                         Ok(frame) => frame,
                         Err(err) => {
                             let _ = tx.send(Err(BodyError(err.to_string()))).await;
-                            if let LaneError::Decode(_) = err {
+                            if err.is_protocol_fault() {
                                 let _ = faults.send((lease.worker(), WorkerFault::ProtocolError));
                             }
                             lease.discard();
@@ -366,12 +366,12 @@ fn never_read(lease: &mut LaneLease, err: &LaneError, plan: BodyPlan) -> bool {
             ) && !lease.request_written()
         }
         LaneError::Unread => last_written && matches!(plan, BodyPlan::Empty),
-        LaneError::Closed | LaneError::Decode(_) => false,
+        LaneError::Closed | LaneError::Decode(_) | LaneError::Corrupt(_) => false,
     }
 }
 
 fn worker_failed(ctx: &ExchangeCtx, lease: LaneLease, err: LaneError) -> RequestError {
-    if let LaneError::Decode(_) = err {
+    if err.is_protocol_fault() {
         return protocol_error(ctx, lease, err.to_string());
     }
     // Died or closed: the arbiter learns of it from the process exit.

@@ -32,6 +32,7 @@ use crate::http::server::{self, ConnOptions};
 use crate::http::service::{BodyBound, Limits, ServiceCtx};
 use crate::logging::Logging;
 use crate::metrics::{self, Metrics, Readiness};
+use crate::worker::spawn::Transport;
 use action::Action;
 use arbiter::Arbiter;
 use event::Event;
@@ -153,6 +154,7 @@ pub async fn run(
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
     let reaper = crate::worker::reap::Reaper::start()?;
     let derived = Derived::from_loaded(&loaded);
+    let transport = Transport::from_env().map_err(std::io::Error::other)?;
     let mut shell = shell::Shell::new(
         shell::ShellParts {
             spawn: derived.spawn,
@@ -168,6 +170,7 @@ pub async fn run(
                 pidfile: origin.pidfile,
                 pidfile_name: origin.pidfile_name,
             },
+            transport,
         },
         dispatcher,
         http,

@@ -25,11 +25,10 @@ use crate::logging::Logging;
 use crate::metrics::Metrics;
 use crate::protocol::control;
 use crate::protocol::frame::Kind;
-use crate::protocol::lane::Lane;
 use crate::worker::boot::handshake;
 use crate::worker::memory::RssProbe;
 use crate::worker::reap::Reaper;
-use crate::worker::spawn::{sockets, SpawnSpec};
+use crate::worker::spawn::{sockets, LaneLink, SpawnSpec, Transport};
 use crate::worker::{memory, WorkerId};
 
 mod upkeep;
@@ -53,7 +52,9 @@ struct Handle {
     /// Closing it tells the worker to stop once idle.
     control: Option<UnixStream>,
     /// Lanes until the worker is admitted to the dispatcher.
-    lanes: Vec<UnixStream>,
+    lanes: Vec<LaneLink>,
+    /// Its lane rings' shared memory, which its memory readings leave out.
+    ring_bytes: u64,
     /// Told to stop: a control socket arriving late is closed at once.
     stopping: bool,
 }
@@ -74,6 +75,8 @@ pub struct ShellParts {
     pub metrics: Option<std::sync::Arc<Metrics>>,
     /// USR2's re-exec and the pid file.
     pub upgrader: Upgrader,
+    /// How lanes carry their bytes.
+    pub transport: Transport,
 }
 
 /// What the shell needs to act.
@@ -111,6 +114,7 @@ pub struct Shell {
     /// What the fork server's hooks were told of the arbiter's counts.
     hook_news: HookNews,
     upgrader: Upgrader,
+    transport: Transport,
 }
 
 impl Shell {
@@ -145,6 +149,7 @@ impl Shell {
             launched_tx,
             hook_news: HookNews::default(),
             upgrader: parts.upgrader,
+            transport: parts.transport,
         }
     }
 
@@ -159,9 +164,10 @@ impl Shell {
                 request_cap,
             } => {
                 if let Some(handle) = self.workers.get_mut(&worker) {
-                    let lanes = handle.lanes.drain(..).map(Lane::new).collect();
+                    let lanes = handle.lanes.drain(..).map(LaneLink::into_lane).collect();
                     let rss_watch = self.memory.rss_threshold.and_then(|threshold| {
-                        match handle.pid.map(RssProbe::open) {
+                        let rings = handle.ring_bytes;
+                        match handle.pid.map(|pid| RssProbe::open(pid).map(|p| p.excluding(rings))) {
                             None => None,
                             Some(probe) => match probe {
                             Ok(probe) => Some((probe, threshold)),
@@ -330,7 +336,7 @@ impl Shell {
     }
 
     fn spawn(&mut self, worker: WorkerId) {
-        let (ours, ends) = match sockets(self.spawn.lanes) {
+        let (ours, ends) = match sockets(self.spawn.lanes, &self.transport) {
             Ok(pair) => pair,
             Err(err) => {
                 let _ = self.events.send(Event::SpawnFailed {
@@ -346,6 +352,12 @@ impl Shell {
                 pid: None,
                 pending_signal: None,
                 control: None,
+                ring_bytes: ours
+                    .lanes
+                    .iter()
+                    .filter_map(|lane| lane.ring.as_ref())
+                    .map(|ring| ring.mapped_bytes() as u64)
+                    .sum(),
                 lanes: ours.lanes,
                 stopping: false,
             },

@@ -1,16 +1,21 @@
-//! A lane's socket between the master and one worker thread: one request
-//! runs at a time, and one more may wait behind it (written ahead, so a busy
-//! worker never sleeps between requests). Reads whole frames into a reusable
+//! A lane between the master and one worker thread: one request runs at a
+//! time, and one more may wait behind it (written ahead, so a busy worker
+//! never sleeps between requests). Reads whole frames into a reusable
 //! buffer and writes prepared bytes. Split into a reader and a writer so a
 //! request body can stream to the worker while its response streams back.
+//!
+//! The bytes travel over the lane's socket or, on a ring lane, through
+//! shared memory (`ring/`); the frames and every rule here are the same.
 
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::environ::HeadCache;
 use super::frame::{self, flags, DecodeError, Frame, Kind, HEADER_LEN};
+use super::ring::{self, Corrupt, Ring, RingReader, RingWriter};
 
 /// Why a lane cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,104 @@ pub enum LaneError {
     /// The worker sent bytes that break the protocol.
     #[error("worker broke the protocol: {0}")]
     Decode(#[from] DecodeError),
+    /// The worker wrote shared memory that cannot be right (a ring lane).
+    #[error("worker broke the protocol: {0}")]
+    Corrupt(#[from] Corrupt),
+}
+
+impl LaneError {
+    /// Whether the worker broke the protocol (it is replaced), rather than
+    /// closed the lane or died.
+    pub fn is_protocol_fault(&self) -> bool {
+        matches!(self, LaneError::Decode(_) | LaneError::Corrupt(_))
+    }
+}
+
+fn lane_error(err: std::io::Error) -> LaneError {
+    if err.kind() == std::io::ErrorKind::InvalidData {
+        if let Some(corrupt) = err.get_ref().and_then(|e| e.downcast_ref::<Corrupt>()) {
+            return LaneError::Corrupt(*corrupt);
+        }
+    }
+    LaneError::Io(err)
+}
+
+/// A lane's receiving side: a socket half, or a ring lane's response ring.
+#[derive(Debug)]
+enum ReadHalf {
+    Socket(OwnedReadHalf),
+    Ring(RingReader),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Socket(half) => Pin::new(half).poll_read(cx, buf),
+            ReadHalf::Ring(half) => Pin::new(half).poll_read(cx, buf),
+        }
+    }
+}
+
+/// A lane's sending side: a socket half, or a ring lane's request ring.
+#[derive(Debug)]
+enum WriteHalf {
+    Socket(OwnedWriteHalf),
+    Ring(RingWriter),
+}
+
+impl WriteHalf {
+    fn try_write_vectored(&self, parts: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            WriteHalf::Socket(half) => half.try_write_vectored(parts),
+            WriteHalf::Ring(half) => half.try_write_vectored(parts),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Socket(half) => Pin::new(half).poll_write(cx, data),
+            WriteHalf::Ring(half) => Pin::new(half).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        parts: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Socket(half) => Pin::new(half).poll_write_vectored(cx, parts),
+            WriteHalf::Ring(half) => Pin::new(half).poll_write_vectored(cx, parts),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Socket(half) => Pin::new(half).poll_flush(cx),
+            WriteHalf::Ring(half) => Pin::new(half).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Socket(half) => Pin::new(half).poll_shutdown(cx),
+            WriteHalf::Ring(half) => Pin::new(half).poll_shutdown(cx),
+        }
+    }
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -45,7 +149,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The receiving half of a lane.
 #[derive(Debug)]
 pub struct LaneReader {
-    half: OwnedReadHalf,
+    half: ReadHalf,
     buf: BytesMut,
     /// Requests written to the lane so far, and responses ended (END or
     /// ERROR). Request number `n` runs while `ended == n - 1` and waits
@@ -70,14 +174,17 @@ impl LaneReader {
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
                     return Err(LaneError::Unread)
                 }
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(lane_error(err)),
             }
         }
     }
 
-    /// The socket half, for reuniting after a handshake.
-    pub fn into_inner(self) -> OwnedReadHalf {
-        self.half
+    /// The socket half, for reuniting after a handshake; `None` on a ring lane.
+    pub fn into_inner(self) -> Option<OwnedReadHalf> {
+        match self.half {
+            ReadHalf::Socket(half) => Some(half),
+            ReadHalf::Ring(_) => None,
+        }
     }
 
     /// The next frame if it is already buffered, without reading the socket.
@@ -97,20 +204,23 @@ impl LaneReader {
 /// The sending half of a lane.
 #[derive(Debug)]
 pub struct LaneWriter {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     /// Outgoing bytes are prepared here, then written in one go.
     pub buf: BytesMut,
 }
 
 impl LaneWriter {
-    /// The socket half, for reuniting after a handshake.
-    pub fn into_inner(self) -> OwnedWriteHalf {
-        self.half
+    /// The socket half, for reuniting after a handshake; `None` on a ring lane.
+    pub fn into_inner(self) -> Option<OwnedWriteHalf> {
+        match self.half {
+            WriteHalf::Socket(half) => Some(half),
+            WriteHalf::Ring(_) => None,
+        }
     }
 
     /// Writes everything prepared in `buf` and clears it.
     pub async fn flush(&mut self) -> Result<(), LaneError> {
-        self.half.write_all(&self.buf).await?;
+        self.half.write_all(&self.buf).await.map_err(lane_error)?;
         self.buf.clear();
         Ok(())
     }
@@ -119,6 +229,16 @@ impl LaneWriter {
 /// Splits a lane socket into its halves.
 pub fn split(stream: UnixStream) -> (LaneReader, LaneWriter) {
     let (read, write) = stream.into_split();
+    halves(ReadHalf::Socket(read), WriteHalf::Socket(write))
+}
+
+/// Splits a ring lane (its socket and its shared memory) into its halves.
+pub fn split_ring(stream: UnixStream, ring: Arc<Ring>) -> (LaneReader, LaneWriter) {
+    let (read, write) = ring::halves(ring, stream);
+    halves(ReadHalf::Ring(read), WriteHalf::Ring(write))
+}
+
+fn halves(read: ReadHalf, write: WriteHalf) -> (LaneReader, LaneWriter) {
     (
         LaneReader {
             half: read,
@@ -184,8 +304,16 @@ pub struct Lane {
 impl Lane {
     /// Wraps a lane socket.
     pub fn new(stream: UnixStream) -> Lane {
+        Lane::from_halves(split(stream))
+    }
+
+    /// Wraps a ring lane: its socket (for EOF only) and its shared memory.
+    pub fn over_ring(stream: UnixStream, ring: Arc<Ring>) -> Lane {
+        Lane::from_halves(split_ring(stream, ring))
+    }
+
+    fn from_halves((reader, writer): (LaneReader, LaneWriter)) -> Lane {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let (reader, writer) = split(stream);
         let (ahead_tx, ahead_rx) = mpsc::unbounded_channel();
         Lane {
             reader,
@@ -286,9 +414,17 @@ impl Lane {
         while sent < request.len() {
             let n = if sent < HEADER_LEN {
                 let parts = [IoSlice::new(&head[sent..]), IoSlice::new(rest)];
-                writer.half.write_vectored(&parts).await?
+                writer
+                    .half
+                    .write_vectored(&parts)
+                    .await
+                    .map_err(lane_error)?
             } else {
-                writer.half.write(&rest[sent - HEADER_LEN..]).await?
+                writer
+                    .half
+                    .write(&rest[sent - HEADER_LEN..])
+                    .await
+                    .map_err(lane_error)?
             };
             if n == 0 {
                 return Err(LaneError::Closed);

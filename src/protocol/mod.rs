@@ -1,6 +1,7 @@
 //! The master <-> worker protocol (docs/protocol.md): frames, the handshake,
-//! the environ encoding (with what a trusted proxy may say in it), a lane's
-//! socket and the control frames sent after a boot.
+//! the environ encoding (with what a trusted proxy may say in it), a lane
+//! (over its socket or shared-memory rings) and the control frames sent
+//! after a boot.
 
 pub mod control;
 pub mod environ;
@@ -9,3 +10,4 @@ pub mod frame;
 pub mod handshake;
 pub mod lane;
 pub mod response_head;
+pub mod ring;

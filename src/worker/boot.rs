@@ -58,8 +58,9 @@ pub async fn handshake(
     .unwrap_or(Err(BootError::Timeout(timeout)));
     let control = reader
         .into_inner()
-        .reunite(writer.into_inner())
-        .expect("both halves come from the same socket");
+        .zip(writer.into_inner())
+        .and_then(|(read, write)| read.reunite(write).ok())
+        .expect("both halves come from the same control socket");
     (control, result)
 }
 

@@ -81,13 +81,35 @@ pub fn read_all(pids: &[(WorkerId, u32)], metric: MemoryMetric) -> Vec<(WorkerId
 #[derive(Debug)]
 pub struct RssProbe {
     statm: File,
+    excluded: u64,
+}
+
+/// How much of `mapped` bytes of lane rings (shared memory both the master
+/// and the worker map, populated at once) a worker's `metric` counts: all
+/// of it in RSS, half in PSS (two processes map it), none in USS. The
+/// memory policy subtracts it, so a limit applies to the app, not to the
+/// transport.
+pub fn transport_share(metric: MemoryMetric, mapped: u64) -> u64 {
+    match metric {
+        MemoryMetric::Rss => mapped,
+        MemoryMetric::Pss => mapped / 2,
+        MemoryMetric::Uss => 0,
+    }
 }
 
 impl RssProbe {
     /// Opens `/proc/PID/statm`.
     pub fn open(pid: u32) -> io::Result<RssProbe> {
         let statm = File::open(format!("/proc/{pid}/statm")).map_err(gone_is_not_found)?;
-        Ok(RssProbe { statm })
+        Ok(RssProbe { statm, excluded: 0 })
+    }
+
+    /// The same probe, reading `bytes` less (the worker's lane rings).
+    pub fn excluding(self, bytes: u64) -> RssProbe {
+        RssProbe {
+            excluded: bytes,
+            ..self
+        }
     }
 
     /// The current RSS in bytes.
@@ -99,6 +121,7 @@ impl RssProbe {
         let pages = parse_statm_resident(text)?;
         pages
             .checked_mul(page_size()?)
+            .map(|bytes| bytes.saturating_sub(self.excluded))
             .ok_or_else(|| invalid("statm: resident size overflows u64"))
     }
 }
@@ -324,6 +347,37 @@ Locked:                0 kB
             let err = sum_smaps_rollup(text, PSS_FIELDS).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_rings_count_fully_in_rss_half_in_pss_and_not_in_uss() {
+        assert_eq!(transport_share(MemoryMetric::Rss, 1 << 20), 1 << 20);
+        assert_eq!(transport_share(MemoryMetric::Pss, 1 << 20), 1 << 19);
+        assert_eq!(transport_share(MemoryMetric::Uss, 1 << 20), 0);
+    }
+
+    #[test]
+    fn a_probe_excluding_the_rings_reads_that_much_less() {
+        let pid = std::process::id();
+        let whole = RssProbe::open(pid).unwrap().read().unwrap();
+        let less = RssProbe::open(pid)
+            .unwrap()
+            .excluding(1 << 20)
+            .read()
+            .unwrap();
+        // Our own RSS moves a little between the reads.
+        assert!(
+            less + (1 << 20) <= whole + (1 << 18),
+            "{less} + 1 MiB vs {whole}"
+        );
+        assert_eq!(
+            RssProbe::open(pid)
+                .unwrap()
+                .excluding(u64::MAX)
+                .read()
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Starting Python processes: socketpairs for a worker's control channel
-//! and lanes, and a fresh interpreter (argv, environment, a parent-death
+//! and lanes (with their shared-memory rings on ring lanes), and a fresh interpreter (argv, environment, a parent-death
 //! signal so it never outlives the master, the embedded program on its
 //! stdin) for the fork server, or for a worker when no fork server runs.
 //!
@@ -11,12 +11,15 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 use super::script::{BOOTSTRAP, WORKER_PROGRAM};
 use super::WorkerId;
+use crate::protocol::lane::Lane;
+use crate::protocol::ring::{Hub, Ring, WorkerRing};
 /// Everything a worker needs that is the same for every worker.
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
@@ -65,8 +68,86 @@ pub struct SpawnSpec {
 pub struct WorkerSockets {
     /// The control socket: handshake, then REOPEN_LOG; closing it stops the worker.
     pub control: UnixStream,
-    /// One socket per lane.
-    pub lanes: Vec<UnixStream>,
+    /// One per lane.
+    pub lanes: Vec<LaneLink>,
+}
+
+/// The master's end of one lane: its socket, and its rings on a ring lane.
+#[derive(Debug)]
+pub struct LaneLink {
+    /// The lane socket (on a ring lane it carries only EOF).
+    pub socket: UnixStream,
+    /// The shared memory, on a ring lane.
+    pub ring: Option<Arc<Ring>>,
+}
+
+impl LaneLink {
+    /// The lane the dispatcher hands out.
+    pub fn into_lane(self) -> Lane {
+        match self.ring {
+            Some(ring) => Lane::over_ring(self.socket, ring),
+            None => Lane::new(self.socket),
+        }
+    }
+}
+
+/// How lanes carry their bytes.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Over the lane socket.
+    Socket,
+    /// Through shared-memory rings of `size` bytes, with `hub`'s doorbells.
+    Ring {
+        /// The master's doorbells.
+        hub: Arc<Hub>,
+        /// Bytes per ring.
+        size: usize,
+    },
+}
+
+/// Names the lane transport: `FERROCORN_LANE_TRANSPORT`.
+pub const TRANSPORT_ENV: &str = "FERROCORN_LANE_TRANSPORT";
+
+impl Transport {
+    /// The transport `FERROCORN_LANE_TRANSPORT` asks for (`ring`, the
+    /// default, or `socket`, today's lanes, kept for comparison and for a
+    /// system without memfd); ring lanes start their doorbells' pump on the
+    /// current runtime.
+    pub fn from_env() -> Result<Transport, String> {
+        match std::env::var(TRANSPORT_ENV).as_deref() {
+            Ok("ring") => Hub::start()
+                .map(|hub| Transport::Ring {
+                    hub,
+                    size: crate::protocol::ring::DEFAULT_RING_SIZE,
+                })
+                .map_err(|err| {
+                    format!("cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)")
+                }),
+            Err(_) | Ok("") | Ok("socket") => Ok(Transport::Socket),
+            Ok(other) => Err(format!(
+                "invalid {TRANSPORT_ENV}: unknown transport {other:?} (use ring or socket)"
+            )),
+        }
+    }
+
+    /// The doorbells, on ring lanes.
+    pub fn hub(&self) -> Option<&Arc<Hub>> {
+        match self {
+            Transport::Ring { hub, .. } => Some(hub),
+            Transport::Socket => None,
+        }
+    }
+}
+
+/// The worker's ends of its ring lanes.
+#[derive(Debug)]
+pub struct WorkerRings {
+    /// Bytes per ring.
+    pub size: usize,
+    /// The master's doorbell, which the worker rings.
+    pub master_bell: OwnedFd,
+    /// One per lane, in lane order.
+    pub lanes: Vec<WorkerRing>,
 }
 
 /// The worker's ends of its sockets, to hand to the fork server or to a
@@ -77,14 +158,56 @@ pub struct WorkerEnds {
     pub control: OwnedFd,
     /// Its lanes.
     pub lanes: Vec<OwnedFd>,
+    /// Its rings, on ring lanes.
+    pub rings: Option<WorkerRings>,
 }
 
 impl WorkerEnds {
-    /// The control socket's descriptor, then the lanes'.
+    /// The control socket's descriptor, then the lanes'; on ring lanes then
+    /// the master's doorbell and each lane's memfd and doorbell
+    /// (docs/protocol.md, "Ring lanes").
     pub fn raw_fds(&self) -> Vec<RawFd> {
-        std::iter::once(self.control.as_raw_fd())
+        let mut fds: Vec<RawFd> = std::iter::once(self.control.as_raw_fd())
             .chain(self.lanes.iter().map(|fd| fd.as_raw_fd()))
-            .collect()
+            .collect();
+        if let Some(rings) = &self.rings {
+            fds.push(rings.master_bell.as_raw_fd());
+            for lane in &rings.lanes {
+                fds.push(lane.memfd.as_raw_fd());
+                fds.push(lane.bell.as_raw_fd());
+            }
+        }
+        fds
+    }
+
+    /// Bytes per ring; zero on socket lanes.
+    pub fn ring_size(&self) -> usize {
+        self.rings.as_ref().map_or(0, |rings| rings.size)
+    }
+
+    /// The environment that tells a worker its descriptors (the fork server
+    /// sets the same from what it received).
+    fn fd_env(&self) -> Vec<(&'static str, String)> {
+        let fds = self.raw_fds();
+        let lanes = self.lanes.len();
+        let join = |fds: &[RawFd]| fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>();
+        let mut env = vec![
+            ("FERROCORN_WORKER_CONTROL_FD", fds[0].to_string()),
+            ("FERROCORN_WORKER_LANE_FDS", join(&fds[1..=lanes]).join(",")),
+        ];
+        if let Some(rings) = &self.rings {
+            let pairs = fds[lanes + 2..]
+                .chunks(2)
+                .map(|pair| join(pair).join(":"))
+                .collect::<Vec<_>>();
+            env.push(("FERROCORN_WORKER_RING_SIZE", rings.size.to_string()));
+            env.push((
+                "FERROCORN_WORKER_MASTER_BELL_FD",
+                fds[lanes + 1].to_string(),
+            ));
+            env.push(("FERROCORN_WORKER_RING_FDS", pairs.join(",")));
+        }
+        env
     }
 }
 
@@ -102,6 +225,9 @@ pub enum SpawnError {
     /// Sockets could not be made.
     #[error("cannot create worker sockets: {0}")]
     Sockets(std::io::Error),
+    /// A lane's shared memory or doorbell could not be made.
+    #[error("cannot create a lane's shared-memory rings: {0}")]
+    Rings(std::io::Error),
 }
 
 /// Checks at start that `python` can be executed: a path must be an
@@ -129,8 +255,11 @@ pub fn check_interpreter(python: &Path) -> Result<(), String> {
     }
 }
 
-/// Socketpairs for a worker with `lanes` lanes.
-pub fn sockets(lanes: usize) -> Result<(WorkerSockets, WorkerEnds), SpawnError> {
+/// Socketpairs (and rings, for `Transport::Ring`) for a worker with `lanes` lanes.
+pub fn sockets(
+    lanes: usize,
+    transport: &Transport,
+) -> Result<(WorkerSockets, WorkerEnds), SpawnError> {
     let pair = || -> Result<(UnixStream, OwnedFd), SpawnError> {
         let (ours, theirs) = StdUnixStream::pair().map_err(SpawnError::Sockets)?;
         Ok((
@@ -139,16 +268,47 @@ pub fn sockets(lanes: usize) -> Result<(WorkerSockets, WorkerEnds), SpawnError> 
         ))
     };
     let (control, control_end) = pair()?;
-    let (lanes, lane_ends): (Vec<_>, Vec<_>) = (0..lanes)
+    let (sockets, lane_ends): (Vec<_>, Vec<_>) = (0..lanes)
         .map(|_| pair())
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
+    let (links, rings) = match transport {
+        Transport::Socket => (
+            sockets
+                .into_iter()
+                .map(|socket| LaneLink { socket, ring: None })
+                .collect(),
+            None,
+        ),
+        Transport::Ring { hub, size } => {
+            let mut links = Vec::with_capacity(lanes);
+            let mut ends = Vec::with_capacity(lanes);
+            for socket in sockets {
+                let (ring, end) = Ring::create(hub, *size).map_err(SpawnError::Rings)?;
+                links.push(LaneLink {
+                    socket,
+                    ring: Some(ring),
+                });
+                ends.push(end);
+            }
+            let rings = WorkerRings {
+                size: *size,
+                master_bell: hub.worker_bell().map_err(SpawnError::Rings)?,
+                lanes: ends,
+            };
+            (links, Some(rings))
+        }
+    };
     Ok((
-        WorkerSockets { control, lanes },
+        WorkerSockets {
+            control,
+            lanes: links,
+        },
         WorkerEnds {
             control: control_end,
             lanes: lane_ends,
+            rings,
         },
     ))
 }
@@ -208,19 +368,12 @@ pub fn start_worker(
     stderr: Stdio,
 ) -> Result<u32, SpawnError> {
     let fds = ends.raw_fds();
-    let lane_fds = fds[1..]
-        .iter()
-        .map(|fd| fd.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
     let mut env = shared_env(spec);
     env.extend(
-        [
-            ("FERROCORN_WORKER_CONTROL_FD", fds[0].to_string()),
-            ("FERROCORN_WORKER_LANE_FDS", lane_fds),
-            ("FERROCORN_WORKER_ID", id.to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
+        ends.fd_env()
+            .into_iter()
+            .chain([("FERROCORN_WORKER_ID", id.to_string())])
+            .map(|(k, v)| (k.to_string(), v)),
     );
     let args = ["ferrocorn-worker".to_string(), id.to_string()];
     start_python(

@@ -9,19 +9,21 @@ impl Shell {
     /// and reports them as `Event::Sample`.
     pub fn start_sample(&self) {
         let served = self.dispatcher.served();
-        let workers: Vec<(WorkerId, u32)> = self
+        let workers: Vec<(WorkerId, u32, u64)> = self
             .workers
             .iter()
-            .filter_map(|(&worker, handle)| Some((worker, handle.pid?)))
+            .filter_map(|(&worker, handle)| Some((worker, handle.pid?, handle.ring_bytes)))
             .collect();
         let (metric, events) = (self.memory.metric, self.events.clone());
         tokio::task::spawn_blocking(move || {
             let samples = workers
                 .into_iter()
-                .map(|(worker, pid)| WorkerSample {
+                .map(|(worker, pid, rings)| WorkerSample {
                     worker,
                     served: served.iter().find(|(w, _)| *w == worker).map(|&(_, n)| n),
-                    memory: memory::read(pid, metric).ok(),
+                    memory: memory::read(pid, metric)
+                        .ok()
+                        .map(|bytes| bytes.saturating_sub(memory::transport_share(metric, rings))),
                 })
                 .collect();
             let _ = events.send(Event::Sample(samples));

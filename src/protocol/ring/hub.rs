@@ -1,0 +1,204 @@
+//! The master's side of the doorbells: one eventfd every worker rings, and
+//! one task (the pump) that looks at every lane's response ring and wakes
+//! the tasks whose bytes or space arrived.
+//!
+//! While the pump finds work it looks again after the other ready tasks
+//! had their turn, and workers do not ring at all. Only when a look finds
+//! nothing does it declare sleep (an odd sequence number in every lane's
+//! `M_DATA_SLEEP`), look once more after a fence, and wait for the
+//! doorbell. So a busy master takes responses without a syscall, and an
+//! idle one costs each response one doorbell.
+//!
+//! A lost doorbell (the worker read the sleep word before our store reached
+//! it) costs at most [`LOST_WAKEUP_BOUND`]: while any task waits on a ring
+//! the pump's sleep is bounded, and a wake-up by timeout that finds work is
+//! counted in [`Hub::lost_wakeups`].
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use nix::libc;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::{lock, Ring};
+
+/// The longest a lost doorbell can delay a response or a request.
+pub const LOST_WAKEUP_BOUND: Duration = Duration::from_millis(2);
+
+/// The doorbells' shared state; see the module docs.
+#[derive(Debug)]
+pub struct Hub {
+    bell: OwnedFd,
+    lanes: Mutex<Vec<Weak<Ring>>>,
+    /// The pump's sleep sequence: odd while it sleeps.
+    seq: AtomicU64,
+    /// The pump sleeps without the bound: a task that starts waiting must
+    /// kick it, or a lost doorbell would cost it forever.
+    unbounded: AtomicBool,
+    kick: Notify,
+    lost: AtomicU64,
+    worker_lost_retired: AtomicU64,
+    /// `FERROCORN_DROP_BELL=N` (tests): skip every Nth doorbell to a worker.
+    drop_every: u64,
+    rung: AtomicU64,
+}
+
+impl Hub {
+    /// Makes the master's doorbell and starts the pump on the current runtime.
+    pub fn start() -> io::Result<Arc<Hub>> {
+        // SAFETY: a plain syscall; the descriptor is owned at once.
+        let bell = unsafe {
+            let fd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        // SAFETY: the AsyncFd owns its descriptor (a dup of the bell), so
+        // it stays open and the same for the AsyncFd's whole life.
+        let waiter = unsafe { AsyncFd::register(bell.try_clone()?) }.map_err(io::Error::from)?;
+        let drop_every = std::env::var("FERROCORN_DROP_BELL")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let hub = Arc::new(Hub {
+            bell,
+            lanes: Mutex::new(Vec::new()),
+            seq: AtomicU64::new(0),
+            unbounded: AtomicBool::new(false),
+            kick: Notify::new(),
+            lost: AtomicU64::new(0),
+            worker_lost_retired: AtomicU64::new(0),
+            drop_every,
+            rung: AtomicU64::new(0),
+        });
+        tokio::spawn(pump(Arc::downgrade(&hub), waiter));
+        Ok(hub)
+    }
+
+    /// A descriptor of the master's doorbell for a worker to ring.
+    pub fn worker_bell(&self) -> io::Result<OwnedFd> {
+        self.bell.try_clone()
+    }
+
+    /// Lost wake-ups: the master's (woke by timeout and found work), and the
+    /// workers' as their lanes counted them.
+    pub fn lost_wakeups(&self) -> (u64, u64) {
+        let live: u64 = lock(&self.lanes)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|ring| ring.worker_lost_wakeups())
+            .sum();
+        (
+            self.lost.load(Ordering::Relaxed),
+            self.worker_lost_retired.load(Ordering::Relaxed) + live,
+        )
+    }
+
+    pub(super) fn register(&self, ring: &Arc<Ring>) {
+        let mut lanes = lock(&self.lanes);
+        ring.set_master_sleep(self.seq.load(Ordering::SeqCst));
+        lanes.push(Arc::downgrade(ring));
+    }
+
+    pub(super) fn retire(&self, worker_lost: u64) {
+        self.worker_lost_retired
+            .fetch_add(worker_lost, Ordering::Relaxed);
+    }
+
+    /// A task starts waiting on a ring: make sure the pump's sleep is bounded.
+    pub(super) fn waiting(&self) {
+        if self.unbounded.load(Ordering::SeqCst) {
+            self.kick.notify_one();
+        }
+    }
+
+    /// Rings a worker's doorbell (unless a test drops this one).
+    pub(super) fn ring(&self, bell: &OwnedFd) {
+        let n = self.rung.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.drop_every > 0 && n % self.drop_every == 0 {
+            return;
+        }
+        ring_eventfd(bell);
+    }
+
+    /// Wakes every task whose ring has what it waits for.
+    fn scan(&self) -> usize {
+        let mut woke = 0;
+        lock(&self.lanes).retain(|lane| match lane.upgrade() {
+            Some(ring) => {
+                woke += ring.wake_ready();
+                true
+            }
+            None => false,
+        });
+        woke
+    }
+
+    /// Stores the next sequence number in every lane; returns whether a
+    /// task waits on one of them.
+    fn set_sleep(&self, asleep: bool) -> bool {
+        let seq = self.seq.load(Ordering::Relaxed) + 1;
+        debug_assert_eq!(seq & 1 == 1, asleep);
+        self.seq.store(seq, Ordering::SeqCst);
+        let mut waiter = false;
+        for ring in lock(&self.lanes).iter().filter_map(Weak::upgrade) {
+            ring.set_master_sleep(seq);
+            waiter |= ring.has_waiter();
+        }
+        fence(Ordering::SeqCst);
+        waiter
+    }
+}
+
+/// Adds one to an eventfd. It cannot fill up in practice (the reader
+/// drains it on every wake-up), so a failed write has nothing to retry.
+pub(super) fn ring_eventfd(bell: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live buffer to a descriptor we own.
+    unsafe {
+        libc::write(bell.as_raw_fd(), one.as_ptr().cast(), one.len());
+    }
+}
+
+async fn pump(hub: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
+    loop {
+        let Some(hub) = hub.upgrade() else { return };
+        if hub.scan() > 0 {
+            drop(hub);
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let waiter = hub.set_sleep(true);
+        if hub.scan() > 0 {
+            hub.set_sleep(false);
+            continue;
+        }
+        hub.unbounded.store(!waiter, Ordering::SeqCst);
+        let woke = tokio::select! {
+            ready = bell.readable() => {
+                if let Ok(mut guard) = ready {
+                    let mut count = [0u8; 8];
+                    // Drains the counter; WouldBlock clears the readiness.
+                    let _ = guard.try_io(|fd| {
+                        // SAFETY: reads 8 bytes into a live buffer.
+                        let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+                        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+                    });
+                }
+                true
+            }
+            () = hub.kick.notified() => true,
+            () = tokio::time::sleep(LOST_WAKEUP_BOUND), if waiter => false,
+        };
+        hub.unbounded.store(false, Ordering::SeqCst);
+        hub.set_sleep(false);
+        if !woke && hub.scan() > 0 {
+            hub.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
