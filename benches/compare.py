@@ -49,8 +49,10 @@ def server_command(config: Config, server: str, app: str, port: int, gunicorn_fl
     """The command lines compared: same workers, same app, same bind address."""
     target, bind, workers = APPS[app], f"127.0.0.1:{port}", str(config.workers)
     gunicorn, chdir = str(config.venv_bin("gunicorn")), str(config.apps_dir)
-    if server == "ferrocorn":
-        argv = [str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads), "-b", bind,
+    if server in ("ferrocorn", "ferrocorn-socket"):
+        # `ferrocorn-socket`: the lanes' bytes on their sockets, as before ring lanes (issue 14).
+        transport = ["env", "FERROCORN_LANE_TRANSPORT=socket"] if server == "ferrocorn-socket" else []
+        argv = [*transport, str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads), "-b", bind,
                 "--python", str(config.venv_bin("python")), "--chdir", chdir, target]
     elif server == "gunicorn-sync":
         argv = [gunicorn, "-w", workers, "-k", "sync", *gunicorn_flags, "--chdir", chdir, "-b", bind, target]

@@ -86,9 +86,9 @@ def ratios(results: Sequence[RunResult]) -> list[Ratio]:
         if gunicorns:
             name, best = max(gunicorns, key=lambda nw: nw[1].requests_per_s)
             references.append((f"gunicorn-best ({name})", best))
-        for granian in ("granian", "granian-default"):
-            if granian in ok:
-                references.append((granian, ok[granian]))
+        for other in ("granian", "granian-default", "ferrocorn-socket"):
+            if other in ok:
+                references.append((other, ok[other]))
         for label, ref in references:
             out.append(Ratio(app=app, reference=label,
                              requests_per_s=ferro.requests_per_s / ref.requests_per_s if ref.requests_per_s else 0.0,

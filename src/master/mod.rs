@@ -88,8 +88,10 @@ pub async fn run(
         news_tx,
         queue_wait,
     );
+    let transport = Transport::from_env().map_err(std::io::Error::other)?;
     if let Some(metrics) = &metrics {
         let stats = dispatcher.clone();
+        let hub = transport.hub().cloned();
         metrics.set_load_source(Box::new(move || {
             let s = stats.stats();
             metrics::Load {
@@ -97,6 +99,7 @@ pub async fn run(
                 queued: s.queued,
                 waited_in_lane_total: s.pipelined_total,
                 redispatched_total: s.redispatched_total,
+                lost_wakeups_total: hub.as_ref().map_or((0, 0), |hub| hub.lost_wakeups()),
             }
         }));
     }
@@ -154,7 +157,6 @@ pub async fn run(
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
     let reaper = crate::worker::reap::Reaper::start()?;
     let derived = Derived::from_loaded(&loaded);
-    let transport = Transport::from_env().map_err(std::io::Error::other)?;
     let mut shell = shell::Shell::new(
         shell::ShellParts {
             spawn: derived.spawn,

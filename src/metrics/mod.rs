@@ -58,6 +58,8 @@ pub const REDISPATCHED_TOTAL: &str = "ferrocorn_requests_redispatched_total";
 
 /// HUPs by what came of them (see [`RELOAD_OUTCOMES`]).
 pub const RELOADS_TOTAL: &str = "ferrocorn_reloads_total";
+/// Lost doorbells on ring lanes, by the side that slept through one.
+pub const LOST_WAKEUPS_TOTAL: &str = "ferrocorn_lost_wakeups_total";
 
 /// What a HUP came to: the new configuration rolled out to every worker,
 /// called off (its first new worker could not load the app; the old ones
@@ -65,7 +67,7 @@ pub const RELOADS_TOTAL: &str = "ferrocorn_reloads_total";
 pub const RELOAD_OUTCOMES: [&str; 3] = ["applied", "called_off", "refused"];
 
 /// Every exposed family name, for tests and docs.
-pub const ALL_NAMES: [&str; 14] = [
+pub const ALL_NAMES: [&str; 15] = [
     WORKER_MEMORY_BYTES,
     WORKER_REQUESTS_SERVED,
     WORKER_AGE_SECONDS,
@@ -80,6 +82,7 @@ pub const ALL_NAMES: [&str; 14] = [
     WAITED_IN_LANE_TOTAL,
     REDISPATCHED_TOTAL,
     RELOADS_TOTAL,
+    LOST_WAKEUPS_TOTAL,
 ];
 
 /// Worker states shown even when no worker is in them.
@@ -117,6 +120,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SideLabels {
+    side: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StatusLabels {
     class: &'static str,
 }
@@ -134,6 +142,9 @@ pub struct Load {
     pub waited_in_lane_total: u64,
     /// Requests served elsewhere after their worker died before they started, since the start.
     pub redispatched_total: u64,
+    /// Lost doorbells on ring lanes since the start: the master's, and the
+    /// workers' (each woke by its sleep's time bound and found work).
+    pub lost_wakeups_total: (u64, u64),
 }
 
 /// The master's metrics: a registry plus handles to its families.
@@ -151,6 +162,7 @@ pub struct Metrics {
     queue_length: Gauge,
     waited_in_lane: Counter,
     redispatched: Counter,
+    lost_wakeups: [Counter; 2],
     queue_wait: Histogram,
     request_duration: Histogram,
     /// Pre-created so the hot path builds no label set.
@@ -258,6 +270,15 @@ impl Metrics {
             "Requests that waited in a lane whose worker died before they started, and were served by another",
             redispatched.clone(),
         );
+        let lost_family = Family::<SideLabels, Counter>::default();
+        let lost_wakeups =
+            ["master", "worker"].map(|side| lost_family.get_or_create_owned(&SideLabels { side }));
+        register(
+            &mut registry,
+            LOST_WAKEUPS_TOTAL,
+            "Doorbells lost on ring lanes, by the side that slept through one (each cost at most 2 ms)",
+            lost_family,
+        );
         let queue_wait = Histogram::new(LATENCY_BUCKETS);
         register(
             &mut registry,
@@ -294,6 +315,7 @@ impl Metrics {
             queue_length,
             waited_in_lane,
             redispatched,
+            lost_wakeups,
             queue_wait,
             request_duration,
             responses,
@@ -391,6 +413,8 @@ impl Metrics {
             for (counter, total) in [
                 (&self.waited_in_lane, load.waited_in_lane_total),
                 (&self.redispatched, load.redispatched_total),
+                (&self.lost_wakeups[0], load.lost_wakeups_total.0),
+                (&self.lost_wakeups[1], load.lost_wakeups_total.1),
             ] {
                 counter.inc_by(total.saturating_sub(counter.get()));
             }
@@ -678,6 +702,7 @@ mod tests {
                 queued: n * 10,
                 waited_in_lane_total: n as u64 * 100,
                 redispatched_total: n as u64,
+                lost_wakeups_total: (n as u64, 2 * n as u64),
             }
         }));
         let text = metrics.render();

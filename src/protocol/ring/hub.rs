@@ -165,6 +165,17 @@ pub(super) fn ring_eventfd(bell: &OwnedFd) {
     }
 }
 
+/// Reads an eventfd's counter, resetting it; `WouldBlock` if nobody rang.
+fn drain(bell: &OwnedFd) -> io::Result<u64> {
+    let mut count = [0u8; 8];
+    // SAFETY: reads 8 bytes into a live buffer from a descriptor we own.
+    let n = unsafe { libc::read(bell.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(count))
+}
+
 async fn pump(hub: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
     loop {
         let Some(hub) = hub.upgrade() else { return };
@@ -182,13 +193,8 @@ async fn pump(hub: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
         let woke = tokio::select! {
             ready = bell.readable() => {
                 if let Ok(mut guard) = ready {
-                    let mut count = [0u8; 8];
                     // Drains the counter; WouldBlock clears the readiness.
-                    let _ = guard.try_io(|fd| {
-                        // SAFETY: reads 8 bytes into a live buffer.
-                        let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-                        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-                    });
+                    let _ = guard.try_io(|fd| drain(fd.get_ref()));
                 }
                 true
             }
@@ -197,7 +203,9 @@ async fn pump(hub: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
         };
         hub.unbounded.store(false, Ordering::SeqCst);
         hub.set_sleep(false);
-        if !woke && hub.scan() > 0 {
+        // Woken by the bound with work waiting: lost, unless the doorbell
+        // was rung after all, just later than the bound.
+        if !woke && hub.scan() > 0 && drain(bell.get_ref()).is_err() {
             hub.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
