@@ -338,7 +338,7 @@ class RingLane:
     """
 
     __slots__ = (
-        "index", "sock", "eof", "broken", "busy", "odd", "mm", "q", "ring", "mask", "rbase", "resp",
+        "index", "sock", "eof", "hup", "broken", "busy", "odd", "mm", "q", "ring", "mask", "rbase", "resp",
         "head", "tail", "bell", "master_bell", "drop", "rung", "last_mdata", "last_mspace",
         "_release", "_acquire", "_poll", "_sock_poll", "_fence_lock",
     )
@@ -348,7 +348,8 @@ class RingLane:
         sock.setblocking(True)
         self.index = index
         self.sock = sock
-        self.eof = False
+        self.eof = False  # the lane is over: the socket said EOF and the ring is drained
+        self.hup = False  # the socket said EOF (frames may still wait in the ring)
         self.broken = False
         self.odd = 0
         self.busy = threading.Lock()
@@ -487,7 +488,8 @@ class RingLane:
         q = self.q
         if ready():
             return
-        if self.eof:
+        if self.hup:
+            self.eof = True
             raise LaneClosed("lane closed by the master")
         seq = q[word] | 1
         if seq == q[word]:
@@ -519,7 +521,8 @@ class RingLane:
                         self._check_eof()
                 if ready():
                     return
-                if self.eof:
+                if self.hup:
+                    self.eof = True
                     raise LaneClosed("lane closed by the master")
         finally:
             q[word] = seq + 1
@@ -534,7 +537,7 @@ class RingLane:
             data = b""
         if data:
             raise ProtocolError("bytes on the lane socket of a ring lane")
-        self.eof = True
+        self.hup = True
 
     def cancelled(self) -> bool:
         """Without blocking: True if the master cancelled the running request or the lane hit EOF.
@@ -562,10 +565,11 @@ class RingLane:
                         self._consumed(pos + HEADER_SIZE)
                     return True
                 pos += HEADER_SIZE + length
-        if self._sock_poll(0):
+        if not self.hup and self._sock_poll(0):
             self._check_eof()
-            return self.eof
-        return False
+        if self.hup and q[R_REQ_TAIL] == self.head:
+            self.eof = True  # as a socket lane: EOF once what the master sent is read
+        return self.eof
 
     # -- the response ring
 

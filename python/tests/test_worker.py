@@ -1272,7 +1272,7 @@ class RingTest(RingServe, unittest.TestCase):
         self.assertEqual(read_response(m).body, b"Hello, World!")
         self.harness.thread.join(TIMEOUT)
         self.assertFalse(self.harness.thread.is_alive())
-        self.assertTrue(self.harness.lane.eof)
+        self.assertTrue(self.harness.lane.eof and self.harness.lane.hup)
 
     def test_the_common_case_rings_no_bell(self) -> None:
         """Requests already in the ring and the master awake: the worker
@@ -1658,7 +1658,7 @@ class WorkerProcessTest(unittest.TestCase):
                 self.assertGreater(lane.q[64], 0)  # W_LOST, in the control page
             else:
                 self.assertGreater(lane.lost, 0)  # we woke by timeout for the worker's lost bells
-                self.assertEqual(lane.q[64], 0)
+                self.assertLessEqual(lane.q[64], 3)  # only near misses: a bell just after the 2 ms
             w.control.close()
             self.assertEqual(w.wait(), 0)
 
