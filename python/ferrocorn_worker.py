@@ -321,6 +321,7 @@ R_W_LOST = 64  # worker: wake-ups by timeout that found work
 RING_DEFAULT = 262144
 RING_MIN = 65536
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+_unpack_header = HEADER.unpack_from
 BELL = (1).to_bytes(8, "little")
 # The first sleep is short: it covers a doorbell lost while the sleep word
 # was not yet visible to the master; after it no wake-up can be lost.
@@ -387,36 +388,38 @@ class RingLane:
 
     def read_frame(self) -> tuple[int, int, bytes]:
         """Block until one whole frame is read; return (kind, flags, payload)."""
+        # The hot path: literal word indices (R_*), no call but the copy-out,
+        # the fence and the unpack. 0 = REQ_TAIL, 8 = REQ_HEAD, 56 = M_SPACE_SLEEP.
         q = self.q
-        mm = self.mm
         head = self.head
-        avail = q[R_REQ_TAIL] - head
-        if not HEADER_SIZE <= avail <= self.ring:
+        ring = self.ring
+        avail = q[0] - head
+        if not 8 <= avail <= ring:
             avail = self._wait_data(HEADER_SIZE)
         off = head & self.mask
-        if off <= self.ring - HEADER_SIZE:
-            length, kind, flags, reserved = HEADER.unpack_from(mm, RING_PAGE + off)
+        mm = self.mm
+        if off <= ring - 8:
+            length, kind, flags, reserved = _unpack_header(mm, 4096 + off)
         else:
             length, kind, flags, reserved = HEADER.unpack(self._copy_out(head, HEADER_SIZE))
         if (kind << 8 | flags) not in _LANE_FRAMES or reserved or length > MAX_PAYLOAD:
             raise ProtocolError(
                 f"bad frame from master: kind={kind} flags={flags:#x} reserved={reserved} length={length}"
             )
-        end = HEADER_SIZE + length
+        end = 8 + length
         if avail < end:
             return kind, flags, self._read_rest(length)
-        start = off + HEADER_SIZE
-        if start + length <= self.ring:
-            payload = mm[RING_PAGE + start : RING_PAGE + start + length]
+        if off + end <= ring:
+            payload = mm[4104 + off : 4104 + off + length]
         else:
-            payload = self._copy_out(head + HEADER_SIZE, length)
+            payload = self._copy_out(head + 8, length)
         # Copied out: now the master may overwrite it.
         head += end
         self.head = head
-        q[R_REQ_HEAD] = head
+        q[8] = head
         self._release()
         self._acquire()
-        s = q[R_M_SPACE_SLEEP]
+        s = q[56]
         if s & 1 and s != self.last_mspace:
             self.last_mspace = s
             self._ring_master()
@@ -575,25 +578,27 @@ class RingLane:
 
     def sendall(self, data: Any) -> None:
         """Copy data into the response ring and publish it (waits for space as it goes)."""
+        # The hot path: 16 = RESP_TAIL, 24 = RESP_HEAD, 48 = M_DATA_SLEEP.
         n = len(data)
         tail = self.tail
         q = self.q
-        if 0 <= tail - q[R_RESP_HEAD] <= self.ring - n:
+        ring = self.ring
+        if 0 <= tail - q[24] <= ring - n:
             off = tail & self.mask
-            end = off + n
-            if end <= self.ring:
-                self.resp[off:end] = data
+            if off + n <= ring:
+                off += self.rbase
+                self.mm[off : off + n] = data
             else:
-                first = self.ring - off
+                first = ring - off
                 view = memoryview(data)
                 self.resp[off:] = view[:first]
                 self.resp[: n - first] = view[first:]
             tail += n
             self.tail = tail
-            q[R_RESP_TAIL] = tail
+            q[16] = tail
             self._release()
             self._acquire()
-            s = q[R_M_DATA_SLEEP]
+            s = q[48]
             if s & 1 and s != self.last_mdata:
                 self.last_mdata = s
                 self._ring_master()
@@ -1428,6 +1433,8 @@ class Config:
                 )
         drop = env.get("FERROCORN_DROP_BELL", "")
         self.drop_bell = number("FERROCORN_DROP_BELL", drop) if drop else 0
+        if self.drop_bell < 0:
+            raise BootError(f"FERROCORN_DROP_BELL={drop!r} is negative (0 or absent: off)")
         self.env = env
 
 

@@ -1670,6 +1670,9 @@ class WorkerProcessTest(unittest.TestCase):
              "FERROCORN_WORKER_MASTER_BELL_FD is not set"),
             ({"FERROCORN_WORKER_RING_FDS": "1:2,3:4"}, "FERROCORN_WORKER_RING_FDS has 2 memfd:bell pairs for 1 lanes"),
             ({"FERROCORN_WORKER_RING_FDS": "12"}, "'12' is not memfd:bell"),
+            ({"FERROCORN_DROP_BELL": "-2"}, "FERROCORN_DROP_BELL='-2' is negative"),
+            # The memfds hold 64 KiB rings: a mapping of 128 KiB ones cannot be made.
+            ({"FERROCORN_WORKER_RING_SIZE": "131072"}, "FERROCORN_WORKER_RING_FDS: cannot map lane 0's ring"),
         ]
         for env, text in cases:
             w = self.start(rings=True, extra_env=env)
