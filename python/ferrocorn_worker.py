@@ -8,7 +8,9 @@ whenever the master asks. If the fork server cannot run, the master starts a
 worker directly as ``... ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
 environment. This file owns the Python half of docs/protocol.md (the spec, read
 it first): the handshakes on the control sockets, one thread per lane, the
-environ, wsgi.input, start_response and the response frames, and gunicorn's
+environ, wsgi.input, start_response and the response frames (over the lane
+sockets, or with FERROCORN_WORKER_RING_SIZE over ring lanes: RING-SPEC.md,
+``RingLane``), and gunicorn's
 server hooks from FERROCORN_HOOKS_FROM (docs/hooks.md). It does not speak
 HTTP and has no policy: the master decides when a worker is started, retired,
 killed or replaced.
