@@ -1186,6 +1186,12 @@ class RingTest(RingServe, unittest.TestCase):
             return [big]
 
         m = self.serve(app)
+        self.check_large_responses(m, big)
+        # The default ring (256 KiB) is smaller than a whole BODY frame
+        # (BODY_FRAME + its header): frames are published in pieces.
+        self.check_large_responses(self.serve(app, ring=W.RING_DEFAULT), big)
+
+    def check_large_responses(self, m: RingMaster, big: bytes) -> None:
         for path in ("/", "/write", "/gen"):
             slept = m.q[40]
             send_request(m, path=path)
@@ -1197,6 +1203,30 @@ class RingTest(RingServe, unittest.TestCase):
             self.assertEqual(bodies[-1][1], W.END)
             self.assertGreater(m.q[40], slept, "the worker never waited for space")
         self.assertEqual(get(m, path="/").body, big)
+        self.assertEqual(m.q[16], m.q[24])
+
+    def test_send_parts_and_send_body_in_pieces(self) -> None:
+        """send_parts writes its parts one after the other as space allows."""
+        # A lane of our own (a RingLane is its lane thread's: here the writer's).
+        ours, worker_end = socket.socketpair()
+        hub = MasterBell()
+        m = RingMaster(ours, hub)
+        lane = W.RingLane(0, worker_end, os.dup(m.memfd), os.dup(m.bell), hub.fd, RING)
+        self.addCleanup(hub.close)
+        self.addCleanup(lane.close)
+        self.addCleanup(m.close)
+        parts = (W.frame(W.RESPONSE, 0, b"200 OK"), W.HEADER.pack(100_000, W.BODY, 0, 0), pattern(100_000))
+        writer = threading.Thread(target=lane.send_parts, args=(parts,))
+        writer.start()
+        self.assertEqual(recv_frame(m), (W.RESPONSE, 0, b"200 OK"))
+        self.assertEqual(recv_frame(m), (W.BODY, 0, pattern(100_000)))
+        writer.join(TIMEOUT)
+        writer = threading.Thread(target=lane.send_body, args=(pattern(700_000), W.END, W.frame(W.RESPONSE, 0, b"200 OK")))
+        writer.start()
+        r = read_response(m)
+        writer.join(TIMEOUT)
+        self.assertEqual((r.status, r.body == pattern(700_000)), ("200 OK", True))
+        self.assertEqual([f[2] for f in r.frames[1:]], [W.BODY_FRAME, W.BODY_FRAME, 700_000 - 2 * W.BODY_FRAME])
 
     def test_request_body_larger_than_the_ring_streams_to_wsgi_input(self) -> None:
         seen = []
