@@ -1,5 +1,9 @@
 """Per-request overhead of the worker's lane loop (not a test; prints figures only).
 
+Each figure is given for a socket lane and for a ring lane (RING-SPEC.md; the
+master side is test_worker.RingMaster, in Python: its ping-pong round trip is
+not the Rust master's). --no-ring: socket lanes only.
+
     python3 python/tests/bench_worker.py [-n 200000] [--profile] [--worker OLD/ferrocorn_worker.py]
     .venv/bin/python python/tests/bench_worker.py -n 20000 --app examples.flask_app:app   # a real app's GET /hello
 
@@ -348,15 +352,15 @@ def main() -> None:
     for name, app in apps:
         python_only = min(run_no_io(app, args.n, False) for _ in range(args.repeat))
         wall, cpu = min((run(app, args.n, False) for _ in range(args.repeat)), key=lambda x: x[1])
-        rtt, _ = min((run(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
+        rtt, rcpu = min((run(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
         print(f"{name:28s} python only {python_only:5.2f} us | pipelined over a socketpair: "
-              f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us")
+              f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us ({rcpu:5.2f} us worker cpu)")
         if not args.no_ring:
             python_only = min(run_no_io_ring(app, args.n, False) for _ in range(args.repeat))
             wall, cpu = min((run_ring(app, args.n, False) for _ in range(args.repeat)), key=lambda x: x[1])
-            rtt, _ = min((run_ring(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
+            rtt, rcpu = min((run_ring(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
             print(f"{'  over ring lanes':28s} python only {python_only:5.2f} us | pipelined over a ring lane:  "
-                  f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us")
+                  f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us ({rcpu:5.2f} us worker cpu)")
     if args.profile:
         run_no_io(closing_app, args.n, True)
         if not args.no_ring:

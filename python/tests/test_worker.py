@@ -1505,6 +1505,18 @@ class WorkerProcess:
         self.proc.stderr.close()
 
 
+def ring_rss_kb(pid: int) -> list:
+    """The Rss (kB) of each test ring mapping of a process, from /proc/PID/smaps."""
+    sizes, inside = [], False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = "ferrocorn-test-lane" in line
+            elif inside and line.startswith("Rss:"):
+                sizes.append(int(line.split()[1]))
+    return sizes
+
+
 class WorkerProcessTest(unittest.TestCase):
     def setUp(self) -> None:
         tmp = tempfile.TemporaryDirectory()
@@ -1651,11 +1663,12 @@ class WorkerProcessTest(unittest.TestCase):
         for lane in w.lanes:
             send_request(lane, path="/barrier")
         self.assertEqual([read_response(lane).body for lane in w.lanes], [b"/barrier %d" % w.proc.pid] * 2)
+        # MAP_POPULATE: each lane's whole mapping is in the worker's RSS from the start.
+        self.assertEqual(ring_rss_kb(w.proc.pid), [(4096 + 2 * RING) // 1024] * 2)
         hold(w.lanes[0], 0.3)
         w.control.close()  # graceful: the request in flight ends, the sleeping lane wakes at SHUT_RD
         self.assertEqual(read_response(w.lanes[0]).body, b"done")
         self.assertEqual(w.wait(), 0)
-        # Each ring is mapped (populated) once and counted in the worker's RSS.
         self.assertNotIn("Traceback", w.stderr())
 
     def test_ring_lanes_closed_by_the_master_end_the_worker(self) -> None:
