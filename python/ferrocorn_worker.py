@@ -8,7 +8,9 @@ whenever the master asks. If the fork server cannot run, the master starts a
 worker directly as ``... ferrocorn-worker <id>``. Everything else comes from the FERROCORN_*
 environment. This file owns the Python half of docs/protocol.md (the spec, read
 it first): the handshakes on the control sockets, one thread per lane, the
-environ, wsgi.input, start_response and the response frames, and gunicorn's
+environ, wsgi.input, start_response and the response frames (over the lane
+sockets, or with FERROCORN_WORKER_RING_SIZE over ring lanes: RING-SPEC.md,
+``RingLane``), and gunicorn's
 server hooks from FERROCORN_HOOKS_FROM (docs/hooks.md). It does not speak
 HTTP and has no policy: the master decides when a worker is started, retired,
 killed or replaced.
@@ -27,6 +29,7 @@ import importlib
 import io
 import json
 import logging
+import mmap
 import os
 import re
 import select
@@ -299,6 +302,427 @@ class Lane:
         """Make a blocked or future read see EOF once the queued bytes are read."""
         try:
             self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- ring lanes
+
+# RING-SPEC.md: a lane's frames through two byte rings in a shared memfd
+# instead of the lane socket. The control page's words, as Q indices.
+RING_PAGE = 4096
+R_REQ_TAIL = 0  # master
+R_REQ_HEAD = 8  # worker
+R_RESP_TAIL = 16  # worker
+R_RESP_HEAD = 24  # master
+R_W_DATA_SLEEP = 32  # worker: odd = asleep waiting for request bytes
+R_W_SPACE_SLEEP = 40  # worker: odd = asleep waiting for response-ring space
+R_M_DATA_SLEEP = 48  # master: odd = asleep, ring its bell after RESP_TAIL
+R_M_SPACE_SLEEP = 56  # master: odd = waits for request-ring space, ring after REQ_HEAD
+R_W_LOST = 64  # worker: wake-ups by timeout that found work
+RING_DEFAULT = 262144
+RING_MIN = 65536
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+_unpack_header = HEADER.unpack_from
+BELL = (1).to_bytes(8, "little")
+# The first sleep is short: it covers a doorbell lost while the sleep word
+# was not yet visible to the master; after it no wake-up can be lost.
+FIRST_SLEEP_MS = 2
+LONG_SLEEP_MS = 1000
+
+
+class RingLane:
+    """One lane over its two rings (RING-SPEC.md), with Lane's interface.
+
+    The lane socket carries no bytes: it is polled only for EOF (the master
+    closed it, or our own shutdown_read). A request already in the ring and a
+    response that fits cost no system call: the doorbells are rung only when
+    the master's sleep word says it sleeps.
+    """
+
+    __slots__ = (
+        "index", "sock", "eof", "hup", "broken", "busy", "odd", "mm", "q", "ring", "mask", "rbase", "resp",
+        "head", "tail", "bell", "master_bell", "drop", "rung", "last_mdata", "last_mspace",
+        "_release", "_acquire", "_poll", "_sock_poll", "_fence_lock",
+    )
+
+    def __init__(self, index: int, sock: socket.socket, memfd: int, bell: int, master_bell: int,
+                 ring: int = RING_DEFAULT, drop_bell: int = 0) -> None:
+        sock.setblocking(True)
+        self.index = index
+        self.sock = sock
+        self.eof = False  # the lane is over: the socket said EOF and the ring is drained
+        self.hup = False  # the socket said EOF (frames may still wait in the ring)
+        self.broken = False
+        self.odd = 0
+        self.busy = threading.Lock()
+        try:
+            mm = mmap.mmap(memfd, RING_PAGE + 2 * ring, flags=mmap.MAP_SHARED | MAP_POPULATE)
+        finally:
+            os.close(memfd)
+        self.mm = mm
+        self.q = memoryview(mm)[:RING_PAGE].cast("Q")
+        self.ring = ring
+        self.mask = ring - 1
+        self.rbase = RING_PAGE + ring  # the response ring's first byte in mm
+        self.resp = memoryview(mm)[RING_PAGE + ring : RING_PAGE + 2 * ring]
+        self.head = self.q[R_REQ_HEAD]  # ours: REQ_HEAD as last stored
+        self.tail = self.q[R_RESP_TAIL]  # ours: RESP_TAIL, ahead of the stored one while a write is unpublished
+        self.bell = bell
+        self.master_bell = master_bell
+        self.drop = drop_bell  # FERROCORN_DROP_BELL: skip every Nth doorbell of this lane
+        self.rung = 0
+        self.last_mdata = self.last_mspace = 0  # even: never a sleep sequence
+        lock = threading.Lock()  # the fence: private and uncontended, always held
+        lock.acquire()
+        self._fence_lock = lock
+        self._release = lock.release
+        self._acquire = lock.acquire
+        poller = select.poll()
+        poller.register(bell, select.POLLIN)
+        poller.register(sock.fileno(), select.POLLIN)
+        self._poll = poller.poll
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        self._sock_poll = poller.poll
+
+    # -- the request ring
+
+    def read_frame(self) -> tuple[int, int, bytes]:
+        """Block until one whole frame is read; return (kind, flags, payload)."""
+        # The hot path: literal word indices (R_*), no call but the copy-out,
+        # the fence and the unpack. 0 = REQ_TAIL, 8 = REQ_HEAD, 56 = M_SPACE_SLEEP.
+        q = self.q
+        head = self.head
+        ring = self.ring
+        avail = q[0] - head
+        if not 8 <= avail <= ring:
+            avail = self._wait_data(HEADER_SIZE)
+        off = head & self.mask
+        mm = self.mm
+        if off <= ring - 8:
+            length, kind, flags, reserved = _unpack_header(mm, 4096 + off)
+        else:
+            length, kind, flags, reserved = HEADER.unpack(self._copy_out(head, HEADER_SIZE))
+        if (kind << 8 | flags) not in _LANE_FRAMES or reserved or length > MAX_PAYLOAD:
+            raise ProtocolError(
+                f"bad frame from master: kind={kind} flags={flags:#x} reserved={reserved} length={length}"
+            )
+        end = 8 + length
+        if avail < end:
+            return kind, flags, self._read_rest(length)
+        if off + end <= ring:
+            payload = mm[4104 + off : 4104 + off + length]
+        else:
+            payload = self._copy_out(head + 8, length)
+        # Copied out: now the master may overwrite it.
+        head += end
+        self.head = head
+        q[8] = head
+        self._release()
+        self._acquire()
+        s = q[56]
+        if s & 1 and s != self.last_mspace:
+            self.last_mspace = s
+            self._ring_master()
+        return kind, flags, payload
+
+    def _copy_out(self, pos: int, n: int) -> bytes:
+        """n bytes of the request stream from pos (n <= RING), joined across the end."""
+        off = pos & self.mask
+        mm = self.mm
+        first = self.ring - off
+        if n <= first:
+            return mm[RING_PAGE + off : RING_PAGE + off + n]
+        return mm[RING_PAGE + off : RING_PAGE + self.ring] + mm[RING_PAGE : RING_PAGE + n - first]
+
+    def _consumed(self, head: int) -> None:
+        """Store REQ_HEAD, then ring the master if it waits for space."""
+        q = self.q
+        self.head = head
+        q[R_REQ_HEAD] = head
+        self._release()
+        self._acquire()
+        s = q[R_M_SPACE_SLEEP]
+        if s & 1 and s != self.last_mspace:
+            self.last_mspace = s
+            self._ring_master()
+
+    def _read_rest(self, length: int) -> bytes:
+        # A frame not yet whole in the ring (or larger than it): consume its
+        # header, then copy the payload out piece by piece as the master
+        # publishes it, freeing the space behind each piece.
+        q = self.q
+        pos = self.head + HEADER_SIZE
+        self._consumed(pos)
+        parts = []
+        left = length
+        while left:
+            avail = q[R_REQ_TAIL] - pos
+            if not 0 < avail <= self.ring:
+                try:
+                    avail = self._wait_data(1)
+                except LaneClosed:
+                    raise LaneClosed("lane closed by the master in the middle of a frame") from None
+            take = avail if avail < left else left
+            parts.append(self._copy_out(pos, take))
+            pos += take
+            left -= take
+            self._consumed(pos)
+        return b"".join(parts)
+
+    def _wait_data(self, need: int) -> int:
+        """Sleep until the request ring holds at least need bytes; return how many it holds.
+
+        LaneClosed once the lane socket said EOF and what the ring holds is
+        not enough (the ring is always drained first)."""
+        q = self.q
+        ring = self.ring
+
+        def ready() -> bool:
+            avail = q[R_REQ_TAIL] - self.head
+            if avail > ring or avail < 0:
+                raise ProtocolError(f"request ring indices out of range: tail - head = {avail}")
+            return avail >= need
+
+        self._sleep(R_W_DATA_SLEEP, ready)
+        return q[R_REQ_TAIL] - self.head
+
+    def _sleep(self, word: int, ready: Callable[[], bool]) -> None:
+        """RING-SPEC.md's sleep procedure on one of our sleep words; LaneClosed at EOF."""
+        q = self.q
+        if ready():
+            return
+        if self.hup:
+            self.eof = True
+            raise LaneClosed("lane closed by the master")
+        seq = q[word] | 1
+        if seq == q[word]:
+            seq += 2  # never left odd, but be safe: a new sequence
+        q[word] = seq
+        self._release()
+        self._acquire()
+        try:
+            if ready():
+                return
+            timeout = FIRST_SLEEP_MS
+            bell = self.bell
+            poll = self._poll
+            while True:
+                events = poll(timeout)
+                if not events:
+                    if ready():
+                        q[R_W_LOST] += 1
+                        return
+                    timeout = LONG_SLEEP_MS
+                    continue
+                for fd, _ in events:
+                    if fd == bell:
+                        try:
+                            os.read(bell, 8)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        self._check_eof()
+                if ready():
+                    return
+                if self.hup:
+                    self.eof = True
+                    raise LaneClosed("lane closed by the master")
+        finally:
+            q[word] = seq + 1
+
+    def _check_eof(self) -> None:
+        """The lane socket is readable: EOF, or bytes the master must not send."""
+        try:
+            data = self.sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            raise ProtocolError("bytes on the lane socket of a ring lane")
+        self.hup = True
+
+    def cancelled(self) -> bool:
+        """Without blocking: True if the master cancelled the running request or the lane hit EOF.
+
+        As Lane.cancelled: the frames the ring holds are scanned from the
+        head; a CANCEL at the front is consumed, one further back is left."""
+        if self.eof:
+            return True
+        q = self.q
+        front = pos = self.head
+        tail = q[R_REQ_TAIL]
+        if 0 <= tail - pos <= self.ring:
+            odd = self.odd
+            mask = self.mask
+            lim = self.ring - HEADER_SIZE
+            mm = self.mm
+            while tail - pos >= HEADER_SIZE:
+                off = pos & mask
+                if off <= lim:
+                    length, kind, flags, _ = HEADER.unpack_from(mm, RING_PAGE + off)
+                else:
+                    length, kind, flags, _ = HEADER.unpack(self._copy_out(pos, HEADER_SIZE))
+                if kind == CANCEL and flags & ODD == odd:
+                    if pos == front:
+                        self._consumed(pos + HEADER_SIZE)
+                    return True
+                pos += HEADER_SIZE + length
+        if not self.hup and self._sock_poll(0):
+            self._check_eof()
+        if self.hup and q[R_REQ_TAIL] == self.head:
+            self.eof = True  # as a socket lane: EOF once what the master sent is read
+        return self.eof
+
+    # -- the response ring
+
+    def sendall(self, data: Any) -> None:
+        """Copy data into the response ring and publish it (waits for space as it goes)."""
+        # The hot path: 16 = RESP_TAIL, 24 = RESP_HEAD, 48 = M_DATA_SLEEP.
+        n = len(data)
+        tail = self.tail
+        q = self.q
+        ring = self.ring
+        if 0 <= tail - q[24] <= ring - n:
+            off = tail & self.mask
+            if off + n <= ring:
+                off += self.rbase
+                self.mm[off : off + n] = data
+            else:
+                first = ring - off
+                view = memoryview(data)
+                self.resp[off:] = view[:first]
+                self.resp[: n - first] = view[first:]
+            tail += n
+            self.tail = tail
+            q[16] = tail
+            self._release()
+            self._acquire()
+            s = q[48]
+            if s & 1 and s != self.last_mdata:
+                self.last_mdata = s
+                self._ring_master()
+            return
+        self._put(data)
+        self._publish()
+
+    send = sendall
+
+    def _put(self, data: Any) -> None:
+        """Copy data into the ring as space allows, unpublished until the ring is full."""
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        q = self.q
+        ring = self.ring
+        mask = self.mask
+        resp = self.resp
+        n = len(view)
+        done = 0
+        while done < n:
+            tail = self.tail
+            free = ring - (tail - q[R_RESP_HEAD])
+            if free <= 0 or free > ring:
+                self._wait_space()
+                continue
+            take = n - done
+            if take > free:
+                take = free
+            off = tail & mask
+            if off + take > ring:
+                take = ring - off
+            resp[off : off + take] = view[done : done + take]
+            done += take
+            self.tail = tail + take
+
+    def _publish(self) -> None:
+        """Store RESP_TAIL, then ring the master if it sleeps."""
+        q = self.q
+        q[R_RESP_TAIL] = self.tail
+        self._release()
+        self._acquire()
+        s = q[R_M_DATA_SLEEP]
+        if s & 1 and s != self.last_mdata:
+            self.last_mdata = s
+            self._ring_master()
+
+    def _wait_space(self) -> None:
+        """Publish what is written, then sleep until the master frees some space."""
+        self._publish()
+        q = self.q
+        ring = self.ring
+
+        def ready() -> bool:
+            used = self.tail - q[R_RESP_HEAD]
+            if used < 0 or used > ring:
+                raise ProtocolError(f"response ring indices out of range: tail - head = {used}")
+            return used < ring
+
+        try:
+            self._sleep(R_W_SPACE_SLEEP, ready)
+        except LaneClosed:
+            self.broken = True
+            raise LaneClosed("lane closed by the master while the worker waited for space") from None
+        except ProtocolError:
+            self.broken = True
+            raise
+
+    def _ring_master(self) -> None:
+        if self.drop:
+            self.rung += 1
+            if self.rung % self.drop == 0:
+                return  # FERROCORN_DROP_BELL: this one is lost
+        try:
+            os.write(self.master_bell, BELL)
+        except OSError:
+            pass  # a full (or gone) eventfd: the master wakes anyway, or the lane's EOF says it is gone
+
+    def send_body(self, data: bytes, flags: int = 0, head: bytes = b"") -> None:
+        """As Lane.send_body: BODY frames of at most BODY_FRAME bytes, flags on the last one."""
+        n = len(data)
+        pack = HEADER.pack
+        if n <= JOIN_LIMIT:
+            self.sendall(b"".join((head, pack(n, BODY, flags, 0), data)))
+            return
+        put = self._put
+        if head:
+            put(head)
+        view = memoryview(data)
+        for off in range(0, n, BODY_FRAME):
+            part = view[off : off + BODY_FRAME]
+            put(pack(len(part), BODY, flags if off + BODY_FRAME >= n else 0, 0))
+            put(part)
+        self._publish()
+
+    def send_parts(self, parts: tuple) -> None:
+        """The parts one after the other, published once (as space allows)."""
+        put = self._put
+        for part in parts:
+            if len(part):
+                put(part)
+        self._publish()
+
+    def send_error(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+        self.sendall(HEADER.pack(len(data), ERROR, 0, 0) + data)
+
+    def shutdown_read(self) -> None:
+        """Make a blocked or future read see EOF once the frames in the ring are read."""
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """The socket, the bell and the mapping (the master bell is shared: kept)."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        try:
+            os.close(self.bell)
         except OSError:
             pass
 
@@ -987,6 +1411,32 @@ class Config:
             raise BootError(f"FERROCORN_WORKER_LOG_LEVEL={level.lower()!r} is not one of debug, info, warning, error, critical")
         self.log_level = level
         self.workers = number("FERROCORN_WORKER_COUNT", env.get("FERROCORN_WORKER_COUNT", "1"))
+        # Ring lanes (RING-SPEC.md): on iff FERROCORN_WORKER_RING_SIZE is set.
+        self.ring_size = 0
+        self.master_bell_fd = -1
+        self.ring_fds: list = []  # (memfd, bell) per lane
+        ring = env.get("FERROCORN_WORKER_RING_SIZE", "")
+        if ring:
+            size = number("FERROCORN_WORKER_RING_SIZE", ring)
+            if size < RING_MIN or size & (size - 1):
+                raise BootError(f"FERROCORN_WORKER_RING_SIZE={ring!r} is not a power of two >= {RING_MIN}")
+            self.ring_size = size
+            self.master_bell_fd = number("FERROCORN_WORKER_MASTER_BELL_FD", need("FERROCORN_WORKER_MASTER_BELL_FD"))
+            pairs = need("FERROCORN_WORKER_RING_FDS").split(",")
+            for pair in pairs:
+                memfd, sep, bell = pair.partition(":")
+                if not sep:
+                    raise BootError(f"FERROCORN_WORKER_RING_FDS={env['FERROCORN_WORKER_RING_FDS']!r}: {pair!r} is not memfd:bell")
+                self.ring_fds.append((number("FERROCORN_WORKER_RING_FDS", memfd), number("FERROCORN_WORKER_RING_FDS", bell)))
+            if len(self.ring_fds) != len(self.lane_fds):
+                raise BootError(
+                    f"FERROCORN_WORKER_RING_FDS has {len(self.ring_fds)} memfd:bell pairs for "
+                    f"{len(self.lane_fds)} lanes (FERROCORN_WORKER_LANE_FDS)"
+                )
+        drop = env.get("FERROCORN_DROP_BELL", "")
+        self.drop_bell = number("FERROCORN_DROP_BELL", drop) if drop else 0
+        if self.drop_bell < 0:
+            raise BootError(f"FERROCORN_DROP_BELL={drop!r} is negative (0 or absent: off)")
         self.env = env
 
 
@@ -1258,7 +1708,7 @@ class Worker:
         self.servers: list[LaneServer] = []
         self.use_hooks(hooks or Hooks(), hook_server)
         self.stopping = [False]  # read by every lane thread after each request
-        self.lanes: list[Lane] = []
+        self.lanes: list = []  # Lane or RingLane
         self.threads: list[threading.Thread] = []
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_w.setblocking(False)
@@ -1275,16 +1725,38 @@ class Worker:
             "worker_class": "sync" if lanes == 1 else "gthread",
             "lanes": lanes,
             "max_payload": MAX_PAYLOAD,
+            "transport": "ring" if self.config.ring_size else "socket",
         }
         self.send_control(HELLO, 0, json.dumps(info).encode())
+
+    def open_lanes(self) -> None:
+        """The lanes, in ring mode their rings mapped (a BootError if they cannot be)."""
+        config = self.config
+        if self.lanes:
+            return
+        lanes = []
+        for index, fd in enumerate(config.lane_fds):
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError as exc:
+                raise BootError(f"FERROCORN_WORKER_LANE_FDS: lane {index} (fd {fd}) is not a socket: {exc}") from None
+            if config.ring_size:
+                memfd, bell = config.ring_fds[index]
+                try:
+                    lane: Any = RingLane(index, sock, memfd, bell, config.master_bell_fd, config.ring_size, config.drop_bell)
+                except (OSError, ValueError) as exc:
+                    raise BootError(f"FERROCORN_WORKER_RING_FDS: cannot map lane {index}'s ring (memfd {memfd}): {exc}") from None
+            else:
+                lane = Lane(index, sock)
+            lanes.append(lane)
+        self.lanes = lanes
 
     def serve(self, app: Callable) -> int:
         """Run the lane threads and wait for the end; return the exit status."""
         config = self.config
         base = base_environ(len(config.lane_fds), config.workers)
-        for index, fd in enumerate(config.lane_fds):
-            lane = Lane(index, socket.socket(fileno=fd))
-            self.lanes.append(lane)
+        self.open_lanes()
+        for index, lane in enumerate(self.lanes):
             server = LaneServer(lane, app, base, self.stopping, self.hooks, self.hook_worker)
             self.servers.append(server)
             thread = threading.Thread(target=self._lane_main, args=(server,), name=f"lane-{index}")
@@ -1484,6 +1956,7 @@ def main(
         log.debug("booting worker %s with pid %d", config.worker_id, os.getpid())
         worker = Worker(config, control)
         install_signals(worker.wake_w.fileno(), worker)
+        worker.open_lanes()
         worker.hello()
         if hooks is None:  # a fresh interpreter: the config runs here, before the app
             import ctypes
@@ -1543,10 +2016,12 @@ class BecomeWorker(BaseException):
     worker runs at the top of the stack and exits through sys.exit (atexit
     handlers and stdio flushing included), as gunicorn's forked workers do."""
 
-    def __init__(self, worker_id: int, fds: list) -> None:
+    def __init__(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0) -> None:
         super().__init__(worker_id)
         self.worker_id = worker_id
         self.fds = fds
+        self.lanes = lanes or len(fds) - 1
+        self.ring_size = ring_size
 
 
 class ForkServer:
@@ -1679,15 +2154,20 @@ class ForkServer:
         try:
             request = json.loads(payload)
             worker_id = int(request["worker"])
-            if len(fds) != 1 + int(request["lanes"]):
-                raise ValueError(f"{len(fds)} descriptors for {request['lanes']} lanes")
+            lanes = int(request["lanes"])
+            ring_size = int(request.get("ring_size") or 0)
+            # control, lanes..., and with rings: master bell, then memfd, bell per lane
+            want = 1 + lanes + (1 + 2 * lanes if ring_size > 0 else 0)
+            if len(fds) != want:
+                rings = f" with ring_size {ring_size}" if ring_size > 0 else ""
+                raise ValueError(f"{len(fds)} descriptors for {request['lanes']} lanes{rings}")
             cfg = self.hook_server.cfg
             cfg.threads = int(request["lanes"])
             cfg.worker_class = cfg.worker_class_str = "sync" if cfg.threads == 1 else "gthread"
             self.hook_server.worker_class = cfg.worker_class
             if self.hooks.pre_fork is not None:
                 self.hooks.call("pre_fork", self.hook_server, HookWorker(worker_id, self.hook_server.cfg, self.master_pid))
-            pid = self.double_fork(worker_id, fds)
+            pid = self.double_fork(worker_id, fds, lanes, max(ring_size, 0))
         except BecomeWorker:
             raise
         except Exception as exc:
@@ -1702,7 +2182,7 @@ class ForkServer:
         if pid is not None:
             self.send(FORKED, 0, json.dumps({"worker": worker_id, "pid": pid}).encode())
 
-    def double_fork(self, worker_id: int, fds: list) -> int:
+    def double_fork(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0) -> int:
         """Fork the worker through a middle process; return the worker's pid."""
         read_end, write_end = os.pipe()
         try:
@@ -1722,7 +2202,7 @@ class ForkServer:
             if worker:
                 os._exit(EXIT_OK)
             os.close(write_end)
-            raise BecomeWorker(worker_id, fds)
+            raise BecomeWorker(worker_id, fds, lanes, ring_size)
         os.close(write_end)
         try:
             data = b""
@@ -1983,12 +2463,21 @@ def run_forked_worker(server: ForkServer, become: BecomeWorker) -> int:
         signal.signal(sig, signal.SIG_DFL)
     server.control.close()
     gc.enable()
-    control_fd, lane_fds = become.fds[0], become.fds[1:]
+    fds = become.fds
+    control_fd, lane_fds = fds[0], fds[1 : 1 + become.lanes]
     worker_env = {
         "FERROCORN_WORKER_CONTROL_FD": str(control_fd),
         "FERROCORN_WORKER_LANE_FDS": ",".join(str(fd) for fd in lane_fds),
         "FERROCORN_WORKER_ID": str(become.worker_id),
+        "FERROCORN_WORKER_RING_SIZE": "",
+        "FERROCORN_WORKER_MASTER_BELL_FD": "",
+        "FERROCORN_WORKER_RING_FDS": "",
     }
+    if become.ring_size > 0:
+        rings = fds[2 + become.lanes :]
+        worker_env["FERROCORN_WORKER_RING_SIZE"] = str(become.ring_size)
+        worker_env["FERROCORN_WORKER_MASTER_BELL_FD"] = str(fds[1 + become.lanes])
+        worker_env["FERROCORN_WORKER_RING_FDS"] = ",".join(f"{m}:{b}" for m, b in zip(rings[::2], rings[1::2]))
     os.environ.update(worker_env)
     env = dict(server.env)
     env.update(worker_env)

@@ -1,5 +1,9 @@
 """Per-request overhead of the worker's lane loop (not a test; prints figures only).
 
+Each figure is given for a socket lane and for a ring lane (RING-SPEC.md; the
+master side is test_worker.RingMaster, in Python: its ping-pong round trip is
+not the Rust master's). --no-ring: socket lanes only.
+
     python3 python/tests/bench_worker.py [-n 200000] [--profile] [--worker OLD/ferrocorn_worker.py]
     .venv/bin/python python/tests/bench_worker.py -n 20000 --app examples.flask_app:app   # a real app's GET /hello
 
@@ -149,6 +153,52 @@ def run_no_io(app, n: int, profile: bool) -> float:
     return elapsed / n * 1e6
 
 
+def run_no_io_ring(app, n: int, profile: bool, ring: int = 262144) -> float:
+    """run_no_io over a ring lane: where it would sleep, the lane's own thread
+    refills the request ring with 64 requests or frees the response ring, so
+    the figure is the pure Python cost of a request through the rings."""
+    ours, theirs = socket.socketpair()
+    hub = test_worker.MasterBell()
+    m = test_worker.RingMaster(theirs, hub, ring)
+    batch = request_frame() * 64
+    batches = iter(range(n // 64))
+    mm, q = m.mm, m.q
+
+    class NoIO(W.RingLane):
+        def _sleep(self, word, ready):
+            if ready():
+                return
+            if word == W.R_W_SPACE_SLEEP:
+                q[24] = q[16]  # the master read every response
+                return
+            if next(batches, None) is None:
+                self.eof = True
+                raise W.LaneClosed("done")
+            tail = q[0]
+            off = tail % ring
+            first = min(len(batch), ring - off)
+            mm[4096 + off : 4096 + off + first] = batch[:first]
+            mm[4096 : 4096 + len(batch) - first] = batch[first:]
+            q[0] = tail + len(batch)
+
+    lane = NoIO(0, ours, os.dup(m.memfd), os.dup(m.bell), hub.fd, ring)
+    server = W.LaneServer(lane, app, W.base_environ(1, 1), [False])
+    n = n // 64 * 64
+    profiler = cProfile.Profile() if profile else None
+    started = time.process_time()
+    if profiler:
+        profiler.runcall(server.run)
+    else:
+        server.run()
+    elapsed = time.process_time() - started
+    lane.close()
+    m.close()
+    hub.close()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+    return elapsed / n * 1e6
+
+
 def run(app, n: int, profile: bool, ping_pong: bool = False) -> tuple[float, float]:
     ours, theirs = socket.socketpair()
     pid = os.fork()
@@ -168,6 +218,81 @@ def run(app, n: int, profile: bool, ping_pong: bool = False) -> tuple[float, flo
     _, status = os.waitpid(pid, 0)
     assert status == 0, f"master exited with {status}"
     ours.close()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    return wall / n * 1e6, cpu / n * 1e6
+
+
+def ring_master(m, n: int, ping_pong: bool) -> None:
+    """The forked master over a ring lane (test_worker.RingMaster): pipelined or one at a time."""
+    req = request_frame()
+    if ping_pong:
+        m.sendall(req)
+        size = 0
+        while True:
+            kind, flags, payload = recv_frame(m)
+            size += 8 + len(payload)
+            if kind == W.BODY and flags & W.END:
+                break
+        for _ in range(n - 1):
+            m.sendall(req)
+            left = size
+            while left:
+                got = m.recv(left)
+                if not got:
+                    os._exit(3)
+                left -= len(got)
+        m.close()
+        os._exit(0)
+
+    def writer() -> None:
+        batch = req * 64
+        for _ in range(n // 64):
+            m.sendall(batch)
+        m.sendall(req * (n % 64))
+
+    threading.Thread(target=writer, daemon=True).start()
+    size = 0
+    while True:
+        kind, flags, payload = recv_frame(m)
+        size += 8 + len(payload)
+        if kind == W.ERROR:
+            os._exit(2)
+        if kind == W.BODY and flags & W.END:
+            break
+    left = (n - 1) * size
+    while left:
+        got = m.recv(min(left, 1 << 20))
+        if not got:
+            os._exit(3)
+        left -= len(got)
+    m.close()
+    os._exit(0)
+
+
+def run_ring(app, n: int, profile: bool, ping_pong: bool = False, ring: int = 262144) -> tuple[float, float]:
+    """As run(), over a ring lane (RING-SPEC.md): the master (forked) publishes into the rings."""
+    ours, theirs = socket.socketpair()
+    hub = test_worker.MasterBell()
+    m = test_worker.RingMaster(theirs, hub, ring)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        ring_master(m, n, ping_pong)
+    lane = W.RingLane(0, ours, os.dup(m.memfd), os.dup(m.bell), hub.fd, ring)
+    m.close()
+    server = W.LaneServer(lane, app, W.base_environ(1, 1), [False])
+    profiler = cProfile.Profile() if profile else None
+    wall, cpu = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.runcall(server.run)
+    else:
+        server.run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"master exited with {status}"
+    lane.close()
+    hub.close()
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
     return wall / n * 1e6, cpu / n * 1e6
@@ -210,6 +335,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--worker", help="another ferrocorn_worker.py to measure (e.g. an older version)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-ring", action="store_true", help="socket lanes only (RING-SPEC.md's ring lanes are measured too)")
     parser.add_argument("--app", help="also measure a real app, MODULE:ATTR importable from the repository root "
                         "(e.g. examples.flask_app:app), and the app alone called in a loop with no worker around it")
     args = parser.parse_args()
@@ -226,11 +352,19 @@ def main() -> None:
     for name, app in apps:
         python_only = min(run_no_io(app, args.n, False) for _ in range(args.repeat))
         wall, cpu = min((run(app, args.n, False) for _ in range(args.repeat)), key=lambda x: x[1])
-        rtt, _ = min((run(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
+        rtt, rcpu = min((run(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
         print(f"{name:28s} python only {python_only:5.2f} us | pipelined over a socketpair: "
-              f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us")
+              f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us ({rcpu:5.2f} us worker cpu)")
+        if not args.no_ring:
+            python_only = min(run_no_io_ring(app, args.n, False) for _ in range(args.repeat))
+            wall, cpu = min((run_ring(app, args.n, False) for _ in range(args.repeat)), key=lambda x: x[1])
+            rtt, rcpu = min((run_ring(app, args.n // 4, False, True) for _ in range(args.repeat)), key=lambda x: x[0])
+            print(f"{'  over ring lanes':28s} python only {python_only:5.2f} us | pipelined over a ring lane:  "
+                  f"{cpu:5.2f} us cpu, {wall:5.2f} us wall | ping-pong round trip {rtt:5.2f} us ({rcpu:5.2f} us worker cpu)")
     if args.profile:
         run_no_io(closing_app, args.n, True)
+        if not args.no_ring:
+            run_no_io_ring(closing_app, args.n, True)
 
 if __name__ == "__main__":
     main()

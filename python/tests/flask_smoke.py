@@ -24,10 +24,11 @@ def main() -> None:
     except ImportError:
         sys.exit("flask is missing: python3 -m venv .venv && .venv/bin/pip install flask, "
                  "then run this with .venv/bin/python")
-    for spec in ("examples.flask_app:app", "examples.flask_app:create_app()"):
-        w = WorkerProcess(spec, lanes=2, app_dir=str(ROOT))
+    for spec, rings in (("examples.flask_app:app", False), ("examples.flask_app:create_app()", False),
+                        ("examples.flask_app:app", True)):
+        w = WorkerProcess(spec, lanes=2, app_dir=str(ROOT), rings=rings)
         try:
-            w.handshake()
+            assert w.handshake()["transport"] == ("ring" if rings else "socket")
             lane = w.lanes[0]
             assert get(lane, path="/").body == b"Hello, World!"
             assert get(lane, path="/hello").body == b"Hello, World!"
@@ -64,7 +65,7 @@ def main() -> None:
             assert w.wait() == 1
         finally:
             w.close()
-        print(f"ok: {spec}")
+        print(f"ok: {spec}" + (" over ring lanes" if rings else ""))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 import unittest
 from pathlib import Path
 
-from test_worker import APP_SOURCE, TIMEOUT, WORKER_PATH, W, get, recv_frame
+from test_worker import APP_SOURCE, RING, TIMEOUT, WORKER_PATH, MasterBell, RingMaster, W, get, recv_frame
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -67,23 +67,38 @@ class ForkServerProcess:
         self.proc.stdin.write(WORKER_PATH.read_bytes())
         self.proc.stdin.close()
         theirs.close()
-        self.sockets: list[socket.socket] = []
+        self.sockets: list = []
+        self.hubs: list = []
 
     def send(self, kind: int, payload: bytes = b"", fds: tuple = ()) -> None:
         socket.send_fds(self.control, [W.frame(kind, 0, payload)], list(fds))
 
-    def fork(self, worker: int, lanes: int = 1) -> tuple[int, dict, socket.socket, list]:
-        """FORK one worker; return (reply kind, reply, worker control, lanes)."""
+    def fork(self, worker: int, lanes: int = 1, ring_size: int = 0) -> tuple[int, dict, socket.socket, list]:
+        """FORK one worker; return (reply kind, reply, worker control, lanes).
+
+        With ring_size, ring lanes (RING-SPEC.md): the lanes returned are
+        RingMasters; the descriptors are control, lane sockets, then the
+        master bell and each lane's memfd and bell."""
         control, control_theirs = socket.socketpair()
         pairs = [socket.socketpair() for _ in range(lanes)]
         fds = [control_theirs.fileno()] + [theirs.fileno() for _, theirs in pairs]
-        self.send(W.FORK, json.dumps({"worker": worker, "lanes": lanes}).encode(), fds)
+        message = {"worker": worker, "lanes": lanes}
+        masters: list = []
+        if ring_size:
+            hub = MasterBell()
+            self.hubs.append(hub)
+            masters = [RingMaster(ours, hub, ring_size) for ours, _ in pairs]
+            fds.append(hub.fd)
+            for m in masters:
+                fds += [m.memfd, m.bell]
+            message["ring_size"] = ring_size
+        self.send(W.FORK, json.dumps(message).encode(), fds)
         control_theirs.close()
         for _, theirs in pairs:
             theirs.close()
         kind, _, payload = recv_message(self.control)
         control.settimeout(TIMEOUT)
-        ours = [o for o, _ in pairs]
+        ours = masters or [o for o, _ in pairs]
         for lane in ours:
             lane.settimeout(TIMEOUT)
         self.sockets += [control] + ours
@@ -92,6 +107,8 @@ class ForkServerProcess:
     def close(self) -> None:
         for sock in [self.control] + self.sockets:
             sock.close()
+        for hub in self.hubs:
+            hub.close()
         try:
             self.proc.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -203,6 +220,38 @@ class ForkServerTest(unittest.TestCase):
         handshake(control)
         control.close()
         self.assertEqual(reap(reply["pid"]), 0)
+
+    def test_a_forked_worker_on_ring_lanes(self) -> None:
+        server = self.start()
+        self.boot(server)
+        kind, reply, control, lanes = server.fork(12, lanes=2, ring_size=RING)
+        self.assertEqual(kind, W.FORKED, reply)
+        pid = reply["pid"]
+        hello = handshake(control)
+        self.assertEqual((hello["pid"], hello["transport"], hello["lanes"]), (pid, "ring", 2))
+        for _ in range(3):
+            for lane in lanes:
+                self.assertEqual(get(lane, path="/r").body, b"/r %d" % pid)
+        self.assertEqual(lanes[1].q[16], lanes[1].q[24])  # the responses went through the ring
+        control.close()
+        self.assertEqual(reap(pid), 0)
+        # A socket worker next: no ring variables leak into it.
+        kind, reply, control, lanes = server.fork(13)
+        self.assertEqual(handshake(control)["transport"], "socket")
+        self.assertEqual(get(lanes[0], path="/s").body, b"/s %d" % reply["pid"])
+        control.close()
+        self.assertEqual(reap(reply["pid"]), 0)
+
+    def test_ring_descriptors_are_counted(self) -> None:
+        server = self.start()
+        self.boot(server)
+        a, b = socket.socketpair()
+        server.send(W.FORK, json.dumps({"worker": 14, "lanes": 1, "ring_size": RING}).encode(), [a.fileno(), b.fileno()])
+        a.close()
+        b.close()
+        kind, _, payload = recv_message(server.control)
+        self.assertEqual(kind, W.FORK_FAILED)
+        self.assertIn("2 descriptors for 1 lanes with ring_size 65536", json.loads(payload)["error"])
 
     def test_eof_stops_the_fork_server_but_not_its_workers(self) -> None:
         server = self.start()
