@@ -115,7 +115,7 @@ impl Transport {
     /// current runtime.
     pub fn from_env() -> Result<Transport, String> {
         match std::env::var(TRANSPORT_ENV).as_deref() {
-            Ok("ring") => Hub::start()
+            Err(_) | Ok("") | Ok("ring") => Hub::start()
                 .map(|hub| Transport::Ring {
                     hub,
                     size: crate::protocol::ring::DEFAULT_RING_SIZE,
@@ -123,7 +123,7 @@ impl Transport {
                 .map_err(|err| {
                     format!("cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)")
                 }),
-            Err(_) | Ok("") | Ok("socket") => Ok(Transport::Socket),
+            Ok("socket") => Ok(Transport::Socket),
             Ok(other) => Err(format!(
                 "invalid {TRANSPORT_ENV}: unknown transport {other:?} (use ring or socket)"
             )),

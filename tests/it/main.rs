@@ -19,6 +19,7 @@ mod privileges;
 mod process_opts;
 mod proxy;
 mod recycling;
+mod rings;
 mod serving;
 mod statsd;
 mod sweep;

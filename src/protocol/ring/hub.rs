@@ -139,6 +139,13 @@ impl Hub {
         woke
     }
 
+    /// Rings again every worker that sleeps with work waiting for it.
+    fn nudge(&self) {
+        for ring in lock(&self.lanes).iter().filter_map(Weak::upgrade) {
+            ring.nudge();
+        }
+    }
+
     /// Stores the next sequence number in every lane; returns whether a
     /// task waits on one of them.
     fn set_sleep(&self, asleep: bool) -> bool {
@@ -203,10 +210,15 @@ async fn pump(hub: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
         };
         hub.unbounded.store(false, Ordering::SeqCst);
         hub.set_sleep(false);
-        // Woken by the bound with work waiting: lost, unless the doorbell
-        // was rung after all, just later than the bound.
-        if !woke && hub.scan() > 0 && drain(bell.get_ref()).is_err() {
-            hub.lost.fetch_add(1, Ordering::Relaxed);
+        if !woke {
+            // Woken by the bound with work waiting: lost, unless the doorbell
+            // was rung after all, just later than the bound.
+            if hub.scan() > 0 && drain(bell.get_ref()).is_err() {
+                hub.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nothing moved for the bound's length: a worker asleep with
+            // work for it may have lost our doorbell, whenever it fell asleep.
+            hub.nudge();
         }
     }
 }

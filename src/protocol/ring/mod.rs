@@ -316,6 +316,22 @@ impl Ring {
         self.ring_worker_if_asleep(word::W_SPACE_SLEEP, &self.rung_space);
     }
 
+    /// Rings the worker, whatever we rang before, if it sleeps with
+    /// request bytes unconsumed or with response space it waits for: the
+    /// pump's cover for a doorbell the worker lost.
+    fn nudge(&self) {
+        let asleep = |offset| self.word(offset).load(Ordering::Acquire) & 1 == 1;
+        let room = readable(
+            self.taken.load(Ordering::Relaxed),
+            self.word(word::RESP_TAIL).load(Ordering::Acquire),
+            self.size,
+        )
+        .is_ok_and(|used| used < self.size);
+        if (asleep(word::W_DATA_SLEEP) && self.unread()) || (asleep(word::W_SPACE_SLEEP) && room) {
+            self.hub.ring(&self.bell);
+        }
+    }
+
     /// Says whether we wait for request-ring space (odd) or not (even).
     fn set_space_wait(&self, waiting: bool) {
         let seq = self.space_seq.load(Ordering::Relaxed);

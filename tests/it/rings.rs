@@ -1,0 +1,76 @@
+//! Ring lanes (docs/protocol.md, "Ring lanes"): the rules that hold on
+//! socket lanes hold on shared memory, a lost doorbell costs a bounded
+//! wait, and the socket transport stays available by name.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{command, free_port, metric, root, wait_until, TestServer, DEADLINE};
+
+const LOST_MASTER: &str = "ferrocorn_lost_wakeups_total{side=\"master\"} ";
+const LOST_WORKER: &str = "ferrocorn_lost_wakeups_total{side=\"worker\"} ";
+
+#[test]
+fn lost_doorbells_cost_a_bounded_wait_and_are_counted() {
+    // Both sides skip every third doorbell they would ring: the sleeper on
+    // the other side must find the work by its sleep's time bound (2 ms).
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = TestServer::start_in(
+        &root(),
+        &[("FERROCORN_DROP_BELL", "3")],
+        &[
+            "-w",
+            "1",
+            "--metrics-bind",
+            &metrics,
+            "examples.flask_app:app",
+        ],
+    );
+    let mut slowest = Duration::ZERO;
+    for i in 0..300 {
+        let start = Instant::now();
+        let response = server.get("/hello");
+        slowest = slowest.max(start.elapsed());
+        assert_eq!(response.status, 200, "request {i}: {}", server.stderr());
+    }
+    // A doorbell lost for good would hang a request for a second or more
+    // (the worker's unbounded sleeps) or forever (the master's): this is a
+    // liveness bound, far above the 2 ms a lost doorbell may cost.
+    assert!(
+        slowest < Duration::from_millis(900),
+        "slowest request {slowest:?}"
+    );
+    for series in [LOST_MASTER, LOST_WORKER] {
+        wait_until(series, DEADLINE, || match metric(&metrics, series) {
+            Some(n) if n > 0.0 => Ok(()),
+            n => Err(format!("{series}= {n:?}")),
+        });
+    }
+}
+
+#[test]
+fn socket_lanes_serve_when_asked_for_by_name() {
+    let server = TestServer::start_in(
+        &root(),
+        &[("FERROCORN_LANE_TRANSPORT", "socket")],
+        &["-w", "1", "--threads", "2", "examples.flask_app:app"],
+    );
+    assert_eq!(server.get("/hello").text(), "Hello, World!");
+    let body = vec![b'x'; 3_000_000];
+    let echoed = server.post("/echo", &body);
+    assert_eq!(echoed.status, 200);
+    assert_eq!(echoed.body.len(), body.len());
+}
+
+#[test]
+fn an_unknown_transport_stops_the_server_at_start_naming_it() {
+    let output = command(&["-b", "127.0.0.1:0", "examples.flask_app:app"])
+        .env("FERROCORN_LANE_TRANSPORT", "pigeon")
+        .output()
+        .expect("ferrocorn runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("FERROCORN_LANE_TRANSPORT") && stderr.contains("pigeon"),
+        "{stderr}"
+    );
+}
