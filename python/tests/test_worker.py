@@ -1104,6 +1104,105 @@ class ResponseTest(LaneTestCase):
         self.assertIsNotNone(read_response(sock).error)
         self.assertEqual(get(sock).status, "200 OK")  # the lane is usable again
 
+    def test_a_cancel_behind_three_waiting_requests_is_for_the_running_one_only(self) -> None:
+        """Deeper pipelining: requests 2, 3 and 4 wait behind request 1 when
+        its CANCEL comes. It cancels 1; each later request scans past it
+        while it streams (3 has 1's parity) and none of them is cancelled."""
+        gate, closed = threading.Event(), []
+        sock = self.serve(self.streaming_app(1000, gate, closed))
+        send_request(sock)  # request 1, streams
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock)[2], b"c0,")
+        for number in (2, 3, 4):
+            send_frame(sock, W.REQUEST, W.ODD if number & 1 else 0, request_head(path="/stream%d" % number))
+        send_cancel(sock, 1)
+        gate.set()
+        while True:
+            kind, flags, _ = recv_frame(sock)
+            if kind == W.BODY and flags & W.END:
+                break
+        whole = b"".join(b"c%d," % i for i in range(1000))
+        for number in (2, 3, 4):
+            r = read_response(sock)
+            self.assertEqual((r.status, r.error, r.body), ("200 OK", None, whole), number)
+        wait_until(lambda: len(closed) == 4, "close() of every stream")
+        self.assertLess(closed[0], 1000)
+        self.assertEqual(closed[1:], [1000, 1000, 1000])
+        self.assertEqual(get(sock, path="/ok").body, b"Hello, World!")  # and between requests it was skipped
+
+    def test_a_cancel_for_a_waiting_request_cancels_that_one_only(self) -> None:
+        """Requests 2 and 3 wait behind 1; the client of 2 leaves once 2
+        runs: its CANCEL (behind 3) stops 2, and 1 and 3 are served whole."""
+        gate, closed = threading.Event(), []
+        sock = self.serve(self.streaming_app(1000, gate, closed))
+        send_request(sock, path="/ok")  # request 1
+        send_frame(sock, W.REQUEST, 0, request_head(path="/stream"))  # request 2: pauses after c0
+        send_frame(sock, W.REQUEST, W.ODD, request_head(path="/stream"))  # request 3
+        self.assertEqual(read_response(sock).body, b"Hello, World!")
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock)[2], b"c0,")
+        send_cancel(sock, 2)
+        gate.set()
+        while True:
+            kind, flags, _ = recv_frame(sock)
+            if kind == W.BODY and flags & W.END:
+                break
+        r = read_response(sock)
+        self.assertEqual((r.error, r.body), (None, b"".join(b"c%d," % i for i in range(1000))))
+        wait_until(lambda: len(closed) == 2, "close() of both streams")
+        self.assertLess(closed[0], 1000)
+        self.assertEqual(closed[1], 1000)
+        self.assertEqual(get(sock, path="/ok").body, b"Hello, World!")
+
+    def test_a_malformed_cancel_is_a_protocol_error(self) -> None:
+        """A CANCEL payload that is not 8 bytes, or a number beyond the
+        REQUESTs read, drops the lane: between requests, in wsgi.input, and
+        in cancelled()'s scan mid-response."""
+
+        def app(environ: dict, start_response: Callable) -> Any:
+            if environ["REQUEST_METHOD"] == "POST":
+                body = environ["wsgi.input"].read()
+                start_response("200 OK", [])
+                return [body]
+            return streaming(environ, start_response)
+
+        short = H.pack(4, W.CANCEL, W.ODD, 0) + b"\1\0\0\0"
+        long_ = H.pack(9, W.CANCEL, W.ODD, 0) + W.CANCEL_NUMBER.pack(1) + b"\0"
+        empty = H.pack(0, W.CANCEL, W.ODD, 0)
+        cases = {
+            "short, between requests": ("idle", short),
+            "ahead, between requests": ("idle", cancel_frame(2)),
+            "empty, in wsgi.input": ("body", empty),
+            "ahead, in wsgi.input": ("body", cancel_frame(2)),
+            "long, in a scan": ("stream", long_),
+            "ahead, in a scan": ("stream", cancel_frame(3)),
+        }
+        for what, (where, frame) in cases.items():
+            with self.subTest(what):
+                gate, closed = threading.Event(), []
+                streaming = self.streaming_app(1000, gate, closed)
+                sock = self.serve(app)
+                with self.assertLogs("ferrocorn.worker", "ERROR") as logs:
+                    if where == "idle":
+                        self.assertEqual(get(sock, path="/ok").body, b"Hello, World!")  # request 1
+                        sock.sendall(frame)
+                    elif where == "body":
+                        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))
+                        send_frame(sock, W.BODY, 0, b"part")
+                        sock.sendall(frame)
+                    else:
+                        send_request(sock)  # request 1, streams
+                        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+                        self.assertEqual(recv_frame(sock)[2], b"c0,")
+                        sock.sendall(frame)
+                        gate.set()
+                    while sock.recv(65536):  # until the worker closes its end
+                        pass
+                self.assertIn("CANCEL", logs.output[0])
+                self.assertIn("dropping the lane", logs.output[0])
+                if where == "stream":
+                    self.assertLess(closed[0], 1000)  # close() ran
+
     def test_bad_frame_drops_the_lane(self) -> None:
         sock = self.serve(hello_app)
         with self.assertLogs("ferrocorn.worker", "ERROR"):
