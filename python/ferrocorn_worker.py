@@ -43,7 +43,7 @@ import traceback
 from itertools import chain
 from typing import Any, Callable, Iterable, Optional
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_PAYLOAD = 16 * 1024 * 1024
 
 HELLO = 1
@@ -67,8 +67,8 @@ RESPONSE = 32
 ERROR = 33
 
 HAS_BODY = 0x01  # REQUEST
-# REQUEST and CANCEL: the request's parity on its lane. A second request may
-# wait in the lane behind the running one, so a CANCEL names whose it is.
+# REQUEST and CANCEL: the parity of the request's number on its lane. The
+# master still sets it; the worker goes by CANCEL's payload (CANCEL_NUMBER).
 ODD = 0x02
 END = 0x01  # BODY
 APP_LOAD = 0x01  # BOOT_FAILED
@@ -82,6 +82,12 @@ EXIT_RELOAD = 5
 
 HEADER = struct.Struct("<IBBH")
 HEADER_SIZE = HEADER.size
+# A CANCEL's payload: the number of the request it cancels (1 for a lane's
+# first REQUEST, 2 for the next, ...). Up to 7 requests may wait behind the
+# running one, so the number, not a parity, says whose a CANCEL is.
+CANCEL_NUMBER = struct.Struct("<Q")
+CANCEL_SIZE = HEADER_SIZE + CANCEL_NUMBER.size
+_unpack_number = CANCEL_NUMBER.unpack_from
 # (kind << 8 | flags) of every frame a master may send on a lane.
 _LANE_FRAMES = frozenset(
     (
@@ -133,6 +139,17 @@ class ClientDisconnected(OSError):
     """Raised by wsgi.input when the master sends CANCEL (the client left)."""
 
 
+def cancel_number(payload: bytes, read: int) -> int:
+    """The request number a CANCEL payload names; ProtocolError unless it is
+    8 bytes and at most read (the number of REQUESTs read on the lane)."""
+    if len(payload) != CANCEL_NUMBER.size:
+        raise ProtocolError(f"CANCEL payload of {len(payload)} bytes, not {CANCEL_NUMBER.size}")
+    number = _unpack_number(payload)[0]
+    if number > read:
+        raise ProtocolError(f"CANCEL for request {number}, but only {read} REQUESTs were read")
+    return number
+
+
 def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
     """One encoded frame; payload must be at most MAX_PAYLOAD bytes."""
     return HEADER.pack(len(payload), kind, flags, 0) + payload
@@ -144,7 +161,7 @@ def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
 class Lane:
     """One lane socket: a buffered frame reader plus the send side."""
 
-    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "odd", "_recv", "_poll", "sendall", "sendmsg")
+    __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "number", "_recv", "_poll", "sendall", "sendmsg")
 
     def __init__(self, index: int, sock: socket.socket) -> None:
         sock.setblocking(True)
@@ -154,7 +171,9 @@ class Lane:
         self.pos = 0
         self.eof = False
         self.broken = False
-        self.odd = 0  # the running request's ODD flag: a CANCEL without it is not for this request
+        # The running request's number: the REQUEST frames read so far. A
+        # CANCEL with a lower number is stale (its request is over).
+        self.number = 0
         # Held while a request is in flight; stop() takes it to wait for idleness.
         self.busy = threading.Lock()
         self._recv = sock.recv
@@ -240,13 +259,21 @@ class Lane:
         buf = self.buf
         pos = front = self.pos
         end = len(buf)
-        odd = self.odd
+        number = self.number
+        later = number  # the numbers of the REQUESTs read or passed so far
         while pos + HEADER_SIZE <= end:
             length, kind, flags, _ = HEADER.unpack_from(buf, pos)
-            if kind == CANCEL and flags & ODD == odd:
-                if pos == front:
-                    self.pos = pos + HEADER_SIZE
-                return True
+            if kind == CANCEL:
+                if length != CANCEL_NUMBER.size:
+                    raise ProtocolError(f"CANCEL payload of {length} bytes, not {CANCEL_NUMBER.size}")
+                if pos + CANCEL_SIZE > end:
+                    break  # its number is not here yet
+                if cancel_number(buf[pos + HEADER_SIZE : pos + CANCEL_SIZE], later) == number:
+                    if pos == front:
+                        self.pos = pos + CANCEL_SIZE
+                    return True
+            elif kind == REQUEST:
+                later += 1
             pos += HEADER_SIZE + length
         return False
 
@@ -341,7 +368,7 @@ class RingLane:
     """
 
     __slots__ = (
-        "index", "sock", "eof", "hup", "broken", "busy", "odd", "mm", "q", "ring", "mask", "rbase", "resp",
+        "index", "sock", "eof", "hup", "broken", "busy", "number", "mm", "q", "ring", "mask", "rbase", "resp",
         "head", "tail", "bell", "master_bell", "drop", "rung", "last_mdata", "last_mspace",
         "_release", "_acquire", "_poll", "_sock_poll", "_fence_lock",
     )
@@ -354,7 +381,7 @@ class RingLane:
         self.eof = False  # the lane is over: the socket said EOF and the ring is drained
         self.hup = False  # the socket said EOF (frames may still wait in the ring)
         self.broken = False
-        self.odd = 0
+        self.number = 0  # as Lane.number
         self.busy = threading.Lock()
         try:
             mm = mmap.mmap(memfd, RING_PAGE + 2 * ring, flags=mmap.MAP_SHARED | MAP_POPULATE)
@@ -555,9 +582,10 @@ class RingLane:
         front = pos = self.head
         tail = q[R_REQ_TAIL]
         if 0 <= tail - pos <= self.ring:
-            odd = self.odd
+            number = self.number
+            later = number  # the numbers of the REQUESTs read or passed so far
             mask = self.mask
-            lim = self.ring - HEADER_SIZE
+            lim = self.ring - HEADER_SIZE  # == ring - 8: a header or a number fits before the end
             mm = self.mm
             while tail - pos >= HEADER_SIZE:
                 off = pos & mask
@@ -565,10 +593,19 @@ class RingLane:
                     length, kind, flags, _ = HEADER.unpack_from(mm, RING_PAGE + off)
                 else:
                     length, kind, flags, _ = HEADER.unpack(self._copy_out(pos, HEADER_SIZE))
-                if kind == CANCEL and flags & ODD == odd:
-                    if pos == front:
-                        self._consumed(pos + HEADER_SIZE)
-                    return True
+                if kind == CANCEL:
+                    if length != CANCEL_NUMBER.size:
+                        raise ProtocolError(f"CANCEL payload of {length} bytes, not {CANCEL_NUMBER.size}")
+                    if tail - pos < CANCEL_SIZE:
+                        break  # its number is not published yet
+                    # The number may wrap the ring end.
+                    cancel = self._copy_out(pos + HEADER_SIZE, CANCEL_NUMBER.size)
+                    if cancel_number(cancel, later) == number:
+                        if pos == front:
+                            self._consumed(pos + CANCEL_SIZE)
+                        return True
+                elif kind == REQUEST:
+                    later += 1
                 pos += HEADER_SIZE + length
         if not self.hup and self._sock_poll(0):
             self._check_eof()
@@ -759,8 +796,9 @@ class Input:
                 if payload:
                     return payload
             elif kind == CANCEL:
-                if flags & ODD != self._lane.odd:
-                    continue  # stale: it was for the previous request and crossed its END
+                number = self._lane.number
+                if cancel_number(payload, number) != number:
+                    continue  # stale: for an earlier request, it crossed that one's END
                 self._done = self.cancelled = True
                 raise ClientDisconnected("client disconnected")
             else:
@@ -1191,10 +1229,15 @@ class LaneServer:
                 return
             if kind != REQUEST:
                 if kind == CANCEL:
-                    continue  # it crossed our END: the request is already over
+                    try:
+                        cancel_number(payload, lane.number)
+                    except ProtocolError as exc:
+                        log.error("lane %d: %s; dropping the lane", lane.index, exc)
+                        return
+                    continue  # stale: it crossed our END, the request is already over
                 log.error("lane %d: frame kind %d while waiting for a request; dropping the lane", lane.index, kind)
                 return
-            lane.odd = flags & ODD
+            lane.number += 1
             with busy:
                 fields = payload.decode("latin-1").split("\0")
                 if len(fields) & 1:

@@ -61,6 +61,15 @@ def send_frame(sock: socket.socket, kind: int, flags: int = 0, payload: bytes = 
     sock.sendall(H.pack(len(payload), kind, flags, 0) + payload)
 
 
+def cancel_frame(number: int) -> bytes:
+    """A CANCEL for the lane's request `number` (1 for its first REQUEST): ODD by its parity."""
+    return H.pack(8, W.CANCEL, W.ODD if number & 1 else 0, 0) + W.CANCEL_NUMBER.pack(number)
+
+
+def send_cancel(sock: socket.socket, number: int) -> None:
+    sock.sendall(cancel_frame(number))
+
+
 def recv_exact(sock: socket.socket, n: int) -> bytes:
     parts = []
     while n:
@@ -637,7 +646,7 @@ class RequestBodyTest(LaneTestCase):
         sock = self.serve(app)
         send_frame(sock, W.REQUEST, W.HAS_BODY, request_head(method="POST"))
         send_frame(sock, W.BODY, 0, b"part")
-        send_frame(sock, W.CANCEL)
+        send_cancel(sock, 1)
         r = read_response(sock)
         self.assertIsNotNone(r.error)
         self.assertIn("client disconnected", str(seen["exc"]))
@@ -997,7 +1006,7 @@ class ResponseTest(LaneTestCase):
         send_request(sock)
         self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
         self.assertEqual(recv_frame(sock)[2], b"chunk0")
-        send_frame(sock, W.CANCEL)  # on a socketpair it is queued at the worker once sendall returns
+        send_cancel(sock, 1)  # on a socketpair it is queued at the worker once sendall returns
         gate.set()
         while True:  # the master discards until END
             kind, flags, _ = recv_frame(sock)
@@ -1011,7 +1020,7 @@ class ResponseTest(LaneTestCase):
     def test_cancel_crossing_end_is_ignored(self) -> None:
         sock = self.serve(hello_app)
         self.assertEqual(get(sock).status, "200 OK")
-        send_frame(sock, W.CANCEL)
+        send_cancel(sock, 1)  # stale: request 1 is over
         self.assertEqual(get(sock).body, b"Hello, World!")
 
     def streaming_app(self, chunks: int, gate: threading.Event, closed: list) -> Callable:
@@ -1042,13 +1051,13 @@ class ResponseTest(LaneTestCase):
     def test_cancel_behind_a_waiting_request_stops_the_running_one(self) -> None:
         gate, closed = threading.Event(), []
         sock = self.serve(self.streaming_app(1000, gate, closed))
-        send_request(sock)  # parity 0, streams
+        send_request(sock)  # request 1, streams
         self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
         self.assertEqual(recv_frame(sock)[2], b"c0,")
         # The next request already waits in the lane; the CANCEL for the
         # running one comes after it and must still be found.
-        send_frame(sock, W.REQUEST, W.ODD, request_head(path="/ok"))
-        send_frame(sock, W.CANCEL, 0)
+        send_frame(sock, W.REQUEST, 0, request_head(path="/ok"))
+        send_cancel(sock, 1)
         gate.set()
         while True:
             kind, flags, _ = recv_frame(sock)
@@ -1060,13 +1069,13 @@ class ResponseTest(LaneTestCase):
     def test_a_cancel_for_the_previous_request_leaves_the_next_one_alone(self) -> None:
         gate, closed = threading.Event(), []
         sock = self.serve(self.streaming_app(50, gate, closed))
-        # Request 0 ends; the master, not yet aware, cancels it just as
-        # request 1 (ODD, waiting behind it) starts streaming.
+        # Request 1 ends; the master, not yet aware, cancels it just as
+        # request 2 (waiting behind it) starts streaming.
         send_request(sock, path="/ok")
-        send_frame(sock, W.REQUEST, W.ODD, request_head(path="/stream"))
+        send_frame(sock, W.REQUEST, 0, request_head(path="/stream"))
         self.assertEqual(read_response(sock).body, b"Hello, World!")
         self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
-        send_frame(sock, W.CANCEL, 0)
+        send_cancel(sock, 1)
         gate.set()
         r = read_response(sock)
         self.assertEqual(r.body, b"".join(b"c%d," % i for i in range(50)))
@@ -1080,15 +1089,119 @@ class ResponseTest(LaneTestCase):
             return [body]
 
         sock = self.serve(app)
-        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))
+        self.assertEqual(get(sock).body, b"")  # request 1
+        self.assertEqual(get(sock).body, b"")  # request 2
+        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))  # request 3
         send_frame(sock, W.BODY, 0, b"one,")
-        send_frame(sock, W.CANCEL, 0)  # for the request before this one
+        send_cancel(sock, 2)  # for the request before this one
+        send_cancel(sock, 1)  # the same parity as this one: still stale
         send_frame(sock, W.BODY, W.END, b"two")
         self.assertEqual(read_response(sock).body, b"one,two")
-        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))
+        send_frame(sock, W.REQUEST, W.HAS_BODY, request_head(method="POST"))  # request 4
         send_frame(sock, W.BODY, 0, b"x")
-        send_frame(sock, W.CANCEL, W.ODD)  # for this one: the client left
+        send_cancel(sock, 3)  # stale
+        send_cancel(sock, 4)  # for this one: the client left
         self.assertIsNotNone(read_response(sock).error)
+        self.assertEqual(get(sock).status, "200 OK")  # the lane is usable again
+
+    def test_a_cancel_behind_three_waiting_requests_is_for_the_running_one_only(self) -> None:
+        """Deeper pipelining: requests 2, 3 and 4 wait behind request 1 when
+        its CANCEL comes. It cancels 1; each later request scans past it
+        while it streams (3 has 1's parity) and none of them is cancelled."""
+        gate, closed = threading.Event(), []
+        sock = self.serve(self.streaming_app(1000, gate, closed))
+        send_request(sock)  # request 1, streams
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock)[2], b"c0,")
+        for number in (2, 3, 4):
+            send_frame(sock, W.REQUEST, W.ODD if number & 1 else 0, request_head(path="/stream%d" % number))
+        send_cancel(sock, 1)
+        gate.set()
+        while True:
+            kind, flags, _ = recv_frame(sock)
+            if kind == W.BODY and flags & W.END:
+                break
+        whole = b"".join(b"c%d," % i for i in range(1000))
+        for number in (2, 3, 4):
+            r = read_response(sock)
+            self.assertEqual((r.status, r.error, r.body), ("200 OK", None, whole), number)
+        wait_until(lambda: len(closed) == 4, "close() of every stream")
+        self.assertLess(closed[0], 1000)
+        self.assertEqual(closed[1:], [1000, 1000, 1000])
+        self.assertEqual(get(sock, path="/ok").body, b"Hello, World!")  # and between requests it was skipped
+
+    def test_a_cancel_for_a_waiting_request_cancels_that_one_only(self) -> None:
+        """Requests 2 and 3 wait behind 1; the client of 2 leaves once 2
+        runs: its CANCEL (behind 3) stops 2, and 1 and 3 are served whole."""
+        gate, closed = threading.Event(), []
+        sock = self.serve(self.streaming_app(1000, gate, closed))
+        send_request(sock, path="/ok")  # request 1
+        send_frame(sock, W.REQUEST, 0, request_head(path="/stream"))  # request 2: pauses after c0
+        send_frame(sock, W.REQUEST, W.ODD, request_head(path="/stream"))  # request 3
+        self.assertEqual(read_response(sock).body, b"Hello, World!")
+        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+        self.assertEqual(recv_frame(sock)[2], b"c0,")
+        send_cancel(sock, 2)
+        gate.set()
+        while True:
+            kind, flags, _ = recv_frame(sock)
+            if kind == W.BODY and flags & W.END:
+                break
+        r = read_response(sock)
+        self.assertEqual((r.error, r.body), (None, b"".join(b"c%d," % i for i in range(1000))))
+        wait_until(lambda: len(closed) == 2, "close() of both streams")
+        self.assertLess(closed[0], 1000)
+        self.assertEqual(closed[1], 1000)
+        self.assertEqual(get(sock, path="/ok").body, b"Hello, World!")
+
+    def test_a_malformed_cancel_is_a_protocol_error(self) -> None:
+        """A CANCEL payload that is not 8 bytes, or a number beyond the
+        REQUESTs read, drops the lane: between requests, in wsgi.input, and
+        in cancelled()'s scan mid-response."""
+
+        def app(environ: dict, start_response: Callable) -> Any:
+            if environ["REQUEST_METHOD"] == "POST":
+                body = environ["wsgi.input"].read()
+                start_response("200 OK", [])
+                return [body]
+            return streaming(environ, start_response)
+
+        short = H.pack(4, W.CANCEL, W.ODD, 0) + b"\1\0\0\0"
+        long_ = H.pack(9, W.CANCEL, W.ODD, 0) + W.CANCEL_NUMBER.pack(1) + b"\0"
+        empty = H.pack(0, W.CANCEL, W.ODD, 0)
+        cases = {
+            "short, between requests": ("idle", short),
+            "ahead, between requests": ("idle", cancel_frame(2)),
+            "empty, in wsgi.input": ("body", empty),
+            "ahead, in wsgi.input": ("body", cancel_frame(2)),
+            "long, in a scan": ("stream", long_),
+            "ahead, in a scan": ("stream", cancel_frame(3)),
+        }
+        for what, (where, frame) in cases.items():
+            with self.subTest(what):
+                gate, closed = threading.Event(), []
+                streaming = self.streaming_app(1000, gate, closed)
+                sock = self.serve(app)
+                with self.assertLogs("ferrocorn.worker", "ERROR") as logs:
+                    if where == "idle":
+                        self.assertEqual(get(sock, path="/ok").body, b"Hello, World!")  # request 1
+                        sock.sendall(frame)
+                    elif where == "body":
+                        send_frame(sock, W.REQUEST, W.HAS_BODY | W.ODD, request_head(method="POST"))
+                        send_frame(sock, W.BODY, 0, b"part")
+                        sock.sendall(frame)
+                    else:
+                        send_request(sock)  # request 1, streams
+                        self.assertEqual(recv_frame(sock)[0], W.RESPONSE)
+                        self.assertEqual(recv_frame(sock)[2], b"c0,")
+                        sock.sendall(frame)
+                        gate.set()
+                    while sock.recv(65536):  # until the worker closes its end
+                        pass
+                self.assertIn("CANCEL", logs.output[0])
+                self.assertIn("dropping the lane", logs.output[0])
+                if where == "stream":
+                    self.assertLess(closed[0], 1000)  # close() ran
 
     def test_bad_frame_drops_the_lane(self) -> None:
         sock = self.serve(hello_app)
@@ -1263,26 +1376,30 @@ class RingTest(RingServe, unittest.TestCase):
 
     def test_cancel_found_mid_response_behind_a_wrapped_header(self) -> None:
         """cancelled() scans the ring from its head: past a waiting request
-        that reaches the ring end, it finds a CANCEL whose header wraps it."""
-        gate, closed = threading.Event(), []
-        m = self.serve(ResponseTest.streaming_app(None, 1000, gate, closed))
-        q = m.q
-        send_request(m)  # parity 0, streams
-        self.assertEqual(recv_frame(m)[0], W.RESPONSE)
-        self.assertEqual(recv_frame(m)[2], b"c0,")
-        base = len(request_head(path="/ok", headers=(("X-Pad", ""),)))
-        pad = (RING - 3 - q[0] - 8 - base) % RING
-        send_frame(m, W.REQUEST, W.ODD, request_head(path="/ok", headers=(("X-Pad", "x" * pad),)))
-        self.assertEqual(q[0] % RING, RING - 3)
-        send_frame(m, W.CANCEL, 0)  # its header wraps the end
-        gate.set()
-        while True:
-            kind, flags, _ = recv_frame(m)
-            if kind == W.BODY and flags & W.END:
-                break
-        self.assertLess(closed[0], 1000)
-        r = read_response(m)
-        self.assertEqual((r.status, r.body), ("200 OK", b"Hello, World!"))  # the waiting request, served whole
+        that reaches the ring end, it finds a CANCEL whose header or number
+        wraps it (or whose number starts the ring)."""
+        for at, what in ((RING - 3, "header wraps"), (RING - 12, "number wraps"), (RING - 8, "number at 0")):
+            with self.subTest(what):
+                gate, closed = threading.Event(), []
+                m = self.serve(ResponseTest.streaming_app(None, 1000, gate, closed))
+                q = m.q
+                send_request(m)  # request 1, streams
+                self.assertEqual(recv_frame(m)[0], W.RESPONSE)
+                self.assertEqual(recv_frame(m)[2], b"c0,")
+                base = len(request_head(path="/ok", headers=(("X-Pad", ""),)))
+                pad = (at - q[0] - 8 - base) % RING
+                send_frame(m, W.REQUEST, 0, request_head(path="/ok", headers=(("X-Pad", "x" * pad),)))
+                self.assertEqual(q[0] % RING, at)
+                send_cancel(m, 1)
+                gate.set()
+                while True:
+                    kind, flags, _ = recv_frame(m)
+                    if kind == W.BODY and flags & W.END:
+                        break
+                self.assertLess(closed[0], 1000)
+                r = read_response(m)
+                self.assertEqual((r.status, r.body), ("200 OK", b"Hello, World!"))  # the waiting request, served whole
+                self.assertEqual(get(m).status, "200 OK")  # the CANCEL behind it skipped as stale
 
     def test_master_closing_the_lane_ends_the_lane_thread(self) -> None:
         m = self.serve(hello_app)
@@ -1534,7 +1651,7 @@ class WorkerProcessTest(unittest.TestCase):
         w = self.start(extra_env={"FERROCORN_WORKER_LOG_LEVEL": "debug"})
         hello = w.handshake()
         self.assertEqual(hello["pid"], w.proc.pid)
-        self.assertEqual(hello["protocol"], 2)
+        self.assertEqual(hello["protocol"], 3)
         self.assertEqual(hello["max_payload"], 16 * 1024 * 1024)
         self.assertEqual(hello["python"], "%d.%d.%d" % sys.version_info[:3])
         self.assertEqual((hello["worker_class"], hello["lanes"]), ("sync", 1))
