@@ -369,6 +369,7 @@ mod tests {
         ("threads", "8"),
         ("worker_connections", "50"),
         ("pipeline_below", "5ms"),
+        ("pipeline_depth", "4"),
         ("worker_class", "gthread"),
         ("python", "/usr/bin/python3.12"),
         ("worker_tmp_dir", "/tmp"),

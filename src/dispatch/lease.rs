@@ -39,6 +39,12 @@ impl LaneLease {
         }
     }
 
+    /// The lease's request is number `request` on its lane, written already
+    /// (it waited in the lane, maybe with more behind it).
+    pub(super) fn mark_written_as(&mut self, request: u64) {
+        self.request = request;
+    }
+
     /// Sends what the lane's writer holds, then `request` unless the
     /// dispatcher wrote it already, and notes the request's number on the lane.
     pub async fn send_request(&mut self, request: &[u8]) -> Result<(), LaneError> {

@@ -3,14 +3,15 @@
 //! none is idle it waits in a bounded FIFO ([`queue`]) until a lane frees up
 //! or the queue timeout passes (the HTTP side turns both refusals into 503).
 //!
-//! Under overload (two or more requests queued) the oldest queued request
+//! Under overload (two or more requests queued) the oldest queued requests
 //! may also wait *in* a busy lane, written behind the running one, so a
 //! worker serving short requests goes straight on to the next without
-//! sleeping (docs/design/lane-pipelining.md): at most one per lane, only on
-//! workers in normal standing whose recent requests took less than
-//! `pipeline_below` and behind a request younger than that, never ahead of
-//! an older queued request. If the worker dies before that request started,
-//! it is served elsewhere ([`waiting`]).
+//! sleeping (docs/design/lane-pipelining.md): up to `--pipeline-depth` in a
+//! lane counting the running one, only on workers in normal standing whose
+//! recent requests took less than `--pipeline-below` and behind a request
+//! younger than that, never ahead of an older queued request. If the
+//! worker dies before such a request started, it is served elsewhere
+//! ([`waiting`]).
 //!
 //! It only sees lanes and worker ids; which workers exist and when they
 //! retire is the arbiter's business, told through `add_worker`,
@@ -88,12 +89,27 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
 }
 
+/// When requests may wait in busy lanes (`--pipeline-below`, `--pipeline-depth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipelining {
+    /// Only on workers whose recent requests took less than this; zero never.
+    pub below: Duration,
+    /// Most requests in a lane, the running one included; 1 never.
+    pub depth: usize,
+}
+
+impl Pipelining {
+    /// Requests never wait in lanes.
+    pub const OFF: Pipelining = Pipelining {
+        below: Duration::ZERO,
+        depth: 1,
+    };
+}
+
 struct Shared {
     state: Mutex<State>,
     queue_timeout: Duration,
-    /// Requests wait in busy lanes only on workers whose recent requests
-    /// took less than this; zero never.
-    pipeline_below: Duration,
+    pipelining: Pipelining,
     news: mpsc::UnboundedSender<PoolNews>,
     /// Hears how long each queued request waited, for metrics.
     queue_wait: Option<QueueWaitObserver>,
@@ -107,7 +123,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("state", &self.state)
             .field("queue_timeout", &self.queue_timeout)
-            .field("pipeline_below", &self.pipeline_below)
+            .field("pipelining", &self.pipelining)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +134,7 @@ impl Dispatcher {
     pub fn new(
         backlog: usize,
         queue_timeout: Duration,
-        pipeline_below: Duration,
+        pipelining: Pipelining,
         news: mpsc::UnboundedSender<PoolNews>,
         queue_wait: Option<QueueWaitObserver>,
     ) -> Dispatcher {
@@ -134,7 +150,7 @@ impl Dispatcher {
                     redispatched: 0,
                 }),
                 queue_timeout,
-                pipeline_below,
+                pipelining,
                 news,
                 queue_wait,
             }),
@@ -200,21 +216,22 @@ impl Dispatcher {
     /// into the lane most likely to free up first. With fewer waiting, a
     /// request waits for whichever lane frees up first, as without this.
     fn move_into_lanes(&self, state: &mut State) {
-        let below = self.shared.pipeline_below;
-        if below.is_zero() {
+        let Pipelining { below, depth } = self.shared.pipelining;
+        if below.is_zero() || depth < 2 {
             return;
         }
         let now = Instant::now();
         while state.queue.live_at_least(2) {
             // Nothing waits behind a request already running for `below`: it
-            // may be a slow one. Among the rest, the oldest ends first.
+            // may be a slow one. Among the rest, the shortest line, and in
+            // lines as long the oldest running request, ends first.
             let Some(book) = state
                 .slots
                 .iter_mut()
                 .filter(|s| s.takes_waiting(below))
                 .flat_map(|s| s.books.iter_mut())
-                .filter(|b| b.waiting.is_none() && b.since.is_some_and(|t| now - t < below))
-                .min_by_key(|b| b.since)
+                .filter(|b| b.waiting.len() + 1 < depth && b.since.is_some_and(|t| now - t < below))
+                .min_by_key(|b| (b.waiting.len(), b.since))
             else {
                 return;
             };
@@ -306,7 +323,7 @@ impl Dispatcher {
             // `remove`, not `swap_remove`: ties in `pick` go by slot order.
             let slot = state.slots.remove(at);
             for book in slot.books {
-                if let Some(waiting) = book.waiting {
+                for waiting in book.waiting {
                     state.stranded.push((book.lane, waiting));
                 }
             }
@@ -336,7 +353,7 @@ impl Dispatcher {
         };
         for slot in &state.slots {
             stats.busy_lanes += slot.open_lanes - slot.idle.len();
-            stats.waiting_in_lanes += slot.books.iter().filter(|b| b.waiting.is_some()).count();
+            stats.waiting_in_lanes += slot.books.iter().map(|b| b.waiting.len()).sum::<usize>();
             if slot.accepting {
                 stats.accepting_workers += 1;
                 stats.idle_lanes += slot.idle.len();
@@ -354,7 +371,7 @@ impl Dispatcher {
             Some(slot) => {
                 slot.tally.count(worker, &self.shared.news);
                 let (took, waiting) = match slot.book(lane.id()) {
-                    Some(book) => (book.since.take().map(|t| now - t), book.waiting.take()),
+                    Some(book) => (book.since.take().map(|t| now - t), book.waiting.pop_front()),
                     None => (None, None),
                 };
                 if let Some(took) = took {
@@ -367,13 +384,17 @@ impl Dispatcher {
         let orphan = match waiting {
             Some(waiting) => {
                 if lane.written() == lane.ended() {
-                    // Its holder never got to write it: write it now.
+                    // Its holder never got to write it: write it now. Any
+                    // behind it the next holder writes while it waits.
                     let _ = lane.take_unwritten_ahead();
                     lane.write_now(&waiting.request);
                 }
+                // The lane is settled: the request that ended was the
+                // last to end, and this one is the next.
+                let number = lane.ended() + 1;
                 self.give(&mut state, worker);
                 let mut lease = self.lease(&mut state, worker, lane);
-                lease.mark_written();
+                lease.mark_written_as(number);
                 match waiting.tx.send(Delivery::Lease(lease)) {
                     Ok(()) => {
                         self.move_into_lanes(&mut state);
@@ -391,31 +412,38 @@ impl Dispatcher {
     }
 
     /// A broken lane is closed instead of coming back. `running` is the
-    /// number of the request that was running on it; a request waiting
-    /// behind it is served elsewhere if it never started.
+    /// number of the request that was running on it; requests waiting
+    /// behind it are served elsewhere if they never started.
     fn discard(&self, worker: WorkerId, lane: Lane, running: u64) {
         let mut state = self.state();
         let waiting = match state.slots.iter_mut().find(|s| s.worker == worker) {
             Some(slot) => {
                 slot.open_lanes -= 1;
-                slot.close_book(lane.id()).and_then(|b| b.waiting)
+                slot.close_book(lane.id())
+                    .map(|b| b.waiting)
+                    .unwrap_or_default()
             }
-            None => state.take_stranded(lane.id()),
+            None => state.take_all_stranded(lane.id()),
         };
         self.forget_if_drained(&mut state, worker);
-        let Some(waiting) = waiting else {
-            return;
-        };
-        if lane.written() <= running {
-            // Never written to the worker: nothing of it ran.
-            let mut orphans = Vec::new();
-            self.redispatch(&mut state, waiting, &mut orphans);
-            drop(state);
-            drop(orphans);
+        if waiting.is_empty() {
             return;
         }
+        // The waiting requests are numbered from the one after the running
+        // one; those past the last written never reached the worker.
+        let first = running.max(lane.ended()) + 1;
+        let written = lane.written().saturating_sub(first - 1) as usize;
+        let mut waiting = waiting;
+        let unwritten = waiting.split_off(written.min(waiting.len()));
+        let mut orphans = Vec::new();
+        for request in unwritten.into_iter().rev() {
+            self.redispatch(&mut state, request, &mut orphans);
+        }
         drop(state);
-        waiting::settle(self.clone(), lane, running, waiting);
+        drop(orphans);
+        if !waiting.is_empty() {
+            waiting::settle(self.clone(), lane, first - 1, waiting);
+        }
     }
 
     /// Serves a request that waited in a lane whose worker died before it

@@ -69,7 +69,7 @@ impl Slot {
 
     /// Whether a request may wait behind this worker's running ones now.
     pub(super) fn takes_waiting(&self, below: Duration) -> bool {
-        let waiting = self.books.iter().filter(|b| b.waiting.is_some()).count() as u64;
+        let waiting = self.books.iter().map(|b| b.waiting.len()).sum::<usize>() as u64;
         self.accepting
             && self.standing == Standing::Normal
             && !self.tally.due()
@@ -83,9 +83,22 @@ impl State {
         self.slots.iter_mut().find(|s| s.worker == worker)
     }
 
+    /// The first request stranded in `lane` (in lane order).
     pub(super) fn take_stranded(&mut self, lane: LaneId) -> Option<Waiting> {
         let at = self.stranded.iter().position(|(l, _)| *l == lane)?;
-        Some(self.stranded.swap_remove(at).1)
+        Some(self.stranded.remove(at).1)
+    }
+
+    /// Every request stranded in `lane`, in lane order.
+    pub(super) fn take_all_stranded(
+        &mut self,
+        lane: LaneId,
+    ) -> std::collections::VecDeque<Waiting> {
+        let mut taken = std::collections::VecDeque::new();
+        while let Some(waiting) = self.take_stranded(lane) {
+            taken.push_back(waiting);
+        }
+        taken
     }
 
     /// The best standing among accepting workers with room under their

@@ -19,7 +19,7 @@ fn lanes(n: usize) -> (Vec<Lane>, Vec<UnixStream>) {
 fn dispatcher(backlog: usize) -> (Dispatcher, mpsc::UnboundedReceiver<PoolNews>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
-        Dispatcher::new(backlog, Duration::from_secs(5), Duration::ZERO, tx, None),
+        Dispatcher::new(backlog, Duration::from_secs(5), Pipelining::OFF, tx, None),
         rx,
     )
 }
@@ -266,9 +266,19 @@ async fn light_load_rotates_over_every_worker() {
 // ------------------------------------------------------------- waiting in lanes
 
 fn pipelining(below: Duration) -> Dispatcher {
+    pipelining_deep(below, 2)
+}
+
+fn pipelining_deep(below: Duration, depth: usize) -> Dispatcher {
     let (tx, rx) = mpsc::unbounded_channel();
     std::mem::forget(rx); // no arbiter in these tests; keep the channel open
-    Dispatcher::new(8, Duration::from_secs(5), below, tx, None)
+    Dispatcher::new(
+        8,
+        Duration::from_secs(5),
+        Pipelining { below, depth },
+        tx,
+        None,
+    )
 }
 
 fn request(tag: &[u8]) -> Bytes {
@@ -484,6 +494,96 @@ async fn a_request_waiting_behind_one_that_ended_fails_with_its_worker() {
     assert_eq!(b.await.unwrap().map(|_| ()), Err(DispatchError::WorkerLost));
     assert_eq!(d.stats().redispatched_total, 0);
     c.abort();
+}
+
+#[tokio::test]
+async fn a_deeper_lane_holds_up_to_its_depth_and_each_waiting_request_runs_in_turn() {
+    let d = pipelining_deep(Duration::from_secs(1), 3);
+    let mut sock = warmed(&d, 1).await;
+    let mut a = running(&d, b"a").await;
+    let b = ask(&d, b"b").await;
+    let c = ask(&d, b"c").await;
+    let e = ask(&d, b"e").await;
+    let f = ask(&d, b"f").await;
+    assert_eq!(
+        load_of(&d),
+        (2, 2, 2),
+        "depth 3: the running one and two behind it"
+    );
+    // The holder writes both behind a while it waits for a's response.
+    let serve = async {
+        let mut tags = Vec::new();
+        for _ in 0..3 {
+            tags.push(worker_reads(&mut sock).await.1);
+        }
+        worker_answers(&mut sock).await;
+        tags
+    };
+    let (tags, ()) = tokio::join!(serve, finish(&mut a));
+    assert_eq!(tags, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    drop(a);
+    let mut b = b.await.unwrap().unwrap();
+    assert_eq!(b.request(), 3, "warm-up, a, then b");
+    assert_eq!(load_of(&d), (1, 2, 3), "e moved in behind c");
+    let serve = async {
+        let e_tag = worker_reads(&mut sock).await.1;
+        worker_answers(&mut sock).await;
+        e_tag
+    };
+    let (e_tag, ()) = tokio::join!(serve, finish(&mut b));
+    assert_eq!(e_tag, b"e");
+    drop(b);
+    let c = c.await.unwrap().unwrap();
+    assert_eq!(c.request(), 4, "c runs next, numbered after b");
+    drop(c);
+    e.abort();
+    f.abort();
+}
+
+#[tokio::test]
+async fn requests_waiting_behind_one_whose_worker_died_unanswered_all_go_elsewhere() {
+    let d = pipelining_deep(Duration::from_secs(1), 4);
+    let mut dying = warmed(&d, 1).await;
+    let mut a = running(&d, b"a").await;
+    let waiters = [
+        ask(&d, b"b").await,
+        ask(&d, b"c").await,
+        ask(&d, b"e").await,
+        ask(&d, b"f").await,
+    ];
+    assert_eq!(load_of(&d), (1, 3, 3));
+    let holder = tokio::spawn(async move {
+        let read = a.lane().read_frame_within(Duration::ZERO).await;
+        (read.map(|_| ()), a)
+    });
+    for tag in [&b"a"[..], b"b", b"c", b"e"] {
+        assert_eq!(worker_reads(&mut dying).await.1, tag);
+    }
+    drop(dying);
+    let (read, a) = holder.await.unwrap();
+    assert!(read.is_err());
+    a.discard();
+    wait_for(|| d.stats().redispatched_total == 3).await;
+    let (other, _keep) = lanes(1);
+    d.add_worker(WorkerId(2), other, WorkerTerms::default());
+    let [b, c, e, f] = waiters;
+    let b = b.await.unwrap().expect("b is served elsewhere, first");
+    assert_eq!(b.worker(), WorkerId(2));
+    assert!(b.request_written());
+    assert_eq!(d.stats().queued, 3, "c and e wait again, with f");
+    for waiter in [c, e, f] {
+        waiter.abort();
+    }
+}
+
+#[test]
+fn a_waiting_request_may_have_started_once_the_one_before_it_ended() {
+    use super::waiting::may_have_started;
+    // Request 5 was running; 6, 7, 8 waited behind it.
+    assert!(!may_have_started(5, 4, 0), "5 never ended: 6 never started");
+    assert!(may_have_started(5, 5, 0), "5 ended: 6 may have started");
+    assert!(!may_have_started(5, 5, 1), "6 did not end: 7 never started");
+    assert!(may_have_started(5, 7, 2), "7 ended: 8 may have started");
 }
 
 async fn wait_for(done: impl Fn() -> bool) {

@@ -1,10 +1,12 @@
 //! Requests that wait in a busy lane, behind the one running there: how the
-//! dispatcher keeps track of them, and what becomes of one whose worker
-//! breaks. The rule that decides (docs/design/lane-pipelining.md): a lane
-//! runs its requests in order and the worker ends one before it reads the
-//! next, so a waiting request cannot have started while the running one's
-//! response has not ended. Reading the broken lane to its end tells which.
+//! dispatcher keeps track of them, and what becomes of them when their
+//! worker breaks. The rule that decides (docs/design/lane-pipelining.md): a
+//! lane runs its requests in order and the worker ends one before it reads
+//! the next, so a waiting request cannot have started while the response of
+//! the one before it has not ended. Reading the broken lane to its end
+//! tells which did.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,7 +50,9 @@ pub(super) struct LaneBook {
     ahead: mpsc::UnboundedSender<Bytes>,
     /// When it was lent for its running request; `None` while idle.
     pub since: Option<Instant>,
-    pub waiting: Option<Waiting>,
+    /// Requests written (or to be written) behind the running one, in
+    /// lane order: the first runs next.
+    pub waiting: VecDeque<Waiting>,
 }
 
 impl LaneBook {
@@ -57,52 +61,77 @@ impl LaneBook {
             lane: lane.id(),
             ahead: lane.ahead_sender(),
             since: None,
-            waiting: None,
+            waiting: VecDeque::new(),
         }
     }
 
-    /// Makes `request` wait behind the running one; the lane's holder
-    /// writes it (or the dispatcher, if the lane comes back first).
+    /// Makes `request` wait behind the running one and those already
+    /// waiting; the lane's holder writes it (or the dispatcher, if the lane
+    /// comes back first).
     pub fn wait(&mut self, tx: oneshot::Sender<Delivery>, request: Bytes) {
         let _ = self.ahead.send(request.clone());
-        self.waiting = Some(Waiting { tx, request });
+        self.waiting.push_back(Waiting { tx, request });
     }
 }
 
-/// Decides, off the dispatcher's lock, the fate of a request written behind
-/// request number `running` of a lane that broke: read the lane to its end;
-/// if `running` never ended, the waiting one never started and is served
-/// elsewhere, otherwise it fails like any request in flight.
-pub(super) fn settle(dispatcher: Dispatcher, mut lane: Lane, running: u64, waiting: Waiting) {
+/// Which of the requests waiting behind request number `running` of a
+/// broken lane may have started, given that `ended` responses ended on it:
+/// the one numbered `running + 1 + i` did if the one before it ended.
+pub(super) fn may_have_started(running: u64, ended: u64, i: usize) -> bool {
+    ended >= running + i as u64
+}
+
+/// Decides, off the dispatcher's lock, the fate of the requests written
+/// behind request number `running` of a lane that broke (the first is
+/// number `running + 1`): read the lane to its end; one whose predecessor
+/// never ended never started and is served elsewhere, the others fail like
+/// any request in flight.
+pub(super) fn settle(
+    dispatcher: Dispatcher,
+    mut lane: Lane,
+    running: u64,
+    waiting: VecDeque<Waiting>,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        let _ = waiting.tx.send(Delivery::Lost);
+        for waiting in waiting {
+            let _ = waiting.tx.send(Delivery::Lost);
+        }
         return;
     };
     runtime.spawn(async move {
-        let may_have_run = tokio::time::timeout(SETTLE_LIMIT, async {
+        // Past this count every waiting request may have started.
+        let all = running + waiting.len() as u64 - 1;
+        let ended = tokio::time::timeout(SETTLE_LIMIT, async {
             loop {
-                if lane.ended() >= running {
-                    return true;
+                if lane.ended() >= all {
+                    return lane.ended();
                 }
                 match lane.reader.read_frame().await {
                     Ok(_) => {}
-                    Err(LaneError::Closed | LaneError::Unread) => return false,
-                    Err(_) => return true,
+                    Err(LaneError::Closed | LaneError::Unread) => return lane.ended(),
+                    Err(_) => return u64::MAX,
                 }
             }
         })
         .await
-        .unwrap_or(true);
+        .unwrap_or(u64::MAX);
         drop(lane);
-        if may_have_run {
-            warn!("a request waiting in a lane failed with its worker");
-            let _ = waiting.tx.send(Delivery::Lost);
-        } else {
-            let mut state = dispatcher.state();
-            let mut orphans = Vec::new();
-            dispatcher.redispatch(&mut state, waiting, &mut orphans);
-            drop(state);
-            drop(orphans);
+        let mut state = dispatcher.state();
+        let mut orphans = Vec::new();
+        let mut again = Vec::new();
+        for (i, waiting) in waiting.into_iter().enumerate() {
+            if may_have_started(running, ended, i) {
+                warn!("a request waiting in a lane failed with its worker");
+                let _ = waiting.tx.send(Delivery::Lost);
+            } else {
+                again.push(waiting);
+            }
         }
+        // Back to the front of the queue in their order.
+        for waiting in again.into_iter().rev() {
+            dispatcher.redispatch(&mut state, waiting, &mut orphans);
+        }
+        drop(state);
+        drop(orphans);
     });
 }

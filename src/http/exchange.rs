@@ -26,7 +26,7 @@ use super::status::RequestError;
 use crate::dispatch::{DispatchError, Dispatcher, LaneLease};
 use crate::protocol::environ::{encode_request, BodyPlan, ConnInfo, EnvironError};
 use crate::protocol::frame::{Frame, Kind};
-use crate::protocol::lane::{parity, LaneError, StopPump};
+use crate::protocol::lane::{LaneError, StopPump};
 use crate::worker::WorkerId;
 
 /// What the HTTP front found wrong with a worker.
@@ -126,7 +126,7 @@ pub async fn forward(
                         sent: body.buffered.len() as u64,
                         limit: ctx.limit_request_body,
                         idle: ctx.body_timeout,
-                        odd: parity(lease.request()),
+                        request: lease.request(),
                         cut: cut_tx,
                         framing: body.framing.clone(),
                     };

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::framing::{Verdicts, BAD_CHUNK_SIZE};
 use super::status::RequestError;
 use crate::protocol::frame::{self, flags, Kind, MAX_BODY_PAYLOAD};
-use crate::protocol::lane::{LaneError, LaneWriter, StopPump};
+use crate::protocol::lane::{put_cancel, LaneError, LaneWriter, StopPump};
 
 /// The next frame of a request body, or `None` if `idle` (zero: no limit)
 /// passes without one: a stalled upload (issue 10, item 7).
@@ -47,8 +47,8 @@ pub(super) struct Pumped {
     pub(super) limit: u64,
     /// `--body-timeout`.
     pub(super) idle: Duration,
-    /// The request's parity flag, for its CANCEL.
-    pub(super) odd: u8,
+    /// The request's number on its lane, for its CANCEL.
+    pub(super) request: u64,
     /// Where to say why the body was cut off.
     pub(super) cut: oneshot::Sender<RequestError>,
     /// The scanner's word on the body's chunked framing, read at its end.
@@ -69,7 +69,7 @@ pub(super) async fn pump(
         mut sent,
         limit,
         idle,
-        odd,
+        request,
         cut,
         framing,
     } = pumped;
@@ -84,7 +84,7 @@ pub(super) async fn pump(
             how = &mut stop => {
                 match how {
                     Ok(StopPump::Finish) => put_body(&mut writer.buf, b"", true),
-                    Ok(StopPump::Cancel) | Err(_) => frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b""),
+                    Ok(StopPump::Cancel) | Err(_) => put_cancel(&mut writer.buf, request),
                 }
                 writer.flush().await?;
                 return Ok(writer);
@@ -95,7 +95,7 @@ pub(super) async fn pump(
             // Said before the worker can see the CANCEL, so the exchange
             // knows why the response ends (see `stream`).
             cut_off(RequestError::BodyTimeout);
-            frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+            put_cancel(&mut writer.buf, request);
             writer.flush().await?;
             return Ok(writer);
         };
@@ -106,7 +106,7 @@ pub(super) async fn pump(
                 };
                 sent += data.len() as u64;
                 if sent > limit {
-                    frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+                    put_cancel(&mut writer.buf, request);
                     cut_off(RequestError::BodyTooLarge);
                     true
                 } else {
@@ -118,7 +118,7 @@ pub(super) async fn pump(
                 .as_ref()
                 .is_some_and(|(v, index)| v.body_refused(*index)) =>
             {
-                frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+                put_cancel(&mut writer.buf, request);
                 cut_off(RequestError::BadRequest(BAD_CHUNK_SIZE));
                 true
             }
@@ -127,7 +127,7 @@ pub(super) async fn pump(
                 true
             }
             Some(Err(_)) => {
-                frame::put_frame(&mut writer.buf, Kind::Cancel, odd, b"");
+                put_cancel(&mut writer.buf, request);
                 true
             }
         };

@@ -84,7 +84,10 @@ pub async fn run(
     let dispatcher = Dispatcher::new(
         settings.backlog as usize,
         settings.queue_timeout,
-        settings.pipeline_below,
+        dispatch::Pipelining {
+            below: settings.pipeline_below,
+            depth: settings.pipeline_depth,
+        },
         news_tx,
         queue_wait,
     );

@@ -8,7 +8,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Version of the protocol; the worker reports its own in HELLO.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 8;
 /// Largest payload of one frame; larger data is split into BODY frames.

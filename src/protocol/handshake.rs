@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn accepts_a_matching_worker() {
-        let ok = check_hello(hello(2, MAX_PAYLOAD).as_bytes(), 1).unwrap();
+        let ok = check_hello(hello(PROTOCOL_VERSION, MAX_PAYLOAD).as_bytes(), 1).unwrap();
         assert_eq!(ok.pid, 7);
         assert_eq!(ok.worker_class, "sync");
     }
@@ -101,11 +101,11 @@ mod tests {
         let err = check_hello(hello(1, MAX_PAYLOAD).as_bytes(), 1).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "worker speaks protocol 1, the master speaks 2: the worker program does not match this binary"
+            "worker speaks protocol 1, the master speaks 3: the worker program does not match this binary"
         );
-        let err = check_hello(hello(2, 10).as_bytes(), 1).unwrap_err();
+        let err = check_hello(hello(PROTOCOL_VERSION, 10).as_bytes(), 1).unwrap_err();
         assert!(matches!(err, HandshakeError::MaxPayload { worker: 10, .. }));
-        let err = check_hello(hello(2, MAX_PAYLOAD).as_bytes(), 4).unwrap_err();
+        let err = check_hello(hello(PROTOCOL_VERSION, MAX_PAYLOAD).as_bytes(), 4).unwrap_err();
         assert!(matches!(
             err,
             HandshakeError::Lanes {

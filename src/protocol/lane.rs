@@ -1,6 +1,6 @@
 //! A lane between the master and one worker thread: one request runs at a
-//! time, and one more may wait behind it (written ahead, so a busy worker
-//! never sleeps between requests). Reads whole frames into a reusable
+//! time, and more may wait behind it (written ahead, so a busy worker never
+//! sleeps between requests). Reads whole frames into a reusable
 //! buffer and writes prepared bytes. Split into a reader and a writer so a
 //! request body can stream to the worker while its response streams back.
 //!
@@ -509,7 +509,7 @@ impl Lane {
         while self.reader.ended < request {
             if !told && self.reader.ended + 1 == request {
                 let writer = self.writer().ok_or(LaneError::Closed)?;
-                frame::put_frame(&mut writer.buf, Kind::Cancel, parity(request), b"");
+                put_cancel(&mut writer.buf, request);
                 writer.flush().await?;
                 told = true;
             }
@@ -543,6 +543,13 @@ fn stamp(reader: &mut LaneReader, request: &[u8]) -> [u8; HEADER_LEN] {
     head.copy_from_slice(&request[..HEADER_LEN]);
     head[5] |= parity(reader.written);
     head
+}
+
+/// Appends a CANCEL for request number `request` on its lane: its number
+/// as the payload (protocol 3; several requests may wait behind the running
+/// one, so the ODD flag alone cannot say whose it is), the flag as before.
+pub fn put_cancel(out: &mut BytesMut, request: u64) {
+    frame::put_frame(out, Kind::Cancel, parity(request), &request.to_le_bytes());
 }
 
 /// Appends an empty BODY(END) frame: the request body is over.

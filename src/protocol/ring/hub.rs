@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::libc;
 use tokio::io::unix::AsyncFd;
@@ -28,6 +28,15 @@ use super::{lock, Ring};
 
 /// The longest a lost doorbell can delay a response or a request.
 pub const LOST_WAKEUP_BOUND: Duration = Duration::from_millis(2);
+
+/// A yield that comes back sooner than this ran no other task: the master
+/// has nothing else to do and may sleep.
+const ALONE: Duration = Duration::from_micros(2);
+
+/// Looks in a row that found nothing, between other tasks, before the pump
+/// declares sleep anyway (a slow build or a preempted thread would
+/// otherwise keep it looking for ever).
+const MAX_IDLE_LOOKS: u32 = 32;
 
 /// The doorbells' shared state; see the module docs.
 #[derive(Debug)]
@@ -146,6 +155,14 @@ impl Hub {
         }
     }
 
+    /// Whether a task waits on any ring.
+    fn has_waiters(&self) -> bool {
+        lock(&self.lanes)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|ring| ring.has_waiter())
+    }
+
     /// Stores the next sequence number in every lane; returns whether a
     /// task waits on one of them.
     fn set_sleep(&self, asleep: bool) -> bool {
@@ -183,42 +200,73 @@ fn drain(bell: &OwnedFd) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(count))
 }
 
-async fn pump(hub: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
+async fn pump(weak: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
+    let mut idle_looks = 0;
     loop {
-        let Some(hub) = hub.upgrade() else { return };
+        let Some(hub) = weak.upgrade() else { return };
         if hub.scan() > 0 {
+            idle_looks = 0;
             drop(hub);
             tokio::task::yield_now().await;
             continue;
         }
-        let waiter = hub.set_sleep(true);
-        if hub.scan() > 0 {
-            hub.set_sleep(false);
+        // Nothing now, but a task waits on a ring. If other tasks are
+        // ready they run before we look again, so a busy master keeps
+        // looking between them and workers never ring. A look that comes
+        // straight back (nothing else ran: the runtime is about to wait),
+        // or a long run of looks that found nothing, declares sleep.
+        if idle_looks < MAX_IDLE_LOOKS && hub.has_waiters() {
+            idle_looks += 1;
+            let looked = Instant::now();
+            drop(hub);
+            tokio::task::yield_now().await;
+            if looked.elapsed() > ALONE {
+                continue;
+            }
+            let Some(again) = weak.upgrade() else { return };
+            if again.scan() > 0 {
+                idle_looks = 0;
+                continue;
+            }
+            hub_sleep(&again, &bell).await;
+            idle_looks = 0;
             continue;
         }
-        hub.unbounded.store(!waiter, Ordering::SeqCst);
-        let woke = tokio::select! {
-            ready = bell.readable() => {
-                if let Ok(mut guard) = ready {
-                    // Drains the counter; WouldBlock clears the readiness.
-                    let _ = guard.try_io(|fd| drain(fd.get_ref()));
-                }
-                true
-            }
-            () = hub.kick.notified() => true,
-            () = tokio::time::sleep(LOST_WAKEUP_BOUND), if waiter => false,
-        };
-        hub.unbounded.store(false, Ordering::SeqCst);
+        idle_looks = 0;
+        hub_sleep(&hub, &bell).await;
+    }
+}
+
+/// Declares sleep, looks once more, and waits for the doorbell (bounded
+/// while a task waits on a ring); then counts a lost doorbell and nudges.
+async fn hub_sleep(hub: &Hub, bell: &AsyncFd<OwnedFd>) {
+    let waiter = hub.set_sleep(true);
+    if hub.scan() > 0 {
         hub.set_sleep(false);
-        if !woke {
-            // Woken by the bound with work waiting: lost, unless the doorbell
-            // was rung after all, just later than the bound.
-            if hub.scan() > 0 && drain(bell.get_ref()).is_err() {
-                hub.lost.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    hub.unbounded.store(!waiter, Ordering::SeqCst);
+    let woke = tokio::select! {
+        ready = bell.readable() => {
+            if let Ok(mut guard) = ready {
+                // Drains the counter; WouldBlock clears the readiness.
+                let _ = guard.try_io(|fd| drain(fd.get_ref()));
             }
-            // Nothing moved for the bound's length: a worker asleep with
-            // work for it may have lost our doorbell, whenever it fell asleep.
-            hub.nudge();
+            true
         }
+        () = hub.kick.notified() => true,
+        () = tokio::time::sleep(LOST_WAKEUP_BOUND), if waiter => false,
+    };
+    hub.unbounded.store(false, Ordering::SeqCst);
+    hub.set_sleep(false);
+    if !woke {
+        // Woken by the bound with work waiting: lost, unless the doorbell
+        // was rung after all, just later than the bound.
+        if hub.scan() > 0 && drain(bell.get_ref()).is_err() {
+            hub.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        // Nothing moved for the bound's length: a worker asleep with
+        // work for it may have lost our doorbell, whenever it fell asleep.
+        hub.nudge();
     }
 }
