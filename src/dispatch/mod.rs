@@ -216,23 +216,12 @@ impl Dispatcher {
     /// into the lane most likely to free up first. With fewer waiting, a
     /// request waits for whichever lane frees up first, as without this.
     fn move_into_lanes(&self, state: &mut State) {
-        let Pipelining { below, depth } = self.shared.pipelining;
-        if below.is_zero() || depth < 2 {
+        if self.shared.pipelining.below.is_zero() || self.shared.pipelining.depth < 2 {
             return;
         }
         let now = Instant::now();
         while state.queue.live_at_least(2) {
-            // Nothing waits behind a request already running for `below`: it
-            // may be a slow one. Among the rest, the shortest line, and in
-            // lines as long the oldest running request, ends first.
-            let Some(book) = state
-                .slots
-                .iter_mut()
-                .filter(|s| s.takes_waiting(below))
-                .flat_map(|s| s.books.iter_mut())
-                .filter(|b| b.waiting.len() + 1 < depth && b.since.is_some_and(|t| now - t < below))
-                .min_by_key(|b| (b.waiting.len(), b.since))
-            else {
+            let Some((slot, book)) = state.lane_for_waiting(self.shared.pipelining, now) else {
                 return;
             };
             // The oldest live waiter if it is small enough; never a younger
@@ -245,7 +234,7 @@ impl Dispatcher {
             };
             let (tx, rx) = oneshot::channel();
             if waiter.send(Delivery::Moved(rx)).is_ok() {
-                book.wait(tx, request);
+                state.slots[slot].books[book].wait(tx, request);
                 state.pipelined += 1;
             }
         }

@@ -4,13 +4,14 @@
 //! serve, whether a request may wait behind a running one. No I/O and no
 //! clock: `mod.rs` holds the lock, reads the time and moves the requests.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::queue::WaitQueue;
 use super::terms::{Standing, Tally};
 use super::waiting::{Delivery, LaneBook, Waiting};
+use super::Pipelining;
 use crate::protocol::lane::{Lane, LaneId};
 use crate::worker::WorkerId;
 
@@ -127,6 +128,31 @@ impl State {
         }
     }
 
+    /// The busy lane a queued request should wait in at `now`, if any: on
+    /// a worker that takes waiting requests, with room under the depth,
+    /// behind a request running for less than `below` (an older one may be
+    /// a slow one); the shortest line first, and among lines as long the
+    /// oldest running request, which ends first.
+    pub(super) fn lane_for_waiting(
+        &self,
+        rules: Pipelining,
+        now: Instant,
+    ) -> Option<(usize, usize)> {
+        let Pipelining { below, depth } = rules;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.takes_waiting(below))
+            .flat_map(|(i, s)| s.books.iter().enumerate().map(move |(j, b)| (i, j, b)))
+            .filter(|(_, _, b)| {
+                b.waiting.len() + 1 < depth
+                    && b.since
+                        .is_some_and(|t| now.saturating_duration_since(t) < below)
+            })
+            .min_by_key(|(_, _, b)| (b.waiting.len(), b.since))
+            .map(|(i, j, _)| (i, j))
+    }
+
     /// The least-loaded idle lane among the workers that may serve.
     /// Among equally loaded workers the least recently picked wins, so
     /// light load rotates over every worker instead of piling onto the
@@ -144,5 +170,92 @@ impl State {
             .min_by_key(|s| (s.standing, s.open_lanes - s.idle.len(), s.last_pick))?;
         slot.last_pick = picks;
         Some((slot.worker, slot.idle.pop()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::terms::WorkerTerms;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A pool of one worker whose lanes were lent at `since` (None: idle),
+    /// with `service` as its average, on a fake clock starting at `t0`.
+    fn pool(t0: Instant, since: &[Option<u64>], service: Duration) -> State {
+        let books = since
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let mut book = LaneBook::detached(i as u64 + 1);
+                book.since = at.map(|ms| t0 + MS * ms as u32);
+                book
+            })
+            .collect();
+        State {
+            slots: vec![Slot {
+                worker: WorkerId(1),
+                idle: Vec::new(),
+                open_lanes: since.len(),
+                accepting: true,
+                standing: Standing::Normal,
+                last_pick: 0,
+                tally: Tally::new(WorkerTerms::default()),
+                books,
+                service: Some(service),
+            }],
+            queue: WaitQueue::new(8),
+            closed: false,
+            picks: 0,
+            stranded: Vec::new(),
+            pipelined: 0,
+            redispatched: 0,
+        }
+    }
+
+    fn rules(depth: usize) -> Pipelining {
+        Pipelining {
+            below: 2 * MS,
+            depth,
+        }
+    }
+
+    fn wait_in(state: &mut State, rules: Pipelining, now: Instant) -> Option<LaneId> {
+        let (slot, book) = state.lane_for_waiting(rules, now)?;
+        let book = &mut state.slots[slot].books[book];
+        book.waiting.push_back(Waiting::detached());
+        Some(book.lane)
+    }
+
+    #[test]
+    fn the_oldest_running_request_gets_the_first_waiting_one_then_lines_even_out() {
+        let t0 = Instant::now();
+        // Lane 1 lent at 0 ms, lane 2 at 1 ms; now is 1.5 ms.
+        let mut state = pool(t0, &[Some(0), Some(1)], MS / 10);
+        let now = t0 + MS * 3 / 2;
+        let order: Vec<_> = (0..5).map(|_| wait_in(&mut state, rules(3), now)).collect();
+        assert_eq!(
+            order,
+            [Some(1), Some(2), Some(1), Some(2), None],
+            "depth 3: two behind each"
+        );
+    }
+
+    #[test]
+    fn nothing_waits_behind_a_request_running_for_the_bound_or_on_an_idle_lane() {
+        let t0 = Instant::now();
+        let mut state = pool(t0, &[Some(0), None], MS / 10);
+        assert_eq!(wait_in(&mut state, rules(8), t0 + MS), Some(1));
+        // Two milliseconds on, lane 1's request may be a slow one.
+        assert_eq!(wait_in(&mut state, rules(8), t0 + 2 * MS), None);
+    }
+
+    #[test]
+    fn a_worker_with_slow_requests_or_depth_one_takes_no_waiting_request() {
+        let t0 = Instant::now();
+        let mut slow = pool(t0, &[Some(0)], 3 * MS);
+        assert_eq!(wait_in(&mut slow, rules(8), t0), None);
+        let mut fast = pool(t0, &[Some(0)], MS / 10);
+        assert_eq!(wait_in(&mut fast, rules(1), t0), None);
     }
 }

@@ -42,6 +42,17 @@ pub(super) struct Waiting {
     pub request: Bytes,
 }
 
+#[cfg(test)]
+impl Waiting {
+    /// A waiting request for tests of the pool's choices: nobody awaits it.
+    pub fn detached() -> Waiting {
+        Waiting {
+            tx: oneshot::channel().0,
+            request: Bytes::new(),
+        }
+    }
+}
+
 /// One open lane of a worker, as the dispatcher sees it while it is lent.
 #[derive(Debug)]
 pub(super) struct LaneBook {
@@ -60,6 +71,17 @@ impl LaneBook {
         LaneBook {
             lane: lane.id(),
             ahead: lane.ahead_sender(),
+            since: None,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// A book for tests of the pool's choices: no lane behind it.
+    #[cfg(test)]
+    pub fn detached(lane: LaneId) -> LaneBook {
+        LaneBook {
+            lane,
+            ahead: mpsc::unbounded_channel().0,
             since: None,
             waiting: VecDeque::new(),
         }

@@ -28,11 +28,20 @@ fn wait_metric(server: &TestServer, metrics: &str, series: &str, at_least: f64) 
 /// metrics on a free port; returns once every worker is serving (start()
 /// waits for one) with the metrics address.
 fn start(workers: &str, extra: &[&str]) -> (TestServer, String) {
+    start_with_env(&[], workers, extra)
+}
+
+/// As [`start`], with `env` added to the server's environment.
+pub(crate) fn start_with_env(
+    env: &[(&str, &str)],
+    workers: &str,
+    extra: &[&str],
+) -> (TestServer, String) {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["-w", workers, "--metrics-bind", &metrics];
     args.extend_from_slice(extra);
     args.push("examples.flask_app:app");
-    let server = TestServer::start(&args);
+    let server = TestServer::start_in(&crate::harness::root(), env, &args);
     let all: f64 = workers.parse().expect("a worker count");
     wait_metric(&server, &metrics, SERVING, all);
     (server, metrics)
@@ -72,8 +81,15 @@ fn short_requests_wait_in_busy_lanes_under_load_and_none_fails() {
 
 #[test]
 fn a_killed_worker_takes_only_its_running_request_with_it() {
+    killed_worker_takes_only_its_running_request(&[]);
+}
+
+/// Two slow requests run, two requests wait behind each, one worker is
+/// SIGKILLed: only its running request fails, the two behind it are served
+/// by the other worker. `env` picks the lanes' transport.
+pub(crate) fn killed_worker_takes_only_its_running_request(env: &[(&str, &str)]) {
     // --pipeline-below 60s: requests also wait behind the slow ones here.
-    let (server, metrics) = start("2", &["--pipeline-below", "60s"]);
+    let (server, metrics) = start_with_env(env, "2", &["--pipeline-below", "60s"]);
     // Each worker learns its (short) service time.
     assert!(server.get_concurrently(4, "/pid").iter().all(|&s| s == 200));
     let waited_before = value(&metrics, WAITED);

@@ -1,6 +1,7 @@
-//! Ring lanes (docs/protocol.md, "Ring lanes"): the rules that hold on
-//! socket lanes hold on shared memory, a lost doorbell costs a bounded
-//! wait, and the socket transport stays available by name.
+//! Ring lanes (`FERROCORN_LANE_TRANSPORT=ring`, docs/protocol.md "Ring
+//! lanes"): the rules that hold on socket lanes hold on shared memory, a
+//! lost doorbell costs a bounded wait, and a transport name that does not
+//! exist stops the server.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use crate::harness::{command, free_port, metric, root, wait_until, TestServer, D
 
 const LOST_MASTER: &str = "ferrocorn_lost_wakeups_total{side=\"master\"} ";
 const LOST_WORKER: &str = "ferrocorn_lost_wakeups_total{side=\"worker\"} ";
+const RING: (&str, &str) = ("FERROCORN_LANE_TRANSPORT", "ring");
 
 #[test]
 fn lost_doorbells_cost_a_bounded_wait_and_are_counted() {
@@ -16,7 +18,7 @@ fn lost_doorbells_cost_a_bounded_wait_and_are_counted() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let server = TestServer::start_in(
         &root(),
-        &[("FERROCORN_DROP_BELL", "3")],
+        &[RING, ("FERROCORN_DROP_BELL", "3")],
         &[
             "-w",
             "1",
@@ -48,10 +50,15 @@ fn lost_doorbells_cost_a_bounded_wait_and_are_counted() {
 }
 
 #[test]
-fn socket_lanes_serve_when_asked_for_by_name() {
+fn a_killed_worker_with_requests_waiting_in_its_ring_takes_only_its_running_one() {
+    crate::pipelining::killed_worker_takes_only_its_running_request(&[RING]);
+}
+
+#[test]
+fn bodies_larger_than_the_rings_cross_both_ways() {
     let server = TestServer::start_in(
         &root(),
-        &[("FERROCORN_LANE_TRANSPORT", "socket")],
+        &[RING],
         &["-w", "1", "--threads", "2", "examples.flask_app:app"],
     );
     assert_eq!(server.get("/hello").text(), "Hello, World!");
@@ -73,4 +80,40 @@ fn an_unknown_transport_stops_the_server_at_start_naming_it() {
         stderr.contains("FERROCORN_LANE_TRANSPORT") && stderr.contains("pigeon"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_worker_that_breaks_its_ring_gets_502_and_is_replaced() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = TestServer::start_in(
+        &root(),
+        &[RING],
+        &[
+            "-w",
+            "1",
+            "--metrics-bind",
+            &metrics,
+            "--chdir",
+            "tests/it/apps",
+            "ring_breaker:app",
+        ],
+    );
+    const PROTOCOL_ERRORS: &str = "ferrocorn_worker_restarts_total{reason=\"protocol_error\"} ";
+    for (n, how) in ["/index", "/kind", "/oversized"].into_iter().enumerate() {
+        wait_until("a serving worker", DEADLINE, || {
+            match server.get("/healthy").status {
+                200 => Ok(()),
+                status => Err(format!("{status}")),
+            }
+        });
+        let broken = server.get(how);
+        assert_eq!(broken.status, 502, "{how}: {}", server.stderr());
+        wait_until(PROTOCOL_ERRORS, DEADLINE, || {
+            match metric(&metrics, PROTOCOL_ERRORS) {
+                Some(count) if count >= (n + 1) as f64 => Ok(()),
+                count => Err(format!("{count:?}")),
+            }
+        });
+    }
+    assert_eq!(server.get("/healthy").text(), "not broken\n");
 }
