@@ -86,6 +86,10 @@ pub fn command(args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
+    // FERROCORN_TEST_LANE_TRANSPORT=ring runs every test on ring lanes.
+    if let Ok(transport) = std::env::var("FERROCORN_TEST_LANE_TRANSPORT") {
+        cmd.env("FERROCORN_LANE_TRANSPORT", transport);
+    }
     // gunicorn's variables change defaults: no test gets them by accident.
     // SCRIPT_NAME would move every path under it.
     for key in [
