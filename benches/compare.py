@@ -49,9 +49,9 @@ def server_command(config: Config, server: str, app: str, port: int, gunicorn_fl
     """The command lines compared: same workers, same app, same bind address."""
     target, bind, workers = APPS[app], f"127.0.0.1:{port}", str(config.workers)
     gunicorn, chdir = str(config.venv_bin("gunicorn")), str(config.apps_dir)
-    if server in ("ferrocorn", "ferrocorn-ring"):
-        # `ferrocorn-ring`: the lanes' bytes through shared-memory rings (issue 14), not the sockets.
-        transport = ["env", "FERROCORN_LANE_TRANSPORT=ring"] if server == "ferrocorn-ring" else []
+    if server in ("ferrocorn", "ferrocorn-socket"):
+        # `ferrocorn-socket`: the lanes' bytes on their sockets, not through the rings (issue 14).
+        transport = ["env", "FERROCORN_LANE_TRANSPORT=socket"] if server == "ferrocorn-socket" else []
         argv = [*transport, str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads), "-b", bind,
                 "--python", str(config.venv_bin("python")), "--chdir", chdir, target]
     elif server == "gunicorn-sync":

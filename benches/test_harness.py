@@ -92,10 +92,10 @@ class RatiosTest(unittest.TestCase):
         both = ratios([row("ferrocorn", 6000, 10), row("granian", 12000, 8), row("granian-default", 10000, 20)])
         self.assertEqual([(r.reference, r.requests_per_s) for r in both],
                          [("granian", 0.5), ("granian-default", 0.6)])
-        # Socket lanes against ring lanes, in the same run.
-        lanes = ratios([row("ferrocorn", 6000, 10), row("ferrocorn-ring", 4000, 20)])
+        # Ring lanes against socket lanes, in the same run.
+        lanes = ratios([row("ferrocorn", 6000, 10), row("ferrocorn-socket", 4000, 20)])
         self.assertEqual([(r.reference, r.requests_per_s, r.p99) for r in lanes],
-                         [("ferrocorn-ring", 1.5, 0.5)])
+                         [("ferrocorn-socket", 1.5, 0.5)])
 
     def test_no_ratio_without_a_working_ferrocorn(self) -> None:
         self.assertEqual(ratios([row("ferrocorn", 0, 0, status="failed to start"), row("granian", 1, 1)]), [])

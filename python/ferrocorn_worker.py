@@ -556,6 +556,17 @@ class RingLane:
                 if self.hup:
                     self.eof = True
                     raise LaneClosed("lane closed by the master")
+                # Woken with nothing to do (a doorbell for bytes we took
+                # before we slept): the master rings once per sleep word,
+                # so sleep anew under a new one, or its next doorbell would
+                # never come.
+                seq += 2
+                q[word] = seq
+                self._release()
+                self._acquire()
+                if ready():
+                    return
+                timeout = FIRST_SLEEP_MS
         finally:
             q[word] = seq + 1
 

@@ -109,14 +109,14 @@ pub enum Transport {
 pub const TRANSPORT_ENV: &str = "FERROCORN_LANE_TRANSPORT";
 
 impl Transport {
-    /// The transport `FERROCORN_LANE_TRANSPORT` asks for: `socket`, the
-    /// default, or `ring` (shared-memory rings, docs/design/hop.md: level
-    /// with sockets on 2 cores, slower on plain WSGI, so not yet the
-    /// default); ring lanes start their doorbells' pump on the current
-    /// runtime.
+    /// The transport `FERROCORN_LANE_TRANSPORT` asks for: `ring`, the
+    /// default (shared-memory rings, docs/design/hop.md), or `socket`
+    /// (the lanes' bytes on their sockets, for comparison and for a kernel
+    /// without memfd); ring lanes start their doorbells' pump on the
+    /// current runtime.
     pub fn from_env() -> Result<Transport, String> {
         match std::env::var(TRANSPORT_ENV).as_deref() {
-            Ok("ring") => Hub::start()
+            Err(_) | Ok("") | Ok("ring") => Hub::start()
                 .map(|hub| Transport::Ring {
                     hub,
                     size: crate::protocol::ring::DEFAULT_RING_SIZE,
@@ -124,7 +124,7 @@ impl Transport {
                 .map_err(|err| {
                     format!("cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)")
                 }),
-            Err(_) | Ok("") | Ok("socket") => Ok(Transport::Socket),
+            Ok("socket") => Ok(Transport::Socket),
             Ok(other) => Err(format!(
                 "invalid {TRANSPORT_ENV}: unknown transport {other:?} (use ring or socket)"
             )),

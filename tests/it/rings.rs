@@ -1,7 +1,9 @@
-//! Ring lanes (`FERROCORN_LANE_TRANSPORT=ring`, docs/protocol.md "Ring
-//! lanes"): the rules that hold on socket lanes hold on shared memory, a
-//! lost doorbell costs a bounded wait, and a transport name that does not
-//! exist stops the server.
+//! Ring lanes (the default, docs/protocol.md "Ring lanes"): the rules that
+//! hold on socket lanes hold on shared memory, a lost doorbell costs a
+//! bounded wait, socket lanes serve when asked for by name, and a
+//! transport name that does not exist stops the server. The tests here
+//! name their transport, so they hold whatever
+//! FERROCORN_TEST_LANE_TRANSPORT says for the rest.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,20 @@ fn bodies_larger_than_the_rings_cross_both_ways() {
     let server = TestServer::start_in(
         &root(),
         &[RING],
+        &["-w", "1", "--threads", "2", "examples.flask_app:app"],
+    );
+    assert_eq!(server.get("/hello").text(), "Hello, World!");
+    let body = vec![b'x'; 3_000_000];
+    let echoed = server.post("/echo", &body);
+    assert_eq!(echoed.status, 200);
+    assert_eq!(echoed.body.len(), body.len());
+}
+
+#[test]
+fn socket_lanes_serve_when_asked_for_by_name() {
+    let server = TestServer::start_in(
+        &root(),
+        &[("FERROCORN_LANE_TRANSPORT", "socket")],
         &["-w", "1", "--threads", "2", "examples.flask_app:app"],
     );
     assert_eq!(server.get("/hello").text(), "Hello, World!");

@@ -49,6 +49,12 @@ pub struct Hub {
     /// kick it, or a lost doorbell would cost it forever.
     unbounded: AtomicBool,
     kick: Notify,
+    /// Some lane published requests its worker may need a doorbell for.
+    bells_due: AtomicBool,
+    /// When the pump last looked for workers asleep with work.
+    last_check: Mutex<Instant>,
+    /// Workers found asleep with work for a whole interval and rung again.
+    nudged: AtomicU64,
     lost: AtomicU64,
     worker_lost_retired: AtomicU64,
     /// `FERROCORN_DROP_BELL=N` (tests): skip every Nth doorbell to a worker.
@@ -80,6 +86,9 @@ impl Hub {
             seq: AtomicU64::new(0),
             unbounded: AtomicBool::new(false),
             kick: Notify::new(),
+            bells_due: AtomicBool::new(false),
+            last_check: Mutex::new(Instant::now()),
+            nudged: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             worker_lost_retired: AtomicU64::new(0),
             drop_every,
@@ -95,7 +104,8 @@ impl Hub {
     }
 
     /// Lost wake-ups: the master's (woke by timeout and found work), and the
-    /// workers' as their lanes counted them.
+    /// workers' (as their lanes counted them, plus those the pump found
+    /// asleep with work for a whole interval and rang again).
     pub fn lost_wakeups(&self) -> (u64, u64) {
         let live: u64 = lock(&self.lanes)
             .iter()
@@ -104,7 +114,9 @@ impl Hub {
             .sum();
         (
             self.lost.load(Ordering::Relaxed),
-            self.worker_lost_retired.load(Ordering::Relaxed) + live,
+            self.worker_lost_retired.load(Ordering::Relaxed)
+                + live
+                + self.nudged.load(Ordering::Relaxed),
         )
     }
 
@@ -135,8 +147,42 @@ impl Hub {
         ring_eventfd(bell);
     }
 
-    /// Wakes every task whose ring has what it waits for.
+    /// Requests were published: the pump rings for them on its next
+    /// look, and wakes for it if it sleeps.
+    pub(super) fn bell_due(&self) {
+        if !self.bells_due.swap(true, Ordering::SeqCst) && self.seq.load(Ordering::SeqCst) & 1 == 1
+        {
+            self.kick.notify_one();
+        }
+    }
+
+    /// Rings the workers that sleep with requests published since the last
+    /// look, and wakes every task whose ring has what it waits for.
     fn scan(&self) -> usize {
+        let lanes = lock(&self.lanes);
+        if self.bells_due.swap(false, Ordering::SeqCst) {
+            // One fence for every tail stored since the last look.
+            fence(Ordering::SeqCst);
+            for ring in lanes.iter().filter_map(Weak::upgrade) {
+                ring.ring_due_bell();
+            }
+        }
+        // A busy pump never times out, so it looks for stuck workers on a
+        // clock too: a doorbell lost while the master is busy costs at most
+        // two of these intervals.
+        let now = Instant::now();
+        let mut last = lock(&self.last_check);
+        if now.duration_since(*last) >= LOST_WAKEUP_BOUND {
+            *last = now;
+            let stuck = lanes
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|ring| ring.nudge_if_stuck())
+                .count();
+            self.nudged.fetch_add(stuck as u64, Ordering::Relaxed);
+        }
+        drop(last);
+        drop(lanes);
         let mut woke = 0;
         lock(&self.lanes).retain(|lane| match lane.upgrade() {
             Some(ring) => {

@@ -128,6 +128,10 @@ pub struct Ring {
     space_seq: AtomicU64,
     /// The worker's sleep words we last rang for: one doorbell per sleep.
     rung_data: AtomicU64,
+    /// Requests were published since the pump last rang for this lane.
+    bell_due: AtomicBool,
+    /// The worker's sleep word when the pump last saw it asleep with work.
+    stuck: AtomicU64,
     rung_space: AtomicU64,
 }
 
@@ -206,6 +210,8 @@ impl Ring {
                 taken: AtomicU64::new(0),
                 space_seq: AtomicU64::new(0),
                 rung_data: AtomicU64::new(0),
+                bell_due: AtomicBool::new(false),
+                stuck: AtomicU64::new(0),
                 rung_space: AtomicU64::new(0),
             });
             hub.register(&ring);
@@ -298,13 +304,27 @@ impl Ring {
     }
 
     /// Publishes the request stream up to `sent` and rings a sleeping worker.
+    ///
+    /// The doorbell waits for the pump's next look, at the end of this
+    /// turn of the event loop: a worker that sleeps while the master is
+    /// busy then gets one doorbell for every request written to it in the
+    /// turn, not one each, and wakes to find them all.
     fn publish(&self, sent: u64) {
         self.sent.store(sent, Ordering::Relaxed);
         self.word(word::REQ_TAIL).store(sent, Ordering::Release);
-        // Store the tail, then load the sleep word: without a full fence the
-        // load may pass the store and both sides sleep.
-        fence(Ordering::SeqCst);
-        self.ring_worker_if_asleep(word::W_DATA_SLEEP, &self.rung_data);
+        self.bell_due.store(true, Ordering::Relaxed);
+        self.hub.bell_due();
+    }
+
+    /// Rings the worker for the requests published since the last look, if
+    /// it sleeps. The caller fenced after those tail stores: without a full
+    /// fence between them and this load both sides could sleep.
+    /// Not when the worker took those bytes already: a doorbell for them
+    /// would only wake it for nothing.
+    fn ring_due_bell(&self) {
+        if self.bell_due.swap(false, Ordering::Relaxed) && self.unread() {
+            self.ring_worker_if_asleep(word::W_DATA_SLEEP, &self.rung_data);
+        }
     }
 
     /// Marks the response stream taken up to `taken` and rings a worker
@@ -330,6 +350,23 @@ impl Ring {
         if (asleep(word::W_DATA_SLEEP) && self.unread()) || (asleep(word::W_SPACE_SLEEP) && room) {
             self.hub.ring(&self.bell);
         }
+    }
+
+    /// A look at a worker asleep with work, between two of the pump's
+    /// periodic checks: if it slept through the whole interval with the same
+    /// sleep word (our doorbell lost, or never rung), ring it again. Returns
+    /// whether it did.
+    fn nudge_if_stuck(&self) -> bool {
+        let sleep = self.word(word::W_DATA_SLEEP).load(Ordering::Acquire);
+        if sleep & 1 == 0 || !self.unread() {
+            self.stuck.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if self.stuck.swap(sleep, Ordering::Relaxed) != sleep {
+            return false; // first seen asleep with work: look again next time
+        }
+        self.hub.ring(&self.bell);
+        true
     }
 
     /// Says whether we wait for request-ring space (odd) or not (even).
