@@ -1462,6 +1462,29 @@ class RingTest(RingServe, unittest.TestCase):
         for _ in range(10):
             self.assertEqual(read_response(m).body, b"Hello, World!")
 
+    def test_a_doorbell_for_nothing_starts_a_new_sleep(self) -> None:
+        """The master rings once per sleep word. A worker woken with nothing
+        to do must sleep anew under a new word, or the next doorbell, for
+        the old word, would never come."""
+        m = self.serve(hello_app)
+        self.assertEqual(get(m).body, b"Hello, World!")
+
+        def wait_word(ok: Callable[[int], bool]) -> int:
+            deadline = time.monotonic() + TIMEOUT
+            while not ok(m.q[32]):
+                self.assertLess(time.monotonic(), deadline, "worker sleep word")
+                time.sleep(0.001)
+            return m.q[32]
+
+        first = wait_word(lambda w: w & 1 == 1)  # asleep
+        m.last_wdata = first  # as if we rang for that sleep already
+        os.write(m.bell, (1).to_bytes(8, "little"))  # ... for bytes it had taken
+        again = wait_word(lambda w: w & 1 == 1 and w != first)
+        self.assertGreater(again, first)
+        lost = m.q[64]
+        self.assertEqual(get(m).body, b"Hello, World!")  # we ring for the new word at once
+        self.assertEqual(m.q[64], lost, "served without waiting for a timeout")
+
     def test_lost_doorbells_cost_the_short_sleep(self) -> None:
         """Every 2nd doorbell lost: to the worker (it wakes after 2 ms and
         counts W_LOST), or from it (it drops them; our short sleep covers it)."""
