@@ -418,12 +418,10 @@ impl Dispatcher {
         if waiting.is_empty() {
             return;
         }
-        // The waiting requests are numbered from the one after the running
-        // one; those past the last written never reached the worker.
-        let first = running.max(lane.ended()) + 1;
-        let written = lane.written().saturating_sub(first - 1) as usize;
+        let (running, written) =
+            waiting::written_behind(running, lane.ended(), lane.written(), waiting.len());
         let mut waiting = waiting;
-        let unwritten = waiting.split_off(written.min(waiting.len()));
+        let unwritten = waiting.split_off(written);
         let mut orphans = Vec::new();
         for request in unwritten.into_iter().rev() {
             self.redispatch(&mut state, request, &mut orphans);
@@ -431,7 +429,7 @@ impl Dispatcher {
         drop(state);
         drop(orphans);
         if !waiting.is_empty() {
-            waiting::settle(self.clone(), lane, first - 1, waiting);
+            waiting::settle(self.clone(), lane, running, waiting);
         }
     }
 

@@ -577,6 +577,20 @@ async fn requests_waiting_behind_one_whose_worker_died_unanswered_all_go_elsewhe
 }
 
 #[test]
+fn the_requests_written_behind_a_broken_lanes_running_one_are_counted_from_it() {
+    use super::waiting::written_behind;
+    // Request 5 runs; 6 and 7 were written, an eighth waits unwritten.
+    assert_eq!(written_behind(5, 4, 7, 3), (5, 2));
+    // Nothing written behind it yet.
+    assert_eq!(written_behind(5, 4, 5, 2), (5, 0));
+    // Never more than are waiting (the lane may count more written).
+    assert_eq!(written_behind(5, 4, 9, 2), (5, 2));
+    // A lease whose own request was never written (0): the waiting ones
+    // follow the last that ended, so 4 and 5 reached the worker.
+    assert_eq!(written_behind(0, 3, 5, 3), (3, 2));
+}
+
+#[test]
 fn a_waiting_request_may_have_started_once_the_one_before_it_ended() {
     use super::waiting::may_have_started;
     // Request 5 was running; 6, 7, 8 waited behind it.

@@ -96,6 +96,23 @@ impl LaneBook {
     }
 }
 
+/// Of `waiting` requests behind the one running on a broken lane, how many
+/// reached the worker: they are numbered from the one after the running
+/// one, and the lane counted `written` requests written and `ended` ended.
+/// Returns the number the first waiting one follows (the lease's request,
+/// or the last that ended if the lease's was never written, 0) and that
+/// count; the rest were never written and may go elsewhere at once.
+pub(super) fn written_behind(
+    running: u64,
+    ended: u64,
+    written: u64,
+    waiting: usize,
+) -> (u64, usize) {
+    let running = running.max(ended);
+    let behind = written.saturating_sub(running) as usize;
+    (running, behind.min(waiting))
+}
+
 /// Which of the requests waiting behind request number `running` of a
 /// broken lane may have started, given that `ended` responses ended on it:
 /// the one numbered `running + 1 + i` did if the one before it ended.
