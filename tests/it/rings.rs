@@ -133,3 +133,79 @@ fn a_worker_that_breaks_its_ring_gets_502_and_is_replaced() {
     }
     assert_eq!(server.get("/healthy").text(), "not broken\n");
 }
+
+#[test]
+fn a_client_that_reads_nothing_stalls_the_worker_not_the_masters_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let progress = dir.path().join("progress");
+    let server = TestServer::start_in(
+        &root(),
+        &[RING],
+        &[
+            "-w",
+            "1",
+            "--threads",
+            "2",
+            "--chdir",
+            "tests/it/apps",
+            "ring_breaker:app",
+        ],
+    );
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let before = rss();
+    let mut client = std::net::TcpStream::connect(&server.addr).unwrap();
+    // 256 MiB asked for; the client never reads a byte of it.
+    write!(
+        client,
+        "GET /flood?mb=256&progress={} HTTP/1.1\r\nHost: test\r\n\r\n",
+        progress.display()
+    )
+    .unwrap();
+    let sent = || {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    // The app stops where back-pressure holds it: its count stands still.
+    let mut last = None;
+    wait_until("the app held back by the lane", DEADLINE, || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = sent();
+        let stood = now.is_some() && now == last;
+        last = now;
+        if stood {
+            Ok(())
+        } else {
+            Err(format!("{now:?} bytes so far"))
+        }
+    });
+    let held = last.unwrap();
+    assert!(
+        held < 64 << 20,
+        "the app got {held} bytes out to a client that reads nothing"
+    );
+    let grew = rss().saturating_sub(before);
+    eprintln!("stalled client: the app got {held} bytes out, the master grew by {grew}");
+    assert!(grew < 32 << 20, "the master grew by {grew} bytes");
+    // The other lane still serves, and the stalled one is freed when the
+    // client leaves.
+    assert_eq!(server.get("/healthy").status, 200);
+    drop(client);
+    for _ in 0..4 {
+        assert_eq!(server.get("/healthy").status, 200);
+    }
+}

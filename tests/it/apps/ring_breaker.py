@@ -15,8 +15,34 @@ def ring_lanes():
     return [o for o in gc.get_objects() if type(o).__name__ == "RingLane"]
 
 
+def flood(environ, start_response):
+    """?mb=N MiB in 64 KiB chunks, writing how many bytes it has yielded so
+    far to the file ?progress= names: a client that reads nothing must
+    stop it, through the lane's back-pressure, long before the end."""
+    from urllib.parse import parse_qs
+
+    query = parse_qs(environ["QUERY_STRING"])
+    total = int(query["mb"][0]) << 20
+    progress = query["progress"][0]
+    chunk = b"x" * 65536
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(total))])
+
+    def body():
+        sent = 0
+        while sent < total:
+            yield chunk
+            sent += len(chunk)
+            with open(progress + ".tmp", "w") as f:
+                f.write(str(sent))
+            os.replace(progress + ".tmp", progress)
+
+    return body()
+
+
 def app(environ, start_response):
     how = environ["PATH_INFO"].strip("/")
+    if how == "flood":
+        return flood(environ, start_response)
     for lane in ring_lanes():
         if how == "index":
             # A response tail far past what the ring can hold (the lane's
