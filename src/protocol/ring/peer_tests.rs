@@ -221,3 +221,44 @@ fn request_frame(payload: &[u8]) -> Vec<u8> {
     put_frame(&mut frame, Kind::Request, 0, payload);
     frame.to_vec()
 }
+
+/// Reads an eventfd's count without blocking; 0 if nobody rang.
+fn rung(bell: &OwnedFd) -> u64 {
+    let mut count = [0u8; 8];
+    // SAFETY: reads 8 bytes into a live buffer from a descriptor we own.
+    let n = unsafe { libc::read(bell.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+    if n == 8 {
+        u64::from_ne_bytes(count)
+    } else {
+        0
+    }
+}
+
+#[tokio::test]
+async fn a_sleeping_worker_is_rung_at_the_end_of_the_turn_and_only_for_bytes_it_has_not_taken() {
+    let hub = Hub::start().unwrap();
+    let (ring, end) = Ring::create(&hub, MIN_RING_SIZE).unwrap();
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let mut lane = Lane::over_ring(UnixStream::from_std(ours).unwrap(), ring);
+    let peer = Peer::map(&end, MIN_RING_SIZE, hub.worker_bell().unwrap());
+    peer.word(word::W_DATA_SLEEP).store(1, Ordering::Release); // asleep
+                                                               // Two requests in one turn: no doorbell yet, then one for both.
+    lane.write_now(&request_frame(b"one"));
+    lane.write_now(&request_frame(b"two"));
+    assert_eq!(rung(&end.bell), 0, "the doorbell waits for the turn's end");
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert_eq!(rung(&end.bell), 1, "one doorbell for the turn");
+    // The worker took them and sleeps again; a request it takes before the
+    // pump's look gets no doorbell.
+    let tail = peer.word(word::REQ_TAIL).load(Ordering::Acquire);
+    peer.word(word::REQ_HEAD).store(tail, Ordering::Release);
+    peer.word(word::W_DATA_SLEEP).store(3, Ordering::Release);
+    lane.write_now(&request_frame(b"three"));
+    let tail = peer.word(word::REQ_TAIL).load(Ordering::Acquire);
+    peer.word(word::REQ_HEAD).store(tail, Ordering::Release);
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert_eq!(rung(&end.bell), 0, "no doorbell for bytes already taken");
+}
