@@ -158,7 +158,25 @@ def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
 # --------------------------------------------------------------------------- lane
 
 
-class Lane:
+class _LaneEnds:
+    """What both kinds of lane do alike, over their own send and socket."""
+
+    __slots__ = ()
+
+    def send_error(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+        self.send(HEADER.pack(len(data), ERROR, 0, 0) + data)
+
+    def shutdown_read(self) -> None:
+        """Make a blocked or future read see EOF once what is queued (in the
+        socket's buffer, or in the ring) is read."""
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+class Lane(_LaneEnds):
     """One lane socket: a buffered frame reader plus the send side."""
 
     __slots__ = ("index", "sock", "buf", "pos", "eof", "broken", "busy", "number", "_recv", "_poll", "sendall", "sendmsg")
@@ -321,16 +339,6 @@ class Lane:
             self.broken = True
             raise LaneClosed(f"lane write failed: {exc}") from None
 
-    def send_error(self, text: str) -> None:
-        data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
-        self.send(HEADER.pack(len(data), ERROR, 0, 0) + data)
-
-    def shutdown_read(self) -> None:
-        """Make a blocked or future read see EOF once the queued bytes are read."""
-        try:
-            self.sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------- ring lanes
@@ -358,7 +366,7 @@ FIRST_SLEEP_MS = 2
 LONG_SLEEP_MS = 1000
 
 
-class RingLane:
+class RingLane(_LaneEnds):
     """One lane over its two rings (RING-SPEC.md), with Lane's interface.
 
     The lane socket carries no bytes: it is polled only for EOF (the master
@@ -752,16 +760,6 @@ class RingLane:
                 put(part)
         self._publish()
 
-    def send_error(self, text: str) -> None:
-        data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
-        self.sendall(HEADER.pack(len(data), ERROR, 0, 0) + data)
-
-    def shutdown_read(self) -> None:
-        """Make a blocked or future read see EOF once the frames in the ring are read."""
-        try:
-            self.sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
 
     def close(self) -> None:
         """The socket, the bell and the mapping (the master bell is shared: kept)."""

@@ -195,24 +195,29 @@ class LaneHarness:
     def __init__(self, app: Callable, lanes: int = 1, workers: int = 1) -> None:
         self.master, worker_end = socket.socketpair()
         self.master.settimeout(TIMEOUT)
-        self.lane = W.Lane(0, worker_end)
+        self._start(W.Lane(0, worker_end), app, lanes, workers)
+
+    def _start(self, lane: Any, app: Callable, lanes: int, workers: int) -> None:
+        """Record what the lane sends, then run the LaneServer on a thread."""
+        self.lane = lane
         self.sends: list[bytes] = []
-        real_sendall = self.lane.sendall
+        real_sendall = lane.sendall
 
         def recording_sendall(data: Any) -> None:
             self.sends.append(bytes(data))
             real_sendall(data)
 
-        self.lane.sendall = recording_sendall
-        real_sendmsg = self.lane.sendmsg
+        lane.sendall = recording_sendall
+        if isinstance(lane, W.Lane):  # a ring lane has no sendmsg
+            real_sendmsg = lane.sendmsg
 
-        def recording_sendmsg(parts: Any) -> int:
-            self.sends.append(b"".join(parts))
-            return real_sendmsg(parts)
+            def recording_sendmsg(parts: Any) -> int:
+                self.sends.append(b"".join(parts))
+                return real_sendmsg(parts)
 
-        self.lane.sendmsg = recording_sendmsg
+            lane.sendmsg = recording_sendmsg
         self.stopping = [False]
-        self.server = W.LaneServer(self.lane, app, W.base_environ(lanes, workers), self.stopping)
+        self.server = W.LaneServer(lane, app, W.base_environ(lanes, workers), self.stopping)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -452,7 +457,7 @@ class RingMaster:
                 pass
 
 
-class RingHarness:
+class RingHarness(LaneHarness):
     """LaneHarness over a ring lane: the real LaneServer on a thread, the test is the master."""
 
     def __init__(self, app: Callable, lanes: int = 1, workers: int = 1, drop_bell: int = 0, ring: int = RING,
@@ -460,31 +465,12 @@ class RingHarness:
         ours, worker_end = socket.socketpair()
         self.hub = MasterBell()
         self.master = RingMaster(ours, self.hub, ring, master_drop, master_first_ms)
-        self.lane = RecordingRingLane(0, worker_end, os.dup(self.master.memfd), os.dup(self.master.bell),
-                                      self.hub.fd, ring, drop_bell)
-        self.sends: list[bytes] = []
-        real_sendall = self.lane.sendall
-
-        def recording_sendall(data: Any) -> None:
-            self.sends.append(bytes(data))
-            real_sendall(data)
-
-        self.lane.sendall = recording_sendall
-        self.stopping = [False]
-        self.server = W.LaneServer(self.lane, app, W.base_environ(lanes, workers), self.stopping)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        finally:
-            self.lane.sock.close()  # as Worker._lane_main does
+        lane = RecordingRingLane(0, worker_end, os.dup(self.master.memfd), os.dup(self.master.bell),
+                                 self.hub.fd, ring, drop_bell)
+        self._start(lane, app, lanes, workers)
 
     def close(self) -> None:
-        self.master.close()
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive(), "lane thread did not end at lane EOF"
+        super().close()
         self.lane.close()
         self.hub.close()
 

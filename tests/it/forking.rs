@@ -4,12 +4,13 @@
 //! server fails no request, and a fork server that cannot start leaves the
 //! master starting workers as fresh interpreters.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::harness::{command, kill_process, python, wait_until, TestServer, DEADLINE};
+use crate::harness::{
+    command, kill_process, python_refusing_to_be_a_fork_server, wait_until, TestServer, DEADLINE,
+};
 
 /// A plain WSGI app that records each import (one line: the importing pid)
 /// and answers with `body`.
@@ -245,17 +246,7 @@ fn a_killed_fork_server_fails_no_request_and_comes_back() {
 #[test]
 fn a_fork_server_that_cannot_start_leaves_workers_starting_as_fresh_interpreters() {
     let dir = tempfile::tempdir().unwrap();
-    // An interpreter that refuses to be a fork server, and only that.
-    let wrapper = dir.path().join("python");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = ferrocorn-forkserver ] && exit 1; done\nexec {:?} \"$@\"\n",
-            python()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = python_refusing_to_be_a_fork_server(dir.path());
     // The harness passes its own --python first; the last one given wins.
     let server = TestServer::start(&[
         "-w",

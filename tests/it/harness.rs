@@ -37,6 +37,23 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// A `python` in `dir` that refuses to be a fork server, and only that:
+/// workers then start as fresh interpreters.
+pub fn python_refusing_to_be_a_fork_server(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.join("python");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = ferrocorn-forkserver ] && exit 1; done\nexec {:?} \"$@\"\n",
+            python()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 /// Polls `check` until it returns `Some` or the deadline passes; the panic
 /// message says what was last observed.
 pub fn wait_until<T>(

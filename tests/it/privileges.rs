@@ -10,7 +10,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::harness::{command, parse_response, python, wait_until, Response, TestServer, DEADLINE};
+use crate::harness::{
+    command, parse_response, python_refusing_to_be_a_fork_server, wait_until, Response, TestServer,
+    DEADLINE,
+};
 
 /// Records who imported it; `/who` answers `UID GID` of the worker and of
 /// the import, `/write?PATH` tries to append to PATH.
@@ -152,17 +155,7 @@ fn a_fresh_interpreter_worker_switches_before_importing_the_app() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // An interpreter that refuses to be a fork server, and only that.
-    let wrapper = dir.path().join("python");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = ferrocorn-forkserver ] && exit 1; done\nexec {:?} \"$@\"\n",
-            python()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = python_refusing_to_be_a_fork_server(dir.path());
     run_as_nobody(&["--python", wrapper.to_str().unwrap()], false);
 }
 

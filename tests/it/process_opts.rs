@@ -81,6 +81,38 @@ fn is_gone(pid: u32) -> bool {
 }
 
 /// The title a process shows in `ps -o args`: its cmdline up to the first NUL.
+/// A daemon, sent TERM when dropped: stopped at the end even if an
+/// assertion fails first.
+struct Term(u32);
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        if !is_gone(self.0) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Waits for `launcher` (`ferrocorn --daemon`) to exit 0 and for the
+/// daemon's pid in `pidfile`.
+fn launched_daemon(launcher: &mut Child, pidfile: &Path) -> Term {
+    let status = wait_until("the launcher to exit", DEADLINE, || {
+        launcher
+            .try_wait()
+            .ok()
+            .flatten()
+            .ok_or("running".to_string())
+    });
+    assert_eq!(status.code(), Some(0));
+    let pid: u32 = wait_until("the pid file", DEADLINE, || {
+        let text = std::fs::read_to_string(pidfile).unwrap_or_default();
+        text.trim().parse().map_err(|_| format!("{text:?}"))
+    });
+    Term(pid)
+}
+
 fn title(pid: u32) -> String {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let first = cmdline.split(|&b| b == 0).next().unwrap_or_default();
@@ -109,30 +141,8 @@ fn daemon_detaches_writes_its_own_pid_and_stops_on_term() {
     .spawn()
     .unwrap();
     let launcher_pid = launcher.id();
-    let status = wait_until("the launcher to exit", DEADLINE, || {
-        launcher
-            .try_wait()
-            .ok()
-            .flatten()
-            .ok_or("running".to_string())
-    });
-    assert_eq!(status.code(), Some(0));
-    let pid: u32 = wait_until("the pid file", DEADLINE, || {
-        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        text.trim().parse().map_err(|_| format!("{text:?}"))
-    });
-    // Stopped at the end even if an assertion fails first.
-    struct Term(u32);
-    impl Drop for Term {
-        fn drop(&mut self) {
-            if !is_gone(self.0) {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &self.0.to_string()])
-                    .status();
-            }
-        }
-    }
-    let daemon = Term(pid);
+    let daemon = launched_daemon(&mut launcher, &pidfile);
+    let pid = daemon.0;
     assert_ne!(pid, launcher_pid);
     assert!(!is_gone(pid), "the daemon {pid} is not running");
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -366,29 +376,8 @@ fn daemon_with_stdio_inheritance_keeps_a_redirected_stderr() {
     .stderr(std::fs::File::create(&stderr_file).unwrap())
     .spawn()
     .unwrap();
-    let status = wait_until("the launcher to exit", DEADLINE, || {
-        launcher
-            .try_wait()
-            .ok()
-            .flatten()
-            .ok_or("running".to_string())
-    });
-    assert_eq!(status.code(), Some(0));
-    let pid: u32 = wait_until("the pid file", DEADLINE, || {
-        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        text.trim().parse().map_err(|_| format!("{text:?}"))
-    });
-    struct Term(u32);
-    impl Drop for Term {
-        fn drop(&mut self) {
-            if !is_gone(self.0) {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &self.0.to_string()])
-                    .status();
-            }
-        }
-    }
-    let daemon = Term(pid);
+    let daemon = launched_daemon(&mut launcher, &pidfile);
+    let pid = daemon.0;
     wait_until("the daemon to serve", DEADLINE, || {
         match http_get(&addr, "/") {
             Ok(resp) if resp.status == 200 => Ok(()),

@@ -159,38 +159,38 @@ impl Hub {
     /// Rings the workers that sleep with requests published since the last
     /// look, and wakes every task whose ring has what it waits for.
     fn scan(&self) -> usize {
-        let lanes = lock(&self.lanes);
-        if self.bells_due.swap(false, Ordering::SeqCst) {
+        let bells = self.bells_due.swap(false, Ordering::SeqCst);
+        if bells {
             // One fence for every tail stored since the last look.
             fence(Ordering::SeqCst);
-            for ring in lanes.iter().filter_map(Weak::upgrade) {
-                ring.ring_due_bell();
-            }
         }
         // A busy pump never times out, so it looks for stuck workers on a
         // clock too: a doorbell lost while the master is busy costs at most
         // two of these intervals.
         let now = Instant::now();
-        let mut last = lock(&self.last_check);
-        if now.duration_since(*last) >= LOST_WAKEUP_BOUND {
-            *last = now;
-            let stuck = lanes
-                .iter()
-                .filter_map(Weak::upgrade)
-                .filter(|ring| ring.nudge_if_stuck())
-                .count();
-            self.nudged.fetch_add(stuck as u64, Ordering::Relaxed);
-        }
-        drop(last);
-        drop(lanes);
-        let mut woke = 0;
+        let check = {
+            let mut last = lock(&self.last_check);
+            let due = now.duration_since(*last) >= LOST_WAKEUP_BOUND;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        let (mut woke, mut stuck) = (0, 0);
         lock(&self.lanes).retain(|lane| match lane.upgrade() {
             Some(ring) => {
+                if bells {
+                    ring.ring_due_bell();
+                }
+                if check && ring.nudge_if_stuck() {
+                    stuck += 1;
+                }
                 woke += ring.wake_ready();
                 true
             }
             None => false,
         });
+        self.nudged.fetch_add(stuck, Ordering::Relaxed);
         woke
     }
 
