@@ -86,8 +86,9 @@ def ping_pong_master(sock: socket.socket, n: int) -> None:
     os._exit(0)
 
 
-def master(sock: socket.socket, n: int) -> None:
-    """The forked master: pipeline n requests, read n responses, then close the lane."""
+def master(sock, n: int) -> None:
+    """The forked master: pipeline n requests, read n responses, then close the
+    lane (a socket, or a test_worker.RingMaster, which behaves as one)."""
     req = request_frame()
 
     def writer() -> None:
@@ -108,9 +109,10 @@ def master(sock: socket.socket, n: int) -> None:
         if kind == W.BODY and flags & W.END:
             break
     left = (n - 1) * size
+    recv_into = getattr(sock, "recv_into", None)  # a socket; a RingMaster has recv only
     buf = memoryview(bytearray(1 << 20))
     while left:
-        got = sock.recv_into(buf, min(left, len(buf)))
+        got = recv_into(buf, min(left, len(buf))) if recv_into else len(sock.recv(min(left, len(buf))))
         if not got:
             os._exit(3)
         left -= got
@@ -245,29 +247,7 @@ def ring_master(m, n: int, ping_pong: bool) -> None:
         m.close()
         os._exit(0)
 
-    def writer() -> None:
-        batch = req * 64
-        for _ in range(n // 64):
-            m.sendall(batch)
-        m.sendall(req * (n % 64))
-
-    threading.Thread(target=writer, daemon=True).start()
-    size = 0
-    while True:
-        kind, flags, payload = recv_frame(m)
-        size += 8 + len(payload)
-        if kind == W.ERROR:
-            os._exit(2)
-        if kind == W.BODY and flags & W.END:
-            break
-    left = (n - 1) * size
-    while left:
-        got = m.recv(min(left, 1 << 20))
-        if not got:
-            os._exit(3)
-        left -= len(got)
-    m.close()
-    os._exit(0)
+    master(m, n)  # pipelined: as over a socket
 
 
 def run_ring(app, n: int, profile: bool, ping_pong: bool = False, ring: int = 262144) -> tuple[float, float]:
