@@ -29,6 +29,8 @@ test: $(STAMP)
 	$(PYTHON) -m unittest discover -s python/tests
 	$(PYTHON) -m unittest discover -s benches -p "test_*.py"
 	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) cargo test
+	# Again on a master of two threads (the default here is one): the same rules must hold.
+	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) FERROCORN_TEST_MASTER_THREADS=2 cargo test --test it
 
 # maturin's "bin" bindings (pyproject.toml): the binary built with Cargo.toml's
 # dist profile (release, stripped; no --release, which would override it),

@@ -49,11 +49,13 @@ def server_command(config: Config, server: str, app: str, port: int, gunicorn_fl
     """The command lines compared: same workers, same app, same bind address."""
     target, bind, workers = APPS[app], f"127.0.0.1:{port}", str(config.workers)
     gunicorn, chdir = str(config.venv_bin("gunicorn")), str(config.apps_dir)
-    if server in ("ferrocorn", "ferrocorn-socket"):
-        # `ferrocorn-socket`: the lanes' bytes on their sockets, not through the rings (issue 14).
+    if server.startswith("ferrocorn"):
+        # `ferrocorn-socket`: the lanes' bytes on their sockets, not through the rings (issue 14);
+        # `ferrocorn-mtN`: a master of N threads, whatever the default on this machine.
         transport = ["env", "FERROCORN_LANE_TRANSPORT=socket"] if server == "ferrocorn-socket" else []
-        argv = [*transport, str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads), "-b", bind,
-                "--python", str(config.venv_bin("python")), "--chdir", chdir, target]
+        master = ["--master-threads", server.removeprefix("ferrocorn-mt")] if server.startswith("ferrocorn-mt") else []
+        argv = [*transport, str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads),
+                *master, "-b", bind, "--python", str(config.venv_bin("python")), "--chdir", chdir, target]
     elif server == "gunicorn-sync":
         argv = [gunicorn, "-w", workers, "-k", "sync", *gunicorn_flags, "--chdir", chdir, "-b", bind, target]
     elif server == "gunicorn-gthread":

@@ -97,6 +97,17 @@ class RatiosTest(unittest.TestCase):
         self.assertEqual([(r.reference, r.requests_per_s, r.p99) for r in lanes],
                          [("ferrocorn-socket", 1.5, 0.5)])
 
+    def test_ferrocorn_rows_name_their_transport_and_master_threads(self) -> None:
+        from compare import server_command
+        from harness.options import parse_args
+
+        config = parse_args(["--servers", "ferrocorn,ferrocorn-mt2,ferrocorn-socket", "--out", "/nonexistent"])
+        argv = {s: server_command(config, s, "wsgi", 8000, []).argv for s in config.servers}
+        self.assertNotIn("--master-threads", argv["ferrocorn"])
+        self.assertEqual(argv["ferrocorn-mt2"][argv["ferrocorn-mt2"].index("--master-threads") + 1], "2")
+        self.assertEqual(argv["ferrocorn-socket"][:2], ("env", "FERROCORN_LANE_TRANSPORT=socket"))
+        self.assertTrue(all(a[-1] == "wsgi_hello:app" for a in argv.values()))
+
     def test_no_ratio_without_a_working_ferrocorn(self) -> None:
         self.assertEqual(ratios([row("ferrocorn", 0, 0, status="failed to start"), row("granian", 1, 1)]), [])
 

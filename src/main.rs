@@ -84,15 +84,13 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
     let logging = logging::init(&log_config(settings)).map_err(|e| (Exit::Usage, e.to_string()))?;
     tracing::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
     process::owner::give_log_files(settings);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            (
-                Exit::Runtime,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })?;
+    let threads = settings.effective_master_threads();
+    let runtime = master_runtime(threads).map_err(|e| {
+        (
+            Exit::Runtime,
+            format!("cannot start the async runtime ({threads} threads): {e}"),
+        )
+    })?;
     // gunicorn's: a USR2 child master writes FILE.2 until promoted.
     let pidfile = match &settings.pidfile {
         Some(path) if inheritance.parent.is_some() => Some(
@@ -151,6 +149,22 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
         (code, _) if settings.error_logfile == "-" => Err((code, String::new())),
         (code, message) => Err((code, message.unwrap_or_else(|| "server stopped".into()))),
     }
+}
+
+/// The master's runtime: a single-threaded one for one thread (no
+/// cross-thread wake-ups at all), else tokio's work-stealing one
+/// (docs/design/hop.md, "The master on more cores").
+fn master_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("ferrocorn")
+        .enable_all()
+        .build()
 }
 
 /// `--check-config`, as gunicorn's: everything a start would refuse,

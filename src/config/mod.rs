@@ -359,6 +359,7 @@ mod tests {
         ("bind", "0.0.0.0:9000"),
         ("backlog", "64"),
         ("reuse_port", "true"),
+        ("master_threads", "3"),
         ("daemon", "true"),
         ("sendfile", "false"),
         ("user", "root"),

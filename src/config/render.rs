@@ -57,9 +57,10 @@ pub fn render_effective(loaded: &Loaded) -> String {
         out += &format!("{key:key_width$} {value:value_width$}  # {origin}\n");
     }
     out += &format!(
-        "# effective worker class: {}\n# effective max_concurrent_retirements: {}\n",
+        "# effective worker class: {}\n# effective max_concurrent_retirements: {}\n# effective master_threads: {}\n",
         settings.effective_worker_class(),
-        settings.effective_max_concurrent_retirements()
+        settings.effective_max_concurrent_retirements(),
+        settings.effective_master_threads()
     );
     out
 }
@@ -300,7 +301,7 @@ mod tests {
         let text = render_effective(&loaded);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("# ferrocorn ") && lines[0].contains("no config file"));
-        assert_eq!(lines.len(), SETTINGS.len() + 3);
+        assert_eq!(lines.len(), SETTINGS.len() + 4);
         let line = |key: &str| {
             let found = lines
                 .iter()

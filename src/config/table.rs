@@ -46,6 +46,10 @@ macro_rules! with_settings {
                 doc: "Set SO_REUSEPORT on the listening TCP sockets, so other processes can bind the same port and the kernel spreads connections among them",
                 section: Server, long: "reuse-port", restart: true,
             },
+            master_threads: Option<usize> = [] {
+                doc: "Threads the master serves HTTP and the workers' lanes on (one tokio runtime; 1 is a single-threaded one). Default: from the machine's cores, see the README's \"The master on more cores\"",
+                section: Server, long: "master-threads", min: 1, max: 1024, example: "4", restart: true,
+            },
             daemon: bool = ["false"] {
                 doc: "Detach from the terminal and run in the background (fork, setsid, fork, stdio to /dev/null), before anything else starts; the pid file gets the daemon's pid",
                 section: Server, short: 'D', long: "daemon", restart: true,

@@ -172,6 +172,12 @@ impl Settings {
         max_concurrent_retirements(self.workers, self.max_concurrent_retirements)
     }
 
+    /// The master's threads on this machine ([`master_threads`]).
+    pub fn effective_master_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        master_threads(self.master_threads, cores)
+    }
+
     /// The Python interpreter for workers: `python` if set, else
     /// `$VIRTUAL_ENV/bin/python` if `VIRTUAL_ENV` is set, else the `python`
     /// beside the running binary if that sits in a virtualenv's `bin/` (as
@@ -229,6 +235,24 @@ fn virtualenv_python_beside(exe: &Path, is_file: &dyn Fn(&Path) -> bool) -> Opti
         .parent()
         .is_some_and(|root| is_file(&root.join("pyvenv.cfg")));
     (is_venv && is_file(&python)).then_some(python)
+}
+
+/// The master's threads: the configured count, else [`auto_master_threads`].
+pub fn master_threads(configured: Option<usize>, cores: usize) -> usize {
+    configured.unwrap_or_else(|| auto_master_threads(cores))
+}
+
+/// The default master threads on a machine with `cores`: one up to 4
+/// cores, where a second thread's cross-thread wake-ups cost what its
+/// parallelism gains (docs/design/hop.md, "The master on more cores"), then
+/// one per 4 cores: the master's share of a Flask request's CPU is about a
+/// quarter, the workers take the rest.
+pub fn auto_master_threads(cores: usize) -> usize {
+    if cores <= 4 {
+        1
+    } else {
+        cores / 4
+    }
 }
 
 /// `max_concurrent_retirements` for a pool of `workers`: the configured
@@ -456,6 +480,15 @@ mod tests {
         }
         settings.max_concurrent_retirements = Some(3);
         assert_eq!(settings.effective_max_concurrent_retirements(), 3);
+    }
+
+    #[test]
+    fn master_threads_default_to_one_up_to_4_cores_then_one_per_4_cores() {
+        for (cores, threads) in [(1, 1), (2, 1), (4, 1), (5, 1), (8, 2), (16, 4), (64, 16)] {
+            assert_eq!(master_threads(None, cores), threads, "{cores} cores");
+        }
+        assert_eq!(master_threads(Some(3), 2), 3);
+        assert_eq!(master_threads(Some(1), 64), 1);
     }
 
     /// `settings`' interpreter with `VIRTUAL_ENV` set to `venv` (if given),

@@ -111,6 +111,7 @@ pub async fn run(
     let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
     info!("Listening at: {} ({})", urls.join(","), std::process::id());
     info!("Using worker: {}", settings.effective_worker_class());
+    info!("Master threads: {}", settings.effective_master_threads());
     let ctx = Arc::new(ServiceCtx {
         exchange: ExchangeCtx {
             dispatcher: dispatcher.clone(),

@@ -107,6 +107,10 @@ pub fn command(args: &[&str]) -> Command {
     if let Ok(transport) = std::env::var("FERROCORN_TEST_LANE_TRANSPORT") {
         cmd.env("FERROCORN_LANE_TRANSPORT", transport);
     }
+    // FERROCORN_TEST_MASTER_THREADS=N runs every test on a master of N threads.
+    if let Ok(threads) = std::env::var("FERROCORN_TEST_MASTER_THREADS") {
+        cmd.env("FERROCORN_MASTER_THREADS", threads);
+    }
     // gunicorn's variables change defaults: no test gets them by accident.
     // SCRIPT_NAME would move every path under it.
     for key in [

@@ -12,6 +12,7 @@ mod hooks;
 mod http_front;
 mod lifecycle;
 mod logging;
+mod master_threads;
 mod options;
 mod pep3333;
 mod pipelining;
