@@ -1,8 +1,11 @@
 //! A lane lent to one request, and how it comes back: settled lanes return
 //! at once; a lane dropped mid-exchange (client gone) is first cancelled.
 
+use std::sync::Arc;
+
 use super::Dispatcher;
 use crate::protocol::lane::{Lane, LaneError};
+use crate::worker::memory::RssProbe;
 use crate::worker::WorkerId;
 
 /// A lane lent to one request. Dropping it gives the lane back; a lane
@@ -14,15 +17,24 @@ pub struct LaneLease {
     dispatcher: Dispatcher,
     /// The number of this lease's request on its lane, once written (0: not yet).
     request: u64,
+    /// Reads the worker's RSS when the lane comes back (a memory limit on
+    /// RSS is checked after every request), before the dispatcher's lock.
+    rss: Option<Arc<RssProbe>>,
 }
 
 impl LaneLease {
-    pub(super) fn new(lane: Lane, worker: WorkerId, dispatcher: Dispatcher) -> LaneLease {
+    pub(super) fn new(
+        lane: Lane,
+        worker: WorkerId,
+        dispatcher: Dispatcher,
+        rss: Option<Arc<RssProbe>>,
+    ) -> LaneLease {
         LaneLease {
             lane: Some(lane),
             worker,
             dispatcher,
             request: 0,
+            rss,
         }
     }
 
@@ -94,16 +106,20 @@ impl Drop for LaneLease {
         let Some(mut lane) = self.lane.take() else {
             return;
         };
+        // A vanished process reads as an error: its exit is on the way.
+        let rss = |probe: Option<Arc<RssProbe>>| probe.and_then(|p| p.read().ok());
         if lane.is_settled(self.request) {
-            self.dispatcher.release(self.worker, lane);
+            self.dispatcher
+                .release(self.worker, lane, rss(self.rss.take()));
             return;
         }
         let (dispatcher, worker, request) = (self.dispatcher.clone(), self.worker, self.request);
+        let probe = self.rss.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     match lane.cancel(request).await {
-                        Ok(()) => dispatcher.release(worker, lane),
+                        Ok(()) => dispatcher.release(worker, lane, rss(probe)),
                         Err(_) => dispatcher.discard(worker, lane, request),
                     }
                 });

@@ -39,7 +39,7 @@ use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::lane::{Lane, MAX_WAITING_REQUEST};
 use crate::worker::WorkerId;
 pub use lease::LaneLease;
-use pool::{Slot, State};
+use pool::{Admission, Slot, State};
 use queue::{Handover, WaitQueue};
 use terms::Tally;
 pub use terms::{PoolNews, Standing, WorkerTerms};
@@ -175,23 +175,21 @@ impl Dispatcher {
     /// ([module docs](self)); it is then past the queue, and the queue
     /// timeout no longer applies to it.
     pub async fn acquire(&self, request: Bytes) -> Result<LaneLease, DispatchError> {
+        let now = Instant::now();
         let waiting = {
             let mut state = self.state();
-            if state.closed {
-                return Err(DispatchError::ShuttingDown);
+            match state.admit(request)? {
+                Admission::Lend(worker, lane) => {
+                    self.give(&mut state, worker);
+                    return Ok(self.lease(&mut state, worker, lane, now));
+                }
+                Admission::Queued(waiting) => {
+                    self.move_into_lanes(&mut state, now);
+                    waiting
+                }
             }
-            if let Some((worker, lane)) = state.pick() {
-                self.give(&mut state, worker);
-                return Ok(self.lease(&mut state, worker, lane));
-            }
-            let waiting = state
-                .queue
-                .push(request)
-                .map_err(|_| DispatchError::QueueFull)?;
-            self.move_into_lanes(&mut state);
-            waiting
         };
-        let queued_at = self.shared.queue_wait.as_ref().map(|_| Instant::now());
+        let queued_at = self.shared.queue_wait.as_ref().map(|_| now);
         let outcome = tokio::time::timeout(self.shared.queue_timeout, waiting).await;
         if let (Some(observe), Some(at)) = (&self.shared.queue_wait, queued_at) {
             observe(at.elapsed());
@@ -203,23 +201,25 @@ impl Dispatcher {
         }
     }
 
-    /// Lends `lane`, noting when, for the service-time average.
-    fn lease(&self, state: &mut State, worker: WorkerId, lane: Lane) -> LaneLease {
-        if let Some(book) = state.slot(worker).and_then(|s| s.book(lane.id())) {
-            book.since = Some(Instant::now());
+    /// Lends `lane`, noting when (`now`), for the service-time average; the
+    /// lease carries the worker's RSS probe, read when it comes back.
+    fn lease(&self, state: &mut State, worker: WorkerId, lane: Lane, now: Instant) -> LaneLease {
+        let slot = state.slot(worker);
+        let rss = slot.as_ref().and_then(|s| s.tally.rss_probe());
+        if let Some(book) = slot.and_then(|s| s.book(lane.id())) {
+            book.since = Some(now);
         }
-        LaneLease::new(lane, worker, self.clone())
+        LaneLease::new(lane, worker, self.clone(), rss)
     }
 
     /// Under overload (at least two requests queued), moves the oldest
     /// queued requests into busy lanes, behind their running request, each
     /// into the lane most likely to free up first. With fewer waiting, a
     /// request waits for whichever lane frees up first, as without this.
-    fn move_into_lanes(&self, state: &mut State) {
+    fn move_into_lanes(&self, state: &mut State, now: Instant) {
         if self.shared.pipelining.below.is_zero() || self.shared.pipelining.depth < 2 {
             return;
         }
-        let now = Instant::now();
         while state.queue.live_at_least(2) {
             let Some((slot, book)) = state.lane_for_waiting(self.shared.pipelining, now) else {
                 return;
@@ -243,6 +243,7 @@ impl Dispatcher {
     /// Makes a ready worker's lanes available; queued requests get them first.
     pub fn add_worker(&self, worker: WorkerId, lanes: Vec<Lane>, terms: WorkerTerms) {
         let mut orphans = Vec::new();
+        let now = Instant::now();
         let mut state = self.state();
         state.slots.push(Slot {
             worker,
@@ -256,7 +257,7 @@ impl Dispatcher {
             service: None,
         });
         for lane in lanes {
-            orphans.extend(self.put_back(&mut state, worker, lane));
+            orphans.extend(self.put_back(&mut state, worker, lane, now));
         }
         drop(state);
         drop(orphans);
@@ -266,11 +267,12 @@ impl Dispatcher {
     /// `standing` allows.
     pub fn set_standing(&self, worker: WorkerId, standing: Standing) {
         let mut orphans = Vec::new();
+        let now = Instant::now();
         let mut state = self.state();
         if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
             slot.standing = standing;
         }
-        self.serve_waiters(&mut state, &mut orphans);
+        self.serve_waiters(&mut state, &mut orphans, now);
         drop(state);
         drop(orphans);
     }
@@ -287,6 +289,7 @@ impl Dispatcher {
 
     /// Stops giving the worker requests; its lanes close as they come back.
     pub fn retire(&self, worker: WorkerId) {
+        let now = Instant::now();
         let mut state = self.state();
         let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
             return;
@@ -299,7 +302,7 @@ impl Dispatcher {
         self.forget_if_drained(&mut state, worker);
         // A worker in reserve may be the one left to serve the waiters.
         let mut orphans = Vec::new();
-        self.serve_waiters(&mut state, &mut orphans);
+        self.serve_waiters(&mut state, &mut orphans, now);
         drop(state);
         drop(orphans);
     }
@@ -307,6 +310,7 @@ impl Dispatcher {
     /// Forgets a worker that is gone; its leased lanes are dropped on return.
     pub fn remove(&self, worker: WorkerId) {
         let mut orphans = Vec::new();
+        let now = Instant::now();
         let mut state = self.state();
         if let Some(at) = state.slots.iter().position(|s| s.worker == worker) {
             // `remove`, not `swap_remove`: ties in `pick` go by slot order.
@@ -317,7 +321,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.serve_waiters(&mut state, &mut orphans);
+        self.serve_waiters(&mut state, &mut orphans, now);
         drop(state);
         drop(orphans);
     }
@@ -351,25 +355,13 @@ impl Dispatcher {
         stats
     }
 
-    /// A lane is back from a finished request. A request waiting in it
-    /// runs now and gets the lane; otherwise it goes back to the pool.
-    fn release(&self, worker: WorkerId, mut lane: Lane) {
-        let mut state = self.state();
+    /// A lane is back from a finished request, after which its worker's
+    /// RSS read `rss` (if it is watched). A request waiting in it runs now
+    /// and gets the lane; otherwise it goes back to the pool.
+    fn release(&self, worker: WorkerId, mut lane: Lane, rss: Option<u64>) {
         let now = Instant::now();
-        let waiting = match state.slots.iter_mut().find(|s| s.worker == worker) {
-            Some(slot) => {
-                slot.tally.count(worker, &self.shared.news);
-                let (took, waiting) = match slot.book(lane.id()) {
-                    Some(book) => (book.since.take().map(|t| now - t), book.waiting.pop_front()),
-                    None => (None, None),
-                };
-                if let Some(took) = took {
-                    slot.learn(took);
-                }
-                waiting
-            }
-            None => state.take_stranded(lane.id()),
-        };
+        let mut state = self.state();
+        let waiting = state.lane_back(worker, lane.id(), now, rss, &self.shared.news);
         let orphan = match waiting {
             Some(waiting) => {
                 if lane.written() == lane.ended() {
@@ -382,18 +374,18 @@ impl Dispatcher {
                 // last to end, and this one is the next.
                 let number = lane.ended() + 1;
                 self.give(&mut state, worker);
-                let mut lease = self.lease(&mut state, worker, lane);
+                let mut lease = self.lease(&mut state, worker, lane, now);
                 lease.mark_written_as(number);
                 match waiting.tx.send(Delivery::Lease(lease)) {
                     Ok(()) => {
-                        self.move_into_lanes(&mut state);
+                        self.move_into_lanes(&mut state, now);
                         None
                     }
                     Err(Delivery::Lease(lease)) => Some(lease),
                     Err(_) => None,
                 }
             }
-            None => self.put_back(&mut state, worker, lane),
+            None => self.put_back(&mut state, worker, lane, now),
         };
         drop(state);
         // Dropped outside the lock: it cancels its request and comes back.
@@ -404,6 +396,7 @@ impl Dispatcher {
     /// number of the request that was running on it; requests waiting
     /// behind it are served elsewhere if they never started.
     fn discard(&self, worker: WorkerId, lane: Lane, running: u64) {
+        let now = Instant::now();
         let mut state = self.state();
         let waiting = match state.slots.iter_mut().find(|s| s.worker == worker) {
             Some(slot) => {
@@ -424,7 +417,7 @@ impl Dispatcher {
         let unwritten = waiting.split_off(written);
         let mut orphans = Vec::new();
         for request in unwritten.into_iter().rev() {
-            self.redispatch(&mut state, request, &mut orphans);
+            self.redispatch(&mut state, request, &mut orphans, now);
         }
         drop(state);
         drop(orphans);
@@ -435,20 +428,32 @@ impl Dispatcher {
 
     /// Serves a request that waited in a lane whose worker died before it
     /// started: first in the queue, ahead of every queued one.
-    fn redispatch(&self, state: &mut State, waiting: Waiting, orphans: &mut Vec<LaneLease>) {
+    fn redispatch(
+        &self,
+        state: &mut State,
+        waiting: Waiting,
+        orphans: &mut Vec<LaneLease>,
+        now: Instant,
+    ) {
         let (tx, rx) = oneshot::channel();
         if waiting.tx.send(Delivery::Moved(rx)).is_err() {
             return; // its client left
         }
         state.redispatched += 1;
         state.queue.push_front(tx, waiting.request);
-        self.serve_waiters(state, orphans);
+        self.serve_waiters(state, orphans, now);
     }
 
     /// Returns a lease whose waiter left just as its request was written:
     /// the caller drops it once the lock is released.
     #[must_use]
-    fn put_back(&self, state: &mut State, worker: WorkerId, lane: Lane) -> Option<LaneLease> {
+    fn put_back(
+        &self,
+        state: &mut State,
+        worker: WorkerId,
+        lane: Lane,
+        now: Instant,
+    ) -> Option<LaneLease> {
         let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
             return None; // the worker is gone: drop the lane
         };
@@ -462,21 +467,27 @@ impl Dispatcher {
             state.park(worker, lane);
             return None;
         }
-        self.hand_over(state, worker, lane)
+        self.hand_over(state, worker, lane, now)
     }
 
     /// Gives idle lanes that may serve to waiting requests, oldest first.
-    fn serve_waiters(&self, state: &mut State, orphans: &mut Vec<LaneLease>) {
+    fn serve_waiters(&self, state: &mut State, orphans: &mut Vec<LaneLease>, now: Instant) {
         while !state.queue.is_empty() {
             let Some((worker, lane)) = state.pick() else {
                 return;
             };
-            orphans.extend(self.hand_over(state, worker, lane));
+            orphans.extend(self.hand_over(state, worker, lane, now));
         }
     }
 
     #[must_use]
-    fn hand_over(&self, state: &mut State, worker: WorkerId, lane: Lane) -> Option<LaneLease> {
+    fn hand_over(
+        &self,
+        state: &mut State,
+        worker: WorkerId,
+        lane: Lane,
+        now: Instant,
+    ) -> Option<LaneLease> {
         let id = lane.id();
         let write_request = |delivery: &mut Delivery, request: &Bytes| {
             if let Delivery::Lease(lease) = delivery {
@@ -484,11 +495,11 @@ impl Dispatcher {
                 lease.mark_written();
             }
         };
-        let lease = self.lease(state, worker, lane);
+        let lease = self.lease(state, worker, lane, now);
         match state.queue.hand_over(Delivery::Lease(lease), write_request) {
             Handover::Delivered => {
                 self.give(state, worker);
-                self.move_into_lanes(state);
+                self.move_into_lanes(state, now);
                 None
             }
             Handover::NoWaiter(Delivery::Lease(mut lease)) => {

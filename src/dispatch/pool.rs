@@ -7,13 +7,26 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 
 use super::queue::WaitQueue;
-use super::terms::{Standing, Tally};
+use super::terms::{PoolNews, Standing, Tally};
 use super::waiting::{Delivery, LaneBook, Waiting};
-use super::Pipelining;
+use super::{DispatchError, Pipelining};
 use crate::protocol::lane::{Lane, LaneId};
 use crate::worker::WorkerId;
+
+/// A request admitted by [`State::admit`].
+// Made and matched at once, never stored: boxing the lane would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// This idle lane of this worker serves it now.
+    Lend(WorkerId, Lane),
+    /// It waits for a lane; the receiver hears where it went.
+    Queued(oneshot::Receiver<Delivery>),
+}
 
 #[derive(Debug)]
 pub(super) struct State {
@@ -153,6 +166,52 @@ impl State {
             .map(|(i, j, _)| (i, j))
     }
 
+    /// What becomes of a request that arrives now: an idle lane serves it
+    /// ([`State::pick`]), or it waits in the queue, or it is refused (the
+    /// server is stopping, or the queue is full: 503).
+    pub(super) fn admit(&mut self, request: Bytes) -> Result<Admission, DispatchError> {
+        if self.closed {
+            return Err(DispatchError::ShuttingDown);
+        }
+        if let Some((worker, lane)) = self.pick() {
+            return Ok(Admission::Lend(worker, lane));
+        }
+        self.queue
+            .push(request)
+            .map(Admission::Queued)
+            .map_err(|_| DispatchError::QueueFull)
+    }
+
+    /// A lane of `worker` is back at `now` from a finished request, after
+    /// which the worker's RSS read `rss`: counts the request (news of a
+    /// limit goes to `news`), learns how long the lane was lent, and
+    /// returns the request waiting next in that lane, if any (also when the
+    /// worker is gone: requests stranded in its lanes keep their order).
+    pub(super) fn lane_back(
+        &mut self,
+        worker: WorkerId,
+        lane: LaneId,
+        now: Instant,
+        rss: Option<u64>,
+        news: &mpsc::UnboundedSender<PoolNews>,
+    ) -> Option<Waiting> {
+        let Some(slot) = self.slot(worker) else {
+            return self.take_stranded(lane);
+        };
+        slot.tally.count(worker, rss, news);
+        let (took, waiting) = match slot.book(lane) {
+            Some(book) => (
+                book.since.take().map(|t| now.saturating_duration_since(t)),
+                book.waiting.pop_front(),
+            ),
+            None => (None, None),
+        };
+        if let Some(took) = took {
+            slot.learn(took);
+        }
+        waiting
+    }
+
     /// The least-loaded idle lane among the workers that may serve.
     /// Among equally loaded workers the least recently picked wins, so
     /// light load rotates over every worker instead of piling onto the
@@ -211,6 +270,132 @@ mod tests {
             pipelined: 0,
             redispatched: 0,
         }
+    }
+
+    /// `pool`, with `idle` idle lanes on its worker (socketpairs: a lane
+    /// is a socket; the other ends are returned to keep them open).
+    fn with_idle_lanes(
+        mut state: State,
+        idle: usize,
+    ) -> (State, Vec<std::os::unix::net::UnixStream>) {
+        let mut theirs = Vec::new();
+        for _ in 0..idle {
+            let (ours, other) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let lane = Lane::new(tokio::net::UnixStream::from_std(ours).unwrap());
+            let slot = &mut state.slots[0];
+            slot.books.push(LaneBook::new(&lane));
+            slot.open_lanes += 1;
+            slot.idle.push(lane);
+            theirs.push(other);
+        }
+        (state, theirs)
+    }
+
+    #[tokio::test]
+    async fn a_request_gets_an_idle_lane_else_waits_else_503_and_none_once_closed() {
+        let t0 = Instant::now();
+        let (mut state, _keep) = with_idle_lanes(pool(t0, &[], MS), 1);
+        state.queue = WaitQueue::new(1);
+        assert!(matches!(
+            state.admit(Bytes::new()),
+            Ok(Admission::Lend(WorkerId(1), _))
+        ));
+        let queued = state.admit(Bytes::new());
+        assert!(matches!(queued, Ok(Admission::Queued(_))));
+        assert_eq!(
+            state.admit(Bytes::new()).err(),
+            Some(DispatchError::QueueFull),
+            "the queue holds one"
+        );
+        // A waiter that gave up frees its place.
+        drop(queued);
+        assert!(matches!(
+            state.admit(Bytes::new()),
+            Ok(Admission::Queued(_))
+        ));
+        state.closed = true;
+        assert_eq!(
+            state.admit(Bytes::new()).err(),
+            Some(DispatchError::ShuttingDown)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_excluded_or_capped_worker_lends_no_lane_and_the_request_waits() {
+        let t0 = Instant::now();
+        let (mut excluded, _keep) = with_idle_lanes(pool(t0, &[], MS), 2);
+        excluded.slots[0].standing = Standing::Excluded;
+        assert!(matches!(
+            excluded.admit(Bytes::new()),
+            Ok(Admission::Queued(_))
+        ));
+        let (mut capped, _keep) = with_idle_lanes(pool(t0, &[], MS), 2);
+        capped.slots[0].tally = Tally::new(WorkerTerms {
+            request_cap: Some(1),
+            ..WorkerTerms::default()
+        });
+        assert!(matches!(
+            capped.admit(Bytes::new()),
+            Ok(Admission::Lend(..))
+        ));
+        capped.slots[0].tally.taken = 1;
+        assert!(matches!(
+            capped.admit(Bytes::new()),
+            Ok(Admission::Queued(_))
+        ));
+    }
+
+    #[test]
+    fn a_lane_back_counts_its_request_learns_its_time_and_yields_the_next_waiting_one() {
+        let t0 = Instant::now();
+        let (news, mut heard) = mpsc::unbounded_channel();
+        let mut state = pool(t0, &[Some(0)], 8 * MS);
+        state.slots[0].tally = Tally::new(WorkerTerms {
+            rss_watch: Some((
+                crate::worker::memory::RssProbe::open(std::process::id()).unwrap(),
+                1000,
+            )),
+            ..WorkerTerms::default()
+        });
+        state.slots[0].books[0]
+            .waiting
+            .push_back(Waiting::detached());
+        // Lent at 0 ms, back at 16 ms: the average moves an eighth of the way.
+        let next = state.lane_back(WorkerId(1), 1, t0 + 16 * MS, Some(5000), &news);
+        assert!(next.is_some(), "the waiting request runs next");
+        let slot = &state.slots[0];
+        assert_eq!((slot.tally.served, slot.service), (1, Some(9 * MS)));
+        assert_eq!(
+            heard.try_recv().ok(),
+            Some(PoolNews::Rss {
+                worker: WorkerId(1),
+                bytes: 5000,
+                served: 1
+            })
+        );
+        // Nothing waits now; an unread RSS is no news.
+        assert!(state
+            .lane_back(WorkerId(1), 1, t0 + 17 * MS, None, &news)
+            .is_none());
+        assert!(heard.try_recv().is_err());
+        assert_eq!(state.slots[0].tally.served, 2);
+    }
+
+    #[test]
+    fn a_gone_workers_lane_yields_what_was_stranded_in_it_in_order() {
+        let t0 = Instant::now();
+        let (news, _heard) = mpsc::unbounded_channel();
+        let mut state = pool(t0, &[Some(0)], MS);
+        state.slots.clear();
+        state.stranded.push((7, Waiting::detached()));
+        state.stranded.push((3, Waiting::detached()));
+        state.stranded.push((7, Waiting::detached()));
+        assert!(state.lane_back(WorkerId(1), 7, t0, None, &news).is_some());
+        assert_eq!(state.stranded.len(), 2);
+        assert!(state.lane_back(WorkerId(1), 7, t0, None, &news).is_some());
+        assert!(state.lane_back(WorkerId(1), 7, t0, None, &news).is_none());
+        assert_eq!(state.stranded.len(), 1, "lane 3's stays");
     }
 
     fn rules(depth: usize) -> Pipelining {

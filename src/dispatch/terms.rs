@@ -3,6 +3,8 @@
 //! request when a memory limit applies to RSS. The dispatcher only counts
 //! and measures; deciding what happens next is the arbiter's job.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use crate::worker::memory::RssProbe;
@@ -54,7 +56,11 @@ pub struct WorkerTerms {
 /// A worker's running tally.
 #[derive(Debug, Default)]
 pub(super) struct Tally {
-    pub terms: WorkerTerms,
+    pub request_limit: Option<u64>,
+    pub request_cap: Option<u64>,
+    /// Its RSS probe, which each lease carries so the reading after a
+    /// request is taken outside the dispatcher's lock, and the threshold.
+    pub rss_watch: Option<(Arc<RssProbe>, u64)>,
     pub served: u64,
     /// Requests handed to the worker so far (served or running).
     pub taken: u64,
@@ -64,28 +70,31 @@ pub(super) struct Tally {
 impl Tally {
     pub fn new(terms: WorkerTerms) -> Tally {
         Tally {
-            terms,
+            request_limit: terms.request_limit,
+            request_cap: terms.request_cap,
+            rss_watch: terms
+                .rss_watch
+                .map(|(probe, threshold)| (Arc::new(probe), threshold)),
             served: 0,
             taken: 0,
             rss_over: false,
         }
     }
 
+    /// What reads the worker's RSS after a request, if a limit applies to it.
+    pub fn rss_probe(&self) -> Option<Arc<RssProbe>> {
+        self.rss_watch.as_ref().map(|(probe, _)| probe.clone())
+    }
+
     /// Whether the worker may be given `more` requests beyond those it has.
     pub fn has_room(&self, more: u64) -> bool {
-        self.terms
-            .request_cap
-            .map_or(true, |cap| self.taken + more < cap)
+        self.request_cap.map_or(true, |cap| self.taken + more < cap)
     }
 
     /// Whether it has been given its request limit or the last count
     /// found RSS over its threshold: the worker is about to be told to retire.
     pub fn due(&self) -> bool {
-        self.rss_over
-            || self
-                .terms
-                .request_limit
-                .is_some_and(|limit| self.taken >= limit)
+        self.rss_over || self.request_limit.is_some_and(|limit| self.taken >= limit)
     }
 
     /// One more request given to `worker`. The arbiter hears of the limit
@@ -93,7 +102,7 @@ impl Tally {
     /// take over before the worker is asked for more.
     pub fn take(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
         self.taken += 1;
-        if self.terms.request_limit == Some(self.taken) {
+        if self.request_limit == Some(self.taken) {
             let _ = news.send(PoolNews::RequestLimit {
                 worker,
                 served: self.served,
@@ -101,12 +110,17 @@ impl Tally {
         }
     }
 
-    /// One more request done on `worker`.
-    pub fn count(&mut self, worker: WorkerId, news: &mpsc::UnboundedSender<PoolNews>) {
+    /// One more request done on `worker`, which read `rss` bytes after it
+    /// (None: no probe, or the process vanished and its exit is on the way).
+    pub fn count(
+        &mut self,
+        worker: WorkerId,
+        rss: Option<u64>,
+        news: &mpsc::UnboundedSender<PoolNews>,
+    ) {
         self.served += 1;
-        if let Some((probe, threshold)) = &self.terms.rss_watch {
-            // A vanished process reads as an error: its exit is on the way.
-            if let Ok(bytes) = probe.read() {
+        if let Some((_, threshold)) = &self.rss_watch {
+            if let Some(bytes) = rss {
                 let over = bytes > *threshold;
                 if over || self.rss_over {
                     let _ = news.send(PoolNews::Rss {

@@ -155,6 +155,7 @@ pub(super) fn settle(
         .await
         .unwrap_or(u64::MAX);
         drop(lane);
+        let now = std::time::Instant::now();
         let mut state = dispatcher.state();
         let mut orphans = Vec::new();
         let mut again = Vec::new();
@@ -168,7 +169,7 @@ pub(super) fn settle(
         }
         // Back to the front of the queue in their order.
         for waiting in again.into_iter().rev() {
-            dispatcher.redispatch(&mut state, waiting, &mut orphans);
+            dispatcher.redispatch(&mut state, waiting, &mut orphans, now);
         }
         drop(state);
         drop(orphans);
