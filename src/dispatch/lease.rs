@@ -38,12 +38,6 @@ impl LaneLease {
         }
     }
 
-    /// Takes the lane out (a queued request was delivered with it, or it
-    /// goes back to the idle list).
-    pub(super) fn take_lane(&mut self) -> Option<Lane> {
-        self.lane.take()
-    }
-
     /// The lease's request is the last one written to its lane.
     pub(super) fn mark_written(&mut self) {
         if let Some(lane) = &self.lane {

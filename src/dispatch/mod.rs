@@ -19,9 +19,15 @@
 //! they come back, and the dispatcher reports when the last one is gone. It
 //! also counts each worker's requests and checks its RSS after each one
 //! ([`terms`]), and reports limits reached as [`PoolNews`]. The pool's state
-//! and the choices made from it alone (which lane, who may serve, who may
-//! take a waiting request) are `pool.rs`'s; this file holds the lock, reads
-//! the clock and moves requests between the queue and the lanes.
+//! and the transitions made from it alone (admit a request: lend, queue or
+//! refuse; a lane back: count, learn, next waiting; which lane, who may
+//! serve, who may take a waiting request) are `pool.rs`'s, on a fake clock
+//! in its tests. This file is their shell: it reads the clock once per call
+//! before taking the lock, holds the lock, and moves requests between the
+//! queue and the lanes. Nothing under the lock touches a lane's bytes or
+//! /proc: a lease reads its worker's RSS before it comes back, and a
+//! queued request given a lane is written to it once the lock is released
+//! (`Handoff`).
 
 mod lease;
 mod pool;
@@ -40,7 +46,7 @@ use crate::protocol::lane::{Lane, MAX_WAITING_REQUEST};
 use crate::worker::WorkerId;
 pub use lease::LaneLease;
 use pool::{Admission, Slot, State};
-use queue::{Handover, WaitQueue};
+use queue::WaitQueue;
 use terms::Tally;
 pub use terms::{PoolNews, Standing, WorkerTerms};
 use waiting::{Delivery, LaneBook, Waiting};
@@ -242,7 +248,7 @@ impl Dispatcher {
 
     /// Makes a ready worker's lanes available; queued requests get them first.
     pub fn add_worker(&self, worker: WorkerId, lanes: Vec<Lane>, terms: WorkerTerms) {
-        let mut orphans = Vec::new();
+        let mut handoffs = Vec::new();
         let now = Instant::now();
         let mut state = self.state();
         state.slots.push(Slot {
@@ -257,24 +263,24 @@ impl Dispatcher {
             service: None,
         });
         for lane in lanes {
-            orphans.extend(self.put_back(&mut state, worker, lane, now));
+            handoffs.extend(self.put_back(&mut state, worker, lane, now));
         }
         drop(state);
-        drop(orphans);
+        Handoff::complete_all(handoffs);
     }
 
     /// The worker's replacement is booting: from now on it serves only as
     /// `standing` allows.
     pub fn set_standing(&self, worker: WorkerId, standing: Standing) {
-        let mut orphans = Vec::new();
+        let mut handoffs = Vec::new();
         let now = Instant::now();
         let mut state = self.state();
         if let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) {
             slot.standing = standing;
         }
-        self.serve_waiters(&mut state, &mut orphans, now);
+        self.serve_waiters(&mut state, &mut handoffs, now);
         drop(state);
-        drop(orphans);
+        Handoff::complete_all(handoffs);
     }
 
     /// Requests served so far by each worker that still has lanes here.
@@ -301,15 +307,15 @@ impl Dispatcher {
         }
         self.forget_if_drained(&mut state, worker);
         // A worker in reserve may be the one left to serve the waiters.
-        let mut orphans = Vec::new();
-        self.serve_waiters(&mut state, &mut orphans, now);
+        let mut handoffs = Vec::new();
+        self.serve_waiters(&mut state, &mut handoffs, now);
         drop(state);
-        drop(orphans);
+        Handoff::complete_all(handoffs);
     }
 
     /// Forgets a worker that is gone; its leased lanes are dropped on return.
     pub fn remove(&self, worker: WorkerId) {
-        let mut orphans = Vec::new();
+        let mut handoffs = Vec::new();
         let now = Instant::now();
         let mut state = self.state();
         if let Some(at) = state.slots.iter().position(|s| s.worker == worker) {
@@ -321,9 +327,9 @@ impl Dispatcher {
                 }
             }
         }
-        self.serve_waiters(&mut state, &mut orphans, now);
+        self.serve_waiters(&mut state, &mut handoffs, now);
         drop(state);
-        drop(orphans);
+        Handoff::complete_all(handoffs);
     }
 
     /// Refuses new requests and empties the queue (its waiters get
@@ -362,34 +368,32 @@ impl Dispatcher {
         let now = Instant::now();
         let mut state = self.state();
         let waiting = state.lane_back(worker, lane.id(), now, rss, &self.shared.news);
-        let orphan = match waiting {
+        let handoff = match waiting {
             Some(waiting) => {
-                if lane.written() == lane.ended() {
-                    // Its holder never got to write it: write it now. Any
-                    // behind it the next holder writes while it waits.
+                // Its holder never got to write it: it is written once the
+                // lock is released. Any behind it the next holder writes
+                // while it waits.
+                let write = (lane.written() == lane.ended()).then(|| {
                     let _ = lane.take_unwritten_ahead();
-                    lane.write_now(&waiting.request);
-                }
+                    waiting.request
+                });
                 // The lane is settled: the request that ended was the
                 // last to end, and this one is the next.
                 let number = lane.ended() + 1;
                 self.give(&mut state, worker);
                 let mut lease = self.lease(&mut state, worker, lane, now);
                 lease.mark_written_as(number);
-                match waiting.tx.send(Delivery::Lease(lease)) {
-                    Ok(()) => {
-                        self.move_into_lanes(&mut state, now);
-                        None
-                    }
-                    Err(Delivery::Lease(lease)) => Some(lease),
-                    Err(_) => None,
-                }
+                self.move_into_lanes(&mut state, now);
+                Some(Handoff {
+                    lease,
+                    write,
+                    to: waiting.tx,
+                })
             }
             None => self.put_back(&mut state, worker, lane, now),
         };
         drop(state);
-        // Dropped outside the lock: it cancels its request and comes back.
-        drop(orphan);
+        Handoff::complete_all(handoff);
     }
 
     /// A broken lane is closed instead of coming back. `running` is the
@@ -415,12 +419,12 @@ impl Dispatcher {
             waiting::written_behind(running, lane.ended(), lane.written(), waiting.len());
         let mut waiting = waiting;
         let unwritten = waiting.split_off(written);
-        let mut orphans = Vec::new();
+        let mut handoffs = Vec::new();
         for request in unwritten.into_iter().rev() {
-            self.redispatch(&mut state, request, &mut orphans, now);
+            self.redispatch(&mut state, request, &mut handoffs, now);
         }
         drop(state);
-        drop(orphans);
+        Handoff::complete_all(handoffs);
         if !waiting.is_empty() {
             waiting::settle(self.clone(), lane, running, waiting);
         }
@@ -432,7 +436,7 @@ impl Dispatcher {
         &self,
         state: &mut State,
         waiting: Waiting,
-        orphans: &mut Vec<LaneLease>,
+        handoffs: &mut Vec<Handoff>,
         now: Instant,
     ) {
         let (tx, rx) = oneshot::channel();
@@ -441,7 +445,7 @@ impl Dispatcher {
         }
         state.redispatched += 1;
         state.queue.push_front(tx, waiting.request);
-        self.serve_waiters(state, orphans, now);
+        self.serve_waiters(state, handoffs, now);
     }
 
     /// Returns a lease whose waiter left just as its request was written:
@@ -453,7 +457,7 @@ impl Dispatcher {
         worker: WorkerId,
         lane: Lane,
         now: Instant,
-    ) -> Option<LaneLease> {
+    ) -> Option<Handoff> {
         let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
             return None; // the worker is gone: drop the lane
         };
@@ -471,15 +475,17 @@ impl Dispatcher {
     }
 
     /// Gives idle lanes that may serve to waiting requests, oldest first.
-    fn serve_waiters(&self, state: &mut State, orphans: &mut Vec<LaneLease>, now: Instant) {
+    fn serve_waiters(&self, state: &mut State, handoffs: &mut Vec<Handoff>, now: Instant) {
         while !state.queue.is_empty() {
             let Some((worker, lane)) = state.pick() else {
                 return;
             };
-            orphans.extend(self.hand_over(state, worker, lane, now));
+            handoffs.extend(self.hand_over(state, worker, lane, now));
         }
     }
 
+    /// Gives `lane` to the oldest live queued request, whose request is
+    /// written to it once the lock is released; parks it if none waits.
     #[must_use]
     fn hand_over(
         &self,
@@ -487,36 +493,19 @@ impl Dispatcher {
         worker: WorkerId,
         lane: Lane,
         now: Instant,
-    ) -> Option<LaneLease> {
-        let id = lane.id();
-        let write_request = |delivery: &mut Delivery, request: &Bytes| {
-            if let Delivery::Lease(lease) = delivery {
-                lease.lane().write_now(request);
-                lease.mark_written();
-            }
+    ) -> Option<Handoff> {
+        let Some((to, request)) = state.queue.pop_if(|_| true) else {
+            state.park(worker, lane);
+            return None;
         };
         let lease = self.lease(state, worker, lane, now);
-        match state.queue.hand_over(Delivery::Lease(lease), write_request) {
-            Handover::Delivered => {
-                self.give(state, worker);
-                self.move_into_lanes(state, now);
-                None
-            }
-            Handover::NoWaiter(Delivery::Lease(mut lease)) => {
-                let lane = lease.take_lane().expect("a fresh lease holds its lane");
-                if let Some(book) = state.slot(worker).and_then(|s| s.book(id)) {
-                    book.since = None;
-                }
-                state.park(worker, lane);
-                None
-            }
-            Handover::Orphaned(Delivery::Lease(lease)) => {
-                // Written already: the worker runs it until the CANCEL.
-                self.give(state, worker);
-                Some(lease)
-            }
-            Handover::NoWaiter(_) | Handover::Orphaned(_) => None,
-        }
+        self.give(state, worker);
+        self.move_into_lanes(state, now);
+        Some(Handoff {
+            lease,
+            write: Some(request),
+            to,
+        })
     }
 
     /// Counts a request handed to `worker` against its limit and cap.
@@ -538,6 +527,35 @@ impl Dispatcher {
                 served: slot.tally.served,
             });
         }
+    }
+}
+
+/// A lane given to a waiting request under the lock, finished after it:
+/// the request written (so the worker goes straight on to it, before the
+/// waiter's task even runs), then the lease delivered. The lock never
+/// covers a write to a lane.
+#[must_use]
+struct Handoff {
+    lease: LaneLease,
+    /// The request to write first, unless it is in the lane already.
+    write: Option<Bytes>,
+    to: oneshot::Sender<Delivery>,
+}
+
+impl Handoff {
+    fn complete(mut self) {
+        if let Some(request) = self.write {
+            self.lease.lane().write_now(&request);
+            self.lease.mark_written();
+        }
+        // A waiter that left just now drops the lease here: written
+        // already, it cancels its request and comes back.
+        let _ = self.to.send(Delivery::Lease(self.lease));
+    }
+
+    /// Completes each, once the lock is released.
+    fn complete_all(handoffs: impl IntoIterator<Item = Handoff>) {
+        handoffs.into_iter().for_each(Handoff::complete);
     }
 }
 

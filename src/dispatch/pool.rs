@@ -1,8 +1,9 @@
 //! The pool as the dispatcher keeps it: each worker's slot (idle lanes,
 //! standing, request tally, lent lanes, service time) and the choices made
 //! from that state alone — which idle lane serves next, which workers may
-//! serve, whether a request may wait behind a running one. No I/O and no
-//! clock: `mod.rs` holds the lock, reads the time and moves the requests.
+//! serve, whether a request may wait behind a running one, what becomes of
+//! a new request and of a lane that comes back. No I/O and no clock:
+//! `mod.rs` holds the lock, reads the time and moves the requests.
 
 use std::time::{Duration, Instant};
 

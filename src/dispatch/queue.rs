@@ -1,6 +1,6 @@
 //! The bounded FIFO of requests waiting for a free lane. Pure bookkeeping:
-//! the dispatcher holds it under its lock and hands a freed lane straight to
-//! the oldest waiter that is still there.
+//! the dispatcher holds it under its lock and gives a freed lane to the
+//! oldest waiter that is still there ([`WaitQueue::pop_if`]).
 
 use std::collections::VecDeque;
 use tokio::sync::oneshot;
@@ -8,17 +8,6 @@ use tokio::sync::oneshot;
 /// A full queue: the request gets 503 at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
-
-/// What became of an item offered to the queue.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Handover<T> {
-    /// A waiter has it.
-    Delivered,
-    /// Nobody waits; the item comes back untouched.
-    NoWaiter(T),
-    /// It was prepared for a waiter that left at that very moment.
-    Orphaned(T),
-}
 
 /// Waiters for `T` (a lane lease), oldest first, at most `bound` of them,
 /// each with a ticket `P` (its pre-encoded request).
@@ -47,23 +36,6 @@ impl<T, P> WaitQueue<T, P> {
         let (tx, rx) = oneshot::channel();
         self.waiters.push_back((tx, ticket));
         Ok(rx)
-    }
-
-    /// Hands `item` to the oldest live waiter, first letting `prepare` act
-    /// on it with that waiter's ticket (the dispatcher writes the waiter's
-    /// request to the lane right away, so the worker never idles).
-    pub fn hand_over(&mut self, mut item: T, mut prepare: impl FnMut(&mut T, &P)) -> Handover<T> {
-        while let Some((waiter, ticket)) = self.waiters.pop_front() {
-            if waiter.is_closed() {
-                continue;
-            }
-            prepare(&mut item, &ticket);
-            return match waiter.send(item) {
-                Ok(()) => Handover::Delivered,
-                Err(back) => Handover::Orphaned(back),
-            };
-        }
-        Handover::NoWaiter(item)
     }
 
     /// Puts a waiter first, ahead of every other and past the bound: it
@@ -113,21 +85,15 @@ impl<T, P> WaitQueue<T, P> {
 mod tests {
     use super::*;
 
-    fn add(item: &mut u32, ticket: &u32) {
-        *item += ticket;
-    }
-
     #[test]
-    fn first_in_first_served_bounded_and_prepared_with_the_ticket() {
-        let mut queue = WaitQueue::new(2);
-        let mut first = queue.push(10).unwrap();
-        let mut second = queue.push(20).unwrap();
+    fn first_in_first_out_and_bounded() {
+        let mut queue: WaitQueue<u32, u32> = WaitQueue::new(2);
+        let _first = queue.push(10).unwrap();
+        let _second = queue.push(20).unwrap();
         assert_eq!(queue.push(30).unwrap_err(), QueueFull);
-        assert_eq!(queue.hand_over(1, add), Handover::Delivered);
-        assert_eq!(first.try_recv().unwrap(), 11);
-        assert_eq!(queue.hand_over(2, add), Handover::Delivered);
-        assert_eq!(second.try_recv().unwrap(), 22);
-        assert_eq!(queue.hand_over(3, add), Handover::NoWaiter(3));
+        assert_eq!(queue.pop_if(|_| true).map(|(_, t)| t), Some(10));
+        assert_eq!(queue.pop_if(|_| true).map(|(_, t)| t), Some(20));
+        assert!(queue.pop_if(|_| true).is_none());
     }
 
     #[test]
@@ -149,12 +115,14 @@ mod tests {
     }
 
     #[test]
-    fn departed_waiters_are_skipped_unprepared_and_free_their_place() {
-        let mut queue = WaitQueue::new(1);
+    fn departed_waiters_are_skipped_and_free_their_place() {
+        let mut queue: WaitQueue<u32, u32> = WaitQueue::new(1);
         let gone = queue.push(100).unwrap();
         drop(gone);
         let mut stays = queue.push(5).expect("the departed waiter's place is free");
-        assert_eq!(queue.hand_over(9, add), Handover::Delivered);
+        let (to, ticket) = queue.pop_if(|_| true).expect("the live one");
+        assert_eq!(ticket, 5);
+        to.send(ticket + 9).unwrap();
         assert_eq!(stays.try_recv().unwrap(), 14);
         assert!(queue.is_empty());
     }

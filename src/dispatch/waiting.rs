@@ -157,7 +157,7 @@ pub(super) fn settle(
         drop(lane);
         let now = std::time::Instant::now();
         let mut state = dispatcher.state();
-        let mut orphans = Vec::new();
+        let mut handoffs = Vec::new();
         let mut again = Vec::new();
         for (i, waiting) in waiting.into_iter().enumerate() {
             if may_have_started(running, ended, i) {
@@ -169,9 +169,9 @@ pub(super) fn settle(
         }
         // Back to the front of the queue in their order.
         for waiting in again.into_iter().rev() {
-            dispatcher.redispatch(&mut state, waiting, &mut orphans, now);
+            dispatcher.redispatch(&mut state, waiting, &mut handoffs, now);
         }
         drop(state);
-        drop(orphans);
+        super::Handoff::complete_all(handoffs);
     });
 }
