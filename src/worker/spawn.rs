@@ -12,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -108,6 +109,25 @@ pub enum Transport {
 /// Names the lane transport: `FERROCORN_LANE_TRANSPORT`.
 pub const TRANSPORT_ENV: &str = "FERROCORN_LANE_TRANSPORT";
 
+/// Names the longest nap of the master's pump on ring lanes:
+/// `FERROCORN_MASTER_NAP` (docs/design/hop.md, "Naps").
+pub const NAP_ENV: &str = "FERROCORN_MASTER_NAP";
+
+/// The longest nap `FERROCORN_MASTER_NAP` asks for: a duration up to the
+/// lost-wake-up bound (2ms), 0 for none; default 0.5ms.
+pub fn master_nap(value: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(text) = value.filter(|v| !v.is_empty()) else {
+        return Ok(Some(crate::protocol::ring::DEFAULT_MAX_NAP));
+    };
+    match crate::config::types::parse_duration(text) {
+        Some(nap) if nap.is_zero() => Ok(None),
+        Some(nap) if nap <= crate::protocol::ring::LOST_WAKEUP_BOUND => Ok(Some(nap)),
+        _ => Err(format!(
+            "invalid {NAP_ENV}: {text:?} (a duration up to 2ms, e.g. 0.5ms, or 0 for none)"
+        )),
+    }
+}
+
 impl Transport {
     /// The transport `FERROCORN_LANE_TRANSPORT` asks for: `ring`, the
     /// default (shared-memory rings, docs/design/hop.md), or `socket`
@@ -116,14 +136,18 @@ impl Transport {
     /// current runtime.
     pub fn from_env() -> Result<Transport, String> {
         match std::env::var(TRANSPORT_ENV).as_deref() {
-            Err(_) | Ok("") | Ok("ring") => Hub::start()
-                .map(|hub| Transport::Ring {
-                    hub,
-                    size: crate::protocol::ring::DEFAULT_RING_SIZE,
-                })
-                .map_err(|err| {
-                    format!("cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)")
-                }),
+            Err(_) | Ok("") | Ok("ring") => {
+                Hub::start(master_nap(std::env::var(NAP_ENV).ok().as_deref())?)
+                    .map(|hub| Transport::Ring {
+                        hub,
+                        size: crate::protocol::ring::DEFAULT_RING_SIZE,
+                    })
+                    .map_err(|err| {
+                        format!(
+                            "cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)"
+                        )
+                    })
+            }
             Ok("socket") => Ok(Transport::Socket),
             Ok(other) => Err(format!(
                 "invalid {TRANSPORT_ENV}: unknown transport {other:?} (use ring or socket)"
@@ -455,4 +479,23 @@ pub fn start_python(
 fn into_tokio(stream: StdUnixStream) -> std::io::Result<UnixStream> {
     stream.set_nonblocking(true)?;
     UnixStream::from_std(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_nap_is_half_a_millisecond_unless_set_to_at_most_the_lost_wakeup_bound() {
+        let us = Duration::from_micros;
+        assert_eq!(master_nap(None), Ok(Some(us(500))));
+        assert_eq!(master_nap(Some("")), Ok(Some(us(500))));
+        assert_eq!(master_nap(Some("0")), Ok(None));
+        assert_eq!(master_nap(Some("0.2ms")), Ok(Some(us(200))));
+        assert_eq!(master_nap(Some("2ms")), Ok(Some(us(2000))));
+        for bad in ["2.5ms", "1s", "soon", "-1"] {
+            let err = master_nap(Some(bad)).unwrap_err();
+            assert!(err.contains(NAP_ENV) && err.contains(bad), "{err}");
+        }
+    }
 }

@@ -96,6 +96,55 @@ fn an_unknown_transport_stops_the_server_at_start_naming_it() {
 }
 
 #[test]
+fn a_master_nap_past_the_bound_stops_the_server_at_start_naming_it() {
+    for bad in ["3ms", "soon"] {
+        let output = command(&["-b", "127.0.0.1:0", "examples.flask_app:app"])
+            .env("FERROCORN_MASTER_NAP", bad)
+            .output()
+            .expect("ferrocorn runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("FERROCORN_MASTER_NAP") && stderr.contains(bad),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_master_that_never_naps_serves_a_pipelined_load_as_well() {
+    // Naps are the default; without them the pump sleeps on doorbells.
+    let server = TestServer::start_in(
+        &root(),
+        &[RING, ("FERROCORN_MASTER_NAP", "0")],
+        &[
+            "-w",
+            "2",
+            "--pipeline-below",
+            "60s",
+            "examples.flask_app:app",
+        ],
+    );
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..50)
+                        .map(|_| server.get("/hello").status)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    assert_eq!(statuses.len(), 400);
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
+
+#[test]
 fn a_worker_that_breaks_its_ring_gets_502_and_is_replaced() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let server = TestServer::start_in(

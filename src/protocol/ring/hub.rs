@@ -29,6 +29,12 @@ use super::{lock, Ring};
 /// The longest a lost doorbell can delay a response or a request.
 pub const LOST_WAKEUP_BOUND: Duration = Duration::from_millis(2);
 
+/// The shortest nap the pump learns.
+const MIN_NAP: Duration = Duration::from_micros(10);
+
+/// The longest nap, by default (`FERROCORN_MASTER_NAP`).
+pub const DEFAULT_MAX_NAP: Duration = Duration::from_micros(500);
+
 /// A yield that comes back sooner than this ran no other task: the master
 /// has nothing else to do and may sleep.
 const ALONE: Duration = Duration::from_micros(2);
@@ -60,11 +66,23 @@ pub struct Hub {
     /// `FERROCORN_DROP_BELL=N` (tests): skip every Nth doorbell to a worker.
     drop_every: u64,
     rung: AtomicU64,
+    /// How long the pump naps instead of sleeping while every worker it
+    /// waits on has requests queued (None: never).
+    nap: Option<Duration>,
+    /// The pump naps: it wakes on its timer, not on doorbells, but a
+    /// request published meanwhile cuts the nap short.
+    napping: AtomicBool,
+    naps: AtomicU64,
+    /// The current nap, in ns, learnt: halved when a worker slept during
+    /// one (it ran out of requests: the nap was too long), grown by an
+    /// eighth when none did.
+    nap_ns: AtomicU64,
 }
 
 impl Hub {
-    /// Makes the master's doorbell and starts the pump on the current runtime.
-    pub fn start() -> io::Result<Arc<Hub>> {
+    /// Makes the master's doorbell and starts the pump on the current
+    /// runtime; it naps at most `nap` (None: never, it sleeps on doorbells).
+    pub fn start(nap: Option<Duration>) -> io::Result<Arc<Hub>> {
         // SAFETY: a plain syscall; the descriptor is owned at once.
         let bell = unsafe {
             let fd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
@@ -76,6 +94,11 @@ impl Hub {
         // SAFETY: the AsyncFd owns its descriptor (a dup of the bell), so
         // it stays open and the same for the AsyncFd's whole life.
         let waiter = unsafe { AsyncFd::register(bell.try_clone()?) }.map_err(io::Error::from)?;
+        let nap = nap.filter(|n| *n >= MIN_NAP);
+        let timer = match nap {
+            Some(_) => Some(Timer::new()?),
+            None => None,
+        };
         let drop_every = std::env::var("FERROCORN_DROP_BELL")
             .ok()
             .and_then(|n| n.parse().ok())
@@ -93,8 +116,12 @@ impl Hub {
             worker_lost_retired: AtomicU64::new(0),
             drop_every,
             rung: AtomicU64::new(0),
+            nap,
+            napping: AtomicBool::new(false),
+            naps: AtomicU64::new(0),
+            nap_ns: AtomicU64::new(nap.map_or(0, |n| n.as_nanos() as u64 / 4)),
         });
-        tokio::spawn(pump(Arc::downgrade(&hub), waiter));
+        tokio::spawn(pump(Arc::downgrade(&hub), waiter, timer));
         Ok(hub)
     }
 
@@ -150,10 +177,36 @@ impl Hub {
     /// Requests were published: the pump rings for them on its next
     /// look, and wakes for it if it sleeps.
     pub(super) fn bell_due(&self) {
-        if !self.bells_due.swap(true, Ordering::SeqCst) && self.seq.load(Ordering::SeqCst) & 1 == 1
+        if !self.bells_due.swap(true, Ordering::SeqCst)
+            && (self.seq.load(Ordering::SeqCst) & 1 == 1 || self.napping.load(Ordering::SeqCst))
         {
             self.kick.notify_one();
         }
+    }
+
+    /// Whether the pump may nap: a task waits for a response, and every
+    /// worker a task waits on has requests it has not read yet, so it will
+    /// answer without the master's help for a while.
+    /// Returns those workers' rings and sleep sequences, to tell after the
+    /// nap whether one of them slept meanwhile.
+    fn may_nap(&self) -> Option<Vec<(Arc<Ring>, u64)>> {
+        let mut waited_on = Vec::new();
+        for ring in lock(&self.lanes).iter().filter_map(Weak::upgrade) {
+            match ring.backlogged_reader() {
+                Some(false) => return None,
+                Some(true) => {
+                    let sleeps = ring.worker_sleeps();
+                    waited_on.push((ring, sleeps));
+                }
+                None => {}
+            }
+        }
+        (!waited_on.is_empty()).then_some(waited_on)
+    }
+
+    /// Naps taken so far.
+    pub fn naps(&self) -> u64 {
+        self.naps.load(Ordering::Relaxed)
     }
 
     /// Rings the workers that sleep with requests published since the last
@@ -246,7 +299,7 @@ fn drain(bell: &OwnedFd) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(count))
 }
 
-async fn pump(weak: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
+async fn pump(weak: Weak<Hub>, bell: AsyncFd<OwnedFd>, timer: Option<Timer>) {
     let mut idle_looks = 0;
     loop {
         let Some(hub) = weak.upgrade() else { return };
@@ -274,18 +327,61 @@ async fn pump(weak: Weak<Hub>, bell: AsyncFd<OwnedFd>) {
                 idle_looks = 0;
                 continue;
             }
-            hub_sleep(&again, &bell).await;
+            hub_sleep(&again, &bell, timer.as_ref()).await;
             idle_looks = 0;
             continue;
         }
         idle_looks = 0;
-        hub_sleep(&hub, &bell).await;
+        hub_sleep(&hub, &bell, timer.as_ref()).await;
     }
+}
+
+/// Naps: waits on the timer for the learnt nap, with the sleep word left
+/// awake so that workers answering meanwhile ring no doorbell; a request
+/// published meanwhile cuts it short. `waited_on`: the rings and worker
+/// sleep words [`Hub::may_nap`] saw.
+async fn hub_nap(hub: &Hub, timer: &Timer, max: Duration, waited_on: &[(Arc<Ring>, u64)]) {
+    let nap = Duration::from_nanos(hub.nap_ns.load(Ordering::Relaxed));
+    hub.napping.store(true, Ordering::SeqCst);
+    // A request published before the flag was seen did not kick.
+    if !hub.bells_due.load(Ordering::SeqCst) {
+        hub.naps.fetch_add(1, Ordering::Relaxed);
+        let whole = tokio::select! {
+            () = timer.wait(nap) => true,
+            () = hub.kick.notified() => { timer.disarm(); false }
+        };
+        if whole {
+            // Asleep now under a new sequence: it fell asleep during the nap.
+            let dried = waited_on.iter().any(|(ring, seq)| {
+                let now = ring.worker_sleeps();
+                now & 1 == 1 && now != *seq
+            });
+            let next = next_nap(nap, dried, max);
+            hub.nap_ns.store(next.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+    hub.napping.store(false, Ordering::SeqCst);
+}
+
+/// The nap after a whole one of `nap`: a quarter shorter if a worker ran
+/// out of requests during it (it slept), else a sixteenth longer, within
+/// [`MIN_NAP`] and `max`. So it settles just short of how long the
+/// workers' queued requests last: the master wakes about when they would
+/// need it, and they never ring it.
+fn next_nap(nap: Duration, dried: bool, max: Duration) -> Duration {
+    let next = if dried { nap * 3 / 4 } else { nap + nap / 16 };
+    next.clamp(MIN_NAP, max.max(MIN_NAP))
 }
 
 /// Declares sleep, looks once more, and waits for the doorbell (bounded
 /// while a task waits on a ring); then counts a lost doorbell and nudges.
-async fn hub_sleep(hub: &Hub, bell: &AsyncFd<OwnedFd>) {
+async fn hub_sleep(hub: &Hub, bell: &AsyncFd<OwnedFd>, timer: Option<&Timer>) {
+    if let (Some(max), Some(timer)) = (hub.nap, timer) {
+        if let Some(waited_on) = hub.may_nap() {
+            hub_nap(hub, timer, max, &waited_on).await;
+            return;
+        }
+    }
     let waiter = hub.set_sleep(true);
     if hub.scan() > 0 {
         hub.set_sleep(false);
@@ -314,5 +410,103 @@ async fn hub_sleep(hub: &Hub, bell: &AsyncFd<OwnedFd>) {
         // Nothing moved for the bound's length: a worker asleep with
         // work for it may have lost our doorbell, whenever it fell asleep.
         hub.nudge();
+    }
+}
+
+/// A one-shot timerfd: microsecond naps, where tokio's timer wheel counts
+/// milliseconds.
+struct Timer {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Timer {
+    fn new() -> io::Result<Timer> {
+        // SAFETY: a plain syscall; the descriptor is owned at once.
+        let fd = unsafe {
+            let fd = libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        // SAFETY: the AsyncFd owns the descriptor, which stays open and the
+        // same for its whole life.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(Timer { fd })
+    }
+
+    fn set(&self, after: Duration) {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: a plain syscall on a descriptor we own, with a live spec.
+        unsafe {
+            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut());
+        }
+    }
+
+    /// Waits `after` (or less, if an earlier expiry was never read).
+    async fn wait(&self, after: Duration) {
+        self.set(after);
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                return;
+            };
+            if guard.try_io(|fd| drain(fd.get_ref())).is_ok() {
+                return;
+            }
+        }
+    }
+
+    fn disarm(&self) {
+        self.set(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn the_nap_shrinks_a_quarter_when_a_worker_ran_dry_and_grows_a_sixteenth_else() {
+        let max = 500 * US;
+        assert_eq!(next_nap(160 * US, true, max), 120 * US);
+        assert_eq!(next_nap(160 * US, false, max), 170 * US);
+        assert_eq!(next_nap(490 * US, false, max), max, "never past the bound");
+        assert_eq!(
+            next_nap(11 * US, true, max),
+            MIN_NAP,
+            "never below the floor"
+        );
+    }
+
+    #[test]
+    fn a_nap_settles_just_short_of_how_long_the_workers_queues_last() {
+        // Workers whose queued requests last 300 µs: a longer nap finds one
+        // asleep. The nap oscillates below 300 µs, never far below.
+        let (max, lasts) = (500 * US, 300 * US);
+        let mut nap = max / 4;
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            nap = next_nap(nap, nap > lasts, max);
+            seen.push(nap);
+        }
+        let settled = &seen[100..];
+        assert!(
+            settled.iter().all(|n| *n > 200 * US && *n < 330 * US),
+            "{settled:?}"
+        );
     }
 }

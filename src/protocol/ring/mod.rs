@@ -19,7 +19,7 @@
 mod hub;
 mod stream;
 
-pub use hub::Hub;
+pub use hub::{Hub, DEFAULT_MAX_NAP, LOST_WAKEUP_BOUND};
 pub use stream::{halves, RingReader, RingWriter};
 
 use std::io;
@@ -406,6 +406,18 @@ impl Ring {
             }
         }
         woke
+    }
+
+    /// Whether a task waits for a response here (None if not), and then
+    /// whether the worker has request bytes it has not read yet.
+    fn backlogged_reader(&self) -> Option<bool> {
+        lock(&self.reader).is_some().then(|| self.unread())
+    }
+
+    /// The worker's data-sleep sequence: it grows each time the worker
+    /// sleeps for want of requests (and wakes). Read only to learn, never trusted.
+    fn worker_sleeps(&self) -> u64 {
+        self.word(word::W_DATA_SLEEP).load(Ordering::Relaxed)
     }
 
     /// Whether a task waits on this ring (the hub then bounds its sleep).

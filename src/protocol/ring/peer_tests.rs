@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 
 use super::hub::ring_eventfd;
 use super::*;
-use crate::protocol::frame::{put_frame, Kind};
+use crate::protocol::frame::{put_frame, Kind, HEADER_LEN};
 use crate::protocol::lane::{split_ring, Lane, LaneError};
 
 /// The worker's view of one lane's shared memory.
@@ -91,6 +91,39 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Echoes the first whole request frame, if there is one, as a worker
+    /// that reads one request at a time; returns whether it did.
+    fn echo_one_frame(&self) -> bool {
+        let req_tail = self.word(word::REQ_TAIL).load(Ordering::Acquire);
+        let req_head = self.word(word::REQ_HEAD).load(Ordering::Relaxed);
+        if req_tail - req_head < HEADER_LEN as u64 {
+            return false;
+        }
+        let mut header = [0u8; 4];
+        for (i, b) in header.iter_mut().enumerate() {
+            // SAFETY: inside the request ring.
+            *b = unsafe { *self.byte(false, req_head + i as u64) };
+        }
+        let frame = HEADER_LEN as u64 + u32::from_le_bytes(header) as u64;
+        if req_tail - req_head < frame {
+            return false;
+        }
+        let resp_tail = self.word(word::RESP_TAIL).load(Ordering::Relaxed);
+        for i in 0..frame {
+            // SAFETY: both bytes are inside their rings (the test's frames
+            // are far smaller than the response ring's room).
+            unsafe { *self.byte(true, resp_tail + i) = *self.byte(false, req_head + i) };
+        }
+        self.word(word::REQ_HEAD)
+            .store(req_head + frame, Ordering::Release);
+        self.word(word::RESP_TAIL)
+            .store(resp_tail + frame, Ordering::Release);
+        self.ring_master_if_asleep(word::M_DATA_SLEEP);
+        true
+    }
+}
+
 fn echo_until(peer: Peer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
@@ -102,7 +135,7 @@ fn echo_until(peer: Peer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> 
 }
 
 fn ring_lane(size: usize) -> (Lane, Peer, std::os::unix::net::UnixStream, Arc<Hub>) {
-    let hub = Hub::start().unwrap();
+    let hub = Hub::start(None).unwrap();
     let (ring, end) = Ring::create(&hub, size).unwrap();
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
@@ -113,7 +146,7 @@ fn ring_lane(size: usize) -> (Lane, Peer, std::os::unix::net::UnixStream, Arc<Hu
 
 #[tokio::test]
 async fn frames_larger_than_the_ring_cross_both_ways_and_wrap() {
-    let hub = Hub::start().unwrap();
+    let hub = Hub::start(None).unwrap();
     let (ring, end) = Ring::create(&hub, MIN_RING_SIZE).unwrap();
     let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
@@ -236,7 +269,7 @@ fn rung(bell: &OwnedFd) -> u64 {
 
 #[tokio::test]
 async fn a_sleeping_worker_is_rung_at_the_end_of_the_turn_and_only_for_bytes_it_has_not_taken() {
-    let hub = Hub::start().unwrap();
+    let hub = Hub::start(None).unwrap();
     let (ring, end) = Ring::create(&hub, MIN_RING_SIZE).unwrap();
     let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
@@ -261,4 +294,45 @@ async fn a_sleeping_worker_is_rung_at_the_end_of_the_turn_and_only_for_bytes_it_
     tokio::task::yield_now().await;
     tokio::task::yield_now().await;
     assert_eq!(rung(&end.bell), 0, "no doorbell for bytes already taken");
+}
+
+#[tokio::test]
+async fn a_master_waiting_on_a_worker_with_requests_queued_naps_instead_of_taking_doorbells() {
+    let hub = Hub::start(Some(Duration::from_micros(500))).unwrap();
+    let (ring, end) = Ring::create(&hub, MIN_RING_SIZE).unwrap();
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let mut lane = Lane::over_ring(UnixStream::from_std(ours).unwrap(), ring);
+    let peer = Peer::map(&end, MIN_RING_SIZE, hub.worker_bell().unwrap());
+    // 40 requests queued at once; the worker answers one per 200 µs and
+    // rings the master only when its sleep word says it sleeps.
+    for i in 0..40u8 {
+        lane.write_now(&request_frame(&[i; 100]));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if peer.echo_one_frame() {
+                    std::thread::sleep(Duration::from_micros(200));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    for i in 0..40u8 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), lane.reader.read_frame())
+            .await
+            .expect("every response arrives")
+            .unwrap();
+        assert_eq!(&frame.payload[..], &[i; 100], "response {i} in order");
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    assert!(
+        hub.naps() > 0,
+        "the pump napped while the worker had requests queued"
+    );
 }
