@@ -112,9 +112,14 @@ pub struct SweepFile {
     /// ferrocorn settings shared by every cell.
     #[serde(default)]
     pub server: toml::Table,
-    /// The servers compared; default: ferrocorn alone.
+    /// The servers compared, after the default ferrocorn row.
     #[serde(default)]
     pub rows: Vec<RowSpec>,
+    /// Whether the default row (this ferrocorn binary with the cell's
+    /// settings, named `ferrocorn`) runs first when `rows` has none of its
+    /// own; `false` runs only the rows given.
+    #[serde(default = "yes")]
+    pub ferrocorn_row: bool,
 }
 
 /// The load section.
@@ -190,6 +195,9 @@ pub struct RowSpec {
 
 fn one() -> u32 {
     1
+}
+fn yes() -> bool {
+    true
 }
 fn default_warmup() -> Duration {
     Duration::from_secs(3)
@@ -284,6 +292,12 @@ impl SweepFile {
             LoadSpec::Closed { users: 0, .. } => return Err("load.users must be at least 1".into()),
             _ => {}
         }
+        if !self.ferrocorn_row && self.rows.is_empty() {
+            return Err(
+                "ferrocorn_row = false and no [[rows]]: nothing to run; add a row or drop ferrocorn_row"
+                    .into(),
+            );
+        }
         let mut names = std::collections::HashSet::new();
         for row in &self.rows {
             if !names.insert(&row.name) {
@@ -301,17 +315,23 @@ impl SweepFile {
         Ok(())
     }
 
-    /// The rows, with the default ferrocorn row when none are given.
+    /// The rows: the default ferrocorn row first, unless the file says
+    /// `ferrocorn_row = false` or has a ferrocorn row of its own (one
+    /// without a command, or named `ferrocorn`), then the file's.
     pub fn rows(&self) -> Vec<RowSpec> {
-        if self.rows.is_empty() {
-            vec![RowSpec {
-                name: "ferrocorn".into(),
-                command: None,
-                ready_path: default_ready_path(),
-            }]
-        } else {
-            self.rows.clone()
-        }
+        let own = self
+            .rows
+            .iter()
+            .any(|row| row.command.is_none() || row.name == "ferrocorn");
+        let default = (self.ferrocorn_row && !own).then(|| RowSpec {
+            name: "ferrocorn".into(),
+            command: None,
+            ready_path: default_ready_path(),
+        });
+        default
+            .into_iter()
+            .chain(self.rows.iter().cloned())
+            .collect()
     }
 }
 
@@ -370,6 +390,33 @@ path = "/hello"
         assert!(err.to_string().contains("must start with /"), "{err}");
         let err = parse(&format!("{MINIMAL}\n[grid]\nworkers = []\n")).unwrap_err();
         assert!(err.to_string().contains("grid.workers"), "{err}");
+    }
+
+    #[test]
+    fn a_file_with_peer_rows_keeps_the_ferrocorn_row_unless_it_says_otherwise() {
+        let peer = "[[rows]]\nname = \"gunicorn\"\ncommand = \"gunicorn -b {bind} {app}\"\n";
+        let names = |text: &str| -> Vec<String> {
+            parse(text)
+                .unwrap()
+                .rows()
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(MINIMAL), ["ferrocorn"]);
+        assert_eq!(
+            names(&format!("{MINIMAL}{peer}")),
+            ["ferrocorn", "gunicorn"]
+        );
+        let own = "[[rows]]\nname = \"tuned\"\n";
+        assert_eq!(
+            names(&format!("{MINIMAL}{own}{peer}")),
+            ["tuned", "gunicorn"]
+        );
+        let without = format!("ferrocorn_row = false\n{MINIMAL}{peer}");
+        assert_eq!(names(&without), ["gunicorn"]);
+        let nothing = parse(&format!("ferrocorn_row = false\n{MINIMAL}")).unwrap_err();
+        assert!(nothing.to_string().contains("nothing to run"), "{nothing}");
     }
 
     #[test]
