@@ -144,6 +144,11 @@ pub enum LoadSpec {
         /// Every `every`, `add` more users (negative: fewer).
         #[serde(default)]
         ramp: Option<RampSpec>,
+        /// Each user starts a request every `pace` (JMeter's constant
+        /// timer, k6's sleep): 130 users at 10 s are 13 requests/s. A
+        /// request slower than that is followed at once. Default: back to back.
+        #[serde(default, deserialize_with = "optional_duration")]
+        pace: Option<Duration>,
     },
 }
 
@@ -216,6 +221,10 @@ fn default_method() -> String {
 }
 fn default_ready_path() -> String {
     "/".into()
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -367,7 +376,8 @@ path = "/hello"
             LoadSpec::Closed {
                 users: 4,
                 loops: None,
-                ramp: None
+                ramp: None,
+                pace: None
             }
         );
     }
@@ -468,6 +478,11 @@ ready_path = "/hello"
                 ramp: Some(RampSpec { add: 20, .. }),
                 ..
             }
+        ));
+        let paced = parse(&MINIMAL.replace("users = 4", "users = 130\npace = \"10s\"")).unwrap();
+        assert!(matches!(
+            paced.load,
+            LoadSpec::Closed { pace: Some(p), .. } if p == Duration::from_secs(10)
         ));
     }
 

@@ -86,6 +86,7 @@ pub const LOAD_KEYS: &[&str] = &[
     "load.max_in_flight",
     "load.users",
     "load.loops",
+    "load.pace",
 ];
 
 /// Grid keys that configure nothing: not a ferrocorn setting and not a

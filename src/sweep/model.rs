@@ -57,6 +57,10 @@ pub enum LoadModel {
         loops: Option<u64>,
         /// Later user counts (ramping up or down), sorted by `at`.
         stages: Vec<Stage>,
+        /// Each user starts a request every `pace` (none: back to back);
+        /// users' first requests are spread over the first `pace`.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+        pace: Option<Duration>,
     },
 }
 
@@ -262,6 +266,24 @@ pub struct SweepResult {
 }
 
 /// Durations as seconds (f64) in JSON.
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

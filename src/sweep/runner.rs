@@ -201,10 +201,16 @@ fn load_plan(
             rate: *rate,
             max_in_flight: *max_in_flight,
         },
-        LoadSpec::Closed { users, loops, ramp } => LoadModel::Closed {
+        LoadSpec::Closed {
+            users,
+            loops,
+            ramp,
+            pace,
+        } => LoadModel::Closed {
             users: *users,
             loops: *loops,
             stages: stages(*users, ramp.as_ref(), file.duration),
+            pace: *pace,
         },
     };
     override_load(&mut model, values)?;
@@ -236,6 +242,11 @@ fn override_load(model: &mut LoadModel, values: &BTreeMap<String, String>) -> Re
             }
             (LoadModel::Closed { loops, .. }, "load.loops") => {
                 *loops = Some(text.parse().map_err(|_| bad())?)
+            }
+            (LoadModel::Closed { pace, .. }, "load.pace") => {
+                let parsed = crate::config::types::parse_duration(text)
+                    .ok_or_else(|| format!("{key} = {text:?} is not a duration, e.g. \"10s\""))?;
+                *pace = (!parsed.is_zero()).then_some(parsed);
             }
             _ => return Err(format!("{key} does not apply to this load model")),
         }
@@ -281,5 +292,44 @@ mod tests {
         assert_eq!(users, [70, 90, 110]);
         assert_eq!(stages[0].at, Duration::from_secs(60));
         assert!(super::stages(5, None, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn load_keys_of_the_grid_set_users_and_pace_and_refuse_what_does_not_apply() {
+        let closed = || LoadModel::Closed {
+            users: 4,
+            loops: None,
+            stages: Vec::new(),
+            pace: None,
+        };
+        let values = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut model = closed();
+        override_load(
+            &mut model,
+            &values(&[("load.users", "130"), ("load.pace", "10s")]),
+        )
+        .unwrap();
+        assert_eq!(
+            model,
+            LoadModel::Closed {
+                users: 130,
+                loops: None,
+                stages: Vec::new(),
+                pace: Some(Duration::from_secs(10)),
+            }
+        );
+        let err = override_load(&mut closed(), &values(&[("load.pace", "often")])).unwrap_err();
+        assert!(err.contains("load.pace") && err.contains("often"), "{err}");
+        let mut open = LoadModel::Open {
+            rate: 1.0,
+            max_in_flight: 1,
+        };
+        let err = override_load(&mut open, &values(&[("load.pace", "1s")])).unwrap_err();
+        assert!(err.contains("does not apply"), "{err}");
     }
 }

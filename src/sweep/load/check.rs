@@ -43,7 +43,11 @@ pub(crate) fn plan(plan: &LoadPlan) -> Result<(), LoadError> {
             users,
             loops,
             stages,
+            pace,
         } => {
+            if pace.is_some_and(|p| p.is_zero()) {
+                return bad("closed model pace is 0: leave it out to send back to back".into());
+            }
             if *loops == Some(0) {
                 return bad(
                     "closed model loops is 0: give each user at least 1 request, or no bound"
@@ -94,6 +98,7 @@ mod tests {
                 users,
                 loops,
                 stages,
+                pace: None,
             },
             ..open("127.0.0.1:1")
         }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::client::exchange;
 use super::phase::Phase;
@@ -27,6 +28,8 @@ pub(crate) struct Crew<'a> {
     pub loops: Option<u64>,
     /// Later user counts, sorted by time.
     pub stages: &'a [Stage],
+    /// Each user starts a request every `pace`, if set.
+    pub pace: Option<Duration>,
 }
 
 /// The users started so far.
@@ -39,7 +42,8 @@ struct Users {
 }
 
 impl Users {
-    fn resize(&mut self, setup: &Arc<Setup>, phase: &Phase, loops: Option<u64>, users: usize) {
+    fn resize(&mut self, setup: &Arc<Setup>, phase: &Phase, crew: Crew<'_>, users: usize) {
+        let (loops, pace) = (crew.loops, crew.pace);
         while self.active.len() > users {
             if let Some(stop) = self.active.pop() {
                 stop.store(true, Ordering::Relaxed);
@@ -51,7 +55,7 @@ impl Users {
             let (setup, phase, id) = (Arc::clone(setup), phase.clone(), self.next_id);
             self.next_id += 1;
             self.tasks
-                .spawn(async move { user(&setup, &phase, id, loops, &stop).await });
+                .spawn(async move { user(&setup, &phase, id, (loops, pace), &stop).await });
         }
     }
 }
@@ -66,7 +70,7 @@ pub(crate) async fn drive(setup: &Arc<Setup>, phase: &Phase, crew: Crew<'_>, dur
         active: Vec::new(),
         next_id: 0,
     };
-    users.resize(setup, phase, crew.loops, crew.users);
+    users.resize(setup, phase, crew, crew.users);
     let mut stages = crew.stages.iter().peekable();
     loop {
         let next_stage = stages.peek().map(|s| start + s.at);
@@ -77,13 +81,13 @@ pub(crate) async fn drive(setup: &Arc<Setup>, phase: &Phase, crew: Crew<'_>, dur
             _ = tokio::time::sleep_until(end) => break,
             _ = tokio::time::sleep_until(next_stage.unwrap_or(end)), if next_stage.is_some() => {
                 if let Some(stage) = stages.next() {
-                    users.resize(setup, phase, crew.loops, stage.users);
+                    users.resize(setup, phase, crew, stage.users);
                 }
             }
             Some(_) = users.tasks.join_next(), if !users.tasks.is_empty() => {}
         }
     }
-    users.resize(setup, phase, crew.loops, 0);
+    users.resize(setup, phase, crew, 0);
     let tasks = &mut users.tasks;
     let all_stopped = async move { while tasks.join_next().await.is_some() {} };
     // A user's current request ends within the request timeout; past it the
@@ -91,13 +95,29 @@ pub(crate) async fn drive(setup: &Arc<Setup>, phase: &Phase, crew: Crew<'_>, dur
     let _ = tokio::time::timeout(setup.request_timeout + super::DRAIN_MARGIN, all_stopped).await;
 }
 
-/// One user: requests back to back on its own connection.
-async fn user(setup: &Setup, phase: &Phase, id: u64, loops: Option<u64>, stop: &AtomicBool) {
+/// One user: requests on its own connection, back to back or one every
+/// `pace` (its first one at a random point of the first `pace`, so users
+/// started together do not send in step).
+async fn user(
+    setup: &Setup,
+    phase: &Phase,
+    id: u64,
+    (loops, pace): (Option<u64>, Option<Duration>),
+    stop: &AtomicBool,
+) {
     let mut rng = SmallRng::seed_from_u64(id);
     let mut conn = setup.pool.take();
     phase.enter();
     let mut done = 0u64;
+    let mut next = pace.map(|pace| Instant::now() + pace.mul_f64(rng.random::<f64>()));
     while !stop.load(Ordering::Relaxed) && loops.map_or(true, |l| done < l) {
+        if let (Some(at), Some(pace)) = (next, pace) {
+            if !pause_until(at, stop).await {
+                break;
+            }
+            // Start to start; a late request is followed at once, not in a burst.
+            next = Some((at + pace).max(Instant::now()));
+        }
         done += 1;
         let req = setup.mix.request(setup.mix.pick(&mut rng));
         phase.sent();
@@ -108,5 +128,21 @@ async fn user(setup: &Setup, phase: &Phase, id: u64, loops: Option<u64>, stop: &
     if let Some(conn) = conn {
         // Kept for the next stretch (the measured run after the warm-up).
         setup.pool.put(conn);
+    }
+}
+
+/// Waits until `at`, looking at `stop` at least every 50 ms; false if the
+/// user was stopped first (a removed user does not wait out its pace).
+async fn pause_until(at: Instant, stop: &AtomicBool) -> bool {
+    const LOOK: Duration = Duration::from_millis(50);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        tokio::time::sleep((at - now).min(LOOK)).await;
     }
 }

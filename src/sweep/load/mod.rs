@@ -84,7 +84,12 @@ pub async fn run(plan: &LoadPlan, warmup: Duration) -> Result<LoadResult, LoadEr
     if !warmup.is_zero() {
         let model = match &plan.model {
             LoadModel::Open { .. } => plan.model.clone(),
-            LoadModel::Closed { users, stages, .. } => LoadModel::Closed {
+            LoadModel::Closed {
+                users,
+                stages,
+                pace,
+                ..
+            } => LoadModel::Closed {
                 // A plan may start with 0 users and ramp up at its first stage.
                 users: if *users > 0 {
                     *users
@@ -93,6 +98,7 @@ pub async fn run(plan: &LoadPlan, warmup: Duration) -> Result<LoadResult, LoadEr
                 },
                 loops: None,
                 stages: Vec::new(),
+                pace: *pace,
             },
         };
         stretch(&setup, &model, warmup).await;
@@ -115,11 +121,13 @@ async fn stretch(setup: &Arc<Setup>, model: &LoadModel, duration: Duration) -> L
             users,
             loops,
             stages,
+            pace,
         } => {
             let crew = closed::Crew {
                 users: *users,
                 loops: *loops,
                 stages,
+                pace: *pace,
             };
             closed::drive(setup, &phase, crew, duration).await;
         }

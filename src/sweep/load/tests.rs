@@ -148,6 +148,7 @@ fn closed(users: usize, loops: Option<u64>, stages: Vec<Stage>) -> LoadModel {
         users,
         loops,
         stages,
+        pace: None,
     }
 }
 
@@ -221,6 +222,32 @@ async fn closed_model_accounting_is_exact_per_status() {
         "ended when every user did its loops: {:?}",
         r.elapsed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_closed_model_holds_users_over_pace_requests_per_second() {
+    // 20 users, one request every 250 ms each: 80 requests/s, 160 in 2 s
+    // (each user's first at a random point of the first 250 ms). Back to
+    // back, the same users would send thousands to this instant server.
+    let server = serve(Duration::ZERO).await;
+    let mut model = closed(20, None, vec![]);
+    if let LoadModel::Closed { pace, .. } = &mut model {
+        *pace = Some(Duration::from_millis(250));
+    }
+    let r = run_within(
+        &plan(server.addr, vec![get("/a", 1)], model, 2000),
+        Duration::ZERO,
+        secs(5),
+    )
+    .await;
+    assert_consistent(&r);
+    assert!((140..=180).contains(&r.sent), "{} sent: {r:#?}", r.sent);
+    assert_eq!(r.completed, r.sent);
+    assert_eq!(server.seen.hits("/a"), r.sent);
+    // Every second of the run holds the rate, not only the whole.
+    for second in &r.series {
+        assert!((60..=100).contains(&second.sent), "{:?}", r.series);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
