@@ -175,12 +175,37 @@ pub struct EndpointSpec {
     /// Request body, for POST and PUT.
     #[serde(default)]
     pub body: Option<String>,
+    /// Or a body of this many bytes: a number, a size such as "10KB" or
+    /// "1MiB", or a `{placeholder}` the grid fills (`size = [10, 1000]`).
+    #[serde(default)]
+    pub body_size: Option<SizeSpec>,
     /// Relative weight.
     #[serde(default = "one")]
     pub weight: u32,
     /// Label in reports; default: the path.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A size in a sweep file: a number of bytes, or text (units,
+/// placeholders) read once the cell's values are known.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    /// Bytes.
+    Bytes(u64),
+    /// E.g. "10KB", or "{size}".
+    Text(String),
+}
+
+impl SizeSpec {
+    /// The text the grid's placeholders are filled into.
+    pub fn template(&self) -> String {
+        match self {
+            SizeSpec::Bytes(n) => n.to_string(),
+            SizeSpec::Text(text) => text.clone(),
+        }
+    }
 }
 
 /// A server to compare.
@@ -314,6 +339,12 @@ impl SweepFile {
             }
         }
         for endpoint in &self.endpoints {
+            if endpoint.body.is_some() && endpoint.body_size.is_some() {
+                return Err(format!(
+                    "endpoint {:?} has both body and body_size: give one",
+                    endpoint.path
+                ));
+            }
             if !endpoint.path.starts_with('/') {
                 return Err(format!(
                     "endpoint path {:?} must start with /",
@@ -479,6 +510,22 @@ ready_path = "/hello"
                 ..
             }
         ));
+        let both = parse(&MINIMAL.replace(
+            "path = \"/hello\"",
+            "path = \"/echo\"\nbody = \"x\"\nbody_size = 10",
+        ))
+        .unwrap_err();
+        assert!(
+            both.to_string().contains("both body and body_size"),
+            "{both}"
+        );
+        let sized =
+            parse(&MINIMAL.replace("path = \"/hello\"", "path = \"/echo\"\nbody_size = \"1KB\""))
+                .unwrap();
+        assert_eq!(
+            sized.endpoints[0].body_size,
+            Some(SizeSpec::Text("1KB".into()))
+        );
         let paced = parse(&MINIMAL.replace("users = 4", "users = 130\npace = \"10s\"")).unwrap();
         assert!(matches!(
             paced.load,

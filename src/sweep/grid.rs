@@ -92,13 +92,14 @@ pub const LOAD_KEYS: &[&str] = &[
 /// Grid keys that configure nothing: not a ferrocorn setting and not a
 /// placeholder anywhere. Almost always a typo, so the sweep refuses them.
 pub fn unused_keys(file: &SweepFile) -> Vec<String> {
-    let mut texts: Vec<&str> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
     for endpoint in &file.endpoints {
-        texts.push(&endpoint.path);
-        texts.extend(endpoint.body.as_deref());
+        texts.push(endpoint.path.clone());
+        texts.extend(endpoint.body.clone());
+        texts.extend(endpoint.body_size.as_ref().map(|size| size.template()));
     }
     for row in &file.rows {
-        texts.extend(row.command.as_deref());
+        texts.extend(row.command.clone());
     }
     file.grid
         .keys()

@@ -20,6 +20,9 @@ pub struct Endpoint {
     pub path: String,
     /// Request body, if any (sent with a Content-Length).
     pub body: Option<String>,
+    /// Or a body of this many bytes (`x`), made once for the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_size: Option<u64>,
     /// Relative weight in the mix; at least 1.
     pub weight: u32,
 }

@@ -188,6 +188,11 @@ fn load_plan(
                     .as_deref()
                     .map(|b| grid::fill(b, values))
                     .transpose()?,
+                body_size: e
+                    .body_size
+                    .as_ref()
+                    .map(|size| body_size(&grid::fill(&size.template(), values)?))
+                    .transpose()?,
                 weight: e.weight.max(1),
                 path,
             })
@@ -221,6 +226,13 @@ fn load_plan(
         duration: file.duration,
         request_timeout: file.request_timeout,
     })
+}
+
+/// A body size once its placeholders are filled: bytes, or a size with a unit.
+fn body_size(text: &str) -> Result<u64, String> {
+    text.parse::<crate::config::types::ByteSize>()
+        .map(|size| size.bytes())
+        .map_err(|_| format!("body_size {text:?} is not a size: e.g. 100, \"10KB\", \"1MiB\""))
 }
 
 /// Applies `load.*` grid keys: the load itself is swept.
@@ -292,6 +304,30 @@ mod tests {
         assert_eq!(users, [70, 90, 110]);
         assert_eq!(stages[0].at, Duration::from_secs(60));
         assert!(super::stages(5, None, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn a_body_size_is_bytes_or_a_size_with_a_unit_after_the_grid_fills_it() {
+        assert_eq!(body_size("10"), Ok(10));
+        assert_eq!(body_size("1KB"), Ok(1000));
+        assert_eq!(body_size("1MiB"), Ok(1 << 20));
+        assert!(body_size("{size}").unwrap_err().contains("{size}"));
+        let file = crate::sweep::definition::SweepFile::parse(
+            "name = \"t\"\napp = \"a:b\"\nduration = 1\n[load]\nmodel = \"open\"\nrate = 100\n\
+             [[endpoints]]\npath = \"/echo\"\nmethod = \"post\"\nbody_size = \"{size}\"\n\
+             [grid]\nsize = [10, \"1MB\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let target = "127.0.0.1:1".parse().unwrap();
+        let sizes: Vec<Option<u64>> = ["10", "1MB"]
+            .iter()
+            .map(|size| {
+                let values = [("size".to_string(), size.to_string())].into();
+                load_plan(&file, target, &values).unwrap().endpoints[0].body_size
+            })
+            .collect();
+        assert_eq!(sizes, [Some(10), Some(1_000_000)]);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 
+/// The largest generated body: one copy is shared by every request.
+const MAX_BODY_SIZE: usize = 1 << 30;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method, Request, Uri};
@@ -67,11 +70,19 @@ impl Mix {
                 .map_err(|err| bad(format!("path {:?} is not a valid URI: {err}", e.path)))?;
             let mut headers = HeaderMap::with_capacity(1);
             headers.insert(HOST, host.clone());
-            let body = e
-                .body
-                .as_ref()
-                .map(|b| Bytes::from(b.clone()))
-                .unwrap_or_default();
+            let body = match (&e.body, e.body_size) {
+                (_, Some(size)) => {
+                    let size = usize::try_from(size)
+                        .ok()
+                        .filter(|&n| n <= MAX_BODY_SIZE)
+                        .ok_or_else(|| {
+                            bad(format!("body_size {size} is over {MAX_BODY_SIZE} bytes"))
+                        })?;
+                    Bytes::from(vec![b'x'; size])
+                }
+                (Some(b), None) => Bytes::from(b.clone()),
+                (None, None) => Bytes::new(),
+            };
             templates.push(Template {
                 method,
                 uri,
@@ -121,6 +132,7 @@ mod tests {
             method: method.into(),
             path: path.into(),
             body: None,
+            body_size: None,
             weight,
         }
     }

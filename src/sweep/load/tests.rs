@@ -29,6 +29,8 @@ use crate::sweep::model::{Endpoint, LoadModel, LoadPlan, LoadResult, Stage};
 struct Seen {
     hits: Mutex<HashMap<String, u64>>,
     connections: AtomicU64,
+    /// The length of every request body, in arrival order.
+    bodies: Mutex<Vec<usize>>,
 }
 
 impl Seen {
@@ -66,8 +68,15 @@ async fn serve(delay: Duration) -> TestServer {
             let service = service_fn(move |req: Request<Incoming>| {
                 let counts = Arc::clone(&counts);
                 async move {
+                    use http_body_util::BodyExt;
                     let path = req.uri().path().to_string();
                     *counts.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
+                    counts
+                        .bodies
+                        .lock()
+                        .unwrap()
+                        .push(body.unwrap_or(usize::MAX));
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
@@ -124,6 +133,7 @@ fn get(path: &str, weight: u32) -> Endpoint {
         method: "GET".into(),
         path: path.into(),
         body: None,
+        body_size: None,
         weight,
     }
 }
@@ -248,6 +258,25 @@ async fn a_paced_closed_model_holds_users_over_pace_requests_per_second() {
     for second in &r.series {
         assert!((60..=100).contains(&second.sent), "{:?}", r.series);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_body_size_bytes_goes_with_every_request() {
+    let server = serve(Duration::ZERO).await;
+    let post = Endpoint {
+        method: "POST".into(),
+        body_size: Some(100_000),
+        ..get("/echo", 1)
+    };
+    let r = run_within(
+        &plan(server.addr, vec![post], closed(2, Some(5), vec![]), 10_000),
+        Duration::ZERO,
+        secs(5),
+    )
+    .await;
+    assert_consistent(&r);
+    assert_eq!((r.sent, r.completed), (10, 10));
+    assert_eq!(*server.seen.bodies.lock().unwrap(), vec![100_000; 10]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
