@@ -149,6 +149,25 @@ pub struct LoadResult {
     pub latency: Latency,
     /// Per-second series.
     pub series: Vec<LoadSecond>,
+    /// The same figures per endpoint of the mix, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_endpoint: Vec<EndpointFigures>,
+}
+
+/// One endpoint's figures in a load run: the seed experiments report each
+/// API separately.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointFigures {
+    /// The endpoint's name (its path unless named).
+    pub name: String,
+    /// Requests sent to it.
+    pub sent: u64,
+    /// Responses with status < 400.
+    pub completed: u64,
+    /// Failures: status >= 400, or no response (timeouts included).
+    pub failed: u64,
+    /// Latency of its responses.
+    pub latency: Latency,
 }
 
 impl LoadResult {

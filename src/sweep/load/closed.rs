@@ -119,10 +119,11 @@ async fn user(
             next = Some((at + pace).max(Instant::now()));
         }
         done += 1;
-        let req = setup.mix.request(setup.mix.pick(&mut rng));
-        phase.sent();
+        let endpoint = setup.mix.pick(&mut rng);
+        let req = setup.mix.request(endpoint);
+        phase.sent(endpoint);
         let outcome = exchange(&mut conn, setup.pool.target(), req, setup.request_timeout).await;
-        phase.ended(outcome);
+        phase.ended(endpoint, outcome);
     }
     phase.leave();
     if let Some(conn) = conn {

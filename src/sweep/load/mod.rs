@@ -59,6 +59,8 @@ struct Setup {
     mix: mix::Mix,
     pool: client::Pool,
     request_timeout: Duration,
+    /// The endpoints' names, in the mix's order.
+    names: Vec<String>,
 }
 
 /// Runs `plan` to the end and returns its figures. `warmup`: time to send
@@ -80,6 +82,7 @@ pub async fn run(plan: &LoadPlan, warmup: Duration) -> Result<LoadResult, LoadEr
         mix: mix::Mix::new(&plan.endpoints, plan.target)?,
         pool: client::Pool::new(plan.target),
         request_timeout: plan.request_timeout,
+        names: plan.endpoints.iter().map(|e| e.name.clone()).collect(),
     });
     if !warmup.is_zero() {
         let model = match &plan.model {
@@ -133,5 +136,13 @@ async fn stretch(setup: &Arc<Setup>, model: &LoadModel, duration: Duration) -> L
         }
     }
     sampler.abort();
-    phase.finish()
+    let mut result = phase.finish();
+    // Every endpoint gets its row, by name, even one never picked.
+    result
+        .by_endpoint
+        .resize_with(setup.names.len(), Default::default);
+    for (figures, name) in result.by_endpoint.iter_mut().zip(&setup.names) {
+        figures.name.clone_from(name);
+    }
+    result
 }

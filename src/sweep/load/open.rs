@@ -66,8 +66,9 @@ pub(crate) async fn drive(
             phase.dropped();
             continue;
         };
-        let req = setup.mix.request(setup.mix.pick(&mut rng));
-        phase.sent();
+        let endpoint = setup.mix.pick(&mut rng);
+        let req = setup.mix.request(endpoint);
+        phase.sent(endpoint);
         phase.enter();
         let (setup, phase) = (Arc::clone(setup), phase.clone());
         tokio::spawn(async move {
@@ -77,7 +78,7 @@ pub(crate) async fn drive(
             if let Some(conn) = conn {
                 setup.pool.put(conn);
             }
-            phase.ended(outcome);
+            phase.ended(endpoint, outcome);
             phase.leave();
             // The slot frees only after the outcome is recorded, so holding
             // every slot below means every request has been counted.

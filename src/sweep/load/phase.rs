@@ -36,10 +36,10 @@ impl Phase {
         self.start
     }
 
-    /// A request was sent now.
-    pub(crate) fn sent(&self) {
+    /// A request to endpoint number `endpoint` was sent now.
+    pub(crate) fn sent(&self, endpoint: usize) {
         let at = self.start.elapsed();
-        self.tally().sent(at);
+        self.tally().sent(at, endpoint);
     }
 
     /// An arrival was dropped now.
@@ -48,10 +48,10 @@ impl Phase {
         self.tally().dropped(at);
     }
 
-    /// A request ended now.
-    pub(crate) fn ended(&self, outcome: Outcome) {
+    /// A request to endpoint number `endpoint` ended now.
+    pub(crate) fn ended(&self, endpoint: usize, outcome: Outcome) {
         let at = self.start.elapsed();
-        self.tally().ended(at, outcome);
+        self.tally().ended(at, endpoint, outcome);
     }
 
     /// One more user running or request in flight.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::sweep::model::{Latency, LoadResult, LoadSecond};
+use crate::sweep::model::{EndpointFigures, Latency, LoadResult, LoadSecond};
 
 /// Largest latency the histograms resolve, in microseconds (one hour);
 /// longer ones are recorded as this value.
@@ -69,6 +69,9 @@ pub(crate) struct Tally {
     second: Histogram<u64>,
     open_second: u32,
     series: Vec<LoadSecond>,
+    /// The same counts per endpoint of the mix (by its index), grown as
+    /// endpoints are first seen.
+    by_endpoint: Vec<EndpointTally>,
     /// Set by [`Tally::finish`]: later records are ignored, so the figures
     /// handed out stay consistent (`sent == completed + failed`).
     finished: bool,
@@ -88,16 +91,25 @@ impl Tally {
             second: histogram(),
             open_second: 0,
             series: Vec::new(),
+            by_endpoint: Vec::new(),
             finished: false,
         }
     }
 
-    /// A request was sent (handed to the client) at `at`.
-    pub(crate) fn sent(&mut self, at: Duration) {
+    fn endpoint(&mut self, index: usize) -> &mut EndpointTally {
+        if self.by_endpoint.len() <= index {
+            self.by_endpoint.resize_with(index + 1, EndpointTally::new);
+        }
+        &mut self.by_endpoint[index]
+    }
+
+    /// A request to endpoint number `endpoint` was sent (handed to the client) at `at`.
+    pub(crate) fn sent(&mut self, at: Duration, endpoint: usize) {
         if self.finished {
             return;
         }
         self.sent += 1;
+        self.endpoint(endpoint).sent += 1;
         self.second_mut(at).sent += 1;
     }
 
@@ -110,12 +122,13 @@ impl Tally {
         self.second_mut(at).dropped += 1;
     }
 
-    /// A sent request ended at `at` with `outcome`.
-    pub(crate) fn ended(&mut self, at: Duration, outcome: Outcome) {
+    /// A sent request to endpoint number `endpoint` ended at `at` with `outcome`.
+    pub(crate) fn ended(&mut self, at: Duration, endpoint: usize, outcome: Outcome) {
         if self.finished {
             return;
         }
         self.ended += 1;
+        self.endpoint(endpoint).ended(outcome);
         match outcome {
             Outcome::Status(status, latency) => {
                 if status < 400 {
@@ -149,6 +162,10 @@ impl Tally {
                 self.failed_transport(elapsed, Transport::Timeout, open);
                 self.ended += open;
             }
+            for endpoint in &mut self.by_endpoint {
+                // Its own requests still open are its timeouts.
+                endpoint.failed += endpoint.sent - endpoint.completed - endpoint.failed;
+            }
             self.flush_second();
             self.finished = true;
         }
@@ -172,6 +189,17 @@ impl Tally {
             },
             latency: summary(&self.overall),
             series: self.series.clone(),
+            by_endpoint: self
+                .by_endpoint
+                .iter()
+                .map(|e| EndpointFigures {
+                    name: String::new(),
+                    sent: e.sent,
+                    completed: e.completed,
+                    failed: e.failed,
+                    latency: summary(&e.latency),
+                })
+                .collect(),
         }
     }
 
@@ -245,6 +273,44 @@ fn summary(h: &Histogram<u64>) -> Latency {
     }
 }
 
+/// One endpoint's share of the counts.
+struct EndpointTally {
+    sent: u64,
+    completed: u64,
+    /// By status >= 400 or transport, timeouts included once finished.
+    failed: u64,
+    /// Latency of its responses (any status).
+    latency: Histogram<u64>,
+}
+
+impl EndpointTally {
+    fn new() -> EndpointTally {
+        EndpointTally {
+            sent: 0,
+            completed: 0,
+            failed: 0,
+            latency: histogram(),
+        }
+    }
+
+    fn ended(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Status(status, latency) => {
+                if status < 400 {
+                    self.completed += 1;
+                } else {
+                    self.failed += 1;
+                }
+                let us = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, HIGHEST_US);
+                self.latency.saturating_record(us);
+            }
+            Outcome::Transport(_) => self.failed += 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,12 +323,12 @@ mod tests {
     fn every_outcome_lands_in_one_bucket_and_one_second() {
         let mut t = Tally::new();
         for _ in 0..3 {
-            t.sent(ms(100));
+            t.sent(ms(100), 0);
         }
         t.dropped(ms(200));
-        t.ended(ms(150), Outcome::Status(200, ms(50)));
-        t.ended(ms(1100), Outcome::Status(503, ms(1000)));
-        t.ended(ms(1200), Outcome::Transport(Transport::Reset));
+        t.ended(ms(150), 0, Outcome::Status(200, ms(50)));
+        t.ended(ms(1100), 0, Outcome::Status(503, ms(1000)));
+        t.ended(ms(1200), 0, Outcome::Transport(Transport::Reset));
         let r = t.finish(ms(2000));
         assert_eq!((r.scheduled, r.sent, r.completed, r.dropped), (4, 3, 1, 1));
         assert_eq!(r.failed_by_status, BTreeMap::from([(503, 1)]));
@@ -283,17 +349,17 @@ mod tests {
     #[test]
     fn requests_still_open_at_finish_are_timeouts_and_late_records_are_ignored() {
         let mut t = Tally::new();
-        t.sent(ms(10));
-        t.sent(ms(20));
-        t.ended(ms(30), Outcome::Status(200, ms(20)));
+        t.sent(ms(10), 0);
+        t.sent(ms(20), 0);
+        t.ended(ms(30), 0, Outcome::Status(200, ms(20)));
         let r = t.finish(ms(3500));
         assert_eq!(
             r.failed_by_transport,
             BTreeMap::from([("timeout".to_string(), 1)])
         );
         assert_eq!(r.series[3].failed, 1, "the timeout ends in the last second");
-        t.ended(ms(3600), Outcome::Status(200, ms(3590)));
-        t.sent(ms(3600));
+        t.ended(ms(3600), 0, Outcome::Status(200, ms(3590)));
+        t.sent(ms(3600), 0);
         assert_eq!(t.finish(ms(3700)).completed, 1);
         assert_eq!(t.finish(ms(3700)).sent, 2);
     }
@@ -302,14 +368,15 @@ mod tests {
     fn latency_is_per_second_and_overall() {
         let mut t = Tally::new();
         for i in 1..=100 {
-            t.sent(ms(0));
+            t.sent(ms(0), 0);
             t.ended(
                 ms(500),
+                0,
                 Outcome::Status(200, Duration::from_micros(i * 1000)),
             );
         }
-        t.sent(ms(1000));
-        t.ended(ms(1500), Outcome::Status(404, ms(7)));
+        t.sent(ms(1000), 0);
+        t.ended(ms(1500), 0, Outcome::Status(404, ms(7)));
         let r = t.finish(ms(2000));
         let s0 = r.series[0].latency;
         assert!((49_000..=51_000).contains(&s0.p50_us), "{s0:?}");
@@ -328,8 +395,8 @@ mod tests {
     #[test]
     fn transport_failures_have_no_latency() {
         let mut t = Tally::new();
-        t.sent(ms(0));
-        t.ended(ms(1), Outcome::Transport(Transport::Connect));
+        t.sent(ms(0), 0);
+        t.ended(ms(1), 0, Outcome::Transport(Transport::Connect));
         let r = t.finish(ms(10));
         assert_eq!(r.latency, Latency::default());
         assert_eq!(

@@ -216,6 +216,15 @@ async fn closed_model_accounting_is_exact_per_status() {
     assert!(
         server.seen.hits("/a") > 0 && server.seen.hits("/b") > 0 && server.seen.hits("/fail") > 0
     );
+    // Each endpoint's own figures add up to the whole.
+    let names: Vec<&str> = r.by_endpoint.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["/a", "/b", "/fail"]);
+    for e in &r.by_endpoint {
+        assert_eq!(e.sent, server.seen.hits(&e.name), "{e:?}");
+        assert_eq!(e.sent, e.completed + e.failed, "{e:?}");
+    }
+    assert_eq!(r.by_endpoint[2].failed, server.seen.hits("/fail"));
+    assert_eq!(r.by_endpoint[0].failed + r.by_endpoint[1].failed, 0);
     // Keep-alive: about one connection per user, not one per request. A
     // connection still finishing its last response when the next request
     // is due may be passed over for a new one on a busy machine, and a user

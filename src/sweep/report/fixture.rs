@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::sweep::model::{
-    CellResult, CellStatus, Latency, LoadResult, LoadSecond, MemoryFigure, ServerFigures,
-    ServerSecond, SweepResult,
+    CellResult, CellStatus, EndpointFigures, Latency, LoadResult, LoadSecond, MemoryFigure,
+    ServerFigures, ServerSecond, SweepResult,
 };
 
 pub(crate) const MIB: u64 = 1024 * 1024;
@@ -86,6 +86,25 @@ pub(crate) fn measured(row: &str, workers: u64, repetition: u32) -> CellResult {
                 concurrency: 4 * w,
             })
             .collect(),
+        by_endpoint: vec![
+            EndpointFigures {
+                name: "/hello".into(),
+                sent: sent - 100,
+                completed: sent - 100 - w,
+                failed: w,
+                latency,
+            },
+            EndpointFigures {
+                name: "/leak".into(),
+                sent: 100,
+                completed: 100 - 2 * w,
+                failed: 2 * w,
+                latency: Latency {
+                    p95_us: 9000 * w + offset,
+                    ..latency
+                },
+            },
+        ],
     };
     let mut restarts = BTreeMap::from([("max_requests".to_string(), w)]);
     if w == 4 {

@@ -60,6 +60,71 @@ pub(crate) fn render(result: &SweepResult) -> String {
         out.push_str("\n## Means over repetitions\n\n");
         out.push_str(&means_table(result, &names));
     }
+    if result
+        .cells
+        .iter()
+        .any(|c| c.load.as_ref().is_some_and(|l| l.by_endpoint.len() > 1))
+    {
+        out.push_str("\n## Per endpoint\n\n");
+        out.push_str(&endpoints_table(result, &names));
+    }
+    out
+}
+
+/// A line per endpoint of every measured cell with more than one.
+fn endpoints_table(result: &SweepResult, names: &[String]) -> String {
+    let mut cols = vec!["row".to_string()];
+    cols.extend(names.iter().map(|n| escape(n)));
+    cols.extend(["rep", "endpoint"].map(String::from));
+    let text_columns = cols.len();
+    cols.extend(
+        [
+            "sent",
+            "completed",
+            "failed",
+            "error %",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+        ]
+        .map(String::from),
+    );
+    let align: Vec<String> = (0..cols.len())
+        .map(|i| if i < text_columns { "---" } else { "---:" }.to_string())
+        .collect();
+    let mut out = format!("{}{}", line(&cols), line(&align));
+    for cell in &result.cells {
+        let Some(load) = cell.load.as_ref().filter(|l| l.by_endpoint.len() > 1) else {
+            continue;
+        };
+        for endpoint in &load.by_endpoint {
+            let mut cols = vec![escape(&cell.row)];
+            cols.extend(names.iter().map(|n| param_value(&cell.params, n)));
+            cols.push(cell.repetition.to_string());
+            cols.push(escape(&endpoint.name));
+            let ms = |us: u64| one_decimal(us as f64 / 1000.0);
+            let error_pct = if endpoint.sent == 0 {
+                DASH.to_string()
+            } else {
+                format!(
+                    "{:.2}",
+                    100.0 * endpoint.failed as f64 / endpoint.sent as f64
+                )
+            };
+            cols.extend([
+                count(endpoint.sent as f64),
+                count(endpoint.completed as f64),
+                count(endpoint.failed as f64),
+                error_pct,
+                ms(endpoint.latency.p50_us),
+                ms(endpoint.latency.p95_us),
+                ms(endpoint.latency.p99_us),
+                ms(endpoint.latency.max_us),
+            ]);
+            out.push_str(&line(&cols));
+        }
+    }
     out
 }
 
@@ -269,12 +334,40 @@ mod tests {
     #[test]
     fn every_line_of_a_table_has_as_many_columns_as_its_header() {
         let md = render(&fixture::sweep());
-        let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
-        let width = columns(table[0]).len();
-        assert_eq!(width, 1 + 1 + 2 + FIGURE_HEADERS.len());
-        for line in table {
-            assert_eq!(columns(line).len(), width, "{line}");
+        let cells: Vec<&str> = md
+            .split("## Cells")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(columns(cells[0]).len(), 1 + 1 + 2 + FIGURE_HEADERS.len());
+        // Every table, each with its own header's width.
+        let mut width = None;
+        for line in md.lines() {
+            match (line.starts_with('|'), width) {
+                (true, None) => width = Some(columns(line).len()),
+                (true, Some(w)) => assert_eq!(columns(line).len(), w, "{line}"),
+                (false, _) => width = None,
+            }
         }
+    }
+
+    #[test]
+    fn each_endpoint_of_a_mix_gets_its_own_line_per_cell() {
+        let result = fixture::sweep();
+        let md = render(&result);
+        let rows = table_rows(&md, "## Per endpoint");
+        let measured = result.cells.iter().filter(|c| c.load.is_some()).count();
+        assert_eq!(rows.len(), 2 * measured, "two per measured cell");
+        let section = md.split("## Per endpoint").nth(1).unwrap();
+        let header = columns(section.lines().find(|l| l.starts_with('|')).unwrap());
+        let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let leak = columns(rows.iter().find(|r| r.contains("/leak")).unwrap());
+        assert_eq!(leak[at("endpoint")], "/leak");
+        assert_eq!(leak[at("sent")], "100");
+        assert!(leak[at("error %")].parse::<f64>().unwrap() > 0.0);
     }
 
     #[test]
