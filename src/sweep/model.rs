@@ -287,7 +287,7 @@ pub struct SweepResult {
     pub started_at: String,
 }
 
-/// Durations as seconds (f64) in JSON.
+/// Optional durations as seconds (f64) in JSON, absent when none.
 mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -306,6 +306,7 @@ mod opt_secs {
     }
 }
 
+/// Durations as seconds (f64) in JSON.
 mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::figures::{self, Figures, LoadFigures, ServerUse};
+use super::peak;
 use crate::sweep::model::{CellStatus, SweepResult};
 
 const DASH: &str = "-";
@@ -67,6 +68,42 @@ pub(crate) fn render(result: &SweepResult) -> String {
     {
         out.push_str("\n## Per endpoint\n\n");
         out.push_str(&endpoints_table(result, &names));
+    }
+    let peaks = peak::peaks(result);
+    if !peaks.is_empty() {
+        out.push_str("\n## Peak\n\n");
+        out.push_str(&peak_table(&peaks, &names));
+    }
+    out
+}
+
+/// Per server (and other swept values): the most simultaneous users with
+/// no error at all, and where errors began.
+fn peak_table(peaks: &[peak::Peak], names: &[String]) -> String {
+    let others: Vec<&String> = names.iter().filter(|n| *n != peak::USERS_KEY).collect();
+    let mut cols = vec!["row".to_string()];
+    cols.extend(others.iter().map(|n| escape(n)));
+    let text_columns = cols.len();
+    cols.extend(["peak users", "errors from users", "failed there"].map(String::from));
+    let align: Vec<String> = (0..cols.len())
+        .map(|i| if i < text_columns { "---" } else { "---:" }.to_string())
+        .collect();
+    let mut out = format!("{}{}", line(&cols), line(&align));
+    for p in peaks {
+        let mut cols = vec![escape(&p.row)];
+        cols.extend(others.iter().map(|n| param_value(&p.others, n)));
+        cols.push(
+            p.peak
+                .map_or_else(|| "none".to_string(), |n| count(n as f64)),
+        );
+        match p.first_failure {
+            Some((users, failed)) => {
+                cols.push(count(users as f64));
+                cols.push(count(failed as f64));
+            }
+            None => cols.extend([DASH.to_string(), DASH.to_string()]),
+        }
+        out.push_str(&line(&cols));
     }
     out
 }
@@ -368,6 +405,29 @@ mod tests {
         assert_eq!(leak[at("endpoint")], "/leak");
         assert_eq!(leak[at("sent")], "100");
         assert!(leak[at("error %")].parse::<f64>().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn a_sweep_over_users_gets_a_peak_table() {
+        let mut result = fixture::sweep();
+        assert!(
+            !render(&result).contains("## Peak"),
+            "no load.users, no peak"
+        );
+        // Users swept in place of the workers.
+        result.swept = vec!["load.users".into()];
+        for (i, cell) in result.cells.iter_mut().enumerate() {
+            cell.params = BTreeMap::from([("load.users".into(), (100 * (1 + i % 3)).to_string())]);
+        }
+        let md = render(&result);
+        let rows = table_rows(&md, "## Peak");
+        // Every fixture cell has errors: no clean count anywhere.
+        assert_eq!(rows.len(), 2, "one line per server: {rows:?}");
+        assert!(
+            rows.iter()
+                .all(|r| columns(r).contains(&"none".to_string())),
+            "{rows:?}"
+        );
     }
 
     #[test]

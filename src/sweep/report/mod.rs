@@ -7,6 +7,7 @@
 //!
 //! - `figures`: a cell's figures in report units, means over repetitions
 //! - `markdown`: the summary tables
+//! - `peak`: the most simultaneous users each server took without an error
 //! - `csv`: `cells.csv` and `series.csv`
 //! - `json`: `results.json`
 //! - `plot_data`: the x axis and the lines of each chart, as numbers
@@ -17,6 +18,7 @@ mod csv;
 mod figures;
 mod json;
 mod markdown;
+mod peak;
 mod plot_data;
 
 use std::path::{Path, PathBuf};
