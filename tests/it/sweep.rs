@@ -79,7 +79,13 @@ command = "/nonexistent/server --bind {{bind}}"
         "{stderr}"
     );
 
-    for file in ["summary.md", "cells.csv", "series.csv", "results.json"] {
+    for file in [
+        "summary.md",
+        "cells.csv",
+        "series.csv",
+        "results.json",
+        "summary.html",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let charts = std::fs::read_dir(out.join("charts")).unwrap().count();

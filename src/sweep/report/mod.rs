@@ -10,12 +10,14 @@
 //! - `peak`: the most simultaneous users each server took without an error
 //! - `csv`: `cells.csv` and `series.csv`
 //! - `json`: `results.json`
+//! - `html`: `summary.html`, the tables and every chart on one page
 //! - `plot_data`: the x axis and the lines of each chart, as numbers
 //! - `charts`: drawing those lines as SVG
 
 mod charts;
 mod csv;
 mod figures;
+mod html;
 mod json;
 mod markdown;
 mod peak;
@@ -29,6 +31,8 @@ use crate::sweep::model::SweepResult;
 
 /// The Markdown summary's file name.
 pub const SUMMARY_FILE: &str = "summary.md";
+/// The one-page HTML summary's file name: tables and charts.
+pub const HTML_FILE: &str = "summary.html";
 /// The per-cell CSV's file name.
 pub const CELLS_FILE: &str = "cells.csv";
 /// The per-second CSV's file name.
@@ -67,7 +71,8 @@ pub enum ReportError {
 
 /// Writes every output for `result` into `dir` (created if missing):
 /// summary.md, cells.csv, series.csv (per-second rows of every cell, load
-/// and server), results.json (the SweepResult as is, pretty), charts/*.svg.
+/// and server), results.json (the SweepResult as is, pretty), summary.html
+/// (the tables and every chart on one page), charts/*.svg.
 /// Returns the paths written. Charts with nothing to show (e.g. every cell
 /// failed) are skipped, and `charts/` is only created when one is drawn.
 ///
@@ -77,8 +82,10 @@ pub enum ReportError {
 pub fn write_all(result: &SweepResult, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     create_dir(dir)?;
     let csv_error = |file| move |source| ReportError::Csv { file, source };
+    let summary = markdown(result);
+    let charts = charts::render(result)?;
     let files = [
-        (SUMMARY_FILE, markdown(result)),
+        (SUMMARY_FILE, summary.clone()),
         (
             CELLS_FILE,
             csv::cells(result).map_err(csv_error(CELLS_FILE))?,
@@ -88,12 +95,12 @@ pub fn write_all(result: &SweepResult, dir: &Path) -> Result<Vec<PathBuf>, Repor
             csv::series(result).map_err(csv_error(SERIES_FILE))?,
         ),
         (JSON_FILE, json::render(result)?),
+        (HTML_FILE, html::render(&result.name, &summary, &charts)),
     ];
     let mut written = Vec::new();
     for (name, text) in files {
         written.push(write(&dir.join(name), &text)?);
     }
-    let charts = charts::render(result)?;
     if !charts.is_empty() {
         let charts_dir = dir.join(CHARTS_DIR);
         create_dir(&charts_dir)?;
@@ -142,6 +149,7 @@ mod tests {
             "cells.csv",
             "series.csv",
             "results.json",
+            "summary.html",
             "charts/latency.svg",
             "charts/throughput.svg",
             "charts/drop_rate.svg",
@@ -168,7 +176,7 @@ mod tests {
     fn no_measured_cell_writes_the_tables_and_no_chart() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let written = write_all(&fixture::all_failed(), tmp.path()).expect("written");
-        assert_eq!(written.len(), 4, "{written:?}");
+        assert_eq!(written.len(), 5, "{written:?}");
         assert!(!tmp.path().join(CHARTS_DIR).exists());
         let summary = std::fs::read_to_string(tmp.path().join(SUMMARY_FILE)).expect("md");
         assert_eq!(
