@@ -127,6 +127,8 @@ pub fn read(
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
+    // A master of several threads reaps on another thread meanwhile.
+    let _own_child = crate::worker::reap::ForeignWait::begin();
     let output = command.output().map_err(|err| {
         fail(format!(
             "cannot run the interpreter {} to read it: {err}; set --python",

@@ -8,10 +8,17 @@
 //!
 //! Nothing else in a serving master may wait for children: the fork server
 //! and fresh workers are started with `std::process`, never tokio's, so no
-//! second reaper competes for their statuses.
+//! second reaper competes for their statuses. The one exception, a child
+//! run and waited for at once (HUP reads a Python config file with
+//! `python`), holds a [`ForeignWait`] for as long: meanwhile the reaper
+//! takes only the pids it watches, so on a master of several threads it
+//! cannot take that child's status from under `std::process` (which then
+//! fails with ECHILD). Once the last one is dropped, the reaper looks again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+
+use nix::unistd::Pid;
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -24,6 +31,42 @@ use crate::worker::ExitStatus;
 /// exit before the fork server's answer with its pid has been read. Bounded,
 /// because unwatched orphans land here too.
 const UNCLAIMED_LIMIT: usize = 1024;
+
+/// Children others wait for right now; `reap_all` holds this lock around
+/// each `waitpid(-1)`, so none starts between its look and its wait.
+static FOREIGN_WAITS: Mutex<usize> = Mutex::new(0);
+
+/// Held while a child is run and waited for outside the reaper.
+#[derive(Debug)]
+#[must_use = "the reaper leaves other children alone only while this is held"]
+pub struct ForeignWait(());
+
+impl ForeignWait {
+    /// Take it before the child is spawned.
+    pub fn begin() -> ForeignWait {
+        *foreign_waits() += 1;
+        ForeignWait(())
+    }
+}
+
+impl Drop for ForeignWait {
+    fn drop(&mut self) {
+        let mut waits = foreign_waits();
+        *waits -= 1;
+        if *waits == 0 {
+            drop(waits);
+            // Statuses left for later (orphans, a worker not yet watched):
+            // the reaper's SIGCHLD task reaps them now.
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGCHLD);
+        }
+    }
+}
+
+fn foreign_waits() -> std::sync::MutexGuard<'static, usize> {
+    FOREIGN_WAITS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Hands out the exit status of each child the master reaps.
 #[derive(Debug, Clone)]
@@ -107,7 +150,15 @@ impl State {
 
 fn reap_all(state: &Mutex<State>) {
     loop {
-        let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        let waits = foreign_waits();
+        if *waits > 0 {
+            drop(waits);
+            reap_watched(state);
+            return;
+        }
+        let reaped = waitpid(None, Some(WaitPidFlag::WNOHANG));
+        drop(waits);
+        let (pid, status) = match reaped {
             Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
             Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
@@ -117,6 +168,24 @@ fn reap_all(state: &Mutex<State>) {
             Err(_) => return,
         };
         lock(state).deliver(pid.as_raw() as u32, status);
+    }
+}
+
+/// While another waits for a child of its own: only the watched pids.
+fn reap_watched(state: &Mutex<State>) {
+    let watched: Vec<u32> = lock(state).watchers.keys().copied().collect();
+    for pid in watched {
+        let status = loop {
+            match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => break Some(ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => break Some(ExitStatus::Signal(sig as i32)),
+                Err(Errno::EINTR) => continue,
+                _ => break None,
+            }
+        };
+        if let Some(status) = status {
+            lock(state).deliver(pid, status);
+        }
     }
 }
 

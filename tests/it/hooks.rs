@@ -182,7 +182,12 @@ fn every_server_hook_runs_with_gunicorns_arguments_issue_11() {
 
     let before_hup = server.worker_pids();
     server.signal("HUP");
-    wait_calls(&log, "on_reload", 1);
+    wait_until("1 on_reload call", DEADLINE, || {
+        let found = calls(&log, "on_reload");
+        (!found.is_empty())
+            .then_some(())
+            .ok_or_else(|| format!("none yet; the server said:\n{}", server.stderr()))
+    });
     wait_until("the HUP roll to finish", DEADLINE, || {
         let pids = server.worker_pids();
         (pids.len() == 2 && pids.iter().all(|p| !before_hup.contains(p)))
