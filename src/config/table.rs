@@ -90,7 +90,7 @@ macro_rules! with_settings {
                 doc: "A request may wait in a busy lane, written behind the running one so the worker never sleeps between requests, when that worker's requests take less than this on average; 0 turns it off",
                 section: Workers, long: "pipeline-below", restart: true,
             },
-            pipeline_depth: usize = ["8"] {
+            pipeline_depth: usize = ["16"] {
                 doc: "Most requests a lane holds under --pipeline-below: the running one and those written behind it, so a busy worker finds its next request already there even when the master was off its core for a while; 1 turns waiting in lanes off",
                 section: Workers, long: "pipeline-depth", min: 1, restart: true,
             },

@@ -100,7 +100,7 @@ pub(crate) fn killed_worker_takes_only_its_running_request(env: &[(&str, &str)])
         wait_metric(&server, &metrics, IN_FLIGHT, 2.0);
         // Five more: while two or more are queued (overload) the oldest move
         // into the lanes, the shortest line first, so two wait behind each
-        // slow request (the default depth is 8) and the fifth stays queued.
+        // slow request (the default depth is 16) and the fifth stays queued.
         let waiting: Vec<_> = (0..5).map(|_| s.spawn(|| server.get("/pid"))).collect();
         wait_metric(&server, &metrics, WAITED, waited_before + 4.0);
         // One request runs and two wait in each worker's lane: kill one worker.
