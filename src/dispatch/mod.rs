@@ -448,8 +448,8 @@ impl Dispatcher {
         self.serve_waiters(state, handoffs, now);
     }
 
-    /// Returns a lease whose waiter left just as its request was written:
-    /// the caller drops it once the lock is released.
+    /// Returns the hand-over to a queued request the lane goes to, if any:
+    /// the caller completes it once the lock is released.
     #[must_use]
     fn put_back(
         &self,

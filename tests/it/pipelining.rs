@@ -47,14 +47,14 @@ pub(crate) fn start_with_env(
     (server, metrics)
 }
 
-#[test]
-fn short_requests_wait_in_busy_lanes_under_load_and_none_fails() {
-    let (server, metrics) = start("2", &[]);
-    let statuses: Vec<u16> = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..8)
+/// `clients` clients, each sending `each` GETs of /hello back to back;
+/// every status.
+pub(crate) fn hellos(server: &TestServer, clients: usize, each: usize) -> Vec<u16> {
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (0..clients)
             .map(|_| {
                 s.spawn(|| {
-                    (0..40)
+                    (0..each)
                         .map(|_| server.get("/hello").status)
                         .collect::<Vec<_>>()
                 })
@@ -64,7 +64,13 @@ fn short_requests_wait_in_busy_lanes_under_load_and_none_fails() {
             .into_iter()
             .flat_map(|c| c.join().unwrap())
             .collect()
-    });
+    })
+}
+
+#[test]
+fn short_requests_wait_in_busy_lanes_under_load_and_none_fails() {
+    let (server, metrics) = start("2", &[]);
+    let statuses = hellos(&server, 8, 40);
     assert_eq!(statuses.len(), 320);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     // 8 clients on 2 lanes: whenever a lane frees up, a request is waiting.

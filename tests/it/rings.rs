@@ -114,32 +114,12 @@ fn a_master_nap_past_the_bound_stops_the_server_at_start_naming_it() {
 #[test]
 fn a_master_that_never_naps_serves_a_pipelined_load_as_well() {
     // Naps are the default; without them the pump sleeps on doorbells.
-    let server = TestServer::start_in(
-        &root(),
+    let (server, _metrics) = crate::pipelining::start_with_env(
         &[RING, ("FERROCORN_MASTER_NAP", "0")],
-        &[
-            "-w",
-            "2",
-            "--pipeline-below",
-            "60s",
-            "examples.flask_app:app",
-        ],
+        "2",
+        &["--pipeline-below", "60s"],
     );
-    let statuses: Vec<u16> = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    (0..50)
-                        .map(|_| server.get("/hello").status)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect()
-    });
+    let statuses = crate::pipelining::hellos(&server, 8, 50);
     assert_eq!(statuses.len(), 400);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }

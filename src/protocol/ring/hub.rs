@@ -187,21 +187,27 @@ impl Hub {
     /// Whether the pump may nap: a task waits for a response, and every
     /// worker a task waits on has requests it has not read yet, so it will
     /// answer without the master's help for a while.
-    /// Returns those workers' rings and sleep sequences, to tell after the
-    /// nap whether one of them slept meanwhile.
-    fn may_nap(&self) -> Option<Vec<(Arc<Ring>, u64)>> {
-        let mut waited_on = Vec::new();
+    /// Each ring notes its worker's sleep word, to tell after the nap
+    /// whether one of them slept meanwhile ([`Hub::ran_dry`]).
+    fn may_nap(&self) -> bool {
+        let mut waited_on = false;
         for ring in lock(&self.lanes).iter().filter_map(Weak::upgrade) {
-            match ring.backlogged_reader() {
-                Some(false) => return None,
-                Some(true) => {
-                    let sleeps = ring.worker_sleeps();
-                    waited_on.push((ring, sleeps));
-                }
+            match ring.mark_for_nap() {
+                // Marks left stale here are all written again before the next nap.
+                Some(false) => return false,
+                Some(true) => waited_on = true,
                 None => {}
             }
         }
-        (!waited_on.is_empty()).then_some(waited_on)
+        waited_on
+    }
+
+    /// Whether a worker waited on when the nap began fell asleep during it.
+    fn ran_dry(&self) -> bool {
+        lock(&self.lanes)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|ring| ring.ran_dry())
     }
 
     /// Naps taken so far.
@@ -338,9 +344,8 @@ async fn pump(weak: Weak<Hub>, bell: AsyncFd<OwnedFd>, timer: Option<Timer>) {
 
 /// Naps: waits on the timer for the learnt nap, with the sleep word left
 /// awake so that workers answering meanwhile ring no doorbell; a request
-/// published meanwhile cuts it short. `waited_on`: the rings and worker
-/// sleep words [`Hub::may_nap`] saw.
-async fn hub_nap(hub: &Hub, timer: &Timer, max: Duration, waited_on: &[(Arc<Ring>, u64)]) {
+/// published meanwhile cuts it short. [`Hub::may_nap`] said it may.
+async fn hub_nap(hub: &Hub, timer: &Timer, max: Duration) {
     let nap = Duration::from_nanos(hub.nap_ns.load(Ordering::Relaxed));
     hub.napping.store(true, Ordering::SeqCst);
     // A request published before the flag was seen did not kick.
@@ -351,12 +356,7 @@ async fn hub_nap(hub: &Hub, timer: &Timer, max: Duration, waited_on: &[(Arc<Ring
             () = hub.kick.notified() => { timer.disarm(); false }
         };
         if whole {
-            // Asleep now under a new sequence: it fell asleep during the nap.
-            let dried = waited_on.iter().any(|(ring, seq)| {
-                let now = ring.worker_sleeps();
-                now & 1 == 1 && now != *seq
-            });
-            let next = next_nap(nap, dried, max);
+            let next = next_nap(nap, hub.ran_dry(), max);
             hub.nap_ns.store(next.as_nanos() as u64, Ordering::Relaxed);
         }
     }
@@ -377,8 +377,8 @@ fn next_nap(nap: Duration, dried: bool, max: Duration) -> Duration {
 /// while a task waits on a ring); then counts a lost doorbell and nudges.
 async fn hub_sleep(hub: &Hub, bell: &AsyncFd<OwnedFd>, timer: Option<&Timer>) {
     if let (Some(max), Some(timer)) = (hub.nap, timer) {
-        if let Some(waited_on) = hub.may_nap() {
-            hub_nap(hub, timer, max, &waited_on).await;
+        if hub.may_nap() {
+            hub_nap(hub, timer, max).await;
             return;
         }
     }

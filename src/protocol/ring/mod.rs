@@ -132,6 +132,9 @@ pub struct Ring {
     bell_due: AtomicBool,
     /// The worker's sleep word when the pump last saw it asleep with work.
     stuck: AtomicU64,
+    /// The worker's sleep word when the pump began its nap, if a task waited
+    /// on this ring then (else [`NOT_WAITED_ON`]).
+    nap_mark: AtomicU64,
     rung_space: AtomicU64,
 }
 
@@ -140,6 +143,10 @@ pub struct Ring {
 unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
+
+/// A nap mark for a ring no task waited on (no sleep word reaches it: the
+/// worker only ever counts up from 0).
+const NOT_WAITED_ON: u64 = u64::MAX;
 
 /// The worker's descriptors for one ring lane, handed over with its socket.
 #[derive(Debug)]
@@ -212,6 +219,7 @@ impl Ring {
                 rung_data: AtomicU64::new(0),
                 bell_due: AtomicBool::new(false),
                 stuck: AtomicU64::new(0),
+                nap_mark: AtomicU64::new(NOT_WAITED_ON),
                 rung_space: AtomicU64::new(0),
             });
             hub.register(&ring);
@@ -418,6 +426,27 @@ impl Ring {
     /// sleeps for want of requests (and wakes). Read only to learn, never trusted.
     fn worker_sleeps(&self) -> u64 {
         self.word(word::W_DATA_SLEEP).load(Ordering::Relaxed)
+    }
+
+    /// Before a nap: whether a task waits for a response here and the
+    /// worker has requests unread (`backlogged_reader`), noting its sleep
+    /// word for [`Ring::ran_dry`] if a task waits.
+    fn mark_for_nap(&self) -> Option<bool> {
+        let backlogged = self.backlogged_reader();
+        let mark = match backlogged {
+            Some(_) => self.worker_sleeps(),
+            None => NOT_WAITED_ON,
+        };
+        self.nap_mark.store(mark, Ordering::Relaxed);
+        backlogged
+    }
+
+    /// After a nap: whether the worker, waited on when it began, is asleep
+    /// now under a new sequence (it ran out of requests during the nap).
+    fn ran_dry(&self) -> bool {
+        let mark = self.nap_mark.load(Ordering::Relaxed);
+        let now = self.worker_sleeps();
+        mark != NOT_WAITED_ON && now & 1 == 1 && now != mark
     }
 
     /// Whether a task waits on this ring (the hub then bounds its sleep).
