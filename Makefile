@@ -11,6 +11,11 @@ STAMP  := $(VENV)/.flask-installed
 BUILD_VENV  := .venv-build
 BUILD_STAMP := $(BUILD_VENV)/.maturin-installed
 
+# gevent for the -k gevent tests: the user's dependency, never ferrocorn's,
+# so it lives in a venv of its own (.venv stays without it).
+GEVENT_VENV  := .venv-gevent
+GEVENT_STAMP := $(GEVENT_VENV)/.gevent-installed
+
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.servers-installed
 
@@ -21,16 +26,23 @@ $(STAMP):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check flask
 	touch $(STAMP)
 
+$(GEVENT_STAMP):
+	python3 -m venv $(GEVENT_VENV)
+	$(GEVENT_VENV)/bin/pip install --quiet --disable-pip-version-check flask gevent
+	touch $(GEVENT_STAMP)
+
 serve: $(STAMP)
 	cargo build --release
 	./target/release/ferrocorn -w 2 --threads 2 -b 127.0.0.1:8000 --python $(PYTHON) examples.flask_app:app
 
-test: $(STAMP)
+TEST_PYTHONS := FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) FERROCORN_TEST_GEVENT_PYTHON=$(abspath $(GEVENT_VENV)/bin/python)
+
+test: $(STAMP) $(GEVENT_STAMP)
 	$(PYTHON) -m unittest discover -s python/tests
 	$(PYTHON) -m unittest discover -s benches -p "test_*.py"
-	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) cargo test
+	$(TEST_PYTHONS) cargo test
 	# Again on a master of two threads (the default here is one): the same rules must hold.
-	FERROCORN_TEST_PYTHON=$(abspath $(PYTHON)) FERROCORN_TEST_MASTER_THREADS=2 cargo test --test it
+	$(TEST_PYTHONS) FERROCORN_TEST_MASTER_THREADS=2 cargo test --test it
 
 # maturin's "bin" bindings (pyproject.toml): the binary built with Cargo.toml's
 # dist profile (release, stripped; no --release, which would override it),
@@ -68,7 +80,7 @@ bench-precision:
 # dependencies of ferrocorn.
 $(BENCH_STAMP):
 	python3 -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check flask gunicorn granian
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check flask gunicorn granian gevent
 	touch $(BENCH_STAMP)
 
 # make sweep SWEEP=configs/sweeps/cpu-levels.toml [SWEEP_ARGS="--out DIR"]

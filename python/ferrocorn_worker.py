@@ -22,6 +22,7 @@ is the hot spot of the whole server: keep it to a few C-level calls.
 from __future__ import annotations
 
 import ast
+import collections
 import difflib
 import faulthandler
 import gc
@@ -65,6 +66,7 @@ BODY = 17
 CANCEL = 18
 RESPONSE = 32
 ERROR = 33
+CREDIT = 19  # both ways, multiplexed lanes only: bytes given back (u64)
 
 HAS_BODY = 0x01  # REQUEST
 # REQUEST and CANCEL: the parity of the request's number on its lane. The
@@ -323,6 +325,12 @@ class Lane(_LaneEnds):
             last = off + BODY_FRAME >= n
             self.send_parts((head, pack(len(part), BODY, flags if last else 0, 0), part))
             head = b""
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     def send_parts(self, parts: tuple) -> None:
         """The parts in one sendmsg (a gather write), finishing a short write with sendall."""
@@ -774,6 +782,224 @@ class RingLane(_LaneEnds):
 
 
 # --------------------------------------------------------------------------- wsgi.input
+
+
+# --------------------------------------------------------------------------- multiplexed lanes
+
+# docs/protocol.md, "Multiplexed lanes": a gevent worker's lanes are streams
+# of one socket; each frame names its stream in the header's reserved field.
+# Each direction of each stream may have MUX_WINDOW bytes outstanding; a
+# sender starts a frame only while its window is open, and the receiver gives
+# consumed bytes back in CREDIT frames, MUX_WINDOW // 2 at a time.
+MUX_WINDOW = 256 * 1024
+MUX_CREDIT_AT = MUX_WINDOW // 2
+MUX_MAX_STREAMS = 1 << 16
+_pack_stream = struct.Struct("<H").pack_into
+
+
+class Mux:
+    """One socket carrying many lanes: a reader that hands each frame to its
+    lane, and a lock so that each lane's frames go out whole.
+
+    Built for gevent (the caller has monkey-patched): the reader is a
+    greenlet, waiting lanes wait on events, and a lane blocked on its window
+    blocks only its own greenlet."""
+
+    def __init__(self, sock: socket.socket, streams: int) -> None:
+        if not 1 <= streams <= MUX_MAX_STREAMS:
+            raise ValueError(f"a multiplexed socket carries 1 to {MUX_MAX_STREAMS} lanes, not {streams}")
+        sock.setblocking(True)
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.closed = False
+        self.lanes = [MuxLane(index, self) for index in range(streams)]
+
+    def send(self, data: Any) -> None:
+        """Write whole frames, never interleaved with another lane's."""
+        with self.lock:
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                self.closed = True
+                raise LaneClosed(f"lane write failed: {exc}") from None
+
+    def run(self) -> None:
+        """Hand every frame from the master to its lane, until EOF."""
+        lanes = self.lanes
+        recv = self.sock.recv
+        unpack = _unpack_header
+        buf = bytearray()
+        try:
+            while True:
+                data = recv(RECV_SIZE)
+                if not data:
+                    break
+                buf += data
+                pos = 0
+                end = len(buf)
+                view = memoryview(buf)
+                while end - pos >= HEADER_SIZE:
+                    length, kind, flags, stream = unpack(buf, pos)
+                    if length > MAX_PAYLOAD or stream >= len(lanes):
+                        raise ProtocolError(f"bad frame from master: kind={kind} stream={stream} length={length}")
+                    stop = pos + HEADER_SIZE + length
+                    if stop > end:
+                        break
+                    payload = bytes(view[pos + HEADER_SIZE : stop])
+                    lane = lanes[stream]
+                    if kind == CREDIT:
+                        if length != CANCEL_NUMBER.size:
+                            raise ProtocolError(f"CREDIT payload of {length} bytes, not {CANCEL_NUMBER.size}")
+                        lane.window += _unpack_number(payload)[0]
+                        lane.writable.set()
+                    else:
+                        lane.frames.append((kind, flags, payload))
+                        lane.readable.set()
+                    pos = stop
+                view.release()
+                del buf[:pos]
+        except ProtocolError as exc:
+            log.error("multiplexed lanes: %s; closing them all", exc)
+        except OSError as exc:
+            log.debug("multiplexed lanes: read failed: %s", exc)
+        finally:
+            self.closed = True
+            for lane in lanes:
+                lane.readable.set()
+                lane.writable.set()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class MuxLane(_LaneEnds):
+    """One stream of a Mux, with Lane's interface."""
+
+    __slots__ = ("index", "mux", "frames", "readable", "writable", "window", "taken", "eof", "closed", "broken",
+                 "busy", "number", "sendall")
+
+    def __init__(self, index: int, mux: Mux) -> None:
+        self.index = index
+        self.mux = mux
+        self.frames: collections.deque = collections.deque()
+        self.readable = threading.Event()
+        self.writable = threading.Event()
+        self.window = MUX_WINDOW  # bytes we may still send
+        self.taken = 0  # bytes read since the last CREDIT
+        self.eof = False
+        self.closed = False  # shutdown_read: no more requests for this lane
+        self.broken = False
+        self.number = 0
+        self.busy = threading.Lock()
+        self.sendall = self.send
+
+    def read_frame(self) -> tuple[int, int, bytes]:
+        frames = self.frames
+        while not frames:
+            if self.closed or self.mux.closed:
+                self.eof = True
+                raise LaneClosed("lane closed by the master")
+            self.readable.clear()
+            if not frames and not self.closed and not self.mux.closed:
+                self.readable.wait()
+        kind, flags, payload = frames.popleft()
+        if (kind << 8 | flags) not in _LANE_FRAMES:
+            raise ProtocolError(f"bad frame from master: kind={kind} flags={flags:#x} length={len(payload)}")
+        self._took(HEADER_SIZE + len(payload))
+        return kind, flags, payload
+
+    def _took(self, n: int) -> None:
+        self.taken += n
+        if self.taken >= MUX_CREDIT_AT:
+            given, self.taken = self.taken, 0
+            self.mux.send(HEADER.pack(CANCEL_NUMBER.size, CREDIT, 0, self.index) + CANCEL_NUMBER.pack(given))
+
+    def cancelled(self) -> bool:
+        """Without blocking: True if the master cancelled the running request
+        or the lanes are gone (as Lane.cancelled, over the queued frames)."""
+        if self.mux.closed:
+            return True
+        number = self.number
+        later = number
+        for position, (kind, _, payload) in enumerate(self.frames):
+            if kind == CANCEL:
+                if cancel_number(payload, later) == number:
+                    if position == 0:
+                        self.frames.popleft()
+                        self._took(CANCEL_SIZE)
+                    return True
+            elif kind == REQUEST:
+                later += 1
+        return False
+
+    def shutdown_read(self) -> None:
+        self.closed = True
+        self.readable.set()
+
+    def send(self, data: Any) -> None:
+        """Whole frames (of this lane, stream field 0) out, each started only
+        in an open window; LaneClosed once the master is gone."""
+        mux = self.mux
+        if mux.closed:
+            self.broken = True
+            raise LaneClosed("lane closed by the master")
+        buf = bytearray(data)
+        n = len(buf)
+        pos = 0
+        index = self.index
+        frames = []
+        while pos < n:
+            _pack_stream(buf, pos + 6, index)
+            stop = pos + HEADER_SIZE + _unpack_header(buf, pos)[0]
+            frames.append((pos, stop))
+            pos = stop
+        if self.window >= n:  # the usual case: all at once
+            self.window -= n
+            self._send(buf)
+            return
+        view = memoryview(buf)
+        for start, stop in frames:
+            self._wait_window()
+            self.window -= stop - start
+            self._send(view[start:stop])
+
+    def _send(self, data: Any) -> None:
+        try:
+            self.mux.send(data)
+        except LaneClosed:
+            self.broken = True
+            raise
+
+    def _wait_window(self) -> None:
+        while self.window <= 0:
+            if self.mux.closed:
+                self.broken = True
+                raise LaneClosed("lane closed by the master")
+            self.writable.clear()
+            if self.window <= 0 and not self.mux.closed:
+                self.writable.wait()
+
+    def send_body(self, data: bytes, flags: int = 0, head: bytes = b"") -> None:
+        n = len(data)
+        if n <= BODY_FRAME:
+            self.send(b"".join((head, HEADER.pack(n, BODY, flags, 0), data)))
+            return
+        view = memoryview(data)
+        pack = HEADER.pack
+        for off in range(0, n, BODY_FRAME):
+            part = view[off : off + BODY_FRAME]
+            last = off + BODY_FRAME >= n
+            self.send(b"".join((head, pack(len(part), BODY, flags if last else 0, 0), part)))
+            head = b""
+
+    def send_parts(self, parts: tuple) -> None:
+        self.send(b"".join(parts))
+
+    def close(self) -> None:
+        """The lane's greenlet is done; the socket stays for the others."""
 
 
 class Input:
@@ -1435,6 +1661,29 @@ def import_app(spec: str) -> Callable:
     return obj
 
 
+def patch_for_gevent(env: Any) -> bool:
+    """-k gevent: gevent's monkey-patching, as gunicorn's gevent worker does
+    it, before the app (and anything of the user's) is imported, so the app's
+    sockets, sleeps and locks yield to the other greenlets. True if this
+    process is (now) patched. A BootError names the interpreter without gevent.
+
+    With --preload the fork server patches before it imports the app and its
+    workers inherit the patched modules; without, each forked worker patches
+    itself right after the fork, the fork server never does."""
+    if env.get("FERROCORN_WORKER_MODEL", "") != "gevent":
+        return False
+    try:
+        from gevent import monkey
+    except ImportError as exc:
+        raise BootError(
+            f"worker class gevent needs the gevent package in the worker's Python ({sys.executable}): "
+            f"{exc}; install it there (pip install gevent)"
+        ) from None
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
+    return True
+
+
 class Config:
     """The FERROCORN_* environment (docs/protocol.md, "Processes and sockets")."""
 
@@ -1485,6 +1734,23 @@ class Config:
                     f"FERROCORN_WORKER_RING_FDS has {len(self.ring_fds)} memfd:bell pairs for "
                     f"{len(self.lane_fds)} lanes (FERROCORN_WORKER_LANE_FDS)"
                 )
+        # -k gevent: the lanes are streams of the one lane socket (Mux), as
+        # many as --worker-connections.
+        lanes = len(self.lane_fds)
+        self.worker_class = env.get("FERROCORN_WORKER_MODEL", "") or ("sync" if lanes == 1 else "gthread")
+        if self.worker_class not in ("sync", "gthread", "gevent"):
+            raise BootError(f"FERROCORN_WORKER_MODEL={self.worker_class!r} is not one of sync, gthread, gevent")
+        self.gevent = self.worker_class == "gevent"
+        self.lane_count = lanes
+        if self.gevent:
+            if lanes != 1 or self.ring_size:
+                raise BootError("a gevent worker gets one lane socket (FERROCORN_WORKER_LANE_FDS) and no rings")
+            count = env.get("FERROCORN_WORKER_MUX_LANES", "")
+            self.lane_count = number("FERROCORN_WORKER_MUX_LANES", count or "1000")
+            if not 1 <= self.lane_count <= MUX_MAX_STREAMS:
+                raise BootError(f"FERROCORN_WORKER_MUX_LANES={count!r} is not between 1 and {MUX_MAX_STREAMS}")
+        elif self.worker_class != "gevent" and lanes > 1:
+            self.worker_class = "gthread"
         drop = env.get("FERROCORN_DROP_BELL", "")
         self.drop_bell = number("FERROCORN_DROP_BELL", drop) if drop else 0
         if self.drop_bell < 0:
@@ -1645,7 +1911,12 @@ class HookConfig:
         workers = env.get("FERROCORN_WORKER_COUNT", "1")
         self.workers = int(workers) if workers.isdigit() else 1
         self.threads = threads
-        if threads is not None:
+        if env.get("FERROCORN_WORKER_MODEL", "") == "gevent":
+            # gunicorn's gevent worker ignores threads; its lanes are connections.
+            self.worker_class = "gevent"
+            self.worker_connections = threads
+            self.threads = 1
+        elif threads is not None:
             self.worker_class = "sync" if threads == 1 else "gthread"
         self.worker_class_str = self.worker_class
         self.preload_app = env.get("FERROCORN_FORKSERVER_PRELOAD", "") == "1"
@@ -1760,7 +2031,8 @@ class Worker:
         self.servers: list[LaneServer] = []
         self.use_hooks(hooks or Hooks(), hook_server)
         self.stopping = [False]  # read by every lane thread after each request
-        self.lanes: list = []  # Lane or RingLane
+        self.lanes: list = []  # Lane, RingLane or MuxLane
+        self.mux: Optional[Mux] = None  # -k gevent: the socket all lanes share
         self.threads: list[threading.Thread] = []
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_w.setblocking(False)
@@ -1769,15 +2041,16 @@ class Worker:
         self.control.sendall(frame(kind, flags, payload[:MAX_PAYLOAD]))
 
     def hello(self) -> None:
-        lanes = len(self.config.lane_fds)
+        config = self.config
+        lanes = config.lane_count
         info = {
             "pid": os.getpid(),
             "protocol": PROTOCOL_VERSION,
             "python": "%d.%d.%d" % sys.version_info[:3],
-            "worker_class": "sync" if lanes == 1 else "gthread",
+            "worker_class": config.worker_class,
             "lanes": lanes,
             "max_payload": MAX_PAYLOAD,
-            "transport": "ring" if self.config.ring_size else "socket",
+            "transport": "mux" if config.gevent else "ring" if config.ring_size else "socket",
         }
         self.send_control(HELLO, 0, json.dumps(info).encode())
 
@@ -1785,6 +2058,14 @@ class Worker:
         """The lanes, in ring mode their rings mapped (a BootError if they cannot be)."""
         config = self.config
         if self.lanes:
+            return
+        if config.gevent:
+            fd = config.lane_fds[0]
+            try:
+                self.mux = Mux(socket.socket(fileno=fd), config.lane_count)
+            except OSError as exc:
+                raise BootError(f"FERROCORN_WORKER_LANE_FDS: the lane socket (fd {fd}) is not a socket: {exc}") from None
+            self.lanes = self.mux.lanes
             return
         lanes = []
         for index, fd in enumerate(config.lane_fds):
@@ -1806,8 +2087,12 @@ class Worker:
     def serve(self, app: Callable) -> int:
         """Run the lane threads and wait for the end; return the exit status."""
         config = self.config
-        base = base_environ(len(config.lane_fds), config.workers)
+        base = base_environ(config.lane_count, config.workers)
         self.open_lanes()
+        if self.mux is not None:
+            reader = threading.Thread(target=self.mux.run, name="mux")
+            reader.daemon = True
+            reader.start()
         for index, lane in enumerate(self.lanes):
             server = LaneServer(lane, app, base, self.stopping, self.hooks, self.hook_worker)
             self.servers.append(server)
@@ -1891,10 +2176,7 @@ class Worker:
         except BaseException:
             log.exception("lane %d: unexpected failure; the lane is closed", server.lane.index)
         finally:
-            try:
-                server.lane.sock.close()
-            except OSError:
-                pass
+            server.lane.close()
             try:
                 self.wake_w.send(b"\0")
             except OSError:
@@ -1906,7 +2188,7 @@ class Worker:
         as gunicorn's forked workers share the Arbiter)."""
         config = self.config
         self.hooks = hooks
-        cfg = HookConfig(config.env, hooks, len(config.lane_fds))
+        cfg = HookConfig(config.env, hooks, config.lane_count)
         self.hook_server = hook_server or HookServer(cfg, config.master_pid)
         self.hook_worker = HookWorker(_worker_id(config.worker_id), cfg, os.getppid(), os.getpid())
         self.hook_worker.servers = self.servers
@@ -1997,6 +2279,7 @@ def main(
         except (ValueError, OSError) as exc:
             raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
+        patch_for_gevent(env)
         set_process_name("fc-worker")
         set_proc_title("worker", env)
         capture_output(env)
@@ -2123,6 +2406,7 @@ class ForkServer:
             # when on_starting raises: here the fork server fails to boot.
             self.hooks.call_strict("on_starting", self.hook_server)
         if self.preload:
+            patch_for_gevent(self.env)
             self.app = import_app(self.app_spec)
             log.info("app preloaded: %s", self.app_spec)
         # Move everything imported so far out of the collector's reach: a
@@ -2214,8 +2498,9 @@ class ForkServer:
                 rings = f" with ring_size {ring_size}" if ring_size > 0 else ""
                 raise ValueError(f"{len(fds)} descriptors for {request['lanes']} lanes{rings}")
             cfg = self.hook_server.cfg
-            cfg.threads = int(request["lanes"])
-            cfg.worker_class = cfg.worker_class_str = "sync" if cfg.threads == 1 else "gthread"
+            if self.env.get("FERROCORN_WORKER_MODEL", "") != "gevent":
+                cfg.threads = int(request["lanes"])
+                cfg.worker_class = cfg.worker_class_str = "sync" if cfg.threads == 1 else "gthread"
             self.hook_server.worker_class = cfg.worker_class
             if self.hooks.pre_fork is not None:
                 self.hooks.call("pre_fork", self.hook_server, HookWorker(worker_id, self.hook_server.cfg, self.master_pid))

@@ -121,7 +121,7 @@ pub enum ConfigError {
         problem: String,
     },
     /// A gunicorn worker class ferrocorn does not have yet.
-    #[error("worker class {value:?} (from {from}) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync) and gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread)")]
+    #[error("worker class {value:?} (from {from}) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync), gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread) and gevent (gunicorn.workers.ggevent.GeventWorker, egg:gunicorn#gevent)")]
     UnsupportedWorkerClass {
         /// The class as given.
         value: String,
@@ -831,8 +831,8 @@ mod tests {
             r#"invalid value "my-app:app" for wsgi_app (from argument APP): expected MODULE:APP such as examples.flask_app:app or app:create_app()"#
         );
         assert_eq!(
-            error(&["ferrocorn", "-k", "gevent", "app:app"], &no_env),
-            r#"worker class "gevent" (from --worker-class) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync) and gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread)"#
+            error(&["ferrocorn", "-k", "eventlet", "app:app"], &no_env),
+            r#"worker class "eventlet" (from --worker-class) is not supported by ferrocorn yet: the supported classes are sync (also gunicorn.workers.sync.SyncWorker, egg:gunicorn#sync), gthread (gunicorn.workers.gthread.ThreadWorker, egg:gunicorn#gthread) and gevent (gunicorn.workers.ggevent.GeventWorker, egg:gunicorn#gevent)"#
         );
         assert_eq!(
             error(

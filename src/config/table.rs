@@ -83,7 +83,7 @@ macro_rules! with_settings {
                 section: Workers, long: "threads", min: 1,
             },
             worker_connections: usize = ["1000"] {
-                doc: "Most client connections open at once per worker, as gunicorn's gthread worker bounds them; the master holds them all, so it accepts at most workers × this (the count at start) and the kernel's backlog holds the rest",
+                doc: "Most client connections open at once per worker, as gunicorn's gthread worker bounds them; the master holds them all, so it accepts at most workers × this (the count at start) and the kernel's backlog holds the rest; with gevent also the requests a worker runs at once (at most 65536)",
                 section: Workers, long: "worker-connections", min: 1, restart: true,
             },
             pipeline_below: Duration = ["2ms"] {
@@ -95,7 +95,7 @@ macro_rules! with_settings {
                 section: Workers, long: "pipeline-depth", min: 1, restart: true,
             },
             worker_class: WorkerClass = ["sync"] {
-                doc: "Worker type: sync or gthread",
+                doc: "Worker type: sync, gthread, or gevent (worker-connections requests at once per worker, each in a greenlet; needs gevent in the workers' Python)",
                 section: Workers, short: 'k', long: "worker-class",
             },
             python: Option<PathBuf> = [] {

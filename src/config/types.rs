@@ -449,7 +449,7 @@ macro_rules! keyword_enum {
 
 keyword_enum!(
     /// How a worker runs requests.
-    WorkerClass, "CLASS", "expected sync or gthread",
+    WorkerClass, "CLASS", "expected sync, gthread or gevent",
     // gevent, eventlet, tornado, uvicorn... are real gunicorn classes: say so, not "invalid".
     unknown: ValueError::UnsupportedWorkerClass,
     // gunicorn's other spellings of the same classes (matched in lower case).
@@ -458,6 +458,9 @@ keyword_enum!(
         Sync = "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.syncworker",
         /// `threads` concurrent requests per worker, each on its own thread.
         Gthread = "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.threadworker",
+        /// `worker_connections` concurrent requests per worker, each in its
+        /// own greenlet, after gevent's monkey-patching (gevent is the user's).
+        Gevent = "gevent" | "egg:gunicorn#gevent" | "gunicorn.workers.ggevent.geventworker",
     }
 );
 
@@ -774,10 +777,11 @@ mod tests {
         }
         assert_eq!(
             "gunicorn.workers.ggevent.GeventWorker".parse::<WorkerClass>(),
-            Err(ValueError::UnsupportedWorkerClass)
+            Ok(WorkerClass::Gevent)
         );
+        assert_eq!("gevent".parse::<WorkerClass>(), Ok(WorkerClass::Gevent));
         assert_eq!(
-            "gevent".parse::<WorkerClass>(),
+            "eventlet".parse::<WorkerClass>(),
             Err(ValueError::UnsupportedWorkerClass)
         );
         assert_eq!("".parse::<WorkerClass>(), Err(ValueError::Invalid));

@@ -141,6 +141,16 @@ impl Settings {
         }
     }
 
+    /// Lanes per worker, as the dispatcher sees them: `threads`, or for
+    /// gevent (which ignores `threads`, as gunicorn's does)
+    /// `worker_connections`.
+    pub fn lanes_per_worker(&self) -> usize {
+        match self.worker_class {
+            WorkerClass::Gevent => self.worker_connections,
+            _ => self.threads,
+        }
+    }
+
     /// The request-line bound as gunicorn's parser applies the setting:
     /// 0 is no bound, and it is never above 8190.
     pub fn effective_limit_request_line(&self) -> usize {
@@ -282,6 +292,7 @@ pub fn settings(raw: &[RawValue], mode: Mode) -> Result<Settings, ConfigError> {
     check_directories(&settings, raw)?;
     check_reload(&settings, raw)?;
     check_accounts(&settings, raw)?;
+    check_gevent_connections(&settings, raw)?;
     if settings.wsgi_app.is_none() && mode != Mode::PrintConfig {
         return Err(ConfigError::NoApp);
     }
@@ -389,6 +400,21 @@ fn check_memory_limits(settings: &Settings, raw: &[RawValue]) -> Result<(), Conf
         hard,
         hard_source: source("max_memory_hard"),
     })
+}
+
+/// A gevent worker's lanes are streams of one socket, numbered in 16 bits
+/// (docs/protocol.md, "Multiplexed lanes").
+fn check_gevent_connections(settings: &Settings, raw: &[RawValue]) -> Result<(), ConfigError> {
+    let most = crate::protocol::mux::MAX_STREAMS;
+    if settings.worker_class != WorkerClass::Gevent || settings.worker_connections <= most {
+        return Ok(());
+    }
+    Err(invalid(
+        "worker_connections",
+        &settings.worker_connections.to_string(),
+        raw,
+        Some(&format!("expected at most {most} with worker class gevent")),
+    ))
 }
 
 /// `worker_tmp_dir` and `tmp_upload_dir` are accepted for gunicorn's config

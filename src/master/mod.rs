@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{debug, info, warn};
 
-use crate::config::Loaded;
+use crate::config::{Loaded, Settings};
 use crate::dispatch::{self, Dispatcher};
 use crate::exit::ExitCode;
 use crate::http::exchange::{ExchangeCtx, WorkerFault};
@@ -112,6 +112,7 @@ pub async fn run(
     info!("Listening at: {} ({})", urls.join(","), std::process::id());
     info!("Using worker: {}", settings.effective_worker_class());
     info!("Master threads: {}", settings.effective_master_threads());
+    raise_file_limit(&settings);
     let ctx = Arc::new(ServiceCtx {
         exchange: ExchangeCtx {
             dispatcher: dispatcher.clone(),
@@ -346,4 +347,33 @@ fn start_statsd(
         backlog_fds,
         backlog: settings.enable_backlog_metric,
     })
+}
+
+/// Raises the open-file limit to what `--workers` x `--worker-connections`
+/// client connections and the workers' sockets need, and warns when the
+/// hard limit does not allow it.
+fn raise_file_limit(settings: &Settings) {
+    use crate::process::files;
+    let connections = settings.worker_connections.saturating_mul(settings.workers);
+    let per_worker = match settings.worker_class {
+        // The control socket and the one multiplexed lane socket.
+        crate::config::WorkerClass::Gevent => 2,
+        // The control socket, and per lane its socket and (ring lanes) its doorbell.
+        _ => 1 + 2 * settings.threads,
+    };
+    let needed = files::needed(connections, settings.workers, per_worker);
+    match files::raise_to(needed) {
+        Ok(files::Outcome::Enough) => {}
+        Ok(files::Outcome::Raised(from, to)) => {
+            debug!(from, to, "raised the open-file limit");
+        }
+        Ok(files::Outcome::Short { limit }) => warn!(
+            limit,
+            needed,
+            "Open-file limit {limit} is below the {needed} descriptors that {} workers x {} worker connections need: connections past it are refused; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower --worker-connections",
+            settings.workers,
+            settings.worker_connections
+        ),
+        Err(err) => warn!(error = %err, "cannot read or raise the open-file limit"),
+    }
 }

@@ -99,7 +99,7 @@ fn arbiter_config(settings: &Settings) -> ArbiterConfig {
         max_requests_jitter: settings.max_requests_jitter,
         max_concurrent_retirements: settings.max_concurrent_retirements,
         spare_workers: settings.spare_workers,
-        lanes: settings.threads,
+        lanes: settings.lanes_per_worker(),
         memory: MemoryLimits {
             soft: settings.max_memory.map(|b| b.bytes()),
             hard: settings.max_memory_hard.map(|b| b.bytes()),
@@ -134,7 +134,9 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        lanes: settings.threads,
+        lanes: settings.lanes_per_worker(),
+        worker_class: settings.effective_worker_class(),
+        worker_connections: settings.worker_connections,
         workers: settings.workers,
         log_level: settings.log_level.to_string(),
         preload: settings.preload_app,

@@ -17,7 +17,7 @@ use super::hook_news::HookNews;
 use super::launch::{launch_failed, start_launcher};
 use super::reexec::Upgrader;
 use super::reload::Reloader;
-use crate::config::MemoryMetric;
+use crate::config::{MemoryMetric, WorkerClass};
 use crate::dispatch::{Dispatcher, WorkerTerms};
 use crate::forkserver::Launcher;
 use crate::http::server::HttpServer;
@@ -336,7 +336,8 @@ impl Shell {
     }
 
     fn spawn(&mut self, worker: WorkerId) {
-        let (ours, ends) = match sockets(self.spawn.lanes, &self.transport) {
+        let muxed = self.spawn.worker_class == WorkerClass::Gevent;
+        let (ours, ends) = match sockets(self.spawn.lanes, &self.transport, muxed) {
             Ok(pair) => pair,
             Err(err) => {
                 let _ = self.events.send(Event::SpawnFailed {
@@ -355,7 +356,7 @@ impl Shell {
                 ring_bytes: ours
                     .lanes
                     .iter()
-                    .filter_map(|lane| lane.ring.as_ref())
+                    .filter_map(LaneLink::ring)
                     .map(|ring| ring.mapped_bytes() as u64)
                     .sum(),
                 lanes: ours.lanes,

@@ -3,9 +3,11 @@
 //! pid file (`--pid`). They
 //! act on the whole process, so they live apart from the master's loop;
 //! `main.rs` calls them in order (daemonize before any thread exists).
-//! `owner` gives the log files to `--user`/`--group`.
+//! `owner` gives the log files to `--user`/`--group`; `files` raises the
+//! open-file limit to what the connections need.
 
 pub mod daemon;
+pub mod files;
 pub mod owner;
 pub mod pidfile;
 pub mod title;

@@ -24,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::environ::HeadCache;
 use super::frame::{self, flags, DecodeError, Frame, Kind, HEADER_LEN};
+use super::mux::{MuxReader, MuxStream, MuxWriter};
 use super::ring::{self, Corrupt, Ring, RingReader, RingWriter};
 
 /// Why a lane cannot go on.
@@ -66,11 +67,13 @@ fn lane_error(err: std::io::Error) -> LaneError {
     LaneError::Io(err)
 }
 
-/// A lane's receiving side: a socket half, or a ring lane's response ring.
+/// A lane's receiving side: a socket half, a ring lane's response ring, or
+/// a stream of a multiplexed socket.
 #[derive(Debug)]
 enum ReadHalf {
     Socket(OwnedReadHalf),
     Ring(RingReader),
+    Mux(MuxReader),
 }
 
 impl AsyncRead for ReadHalf {
@@ -82,15 +85,18 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Socket(half) => Pin::new(half).poll_read(cx, buf),
             ReadHalf::Ring(half) => Pin::new(half).poll_read(cx, buf),
+            ReadHalf::Mux(half) => Pin::new(half).poll_read(cx, buf),
         }
     }
 }
 
-/// A lane's sending side: a socket half, or a ring lane's request ring.
+/// A lane's sending side: a socket half, a ring lane's request ring, or a
+/// stream of a multiplexed socket.
 #[derive(Debug)]
 enum WriteHalf {
     Socket(OwnedWriteHalf),
     Ring(RingWriter),
+    Mux(MuxWriter),
 }
 
 impl WriteHalf {
@@ -98,6 +104,7 @@ impl WriteHalf {
         match self {
             WriteHalf::Socket(half) => half.try_write_vectored(parts),
             WriteHalf::Ring(half) => half.try_write_vectored(parts),
+            WriteHalf::Mux(half) => half.try_write_vectored(parts),
         }
     }
 }
@@ -111,6 +118,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Socket(half) => Pin::new(half).poll_write(cx, data),
             WriteHalf::Ring(half) => Pin::new(half).poll_write(cx, data),
+            WriteHalf::Mux(half) => Pin::new(half).poll_write(cx, data),
         }
     }
 
@@ -122,6 +130,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Socket(half) => Pin::new(half).poll_write_vectored(cx, parts),
             WriteHalf::Ring(half) => Pin::new(half).poll_write_vectored(cx, parts),
+            WriteHalf::Mux(half) => Pin::new(half).poll_write_vectored(cx, parts),
         }
     }
 
@@ -133,6 +142,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Socket(half) => Pin::new(half).poll_flush(cx),
             WriteHalf::Ring(half) => Pin::new(half).poll_flush(cx),
+            WriteHalf::Mux(half) => Pin::new(half).poll_flush(cx),
         }
     }
 
@@ -140,6 +150,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Socket(half) => Pin::new(half).poll_shutdown(cx),
             WriteHalf::Ring(half) => Pin::new(half).poll_shutdown(cx),
+            WriteHalf::Mux(half) => Pin::new(half).poll_shutdown(cx),
         }
     }
 }
@@ -183,7 +194,7 @@ impl LaneReader {
     pub fn into_inner(self) -> Option<OwnedReadHalf> {
         match self.half {
             ReadHalf::Socket(half) => Some(half),
-            ReadHalf::Ring(_) => None,
+            ReadHalf::Ring(_) | ReadHalf::Mux(_) => None,
         }
     }
 
@@ -214,7 +225,7 @@ impl LaneWriter {
     pub fn into_inner(self) -> Option<OwnedWriteHalf> {
         match self.half {
             WriteHalf::Socket(half) => Some(half),
-            WriteHalf::Ring(_) => None,
+            WriteHalf::Ring(_) | WriteHalf::Mux(_) => None,
         }
     }
 
@@ -229,20 +240,30 @@ impl LaneWriter {
 /// Splits a lane socket into its halves.
 pub fn split(stream: UnixStream) -> (LaneReader, LaneWriter) {
     let (read, write) = stream.into_split();
-    halves(ReadHalf::Socket(read), WriteHalf::Socket(write))
+    halves(ReadHalf::Socket(read), WriteHalf::Socket(write), READ_CHUNK)
 }
 
 /// Splits a ring lane (its socket and its shared memory) into its halves.
 pub fn split_ring(stream: UnixStream, ring: Arc<Ring>) -> (LaneReader, LaneWriter) {
     let (read, write) = ring::halves(ring, stream);
-    halves(ReadHalf::Ring(read), WriteHalf::Ring(write))
+    halves(ReadHalf::Ring(read), WriteHalf::Ring(write), READ_CHUNK)
 }
 
-fn halves(read: ReadHalf, write: WriteHalf) -> (LaneReader, LaneWriter) {
+/// Splits a stream of a multiplexed socket into its halves. Its read
+/// buffer starts small: a worker has `--worker-connections` such lanes.
+pub fn split_mux(stream: MuxStream) -> (LaneReader, LaneWriter) {
+    let (read, write) = stream.halves();
+    halves(ReadHalf::Mux(read), WriteHalf::Mux(write), MUX_READ_START)
+}
+
+/// A multiplexed lane's first read buffer; it grows as `read_frame` needs.
+const MUX_READ_START: usize = 4096;
+
+fn halves(read: ReadHalf, write: WriteHalf, capacity: usize) -> (LaneReader, LaneWriter) {
     (
         LaneReader {
             half: read,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::with_capacity(capacity),
             written: 0,
             ended: 0,
         },
@@ -310,6 +331,11 @@ impl Lane {
     /// Wraps a ring lane: its socket (for EOF only) and its shared memory.
     pub fn over_ring(stream: UnixStream, ring: Arc<Ring>) -> Lane {
         Lane::from_halves(split_ring(stream, ring))
+    }
+
+    /// Wraps one stream of a multiplexed lane socket (`-k gevent`).
+    pub fn over_mux(stream: MuxStream) -> Lane {
+        Lane::from_halves(split_mux(stream))
     }
 
     fn from_halves((reader, writer): (LaneReader, LaneWriter)) -> Lane {

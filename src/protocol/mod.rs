@@ -1,6 +1,7 @@
 //! The master <-> worker protocol (docs/protocol.md): frames, the handshake,
 //! the environ encoding (with what a trusted proxy may say in it), a lane
-//! (over its socket or shared-memory rings) and the control frames sent
+//! (over its socket, shared-memory rings, or a stream of a socket shared by
+//! many lanes) and the control frames sent
 //! after a boot.
 
 pub mod control;
@@ -9,5 +10,6 @@ pub mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod lane;
+pub mod mux;
 pub mod response_head;
 pub mod ring;

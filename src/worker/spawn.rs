@@ -19,7 +19,9 @@ use tokio::net::UnixStream;
 
 use super::script::{BOOTSTRAP, WORKER_PROGRAM};
 use super::WorkerId;
+use crate::config::types::WorkerClass;
 use crate::protocol::lane::Lane;
+use crate::protocol::mux::{self, MuxStream};
 use crate::protocol::ring::{Hub, Ring, WorkerRing};
 /// Everything a worker needs that is the same for every worker.
 #[derive(Debug, Clone)]
@@ -34,8 +36,13 @@ pub struct SpawnSpec {
     pub pythonpath: Vec<PathBuf>,
     /// Extra environment (`-e KEY=VALUE`).
     pub env: Vec<(String, String)>,
-    /// Lanes per worker (`--threads`).
+    /// Lanes per worker (`--threads`; `--worker-connections` for gevent).
     pub lanes: usize,
+    /// How a worker runs its lanes: threads, or greenlets over one
+    /// multiplexed socket (gevent).
+    pub worker_class: WorkerClass,
+    /// `--worker-connections`, which a gevent worker reads.
+    pub worker_connections: usize,
     /// Configured worker count, for `wsgi.multiprocess`.
     pub workers: usize,
     /// Python logging level name.
@@ -73,21 +80,32 @@ pub struct WorkerSockets {
     pub lanes: Vec<LaneLink>,
 }
 
-/// The master's end of one lane: its socket, and its rings on a ring lane.
+/// The master's end of one lane.
 #[derive(Debug)]
-pub struct LaneLink {
-    /// The lane socket (on a ring lane it carries only EOF).
-    pub socket: UnixStream,
-    /// The shared memory, on a ring lane.
-    pub ring: Option<Arc<Ring>>,
+pub enum LaneLink {
+    /// A lane socket that carries the lane's bytes.
+    Socket(UnixStream),
+    /// A ring lane: its socket (which carries only EOF) and its shared memory.
+    Ring(UnixStream, Arc<Ring>),
+    /// One stream of the worker's one multiplexed socket (`-k gevent`).
+    Mux(MuxStream),
 }
 
 impl LaneLink {
     /// The lane the dispatcher hands out.
     pub fn into_lane(self) -> Lane {
-        match self.ring {
-            Some(ring) => Lane::over_ring(self.socket, ring),
-            None => Lane::new(self.socket),
+        match self {
+            LaneLink::Socket(socket) => Lane::new(socket),
+            LaneLink::Ring(socket, ring) => Lane::over_ring(socket, ring),
+            LaneLink::Mux(stream) => Lane::over_mux(stream),
+        }
+    }
+
+    /// The lane's shared memory, on a ring lane.
+    pub fn ring(&self) -> Option<&Arc<Ring>> {
+        match self {
+            LaneLink::Ring(_, ring) => Some(ring),
+            _ => None,
         }
     }
 }
@@ -280,10 +298,59 @@ pub fn check_interpreter(python: &Path) -> Result<(), String> {
     }
 }
 
-/// Socketpairs (and rings, for `Transport::Ring`) for a worker with `lanes` lanes.
+/// Checks at start that `python` can import gevent, which `-k gevent`
+/// needs and ferrocorn does not bring (it is the user's dependency, as
+/// with gunicorn). Runs in `chdir` with `pythonpath` first, as a worker would.
+pub fn check_gevent(
+    python: &Path,
+    chdir: Option<&Path>,
+    pythonpath: &[PathBuf],
+) -> Result<(), String> {
+    let mut command = std::process::Command::new(python);
+    command
+        .args(["-c", "import gevent, gevent.monkey"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(dir) = chdir {
+        command.current_dir(dir);
+    }
+    if !pythonpath.is_empty() {
+        let mut paths = pythonpath.to_vec();
+        if let Some(existing) = std::env::var_os("PYTHONPATH") {
+            paths.extend(std::env::split_paths(&existing));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            command.env("PYTHONPATH", joined);
+        }
+    }
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run python interpreter {}: {err}", python.display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("it exited with an error");
+    Err(format!(
+        "worker class gevent needs the gevent package, which {} cannot import ({}); install it into that environment ({} -m pip install gevent) or choose another --worker-class",
+        python.display(),
+        reason.trim(),
+        python.display()
+    ))
+}
+
+/// Socketpairs (and rings, for `Transport::Ring`) for a worker with `lanes`
+/// lanes; for a gevent worker (`muxed`), one socket that carries them all,
+/// whatever the transport. Must run inside the tokio runtime.
 pub fn sockets(
     lanes: usize,
     transport: &Transport,
+    muxed: bool,
 ) -> Result<(WorkerSockets, WorkerEnds), SpawnError> {
     let pair = || -> Result<(UnixStream, OwnedFd), SpawnError> {
         let (ours, theirs) = StdUnixStream::pair().map_err(SpawnError::Sockets)?;
@@ -293,28 +360,37 @@ pub fn sockets(
         ))
     };
     let (control, control_end) = pair()?;
+    if muxed {
+        let (socket, end) = pair()?;
+        let links = mux::start(socket, lanes)
+            .into_iter()
+            .map(LaneLink::Mux)
+            .collect();
+        return Ok((
+            WorkerSockets {
+                control,
+                lanes: links,
+            },
+            WorkerEnds {
+                control: control_end,
+                lanes: vec![end],
+                rings: None,
+            },
+        ));
+    }
     let (sockets, lane_ends): (Vec<_>, Vec<_>) = (0..lanes)
         .map(|_| pair())
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
     let (links, rings) = match transport {
-        Transport::Socket => (
-            sockets
-                .into_iter()
-                .map(|socket| LaneLink { socket, ring: None })
-                .collect(),
-            None,
-        ),
+        Transport::Socket => (sockets.into_iter().map(LaneLink::Socket).collect(), None),
         Transport::Ring { hub, size } => {
             let mut links = Vec::with_capacity(lanes);
             let mut ends = Vec::with_capacity(lanes);
             for socket in sockets {
                 let (ring, end) = Ring::create(hub, *size).map_err(SpawnError::Rings)?;
-                links.push(LaneLink {
-                    socket,
-                    ring: Some(ring),
-                });
+                links.push(LaneLink::Ring(socket, ring));
                 ends.push(end);
             }
             let rings = WorkerRings {
@@ -374,6 +450,11 @@ pub fn shared_env(spec: &SpawnSpec) -> Vec<(String, String)> {
                 spec.group.clone().unwrap_or_default(),
             ),
             ("FERROCORN_WORKER_INITGROUPS", flag(spec.initgroups)),
+            ("FERROCORN_WORKER_MODEL", spec.worker_class.to_string()),
+            (
+                "FERROCORN_WORKER_MUX_LANES",
+                spec.worker_connections.to_string(),
+            ),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );

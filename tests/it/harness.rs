@@ -37,6 +37,26 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// A Python with gevent and Flask, for `-k gevent`: `make test` creates
+/// `.venv-gevent` (gevent is the user's dependency, never ferrocorn's).
+pub fn gevent_python() -> PathBuf {
+    let python = std::env::var_os("FERROCORN_TEST_GEVENT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv-gevent/bin/python"));
+    let has_gevent = Command::new(&python)
+        .args(["-c", "import gevent, flask"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_gevent,
+        "{} with gevent and Flask is needed: run `make test` (it creates .venv-gevent), \
+         or set FERROCORN_TEST_GEVENT_PYTHON to a Python that has both",
+        python.display()
+    );
+    python
+}
+
 /// A `python` in `dir` that refuses to be a fork server, and only that:
 /// workers then start as fresh interpreters.
 pub fn python_refusing_to_be_a_fork_server(dir: &Path) -> PathBuf {
@@ -99,7 +119,7 @@ pub fn command(args: &[&str]) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars() {
-        if key.starts_with("FERROCORN_") && key != "FERROCORN_TEST_PYTHON" {
+        if key.starts_with("FERROCORN_") && !key.starts_with("FERROCORN_TEST_") {
             cmd.env_remove(key);
         }
     }

@@ -7,6 +7,7 @@ mod chaos;
 mod corpus;
 mod failures;
 mod forking;
+mod gevent;
 mod gunicorn_config;
 mod hooks;
 mod http_front;

@@ -63,7 +63,8 @@ pub mod word {
     pub const W_LOST: usize = 512;
 }
 
-/// Shared memory that cannot be right: the worker broke the protocol.
+/// Shared memory (or a multiplexed socket's framing) that cannot be right:
+/// the worker broke the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Corrupt {
     /// A tail more than a ring's size ahead of the head, or behind it.
@@ -77,6 +78,34 @@ pub enum Corrupt {
     /// The worker wrote on the lane socket, which carries no bytes on a ring lane.
     #[error("the worker wrote on a ring lane's socket")]
     SocketBytes,
+    /// A frame on a multiplexed socket longer than any frame may be.
+    #[error("the worker sent a {length}-byte frame on a multiplexed lane socket")]
+    MuxFrame {
+        /// The length its header gave.
+        length: usize,
+    },
+    /// A frame for a stream the socket does not carry.
+    #[error("the worker sent a frame for stream {stream} on a socket of {streams} streams")]
+    MuxStream {
+        /// The stream it named.
+        stream: u16,
+        /// How many the socket carries.
+        streams: usize,
+    },
+    /// A CREDIT frame whose payload is not 8 bytes.
+    #[error("the worker sent a CREDIT frame of {length} bytes, not 8")]
+    MuxCredit {
+        /// Its payload length.
+        length: usize,
+    },
+    /// A frame started after the stream's window was used up.
+    #[error("the worker sent past stream {stream}'s window ({outstanding} bytes not given back)")]
+    MuxWindow {
+        /// The stream.
+        stream: u16,
+        /// What it had sent that the master had not given back.
+        outstanding: usize,
+    },
 }
 
 impl From<Corrupt> for io::Error {
