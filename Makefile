@@ -17,7 +17,7 @@ GEVENT_VENV  := .venv-gevent
 GEVENT_STAMP := $(GEVENT_VENV)/.gevent-installed
 
 BENCH_VENV := .venv-bench
-BENCH_STAMP := $(BENCH_VENV)/.servers-installed
+BENCH_STAMP := $(BENCH_VENV)/.servers-gevent-installed
 
 .PHONY: serve test wheel bench bench-containment bench-boot bench-memory bench-precision sweep
 

@@ -10,8 +10,8 @@
 #   benches/run.sh --memory [memory.py options]             e.g. --workers 4 --servers ferrocorn-preload
 #   benches/run.sh --precision [precision.py options]       e.g. --clients 8 --requests 4000
 #
-# Installs wrk with apt-get if missing (needs root), creates .venv-bench with flask, gunicorn
-# and granian (benchmark-only; never dependencies of ferrocorn), builds ferrocorn in release
+# Installs wrk with apt-get if missing (needs root), creates .venv-bench with flask, gunicorn,
+# granian and gevent (benchmark-only; never dependencies of ferrocorn), builds ferrocorn in release
 # mode, then runs compare.py (or containment.py, boot.py, memory.py). BENCH_SKIP_BUILD=1 skips
 # the cargo build.
 set -euo pipefail
@@ -40,10 +40,10 @@ apt_install() {
 [ "$SCRIPT" != benches/compare.py ] || command -v wrk >/dev/null || apt_install wrk
 command -v python3 >/dev/null || apt_install python3 python3-venv
 
-if ! "$VENV/bin/python" -c 'import flask, gunicorn, granian' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import flask, gunicorn, granian, gevent' 2>/dev/null; then
     # Debian's python3 has no ensurepip without python3-venv.
     python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear "$VENV"; }
-    "$VENV/bin/pip" install --quiet flask gunicorn granian
+    "$VENV/bin/pip" install --quiet flask gunicorn granian gevent
 fi
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then

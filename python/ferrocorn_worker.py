@@ -2169,6 +2169,15 @@ class Worker:
             )
         sys.stderr.flush()
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        if self.mux is not None:
+            # faulthandler sees the one OS thread; gevent knows every greenlet's stack.
+            try:
+                from gevent import util
+
+                sys.stderr.write("".join(line + "\n" for line in util.format_run_info()))
+            except Exception as exc:  # noqa: BLE001 - a stack dump must not stop the worker
+                log.error("cannot list the greenlets' stacks: %s", exc)
+            sys.stderr.flush()
 
     def _lane_main(self, server: LaneServer) -> None:
         try:
