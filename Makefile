@@ -77,10 +77,11 @@ bench-precision:
 	bash benches/run.sh --precision
 
 # Comparison servers for sweeps that have gunicorn or flask rows; never
-# dependencies of ferrocorn.
+# dependencies of ferrocorn. (gunicorn's gevent worker imports packaging
+# without declaring it.)
 $(BENCH_STAMP):
 	python3 -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check flask gunicorn granian gevent
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check flask gunicorn granian gevent packaging
 	touch $(BENCH_STAMP)
 
 # make sweep SWEEP=configs/sweeps/cpu-levels.toml [SWEEP_ARGS="--out DIR"]

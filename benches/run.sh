@@ -40,10 +40,10 @@ apt_install() {
 [ "$SCRIPT" != benches/compare.py ] || command -v wrk >/dev/null || apt_install wrk
 command -v python3 >/dev/null || apt_install python3 python3-venv
 
-if ! "$VENV/bin/python" -c 'import flask, gunicorn, granian, gevent' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import flask, gunicorn, granian, gevent, packaging' 2>/dev/null; then
     # Debian's python3 has no ensurepip without python3-venv.
     python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear "$VENV"; }
-    "$VENV/bin/pip" install --quiet flask gunicorn granian gevent
+    "$VENV/bin/pip" install --quiet flask gunicorn granian gevent packaging
 fi
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then

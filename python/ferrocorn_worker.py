@@ -813,6 +813,8 @@ class Mux:
         self.lock = threading.Lock()
         self.closed = False
         self.lanes = [MuxLane(index, self) for index in range(streams)]
+        # Called (in the reader) with a lane that gets its first frame.
+        self.on_first_frame: Optional[Callable[[Any], None]] = None
 
     def send(self, data: Any) -> None:
         """Write whole frames, never interleaved with another lane's."""
@@ -855,6 +857,10 @@ class Mux:
                     else:
                         lane.frames.append((kind, flags, payload))
                         lane.readable.set()
+                        if not lane.started:
+                            lane.started = True
+                            if self.on_first_frame is not None:
+                                self.on_first_frame(lane)
                     pos = stop
                 view.release()
                 del buf[:pos]
@@ -879,7 +885,7 @@ class MuxLane(_LaneEnds):
     """One stream of a Mux, with Lane's interface."""
 
     __slots__ = ("index", "mux", "frames", "readable", "writable", "window", "taken", "eof", "closed", "broken",
-                 "busy", "number", "sendall")
+                 "busy", "number", "sendall", "started")
 
     def __init__(self, index: int, mux: Mux) -> None:
         self.index = index
@@ -895,6 +901,7 @@ class MuxLane(_LaneEnds):
         self.number = 0
         self.busy = threading.Lock()
         self.sendall = self.send
+        self.started = False  # a greenlet serves it (Mux.on_first_frame)
 
     def read_frame(self) -> tuple[int, int, bytes]:
         frames = self.frames
@@ -2089,24 +2096,33 @@ class Worker:
         config = self.config
         base = base_environ(config.lane_count, config.workers)
         self.open_lanes()
+
+        def start_lane(lane: Any) -> None:
+            server = LaneServer(lane, app, base, self.stopping, self.hooks, self.hook_worker)
+            thread = threading.Thread(target=self._lane_main, args=(server,), name=f"lane-{lane.index}")
+            thread.daemon = True
+            self.servers.append(server)
+            self.threads.append(thread)
+            thread.start()
+
+        reader = None
         if self.mux is not None:
+            # A greenlet per lane once the lane gets its first frame: the master
+            # reuses the lanes it lent last, so a worker holds about as many as
+            # ran at once, not --worker-connections of them (each a saved stack).
+            self.mux.on_first_frame = start_lane
             reader = threading.Thread(target=self.mux.run, name="mux")
             reader.daemon = True
             reader.start()
-        for index, lane in enumerate(self.lanes):
-            server = LaneServer(lane, app, base, self.stopping, self.hooks, self.hook_worker)
-            self.servers.append(server)
-            thread = threading.Thread(target=self._lane_main, args=(server,), name=f"lane-{index}")
-            thread.daemon = True
-            self.threads.append(thread)
-        for thread in self.threads:
-            thread.start()
+        else:
+            for lane in self.lanes:
+                start_lane(lane)
         poller = select.poll()
         poller.register(self.control.fileno(), select.POLLIN)
         poller.register(self.wake_r.fileno(), select.POLLIN)
         control_fd = self.control.fileno()
         while True:
-            if not any(t.is_alive() for t in self.threads):
+            if not any(t.is_alive() for t in self.threads) and not (reader is not None and reader.is_alive()):
                 log.debug("all lanes closed, worker exiting")
                 return EXIT_OK
             if config.master_pid is not None and os.getppid() != config.master_pid:

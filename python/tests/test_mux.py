@@ -117,6 +117,15 @@ class MuxTest(MuxHarness):
                 self.mux.lanes[0].read_frame()
         self.assertIn("stream=4", "\n".join(logs.output))
 
+    def test_a_lane_is_started_on_its_first_frame_only(self) -> None:
+        started = []
+        seen = threading.Semaphore(0)
+        self.mux.on_first_frame = lambda lane: (started.append(lane.index), seen.release())
+        self.master.sendall(mux_frame(W.BODY, 0, 2, b"a") + mux_frame(W.BODY, 0, 2, b"b") + mux_frame(W.BODY, 0, 0, b"c"))
+        self.assertEqual(self.mux.lanes[0].read_frame()[2], b"c")
+        self.assertTrue(seen.acquire(timeout=TIMEOUT) and seen.acquire(timeout=TIMEOUT))
+        self.assertEqual(started, [2, 0])
+
     def test_shutdown_read_ends_one_lane_after_its_queue(self) -> None:
         lane = self.mux.lanes[3]
         self.master.sendall(mux_frame(W.BODY, 0, 3, b"queued"))

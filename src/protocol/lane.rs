@@ -167,6 +167,8 @@ pub struct LaneReader {
     /// behind the running one while `ended < n - 1`.
     written: u64,
     ended: u64,
+    /// How much room a read makes when the buffer is nearly full.
+    chunk: usize,
 }
 
 impl LaneReader {
@@ -177,7 +179,7 @@ impl LaneReader {
                 return Ok(frame);
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(READ_CHUNK);
+                self.buf.reserve(self.chunk);
             }
             match self.half.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(LaneError::Closed),
@@ -240,36 +242,61 @@ impl LaneWriter {
 /// Splits a lane socket into its halves.
 pub fn split(stream: UnixStream) -> (LaneReader, LaneWriter) {
     let (read, write) = stream.into_split();
-    halves(ReadHalf::Socket(read), WriteHalf::Socket(write), READ_CHUNK)
+    halves(
+        ReadHalf::Socket(read),
+        WriteHalf::Socket(write),
+        Buffers::FULL,
+    )
 }
 
 /// Splits a ring lane (its socket and its shared memory) into its halves.
 pub fn split_ring(stream: UnixStream, ring: Arc<Ring>) -> (LaneReader, LaneWriter) {
     let (read, write) = ring::halves(ring, stream);
-    halves(ReadHalf::Ring(read), WriteHalf::Ring(write), READ_CHUNK)
+    halves(ReadHalf::Ring(read), WriteHalf::Ring(write), Buffers::FULL)
 }
 
-/// Splits a stream of a multiplexed socket into its halves. Its read
-/// buffer starts small: a worker has `--worker-connections` such lanes.
+/// Splits a stream of a multiplexed socket into its halves. Its buffers
+/// start empty and grow in small steps: a gevent worker has
+/// `--worker-connections` such lanes (1,000 by default), most never lent,
+/// and its reads copy from memory, so small steps cost no syscalls.
 pub fn split_mux(stream: MuxStream) -> (LaneReader, LaneWriter) {
     let (read, write) = stream.halves();
-    halves(ReadHalf::Mux(read), WriteHalf::Mux(write), MUX_READ_START)
+    halves(ReadHalf::Mux(read), WriteHalf::Mux(write), Buffers::SMALL)
 }
 
-/// A multiplexed lane's first read buffer; it grows as `read_frame` needs.
-const MUX_READ_START: usize = 4096;
+/// A lane's buffer sizes: what the reader and the writer start with, and
+/// the room a read makes.
+struct Buffers {
+    read: usize,
+    write: usize,
+    chunk: usize,
+}
 
-fn halves(read: ReadHalf, write: WriteHalf, capacity: usize) -> (LaneReader, LaneWriter) {
+impl Buffers {
+    const FULL: Buffers = Buffers {
+        read: READ_CHUNK,
+        write: 4096,
+        chunk: READ_CHUNK,
+    };
+    const SMALL: Buffers = Buffers {
+        read: 0,
+        write: 0,
+        chunk: 4096,
+    };
+}
+
+fn halves(read: ReadHalf, write: WriteHalf, sizes: Buffers) -> (LaneReader, LaneWriter) {
     (
         LaneReader {
             half: read,
-            buf: BytesMut::with_capacity(capacity),
+            buf: BytesMut::with_capacity(sizes.read),
             written: 0,
             ended: 0,
+            chunk: sizes.chunk,
         },
         LaneWriter {
             half: write,
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::with_capacity(sizes.write),
         },
     )
 }
