@@ -102,11 +102,13 @@ fn a_killed_worker_fails_only_its_own_requests() {
     let workers = server.worker_pids();
     assert_eq!(workers.len(), 2, "{}", server.stderr());
     let count = 60;
+    // Each sleeps 6 s: long enough that none is over before the kill, even
+    // on a busy machine (one that were would succeed and fail the test).
     let victim = std::thread::scope(|s| {
         let requests: Vec<_> = (0..count)
             .map(|id| {
                 let server = &server;
-                s.spawn(move || (id, http_get(&server.addr, &format!("/io?ms=3000&id={id}"))))
+                s.spawn(move || (id, http_get(&server.addr, &format!("/io?ms=6000&id={id}"))))
             })
             .collect();
         // Every request is in the app (each wrote its id) before the kill.
@@ -159,27 +161,23 @@ fn a_cpu_bound_request_holds_up_its_workers_other_greenlets() {
     let marks = tempfile::tempdir().unwrap();
     let dir = marks.path().to_str().unwrap();
     let server = start_gevent_with(&[], &["-w", "1", "-e", &format!("MARK_DIR={dir}")]);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let mark = || std::fs::read_to_string(format!("{dir}/cpu")).unwrap_or_default();
     std::thread::scope(|s| {
-        let cpu_tx = tx.clone();
         let server = &server;
-        s.spawn(move || {
-            let resp = server.get("/cpu?ms=1500&mark=cpu");
-            cpu_tx.send(("cpu", resp.status)).unwrap();
-        });
+        let cpu = s.spawn(move || server.get("/cpu?ms=1500&mark=cpu").status);
         wait_until("the CPU-bound request to start", DEADLINE, || {
-            std::fs::metadata(format!("{dir}/cpu")).map_err(|e| e.to_string())
+            match mark() {
+                text if text.contains("started") => Ok(()),
+                text => Err(format!("mark {text:?}")),
+            }
         });
-        s.spawn(move || {
-            let resp = server.get("/pid");
-            tx.send(("pid", resp.status)).unwrap();
-        });
-        let order: Vec<_> = rx.iter().take(2).collect();
-        assert_eq!(
-            order,
-            [("cpu", 200), ("pid", 200)],
-            "as in gunicorn's gevent worker"
+        // Sent while the CPU is held: answered only once the app let go of it.
+        assert_eq!(server.get("/pid").status, 200);
+        assert!(
+            mark().contains("ended"),
+            "another greenlet ran while a request held the CPU; as in gunicorn's gevent worker, it must wait"
         );
+        assert_eq!(cpu.join().unwrap(), 200);
     });
 }
 
@@ -294,4 +292,48 @@ fn with_preload_the_fork_server_patches_before_it_imports_the_app() {
         "{}",
         server.stderr()
     );
+}
+
+#[test]
+fn a_leaking_app_on_gevent_is_recycled_past_the_memory_limit_without_failing_a_request() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let python = gevent_python();
+    let server = TestServer::start_in(
+        &root(),
+        &[],
+        &[
+            "--python",
+            python.to_str().unwrap(),
+            "-k",
+            "gevent",
+            "-w",
+            "2",
+            "--max-memory",
+            "100MB",
+            "--memory-check-interval",
+            "100ms",
+            "--metrics-bind",
+            &metrics,
+            "examples.flask_app:app",
+        ],
+    );
+    // 300 MiB leaked, 10 at a time, against about 60 MiB of room per worker.
+    for _ in 0..30 {
+        let statuses = server.get_concurrently(10, "/leak?kb=1024");
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "{statuses:?}\n{}",
+            server.stderr()
+        );
+    }
+    let restarts = wait_until("memory restarts", DEADLINE, || {
+        match metric(
+            &metrics,
+            "ferrocorn_worker_restarts_total{reason=\"memory\"}",
+        ) {
+            Some(n) if n >= 2.0 => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(restarts >= 2.0);
 }

@@ -5,7 +5,7 @@ monkey-patched) and counts how many requests sleep at once; /peak says the
 most so far. With MARK_DIR set, every /io appends its ?id= to MARK_DIR/<pid>,
 so a test can tell which worker had which request. /cpu?ms=N holds the CPU
 (and so every other greenlet of its worker) for N ms; with ?mark=NAME it
-first creates MARK_DIR/NAME. /echo reads wsgi.input in pieces and sends it
+writes "started" to MARK_DIR/NAME first and "ended" once the CPU is free. /echo reads wsgi.input in pieces and sends it
 back; /stream?chunks=N&ms=M streams N chunks M ms apart; /pid is the pid.
 """
 
@@ -52,6 +52,8 @@ def app(environ: dict, start_response):
         end = time.perf_counter() + int(_arg(environ, "ms", "100")) / 1000
         while time.perf_counter() < end:
             pass
+        if mark:
+            _mark(mark, "ended")
         body = [b"cpu done"]
     elif path == "/echo":
         stream = environ["wsgi.input"]
