@@ -1756,7 +1756,7 @@ class Config:
             self.lane_count = number("FERROCORN_WORKER_MUX_LANES", count or "1000")
             if not 1 <= self.lane_count <= MUX_MAX_STREAMS:
                 raise BootError(f"FERROCORN_WORKER_MUX_LANES={count!r} is not between 1 and {MUX_MAX_STREAMS}")
-        elif self.worker_class != "gevent" and lanes > 1:
+        elif lanes > 1:
             self.worker_class = "gthread"
         drop = env.get("FERROCORN_DROP_BELL", "")
         self.drop_bell = number("FERROCORN_DROP_BELL", drop) if drop else 0
