@@ -38,6 +38,32 @@ pub enum WorkerFault {
     ProtocolError,
 }
 
+/// Tells the arbiter of a worker at fault, at once, on the caller's thread:
+/// the report is queued before the exchange lets go of the lane, and so
+/// before the worker's exit (a worker whose lanes close exits). Through a
+/// task of its own, a report could reach the arbiter after the exit, on a
+/// master of several threads, and the worker would count as crashed.
+#[derive(Clone)]
+pub struct FaultSink(std::sync::Arc<dyn Fn(WorkerId, WorkerFault) + Send + Sync>);
+
+impl FaultSink {
+    /// Reports through `report`.
+    pub fn new(report: impl Fn(WorkerId, WorkerFault) + Send + Sync + 'static) -> FaultSink {
+        FaultSink(std::sync::Arc::new(report))
+    }
+
+    /// Reports `fault` of `worker`.
+    pub fn report(&self, worker: WorkerId, fault: WorkerFault) {
+        (self.0)(worker, fault)
+    }
+}
+
+impl std::fmt::Debug for FaultSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultSink")
+    }
+}
+
 /// What every exchange needs; shared by all connections.
 #[derive(Debug, Clone)]
 pub struct ExchangeCtx {
@@ -45,7 +71,7 @@ pub struct ExchangeCtx {
     pub dispatcher: Dispatcher,
     /// Workers the front found at fault (a timeout, a broken frame); the
     /// master turns each into an event for the arbiter, which replaces them.
-    pub faults: mpsc::UnboundedSender<(WorkerId, WorkerFault)>,
+    pub faults: FaultSink,
     /// `--timeout` for the response head; zero disables it.
     pub timeout: Duration,
     /// `--limit-request-body`.
@@ -159,7 +185,7 @@ pub async fn forward(
             None => {
                 // The arbiter logs the worker's `WORKER TIMEOUT (pid:N)`.
                 debug!(worker = %worker, timeout = ?ctx.timeout, "request timed out; the worker will be replaced");
-                let _ = ctx.faults.send((worker, WorkerFault::Timeout));
+                ctx.faults.report(worker, WorkerFault::Timeout);
                 lease.discard();
                 return Err(RequestError::Timeout);
             }
@@ -298,7 +324,7 @@ fn stream(
                         Err(err) => {
                             let _ = tx.send(Err(BodyError(err.to_string()))).await;
                             if err.is_protocol_fault() {
-                                let _ = faults.send((lease.worker(), WorkerFault::ProtocolError));
+                                faults.report(lease.worker(), WorkerFault::ProtocolError);
                             }
                             lease.discard();
                             return;
@@ -340,7 +366,7 @@ fn stream(
                     let _ = tx
                         .send(Err(BodyError(format!("unexpected {other:?} frame"))))
                         .await;
-                    let _ = faults.send((lease.worker(), WorkerFault::ProtocolError));
+                    faults.report(lease.worker(), WorkerFault::ProtocolError);
                     lease.discard();
                     return;
                 }
@@ -382,7 +408,7 @@ fn worker_failed(ctx: &ExchangeCtx, lease: LaneLease, err: LaneError) -> Request
 fn protocol_error(ctx: &ExchangeCtx, lease: LaneLease, why: String) -> RequestError {
     let worker = lease.worker();
     error!(worker = %worker, "worker broke the protocol: {why}");
-    let _ = ctx.faults.send((worker, WorkerFault::ProtocolError));
+    ctx.faults.report(worker, WorkerFault::ProtocolError);
     lease.discard();
     RequestError::Worker(why)
 }

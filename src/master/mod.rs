@@ -275,22 +275,14 @@ fn log_shutdown(code: ExitCode, reason: Option<&str>) {
 }
 
 /// The HTTP front's findings about workers, as the arbiter's events.
-fn worker_faults(
-    events: mpsc::UnboundedSender<Event>,
-) -> mpsc::UnboundedSender<(crate::worker::WorkerId, WorkerFault)> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some((worker, fault)) = rx.recv().await {
-            let event = match fault {
-                WorkerFault::Timeout => Event::RequestTimeout { worker },
-                WorkerFault::ProtocolError => Event::ProtocolError { worker },
-            };
-            if events.send(event).is_err() {
-                return;
-            }
-        }
-    });
-    tx
+fn worker_faults(events: mpsc::UnboundedSender<Event>) -> crate::http::exchange::FaultSink {
+    crate::http::exchange::FaultSink::new(move |worker, fault| {
+        let event = match fault {
+            WorkerFault::Timeout => Event::RequestTimeout { worker },
+            WorkerFault::ProtocolError => Event::ProtocolError { worker },
+        };
+        let _ = events.send(event);
+    })
 }
 
 /// What systemd is told about (see `systemd/announce.rs`): the figures
