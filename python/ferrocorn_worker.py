@@ -161,9 +161,31 @@ def frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
 
 
 class _LaneEnds:
-    """What both kinds of lane do alike, over their own send and socket."""
+    """What the kinds of lane do alike, over their own send, send_parts and socket."""
 
     __slots__ = ()
+
+    def send_body(self, data: bytes, flags: int = 0, head: bytes = b"") -> None:
+        """One chunk as BODY frames of at most BODY_FRAME bytes; flags go on the last one.
+
+        head (a RESPONSE frame, or empty) goes out before it in the same write.
+        A small chunk is joined with its headers into one sendall; a larger one
+        goes out as memoryview slices (no copy), each written with its frame
+        header by one send_parts. Each write blocks while the lane is full (its
+        socket, or a multiplexed lane's window), so a slow client holds back
+        the worker, not the master's memory.
+        """
+        n = len(data)
+        if n <= JOIN_LIMIT:
+            self.send(b"".join((head, HEADER.pack(n, BODY, flags, 0), data)))
+            return
+        view = memoryview(data)
+        pack = HEADER.pack
+        for off in range(0, n, BODY_FRAME):
+            part = view[off : off + BODY_FRAME]
+            last = off + BODY_FRAME >= n
+            self.send_parts((head, pack(len(part), BODY, flags if last else 0, 0), part))
+            head = b""
 
     def send_error(self, text: str) -> None:
         data = text.encode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
@@ -304,27 +326,6 @@ class Lane(_LaneEnds):
         except OSError as exc:
             self.broken = True
             raise LaneClosed(f"lane write failed: {exc}") from None
-
-    def send_body(self, data: bytes, flags: int = 0, head: bytes = b"") -> None:
-        """One chunk as BODY frames of at most BODY_FRAME bytes; flags go on the last one.
-
-        head (a RESPONSE frame, or empty) goes out before it in the same write.
-        A small chunk is joined with its headers into one sendall; a larger one
-        goes out as memoryview slices (no copy), each written with its frame
-        header by one sendmsg. Each write blocks while the lane socket is full,
-        so a slow client holds back the worker, not the master's memory.
-        """
-        n = len(data)
-        if n <= JOIN_LIMIT:
-            self.send(b"".join((head, HEADER.pack(n, BODY, flags, 0), data)))
-            return
-        view = memoryview(data)
-        pack = HEADER.pack
-        for off in range(0, n, BODY_FRAME):
-            part = view[off : off + BODY_FRAME]
-            last = off + BODY_FRAME >= n
-            self.send_parts((head, pack(len(part), BODY, flags if last else 0, 0), part))
-            head = b""
 
     def close(self) -> None:
         try:
@@ -957,21 +958,21 @@ class MuxLane(_LaneEnds):
         n = len(buf)
         pos = 0
         index = self.index
-        frames = []
         while pos < n:
             _pack_stream(buf, pos + 6, index)
-            stop = pos + HEADER_SIZE + _unpack_header(buf, pos)[0]
-            frames.append((pos, stop))
-            pos = stop
+            pos += HEADER_SIZE + _unpack_header(buf, pos)[0]
         if self.window >= n:  # the usual case: all at once
             self.window -= n
             self._send(buf)
             return
         view = memoryview(buf)
-        for start, stop in frames:
+        pos = 0
+        while pos < n:  # frame by frame, each in an open window
+            stop = pos + HEADER_SIZE + _unpack_header(buf, pos)[0]
             self._wait_window()
-            self.window -= stop - start
-            self._send(view[start:stop])
+            self.window -= stop - pos
+            self._send(view[pos:stop])
+            pos = stop
 
     def _send(self, data: Any) -> None:
         try:
@@ -988,19 +989,6 @@ class MuxLane(_LaneEnds):
             self.writable.clear()
             if self.window <= 0 and not self.mux.closed:
                 self.writable.wait()
-
-    def send_body(self, data: bytes, flags: int = 0, head: bytes = b"") -> None:
-        n = len(data)
-        if n <= BODY_FRAME:
-            self.send(b"".join((head, HEADER.pack(n, BODY, flags, 0), data)))
-            return
-        view = memoryview(data)
-        pack = HEADER.pack
-        for off in range(0, n, BODY_FRAME):
-            part = view[off : off + BODY_FRAME]
-            last = off + BODY_FRAME >= n
-            self.send(b"".join((head, pack(len(part), BODY, flags if last else 0, 0), part)))
-            head = b""
 
     def send_parts(self, parts: tuple) -> None:
         self.send(b"".join(parts))
@@ -1668,17 +1656,17 @@ def import_app(spec: str) -> Callable:
     return obj
 
 
-def patch_for_gevent(env: Any) -> bool:
+def patch_for_gevent(env: Any) -> None:
     """-k gevent: gevent's monkey-patching, as gunicorn's gevent worker does
     it, before the app (and anything of the user's) is imported, so the app's
-    sockets, sleeps and locks yield to the other greenlets. True if this
-    process is (now) patched. A BootError names the interpreter without gevent.
+    sockets, sleeps and locks yield to the other greenlets. A BootError names
+    the interpreter without gevent.
 
     With --preload the fork server patches before it imports the app and its
     workers inherit the patched modules; without, each forked worker patches
     itself right after the fork, the fork server never does."""
     if env.get("FERROCORN_WORKER_MODEL", "") != "gevent":
-        return False
+        return
     try:
         from gevent import monkey
     except ImportError as exc:
@@ -1688,7 +1676,6 @@ def patch_for_gevent(env: Any) -> bool:
         ) from None
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
-    return True
 
 
 class Config:

@@ -66,15 +66,13 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
         .collect();
     let settings = &loaded.settings.clone();
     let python = config::validate::absolute_if_relative_path(settings.python_interpreter_here());
-    ferrocorn::worker::spawn::check_interpreter(&python).map_err(|e| (Exit::Usage, e))?;
-    if settings.worker_class == config::WorkerClass::Gevent {
-        ferrocorn::worker::spawn::check_gevent(
-            &python,
-            settings.chdir.as_deref(),
-            &settings.pythonpath,
-        )
-        .map_err(|e| (Exit::Usage, e))?;
-    }
+    ferrocorn::worker::spawn::check_python(
+        &python,
+        settings.worker_class,
+        settings.chdir.as_deref(),
+        &settings.pythonpath,
+    )
+    .map_err(|e| (Exit::Usage, e))?;
     // A USR2 child master stays its parent's child, as gunicorn's daemonize
     // skips with GUNICORN_FD: the parent is detached already.
     if settings.daemon && inheritance.parent.is_none() {
@@ -184,17 +182,13 @@ fn check(loaded: &config::Loaded) -> ExitCode {
         code.into()
     };
     let spawn = master::reload::Derived::from_loaded(loaded).spawn;
-    if let Err(message) = ferrocorn::worker::spawn::check_interpreter(&spawn.python) {
+    if let Err(message) = ferrocorn::worker::spawn::check_python(
+        &spawn.python,
+        settings.worker_class,
+        settings.chdir.as_deref(),
+        &settings.pythonpath,
+    ) {
         return fail(Exit::Usage, message);
-    }
-    if settings.worker_class == config::WorkerClass::Gevent {
-        if let Err(message) = ferrocorn::worker::spawn::check_gevent(
-            &spawn.python,
-            settings.chdir.as_deref(),
-            &settings.pythonpath,
-        ) {
-            return fail(Exit::Usage, message);
-        }
     }
     if let Err(err) = logging::check_access_format(&settings.access_log_format) {
         return fail(Exit::Usage, err.to_string());

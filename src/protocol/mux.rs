@@ -181,11 +181,6 @@ pub struct MuxStream {
 }
 
 impl MuxStream {
-    /// This stream's number on the socket.
-    pub fn id(&self) -> u16 {
-        self.stream.id
-    }
-
     /// The reading and the writing half; the stream lives while either does.
     pub fn halves(self) -> (MuxReader, MuxWriter) {
         (

@@ -298,14 +298,25 @@ pub fn check_interpreter(python: &Path) -> Result<(), String> {
     }
 }
 
-/// Checks at start that `python` can import gevent, which `-k gevent`
-/// needs and ferrocorn does not bring (it is the user's dependency, as
-/// with gunicorn). Runs in `chdir` with `pythonpath` first, as a worker would.
-pub fn check_gevent(
+/// What a start (and `--check-config`) checks of the workers' interpreter:
+/// that it can be executed, and for `-k gevent` that it has gevent.
+pub fn check_python(
     python: &Path,
+    class: WorkerClass,
     chdir: Option<&Path>,
     pythonpath: &[PathBuf],
 ) -> Result<(), String> {
+    check_interpreter(python)?;
+    if class == WorkerClass::Gevent {
+        check_gevent(python, chdir, pythonpath)?;
+    }
+    Ok(())
+}
+
+/// Checks at start that `python` can import gevent, which `-k gevent`
+/// needs and ferrocorn does not bring (it is the user's dependency, as
+/// with gunicorn). Runs in `chdir` with `pythonpath` first, as a worker would.
+fn check_gevent(python: &Path, chdir: Option<&Path>, pythonpath: &[PathBuf]) -> Result<(), String> {
     let mut command = std::process::Command::new(python);
     command
         .args(["-c", "import gevent, gevent.monkey"])
