@@ -1484,6 +1484,7 @@ class RingTest(RingServe, unittest.TestCase):
             if "master_drop" in kw:
                 # Each doorbell we dropped went to a sleeping worker, which
                 # found the request by its 2 ms bound (W_LOST) or our nudge.
+                self.assertGreater(m.rung - m.bells, 0)  # we dropped some
                 self.assertGreater(m.q[64] + m.nudges, 0)
             else:
                 self.assertGreater(self.harness.lane.rung, 1)  # it counted (and dropped) its doorbells
@@ -1842,8 +1843,10 @@ class WorkerProcessTest(unittest.TestCase):
             # asleep: ours is bounded while we wait, and we ring a worker
             # asleep with work again (the nudge).
             self.assertLess(took, 5, (worker_drop, master_drop))
-            if master_drop:
-                self.assertGreater(lane.q[64] + lane.nudges, 0)  # W_LOST or our nudges covered them
+            # Only the bound is asserted: a lost bell leaves no trace when its
+            # sleeper found the work on its re-check before sleeping, and a
+            # loaded machine may keep the worker awake so that none is rung.
+            # test_lost_doorbells_cost_the_short_sleep makes sure one mattered.
             w.control.close()
             self.assertEqual(w.wait(), 0)
 

@@ -3,7 +3,7 @@
 //! inherited already listening (systemd, `fd://N`) come from `inherited.rs`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
@@ -123,7 +123,9 @@ pub fn open_all(
     if !ignored.is_empty() {
         tracing::debug!(ignored = %ignored.join(","), "inherited sockets replace the bind addresses");
     }
-    fds.into_iter().map(super::inherited::inherit).collect()
+    fds.into_iter()
+        .map(|fd| super::inherited::inherit(fd, backlog))
+        .collect()
 }
 
 /// Binds every configured address with the given listen backlog; with
@@ -178,6 +180,8 @@ fn bind(addr: &BindAddr, backlog: u32, reuse_port: bool) -> Result<Listener, Bin
                 let _ = std::fs::remove_file(path);
             }
             let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+            // tokio listens with a fixed backlog; gunicorn's applies to Unix sockets too.
+            set_backlog(listener.as_fd(), backlog).map_err(|e| fail(e.to_string()))?;
             Ok(Listener::Unix(
                 listener,
                 UnixPath {
@@ -186,8 +190,20 @@ fn bind(addr: &BindAddr, backlog: u32, reuse_port: bool) -> Result<Listener, Bin
                 },
             ))
         }
-        BindAddr::Fd(fd) => super::inherited::inherit(*fd),
+        BindAddr::Fd(fd) => super::inherited::inherit(*fd, backlog),
     }
+}
+
+/// Calls listen(2) on a socket that may already listen: on Linux that sets
+/// the accept queue's bound to `backlog` (capped by `net.core.somaxconn`).
+/// The value goes to the kernel unchanged, as `TcpSocket::listen` passes
+/// it (nix's `Backlog` refuses more than the compiled-in SOMAXCONN, which a
+/// raised sysctl allows).
+pub fn set_backlog(socket: BorrowedFd<'_>, backlog: u32) -> nix::Result<()> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: listen(2) on a descriptor the borrow keeps open; no memory is passed.
+    let rc = unsafe { nix::libc::listen(socket.as_raw_fd(), backlog) };
+    nix::errno::Errno::result(rc).map(drop)
 }
 
 /// gunicorn's `UnixSocket.bind` for the Unix sockets ferrocorn bound (not
@@ -265,6 +281,31 @@ mod tests {
         let before = mode(&dir.path().join("t.sock"));
         set_unix_access(&theirs, 0o777, (None, None)).expect("nothing to do");
         assert_eq!(mode(&dir.path().join("t.sock")), before);
+    }
+
+    #[tokio::test]
+    async fn a_bound_unix_socket_queues_only_its_backlog() {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.sock");
+        let _ours = bind_all(&[BindAddr::Unix(path.clone())], 1, false).expect("binds");
+        let addr = UnixAddr::new(&path).expect("a short path");
+        // Nothing accepts: a non-blocking connect past the backlog fails at
+        // once (Linux queues backlog + 1), where tokio's own 1024 takes all.
+        let queued = (0..10)
+            .map(|_| {
+                let fd = socket(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    SockFlag::SOCK_NONBLOCK,
+                    None,
+                )
+                .expect("socket");
+                (connect(fd.as_raw_fd(), &addr).is_ok(), fd)
+            })
+            .filter(|(connected, _)| *connected)
+            .count();
+        assert!((1..=2).contains(&queued), "{queued} connections queued");
     }
 
     #[tokio::test]

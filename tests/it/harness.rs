@@ -532,11 +532,15 @@ fn try_request(addr: &str, request: &str) -> Result<Response, String> {
 }
 
 fn try_request_bytes(addr: &str, request: &[u8]) -> Result<Response, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.write_all(request).map_err(|e| e.to_string())?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("sending the request: {e}"))?;
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    stream
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading the response (after {} bytes): {e}", bytes.len()))?;
     let (response, _rest) = parse_response(&bytes)?;
     Ok(response)
 }

@@ -231,8 +231,17 @@ async fn a_response_published_without_its_doorbell_arrives_within_the_bound() {
         let frame = lane.reader.read_frame().await;
         (lane, frame)
     });
-    // Let the reader and the pump go to sleep, then publish without ringing.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Wait for the pump to declare sleep (an odd sequence in the lane's
+    // sleep word; a fixed pause is not enough on a busy machine), then
+    // publish without ringing.
+    let asleep = tokio::time::timeout(Duration::from_secs(5), async {
+        while peer.word(word::M_DATA_SLEEP).load(Ordering::Acquire) & 1 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    asleep
+        .await
+        .expect("the pump sleeps while the reader waits");
     let req_tail = peer.word(word::REQ_TAIL).load(Ordering::Acquire);
     for i in 0..req_tail {
         // SAFETY: inside the rings.

@@ -2,7 +2,9 @@
 
 /io?ms=N sleeps cooperatively (time.sleep is gevent's once the worker has
 monkey-patched) and counts how many requests sleep at once; /peak says the
-most so far. With MARK_DIR set, every /io appends its ?id= to MARK_DIR/<pid>,
+most so far. With ?until=K it sleeps in short naps until K requests have
+slept at once, at most N ms: a test of concurrency that does not depend on
+how fast a loaded machine starts its clients. With MARK_DIR set, every /io appends its ?id= to MARK_DIR/<pid>,
 so a test can tell which worker had which request. /cpu?ms=N holds the CPU
 (and so every other greenlet of its worker) for N ms; with ?mark=NAME it
 writes "started" to MARK_DIR/NAME first and "ended" once the CPU is free. /echo reads wsgi.input in pieces and sends it
@@ -39,7 +41,14 @@ def app(environ: dict, start_response):
         _running += 1
         _peak = max(_peak, _running)
         try:
-            time.sleep(int(_arg(environ, "ms", "100")) / 1000)
+            seconds = int(_arg(environ, "ms", "100")) / 1000
+            until = int(_arg(environ, "until", "0"))
+            if until:
+                deadline = time.monotonic() + seconds
+                while _peak < until and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            else:
+                time.sleep(seconds)
         finally:
             _running -= 1
         body = [b"%d" % os.getpid()]
