@@ -132,7 +132,7 @@ pub const TRANSPORT_ENV: &str = "FERROCORN_LANE_TRANSPORT";
 pub const NAP_ENV: &str = "FERROCORN_MASTER_NAP";
 
 /// The longest nap `FERROCORN_MASTER_NAP` asks for: a duration up to the
-/// lost-wake-up bound (2ms), 0 for none; default 0.5ms.
+/// lost-wake-up bound (2ms), 0 for none; default 1ms.
 pub fn master_nap(value: Option<&str>) -> Result<Option<Duration>, String> {
     let Some(text) = value.filter(|v| !v.is_empty()) else {
         return Ok(Some(crate::protocol::ring::DEFAULT_MAX_NAP));

@@ -32,8 +32,12 @@ pub const LOST_WAKEUP_BOUND: Duration = Duration::from_millis(2);
 /// The shortest nap the pump learns.
 const MIN_NAP: Duration = Duration::from_micros(10);
 
-/// The longest nap, by default (`FERROCORN_MASTER_NAP`).
-pub const DEFAULT_MAX_NAP: Duration = Duration::from_micros(500);
+/// The longest nap, by default (`FERROCORN_MASTER_NAP`). The nap learns
+/// how long the workers' queues last, so the ceiling matters only where
+/// they last longer (an app slower than a bare `/hello`, or a slower
+/// machine): there a longer nap means fewer wake-ups of the master
+/// (docs/design/hop.md, "Naps").
+pub const DEFAULT_MAX_NAP: Duration = Duration::from_millis(1);
 
 /// A yield that comes back sooner than this ran no other task: the master
 /// has nothing else to do and may sleep.
