@@ -83,7 +83,7 @@ def run_one(config: Config, command: ServerCommand, round_no: int) -> RunResult:
     result = RunResult(server=command.server, app=command.app, status="ok", command=command.shell(),
                        round=round_no)
     try:
-        proc = start_server(command.argv, command.cwd, log_path)
+        proc = start_server(command.argv, command.cwd, log_path, own_session=config.server_session == "own")
     except OSError as e:
         result.status, result.detail = "failed to start", f"{type(e).__name__}: {e}"
         return result

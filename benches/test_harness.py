@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.measure import process_stats, process_tree, sample_memory  # noqa: E402
 from harness.paced import PacedLoad, percentile  # noqa: E402
-from harness.process import stop_server  # noqa: E402
+from harness.process import start_server, stop_server  # noqa: E402
 from harness.measure import CpuUsage  # noqa: E402
 from harness.report import RunResult, ratios, summarize  # noqa: E402
 from harness.restarts import gunicorn_worker_pids, parse_restarts  # noqa: E402
@@ -175,6 +175,19 @@ class ProcessTest(unittest.TestCase):
                 break
             time.sleep(0.01)
         self.assertEqual(alive, [])
+
+    def test_a_server_leads_its_group_and_its_session_only_when_asked(self) -> None:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            for own_session in (True, False):
+                log = Path(tmp) / f"{own_session}.log"
+                proc = start_server(["sleep", "30"], Path(tmp), log, own_session=own_session)
+                try:
+                    self.assertEqual(os.getpgid(proc.pid), proc.pid)
+                    expected = proc.pid if own_session else os.getsid(0)
+                    self.assertEqual(os.getsid(proc.pid), expected, f"own_session={own_session}")
+                finally:
+                    stop_server(proc, grace_s=0.5)
 
 
 METRICS = """\

@@ -38,6 +38,7 @@ class Config:
     apps_dir: Path
     ready_timeout: float
     wrk: str
+    server_session: str = "own"
 
     def venv_bin(self, name: str) -> Path:
         return self.venv / "bin" / name
@@ -72,6 +73,10 @@ def parse_args(argv: Sequence[str]) -> Config:
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help=f"seconds a server gets to answer 200 on {URL_PATH}")
     p.add_argument("--wrk", default="wrk", help="wrk executable")
+    p.add_argument("--server-session", choices=("own", "wrk"), default="own",
+                   help="each server in a session of its own (as started from another terminal), or in "
+                   "this script's, with wrk (one autogroup: wrk does not preempt the server as another "
+                   "scheduling group); see harness/process.py")
     a = p.parse_args(argv)
     servers = split_choices(p, "--servers", a.servers, SERVERS)
     apps = split_choices(p, "--apps", a.apps, tuple(APPS))
@@ -86,6 +91,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         workers=a.workers, gthread_threads=a.gthread_threads, ferrocorn_threads=a.ferrocorn_threads,
         servers=servers, apps=apps, out=out.resolve(), ferrocorn=a.ferrocorn.resolve(),
         venv=a.venv.absolute(), apps_dir=a.apps_dir.resolve(), ready_timeout=a.ready_timeout, wrk=a.wrk,
+        server_session=a.server_session,
     )
 
 

@@ -1,7 +1,17 @@
-"""Server processes: start one in its own session, wait until it answers 200, stop its group.
+"""Server processes: start one in a process group of its own, wait until it answers 200, stop
+its group.
 
-Only processes started here are ever signalled: each server leads a new session, so its process
-group id is its own pid, and stop_server signals that group and nothing else.
+Only processes started here are ever signalled: each server leads a new process group (and, by
+default, a new session), so its group id is its own pid, and stop_server signals that group and
+nothing else.
+
+The session matters to the scheduler: with the kernel's autogroup each session is a scheduling
+group of its own. A server in a session of its own (the default, as when it is started from one
+terminal and wrk from another) is fair-shared against wrk as another group, and wrk's wake-ups
+preempt the server's threads: on 2026-12-01, 0.17 of ferrocorn's switches per request on Flask,
+and Granian's plain-WSGI cost went from 26 to 37 µs per request. In the harness's session
+(`own_session=False`, compare.py's `--server-session wrk`) they share one group, as one task set.
+A client on another machine competes in neither way; both are printed, neither is the truth.
 """
 
 from __future__ import annotations
@@ -11,9 +21,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+# subprocess's process_group= is Python 3.11's; setpgid(0, 0) in the child is the same before it.
+NEW_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 
 STOP_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.1
@@ -28,14 +42,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(argv: Sequence[str], cwd: Path, log_path: Path) -> subprocess.Popen:
-    """Start argv in a new session, stdout and stderr into log_path. Raises OSError if it can't exec."""
+def start_server(argv: Sequence[str], cwd: Path, log_path: Path, own_session: bool = True) -> subprocess.Popen:
+    """Start argv in a new process group (in a new session unless own_session is false), stdout
+    and stderr into log_path. Raises OSError if it can't exec."""
     # ferrocorn's master then logs microsecond times and every field (masterlog.py reads them);
     # other servers ignore the variable.
     env = {**os.environ, "FERROCORN_LOG_FORMAT": "tracing"}
     with open(log_path, "wb") as log:
         return subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                                stderr=subprocess.STDOUT, env=env,
+                                **({"start_new_session": True} if own_session else NEW_GROUP))
 
 
 def stop_server(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:

@@ -207,7 +207,11 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
              f"Load: `{shlex.join(load_command(config))}` "
              f"after a {config.warmup}s warm-up; {config.workers} workers per server, "
              f"gthread {config.gthread_threads} threads, ferrocorn {config.ferrocorn_threads} thread(s), "
-             "Granian --blocking-threads 1 (`granian`) and with its default (`granian-default`). Memory: sum over the server's process tree (master + workers), "
+             "Granian --blocking-threads 1 (`granian`) and with its default (`granian-default`). "
+             + ("Each server in a session of its own (a scheduling group apart from wrk's). "
+                if config.server_session == "own" else
+                "Each server in wrk's session (one scheduling group with wrk). ")
+             + "Memory: sum over the server's process tree (master + workers), "
              f"sampled every {SAMPLE_INTERVAL_S}s from /proc during the measured run. CPU columns: "
              "average cores busy during the measured run (server tree, wrk, everything else on the machine); "
              "a high *other CPU* means the figures were disturbed. *CPU µs/request*: the server tree's CPU "
