@@ -260,9 +260,11 @@ fn stall_after(addr: &str, head: &[u8], body: &[u8], wait: Duration) -> (Vec<u8>
 // nothing for --body-timeout gets 408 and its connection is closed.
 #[test]
 fn a_stalled_request_body_gets_408_and_its_connection_is_closed() {
+    // 2 s, not 1: the slow body below sends a byte every 400 ms, and a busy
+    // machine must not stretch one of those gaps into a timeout.
     let server = TestServer::start(&[
         "--body-timeout",
-        "1",
+        "2",
         "--request-buffer-size",
         "64KiB",
         "examples.flask_app:app",
