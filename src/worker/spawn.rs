@@ -578,10 +578,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_master_nap_is_half_a_millisecond_unless_set_to_at_most_the_lost_wakeup_bound() {
+    fn the_master_nap_is_a_millisecond_unless_set_to_at_most_the_lost_wakeup_bound() {
         let us = Duration::from_micros;
-        assert_eq!(master_nap(None), Ok(Some(us(500))));
-        assert_eq!(master_nap(Some("")), Ok(Some(us(500))));
+        assert_eq!(master_nap(None), Ok(Some(us(1000))));
+        assert_eq!(master_nap(Some("")), Ok(Some(us(1000))));
         assert_eq!(master_nap(Some("0")), Ok(None));
         assert_eq!(master_nap(Some("0.2ms")), Ok(Some(us(200))));
         assert_eq!(master_nap(Some("2ms")), Ok(Some(us(2000))));
