@@ -4,8 +4,9 @@
 monkey-patched) and counts how many requests sleep at once; /peak says the
 most so far. With ?until=K it sleeps in short naps until K requests have
 slept at once, at most N ms: a test of concurrency that does not depend on
-how fast a loaded machine starts its clients. With MARK_DIR set, every /io appends its ?id= to MARK_DIR/<pid>,
-so a test can tell which worker had which request. /cpu?ms=N holds the CPU
+how fast a loaded machine starts its clients. With MARK_DIR set, every /io
+appends its ?id= to MARK_DIR/<pid>, so a test can tell which worker had
+which request. /cpu?ms=N holds the CPU
 (and so every other greenlet of its worker) for N ms; with ?mark=NAME it
 writes "started" to MARK_DIR/NAME first and "ended" once the CPU is free. /echo reads wsgi.input in pieces and sends it
 back; /stream?chunks=N&ms=M streams N chunks M ms apart; /pid is the pid.
