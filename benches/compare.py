@@ -51,8 +51,12 @@ def server_command(config: Config, server: str, app: str, port: int, gunicorn_fl
     gunicorn, chdir = str(config.venv_bin("gunicorn")), str(config.apps_dir)
     if server.startswith("ferrocorn"):
         # `ferrocorn-socket`: the lanes' bytes on their sockets, not through the rings (issue 14);
-        # `ferrocorn-mtN`: a master of N threads, whatever the default on this machine.
-        transport = ["env", "FERROCORN_LANE_TRANSPORT=socket"] if server == "ferrocorn-socket" else []
+        # `ferrocorn-mtN`: a master of N threads, whatever the default on this machine;
+        # `ferrocorn-normal-sched`: workers under SCHED_OTHER instead of the default SCHED_BATCH.
+        transport = {
+            "ferrocorn-socket": ["env", "FERROCORN_LANE_TRANSPORT=socket"],
+            "ferrocorn-normal-sched": ["env", "FERROCORN_WORKER_SCHED=normal"],
+        }.get(server, [])
         master = ["--master-threads", server.removeprefix("ferrocorn-mt")] if server.startswith("ferrocorn-mt") else []
         argv = [*transport, str(config.ferrocorn), "-w", workers, "--threads", str(config.ferrocorn_threads),
                 *master, "-b", bind, "--python", str(config.venv_bin("python")), "--chdir", chdir, target]

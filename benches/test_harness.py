@@ -101,11 +101,14 @@ class RatiosTest(unittest.TestCase):
         from compare import server_command
         from harness.options import parse_args
 
-        config = parse_args(["--servers", "ferrocorn,ferrocorn-mt2,ferrocorn-socket", "--out", "/nonexistent"])
+        config = parse_args(["--servers", "ferrocorn,ferrocorn-mt2,ferrocorn-socket,ferrocorn-normal-sched",
+                             "--out", "/nonexistent"])
         argv = {s: server_command(config, s, "wsgi", 8000, []).argv for s in config.servers}
         self.assertNotIn("--master-threads", argv["ferrocorn"])
         self.assertEqual(argv["ferrocorn-mt2"][argv["ferrocorn-mt2"].index("--master-threads") + 1], "2")
         self.assertEqual(argv["ferrocorn-socket"][:2], ("env", "FERROCORN_LANE_TRANSPORT=socket"))
+        self.assertEqual(argv["ferrocorn-normal-sched"][:2], ("env", "FERROCORN_WORKER_SCHED=normal"))
+        self.assertNotIn("env", argv["ferrocorn"])
         self.assertTrue(all(a[-1] == "wsgi_hello:app" for a in argv.values()))
 
     def test_no_ratio_without_a_working_ferrocorn(self) -> None:

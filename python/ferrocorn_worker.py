@@ -2291,6 +2291,7 @@ def main(
         except (ValueError, OSError) as exc:
             raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
+        set_sched_policy(env)
         patch_for_gevent(env)
         set_process_name("fc-worker")
         set_proc_title("worker", env)
@@ -2722,6 +2723,22 @@ def set_process_name(name: str) -> None:
             comm.write(name[:15])
     except OSError:
         pass
+
+
+def set_sched_policy(env: Any) -> None:
+    """Put this process under the CPU scheduling policy the master names
+    (FERROCORN_WORKER_SCHED, which it checked): ``batch`` (the default) is
+    Linux's SCHED_BATCH, the same CPU share as SCHED_OTHER but no wake-up
+    preemption, so a worker rung by the master waits for an idle core or the
+    master's next sleep instead of taking the master's core from it. Called
+    before the worker starts a thread: Linux's policy is per thread, and the
+    lane threads inherit it. Best effort: no such call, no change."""
+    if env.get("FERROCORN_WORKER_SCHED", "batch") != "batch" or not hasattr(os, "SCHED_BATCH"):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:
+        log.debug("cannot switch to SCHED_BATCH: %s", exc)
 
 
 def adopt_and_guard(master_pid: Optional[int], libc: Any) -> None:

@@ -193,6 +193,9 @@ fn check(loaded: &config::Loaded) -> ExitCode {
     if let Err(err) = logging::check_access_format(&settings.access_log_format) {
         return fail(Exit::Usage, err.to_string());
     }
+    if let Err(message) = ferrocorn::worker::spawn::check_tuning_env() {
+        return fail(Exit::Usage, message);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVERS = ("ferrocorn", "ferrocorn-socket", "ferrocorn-mt1", "ferrocorn-mt2", "ferrocorn-mt4", "gunicorn-sync", "gunicorn-gthread", "granian", "granian-default")
+SERVERS = ("ferrocorn", "ferrocorn-socket", "ferrocorn-normal-sched", "ferrocorn-mt1", "ferrocorn-mt2", "ferrocorn-mt4", "gunicorn-sync", "gunicorn-gthread", "granian", "granian-default")
 APPS = {"flask": "flask_app:app", "wsgi": "wsgi_hello:app"}
 URL_PATH = "/hello"
 

@@ -86,7 +86,7 @@ def ratios(results: Sequence[RunResult]) -> list[Ratio]:
         if gunicorns:
             name, best = max(gunicorns, key=lambda nw: nw[1].requests_per_s)
             references.append((f"gunicorn-best ({name})", best))
-        for other in ("granian", "granian-default", "ferrocorn-socket", "ferrocorn-mt1", "ferrocorn-mt2"):
+        for other in ("granian", "granian-default", "ferrocorn-socket", "ferrocorn-normal-sched", "ferrocorn-mt1", "ferrocorn-mt2"):
             if other in ok:
                 references.append((other, ok[other]))
         for label, ref in references:

@@ -1870,5 +1870,40 @@ class WorkerProcessTest(unittest.TestCase):
             self.assertEqual(w.wait(), 3)
 
 
+@unittest.skipUnless(hasattr(os, "SCHED_BATCH"), "no SCHED_BATCH here")
+class SchedPolicyTest(unittest.TestCase):
+    def policy_after(self, env: dict) -> int:
+        """The policy a forked child has after set_sched_policy(env), and of a
+        thread it starts after that (the lane threads start later)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                W.set_sched_policy(env)
+                seen = []
+                thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+                thread.start()
+                thread.join()
+                os.write(write_end, bytes([os.sched_getscheduler(0), seen[0]]))
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            data = os.read(read_end, 2)
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+        self.assertEqual(len(data), 2)
+        self.assertEqual(data[0], data[1], "a later thread inherits the policy")
+        return data[0]
+
+    def test_batch_by_default_and_by_name(self) -> None:
+        self.assertEqual(self.policy_after({}), os.SCHED_BATCH)
+        self.assertEqual(self.policy_after({"FERROCORN_WORKER_SCHED": "batch"}), os.SCHED_BATCH)
+
+    def test_normal_keeps_the_policy_started_with(self) -> None:
+        self.assertEqual(self.policy_after({"FERROCORN_WORKER_SCHED": "normal"}), os.sched_getscheduler(0))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -32,7 +32,7 @@ use crate::http::server::{self, ConnOptions};
 use crate::http::service::{BodyBound, Limits, ServiceCtx};
 use crate::logging::Logging;
 use crate::metrics::{self, Metrics, Readiness};
-use crate::worker::spawn::Transport;
+use crate::worker::spawn::{Transport, WorkerSched};
 use action::Action;
 use arbiter::Arbiter;
 use event::Event;
@@ -92,6 +92,7 @@ pub async fn run(
         queue_wait,
     );
     let transport = Transport::from_env().map_err(std::io::Error::other)?;
+    WorkerSched::from_env().map_err(std::io::Error::other)?;
     if let Some(metrics) = &metrics {
         let stats = dispatcher.clone();
         let hub = transport.hub().cloned();

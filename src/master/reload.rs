@@ -18,7 +18,7 @@ use super::shell::MemoryProbing;
 use crate::config::types::Scalar;
 use crate::config::validate::absolute_if_relative_path;
 use crate::config::{self, Loaded, MemoryMetric, Settings};
-use crate::worker::spawn::SpawnSpec;
+use crate::worker::spawn::{SpawnSpec, WorkerSched};
 
 /// What the master derives from settings.
 #[derive(Debug, Clone)]
@@ -160,6 +160,8 @@ fn spawn_spec(settings: &Settings) -> SpawnSpec {
         user: settings.user.as_ref().map(Scalar::render),
         group: settings.group.as_ref().map(Scalar::render),
         initgroups: settings.initgroups,
+        // A bad value stopped the start (`master::run`).
+        sched: WorkerSched::from_env().unwrap_or_default(),
     }
 }
 

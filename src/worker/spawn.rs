@@ -69,6 +69,8 @@ pub struct SpawnSpec {
     pub group: Option<String>,
     /// Also set the user's supplementary groups (`--initgroups`).
     pub initgroups: bool,
+    /// The workers' CPU scheduling policy (`FERROCORN_WORKER_SCHED`).
+    pub sched: WorkerSched,
 }
 
 /// The master's ends of a new worker's sockets.
@@ -146,6 +148,72 @@ pub fn master_nap(value: Option<&str>) -> Result<Option<Duration>, String> {
     }
 }
 
+/// Names the workers' CPU scheduling policy: `FERROCORN_WORKER_SCHED`.
+pub const SCHED_ENV: &str = "FERROCORN_WORKER_SCHED";
+
+/// The CPU scheduling policy a worker puts itself (and so every thread it
+/// starts) under at boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkerSched {
+    /// Linux's `SCHED_BATCH`: the same share of the CPU as `SCHED_OTHER`
+    /// (nice values keep their meaning), but a worker that wakes does not
+    /// preempt the task running on its core; it waits for that task to
+    /// sleep or for its slice to end, or runs at once on an idle core. The
+    /// task it would preempt is usually the master, which has just rung it
+    /// and is the only process that moves every request: kept on its core,
+    /// the master is preempted a quarter as often (docs/design/hop.md,
+    /// "Session 10").
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, the processes' policy as started (what gunicorn's
+    /// workers run under).
+    Normal,
+}
+
+impl WorkerSched {
+    /// The policy `value` (`FERROCORN_WORKER_SCHED`) names: `batch`, the
+    /// default, or `normal`.
+    pub fn parse(value: Option<&str>) -> Result<WorkerSched, String> {
+        match value.unwrap_or_default() {
+            "" | "batch" => Ok(WorkerSched::Batch),
+            "normal" => Ok(WorkerSched::Normal),
+            other => Err(format!(
+                "invalid {SCHED_ENV}: unknown scheduling policy {other:?} (use batch or normal)"
+            )),
+        }
+    }
+
+    /// The policy the master's environment names.
+    pub fn from_env() -> Result<WorkerSched, String> {
+        WorkerSched::parse(std::env::var(SCHED_ENV).ok().as_deref())
+    }
+
+    /// The name a worker reads in its environment.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerSched::Batch => "batch",
+            WorkerSched::Normal => "normal",
+        }
+    }
+}
+
+fn unknown_transport(name: &str) -> String {
+    format!("invalid {TRANSPORT_ENV}: unknown transport {name:?} (use ring or socket)")
+}
+
+/// Checks the variables that tune the lanes and the workers
+/// (`FERROCORN_LANE_TRANSPORT`, `FERROCORN_MASTER_NAP`,
+/// `FERROCORN_WORKER_SCHED`) without starting anything, for
+/// `--check-config`; a start checks them as it uses them.
+pub fn check_tuning_env() -> Result<(), String> {
+    match std::env::var(TRANSPORT_ENV).as_deref() {
+        Err(_) | Ok("" | "ring" | "socket") => {}
+        Ok(other) => return Err(unknown_transport(other)),
+    }
+    master_nap(std::env::var(NAP_ENV).ok().as_deref())?;
+    WorkerSched::from_env().map(|_| ())
+}
+
 impl Transport {
     /// The transport `FERROCORN_LANE_TRANSPORT` asks for: `ring`, the
     /// default (shared-memory rings, docs/design/hop.md), or `socket`
@@ -167,9 +235,7 @@ impl Transport {
                     })
             }
             Ok("socket") => Ok(Transport::Socket),
-            Ok(other) => Err(format!(
-                "invalid {TRANSPORT_ENV}: unknown transport {other:?} (use ring or socket)"
-            )),
+            Ok(other) => Err(unknown_transport(other)),
         }
     }
 
@@ -466,6 +532,7 @@ pub fn shared_env(spec: &SpawnSpec) -> Vec<(String, String)> {
                 "FERROCORN_WORKER_MUX_LANES",
                 spec.worker_connections.to_string(),
             ),
+            (SCHED_ENV, spec.sched.name().to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
@@ -588,6 +655,18 @@ mod tests {
         for bad in ["2.5ms", "1s", "soon", "-1"] {
             let err = master_nap(Some(bad)).unwrap_err();
             assert!(err.contains(NAP_ENV) && err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn workers_run_as_batch_unless_asked_for_the_normal_policy_by_name() {
+        assert_eq!(WorkerSched::parse(None), Ok(WorkerSched::Batch));
+        assert_eq!(WorkerSched::parse(Some("")), Ok(WorkerSched::Batch));
+        assert_eq!(WorkerSched::parse(Some("batch")), Ok(WorkerSched::Batch));
+        assert_eq!(WorkerSched::parse(Some("normal")), Ok(WorkerSched::Normal));
+        for bad in ["fifo", "BATCH", "idle", "other"] {
+            let err = WorkerSched::parse(Some(bad)).unwrap_err();
+            assert!(err.contains(SCHED_ENV) && err.contains(bad), "{err}");
         }
     }
 }

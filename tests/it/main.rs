@@ -22,6 +22,7 @@ mod process_opts;
 mod proxy;
 mod recycling;
 mod rings;
+mod scheduling;
 mod serving;
 mod statsd;
 mod sweep;
