@@ -197,20 +197,26 @@ impl WorkerSched {
     }
 }
 
-fn unknown_transport(name: &str) -> String {
-    format!("invalid {TRANSPORT_ENV}: unknown transport {name:?} (use ring or socket)")
+/// Whether `FERROCORN_LANE_TRANSPORT` asks for ring lanes (`ring`, the
+/// default) rather than socket lanes (`socket`).
+fn rings_wanted() -> Result<bool, String> {
+    match std::env::var(TRANSPORT_ENV).as_deref() {
+        Err(_) | Ok("" | "ring") => Ok(true),
+        Ok("socket") => Ok(false),
+        Ok(other) => Err(format!(
+            "invalid {TRANSPORT_ENV}: unknown transport {other:?} (use ring or socket)"
+        )),
+    }
 }
 
 /// Checks the variables that tune the lanes and the workers
-/// (`FERROCORN_LANE_TRANSPORT`, `FERROCORN_MASTER_NAP`,
-/// `FERROCORN_WORKER_SCHED`) without starting anything, for
-/// `--check-config`; a start checks them as it uses them.
+/// (`FERROCORN_LANE_TRANSPORT`, `FERROCORN_MASTER_NAP` on ring lanes,
+/// `FERROCORN_WORKER_SCHED`) as a start would, without starting anything:
+/// for `--check-config`.
 pub fn check_tuning_env() -> Result<(), String> {
-    match std::env::var(TRANSPORT_ENV).as_deref() {
-        Err(_) | Ok("" | "ring" | "socket") => {}
-        Ok(other) => return Err(unknown_transport(other)),
+    if rings_wanted()? {
+        master_nap(std::env::var(NAP_ENV).ok().as_deref())?;
     }
-    master_nap(std::env::var(NAP_ENV).ok().as_deref())?;
     WorkerSched::from_env().map(|_| ())
 }
 
@@ -221,22 +227,17 @@ impl Transport {
     /// without memfd); ring lanes start their doorbells' pump on the
     /// current runtime.
     pub fn from_env() -> Result<Transport, String> {
-        match std::env::var(TRANSPORT_ENV).as_deref() {
-            Err(_) | Ok("") | Ok("ring") => {
-                Hub::start(master_nap(std::env::var(NAP_ENV).ok().as_deref())?)
-                    .map(|hub| Transport::Ring {
-                        hub,
-                        size: crate::protocol::ring::DEFAULT_RING_SIZE,
-                    })
-                    .map_err(|err| {
-                        format!(
-                            "cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)"
-                        )
-                    })
-            }
-            Ok("socket") => Ok(Transport::Socket),
-            Ok(other) => Err(unknown_transport(other)),
+        if !rings_wanted()? {
+            return Ok(Transport::Socket);
         }
+        Hub::start(master_nap(std::env::var(NAP_ENV).ok().as_deref())?)
+            .map(|hub| Transport::Ring {
+                hub,
+                size: crate::protocol::ring::DEFAULT_RING_SIZE,
+            })
+            .map_err(|err| {
+                format!("cannot create the lanes' doorbell: {err} (set {TRANSPORT_ENV}=socket)")
+            })
     }
 
     /// The doorbells, on ring lanes.
