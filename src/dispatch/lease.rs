@@ -12,7 +12,7 @@ use crate::worker::WorkerId;
 /// dropped mid-exchange (client gone) is first brought to a clean state.
 #[derive(Debug)]
 pub struct LaneLease {
-    lane: Option<Lane>,
+    lane: Option<Box<Lane>>,
     worker: WorkerId,
     dispatcher: Dispatcher,
     /// The number of this lease's request on its lane, once written (0: not yet).
@@ -24,7 +24,7 @@ pub struct LaneLease {
 
 impl LaneLease {
     pub(super) fn new(
-        lane: Lane,
+        lane: Box<Lane>,
         worker: WorkerId,
         dispatcher: Dispatcher,
         rss: Option<Arc<RssProbe>>,

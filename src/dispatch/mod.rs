@@ -209,7 +209,13 @@ impl Dispatcher {
 
     /// Lends `lane`, noting when (`now`), for the service-time average; the
     /// lease carries the worker's RSS probe, read when it comes back.
-    fn lease(&self, state: &mut State, worker: WorkerId, lane: Lane, now: Instant) -> LaneLease {
+    fn lease(
+        &self,
+        state: &mut State,
+        worker: WorkerId,
+        lane: Box<Lane>,
+        now: Instant,
+    ) -> LaneLease {
         let slot = state.slot(worker);
         let rss = slot.as_ref().and_then(|s| s.tally.rss_probe());
         if let Some(book) = slot.and_then(|s| s.book(lane.id())) {
@@ -263,7 +269,9 @@ impl Dispatcher {
             service: None,
         });
         for lane in lanes {
-            handoffs.extend(self.put_back(&mut state, worker, lane, now));
+            // Boxed once for the lane's life: it moves between the pool,
+            // its leases and the queue's hand-overs as one pointer.
+            handoffs.extend(self.put_back(&mut state, worker, Box::new(lane), now));
         }
         drop(state);
         Handoff::complete_all(handoffs);
@@ -364,7 +372,7 @@ impl Dispatcher {
     /// A lane is back from a finished request, after which its worker's
     /// RSS read `rss` (if it is watched). A request waiting in it runs now
     /// and gets the lane; otherwise it goes back to the pool.
-    fn release(&self, worker: WorkerId, mut lane: Lane, rss: Option<u64>) {
+    fn release(&self, worker: WorkerId, mut lane: Box<Lane>, rss: Option<u64>) {
         let now = Instant::now();
         let mut state = self.state();
         let waiting = state.lane_back(worker, lane.id(), now, rss, &self.shared.news);
@@ -399,7 +407,7 @@ impl Dispatcher {
     /// A broken lane is closed instead of coming back. `running` is the
     /// number of the request that was running on it; requests waiting
     /// behind it are served elsewhere if they never started.
-    fn discard(&self, worker: WorkerId, lane: Lane, running: u64) {
+    fn discard(&self, worker: WorkerId, lane: Box<Lane>, running: u64) {
         let now = Instant::now();
         let mut state = self.state();
         let waiting = match state.slots.iter_mut().find(|s| s.worker == worker) {
@@ -455,7 +463,7 @@ impl Dispatcher {
         &self,
         state: &mut State,
         worker: WorkerId,
-        lane: Lane,
+        lane: Box<Lane>,
         now: Instant,
     ) -> Option<Handoff> {
         let Some(slot) = state.slots.iter_mut().find(|s| s.worker == worker) else {
@@ -491,7 +499,7 @@ impl Dispatcher {
         &self,
         state: &mut State,
         worker: WorkerId,
-        lane: Lane,
+        lane: Box<Lane>,
         now: Instant,
     ) -> Option<Handoff> {
         let Some((to, request)) = state.queue.pop_if(|_| true) else {

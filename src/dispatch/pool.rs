@@ -18,13 +18,10 @@ use crate::protocol::lane::{Lane, LaneId};
 use crate::worker::WorkerId;
 
 /// A request admitted by [`State::admit`].
-// Made and matched at once, never stored: boxing the lane would cost an
-// allocation per request.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Admission {
     /// This idle lane of this worker serves it now.
-    Lend(WorkerId, Lane),
+    Lend(WorkerId, Box<Lane>),
     /// It waits for a lane; the receiver hears where it went.
     Queued(oneshot::Receiver<Delivery>),
 }
@@ -47,7 +44,10 @@ pub(super) struct State {
 #[derive(Debug)]
 pub(super) struct Slot {
     pub(super) worker: WorkerId,
-    pub(super) idle: Vec<Lane>,
+    // Boxed: an idle lane leaves here for a lease and comes back, and a
+    // pointer moves where the lane itself would be copied each way.
+    #[allow(clippy::vec_box)]
+    pub(super) idle: Vec<Box<Lane>>,
     /// Lanes still open: idle plus leased.
     pub(super) open_lanes: usize,
     pub(super) accepting: bool,
@@ -136,7 +136,7 @@ impl State {
         })
     }
 
-    pub(super) fn park(&mut self, worker: WorkerId, lane: Lane) {
+    pub(super) fn park(&mut self, worker: WorkerId, lane: Box<Lane>) {
         if let Some(slot) = self.slots.iter_mut().find(|s| s.worker == worker) {
             slot.idle.push(lane);
         }
@@ -217,7 +217,7 @@ impl State {
     /// Among equally loaded workers the least recently picked wins, so
     /// light load rotates over every worker instead of piling onto the
     /// first (which would make one worker leak, and recycle, for all).
-    pub(super) fn pick(&mut self) -> Option<(WorkerId, Lane)> {
+    pub(super) fn pick(&mut self) -> Option<(WorkerId, Box<Lane>)> {
         let floor = self.lowest_standing()?;
         self.picks += 1;
         let picks = self.picks;
@@ -287,7 +287,7 @@ mod tests {
             let slot = &mut state.slots[0];
             slot.books.push(LaneBook::new(&lane));
             slot.open_lanes += 1;
-            slot.idle.push(lane);
+            slot.idle.push(Box::new(lane));
             theirs.push(other);
         }
         (state, theirs)

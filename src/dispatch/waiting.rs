@@ -127,7 +127,7 @@ pub(super) fn may_have_started(running: u64, ended: u64, i: usize) -> bool {
 /// any request in flight.
 pub(super) fn settle(
     dispatcher: Dispatcher,
-    mut lane: Lane,
+    mut lane: Box<Lane>,
     running: u64,
     waiting: VecDeque<Waiting>,
 ) {

@@ -123,13 +123,25 @@ pub fn refusal(
         Verdict::BareLf => return Some("a request head line ends in a bare LF, not CRLF"),
         Verdict::Clear => {}
     }
+    // One pass over the few headers a request has, not a hashed lookup
+    // per rule.
+    let (mut hosts, mut content_types, mut transfer_coded) = (0, 0, false);
+    for name in head.headers.iter().map(|(name, _)| name) {
+        if name == HOST {
+            hosts += 1;
+        } else if name == CONTENT_TYPE {
+            content_types += 1;
+        } else if name == TRANSFER_ENCODING {
+            transfer_coded = true;
+        }
+    }
     // RFC 9112 §3.2: a request with more than one Host line gets 400.
-    if head.headers.get_all(HOST).iter().nth(1).is_some() {
+    if hosts > 1 {
         return Some("more than one Host header");
     }
     // RFC 9110 §5.3: Content-Type admits one member, so a repeat is
     // ambiguous (gunicorn's singleton fields: Host and Content-Type).
-    if head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+    if content_types > 1 {
         return Some("more than one Content-Type header");
     }
     // hyper checks the method is a token; gunicorn also refuses lower case,
@@ -153,6 +165,9 @@ pub fn refusal(
     // hyper refuses a Transfer-Encoding whose last coding is not chunked;
     // any other coding before it (`gzip, chunked`) would reach the app
     // still encoded, and `chunked, chunked` is not a framing either.
+    if !transfer_coded {
+        return None;
+    }
     let mut codings = head
         .headers
         .get_all(TRANSFER_ENCODING)

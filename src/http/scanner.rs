@@ -98,10 +98,25 @@ impl Scanner {
                         }
                     }
                     let held = self.line.len();
+                    if held == 0 {
+                        // Nearly every head arrives whole in one read: judge
+                        // it where it lies, with no copy.
+                        if let Some(end) = head_end(bytes, 0) {
+                            let (state, rewritten) = judge_head(&bytes[..end], &self.verdicts);
+                            self.state = state;
+                            if let Some(rewritten) = rewritten {
+                                out.replace(pos, pos + end);
+                                out.emit(&rewritten);
+                            }
+                            pos += end;
+                            continue;
+                        }
+                    }
                     self.line.extend_from_slice(bytes);
                     match head_end(&self.line, held) {
                         Some(end) => {
-                            let rewritten = self.on_head(end);
+                            let (state, rewritten) = judge_head(&self.line[..end], &self.verdicts);
+                            self.state = state;
                             let taken = end - held;
                             if held > 0 || rewritten.is_some() {
                                 out.replace(pos, pos + taken);
@@ -178,78 +193,81 @@ impl Scanner {
         self.state = State::Lost;
         Some(std::mem::take(&mut self.line))
     }
+}
 
-    /// A complete head is in `line[..end]`: notes it, sets the state for
-    /// its body, and returns the head rewritten if hyper would refuse its
-    /// target as sent.
-    fn on_head(&mut self, end: usize) -> Option<Vec<u8>> {
-        let head = &self.line[..end];
-        let bare_lf = head
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
-        let mut length = None;
-        let mut chunked = None;
-        let mut bad_length = false;
-        for line in head.split(|&b| b == b'\n').skip(1) {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
-            };
-            let name = &line[..colon];
-            let value = trim(&line[colon + 1..]);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                match std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    Some(n) => length = Some(n),
-                    None => bad_length = true,
-                }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                let last = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .map(trim)
-                    .unwrap_or_default();
-                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+/// Judges a complete head: notes it in `verdicts`, and returns the state
+/// for its body and the head rewritten if hyper would refuse its target as
+/// sent.
+fn judge_head(head: &[u8], verdicts: &Verdicts) -> (State, Option<Vec<u8>>) {
+    let mut bare_lf = false;
+    let mut length = None;
+    let mut chunked = None;
+    let mut bad_length = false;
+    // Every line but the request line, each without its LF.
+    let mut start = None;
+    for nl in memchr::memchr_iter(b'\n', head) {
+        bare_lf |= nl == 0 || head[nl - 1] != b'\r';
+        let Some(from) = start.replace(nl + 1) else {
+            continue;
+        };
+        let line = &head[from..nl];
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                Some(n) => length = Some(n),
+                None => bad_length = true,
             }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .map(trim)
+                .unwrap_or_default();
+            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
         }
-        let has_length = length.is_some() || bad_length;
-        let verdict = if bare_lf {
-            Verdict::BareLf
-        } else if has_length && chunked.is_some() {
-            Verdict::BothLengths
-        } else {
-            Verdict::Clear
-        };
-        let (raw_target, rewritten) = match request_target(head) {
-            Some(range) => {
-                let target = &head[range.clone()];
-                let encode = target.iter().any(|&b| hyper_refuses(b));
-                let keep = encode || target.contains(&b'#');
-                let rewritten = encode.then(|| {
-                    let mut fixed = Vec::with_capacity(head.len() + 2 * target.len());
-                    fixed.extend_from_slice(&head[..range.start]);
-                    percent_encode(&mut fixed, target);
-                    fixed.extend_from_slice(&head[range.end..]);
-                    fixed
-                });
-                (keep.then(|| target.into()), rewritten)
-            }
-            None => (None, None),
-        };
-        self.verdicts.push(verdict, raw_target);
-        self.state = match (chunked, length, bad_length) {
-            (Some(true), _, _) => State::ChunkSize,
-            (Some(false), _, _) | (None, _, true) => State::Lost, // hyper refuses these
-            (None, Some(n), false) if n > 0 => State::Skip {
-                left: n,
-                then: Resume::Head,
-            },
-            _ => State::Head,
-        };
-        rewritten
     }
+    let has_length = length.is_some() || bad_length;
+    let verdict = if bare_lf {
+        Verdict::BareLf
+    } else if has_length && chunked.is_some() {
+        Verdict::BothLengths
+    } else {
+        Verdict::Clear
+    };
+    let (raw_target, rewritten) = match request_target(head) {
+        Some(range) => {
+            let target = &head[range.clone()];
+            let encode = target.iter().any(|&b| hyper_refuses(b));
+            let keep = encode || target.contains(&b'#');
+            let rewritten = encode.then(|| {
+                let mut fixed = Vec::with_capacity(head.len() + 2 * target.len());
+                fixed.extend_from_slice(&head[..range.start]);
+                percent_encode(&mut fixed, target);
+                fixed.extend_from_slice(&head[range.end..]);
+                fixed
+            });
+            (keep.then(|| target.into()), rewritten)
+        }
+        None => (None, None),
+    };
+    verdicts.push(verdict, raw_target);
+    let state = match (chunked, length, bad_length) {
+        (Some(true), _, _) => State::ChunkSize,
+        (Some(false), _, _) | (None, _, true) => State::Lost, // hyper refuses these
+        (None, Some(n), false) if n > 0 => State::Skip {
+            left: n,
+            then: Resume::Head,
+        },
+        _ => State::Head,
+    };
+    (state, rewritten)
 }
 
 /// Which bytes of a scanner feed go to hyper: the input as read, except
@@ -351,8 +369,8 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// where hyper does; `buf` starts at the request line.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     // A line end split across reads: look back one byte for its LF.
-    (from..buf.len())
-        .filter(|&i| buf[i] == b'\n')
+    memchr::memchr_iter(b'\n', &buf[from..])
+        .map(|i| i + from)
         .find(|&i| buf[..i].ends_with(b"\n") || buf[..i].ends_with(b"\n\r"))
         .map(|i| i + 1)
 }

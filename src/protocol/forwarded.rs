@@ -105,8 +105,11 @@ impl Forwarding {
     /// agree, each repeat too, as in gunicorn.
     pub fn url_scheme(&self, headers: &HeaderMap) -> Result<Option<&'static str>, SchemeConflict> {
         let mut seen: Option<bool> = None;
-        for (name, wanted) in &self.secure {
-            for value in headers.get_all(name) {
+        // One pass over the request's few headers costs less than a hashed
+        // lookup of each listed name, and the verdict does not depend on
+        // the order the values are met in.
+        for (name, value) in headers {
+            for (_, wanted) in self.secure.iter().filter(|(listed, _)| listed == name) {
                 let secure = trim(value) == wanted.as_slice();
                 match seen {
                     Some(before) if before != secure => return Err(SchemeConflict),
@@ -142,7 +145,12 @@ impl Forwarding {
     /// through, else the environment's.
     pub fn script_name<'a>(&'a self, headers: &'a HeaderMap, trusted: bool) -> &'a [u8] {
         if trusted && self.forwards(&SCRIPT_NAME) {
-            if let Some(value) = headers.get_all(&SCRIPT_NAME).iter().next_back() {
+            // The map yields a name's values together, in order.
+            let last = headers
+                .iter()
+                .filter(|(name, _)| **name == SCRIPT_NAME)
+                .last();
+            if let Some((_, value)) = last {
                 return trim(value);
             }
         }
