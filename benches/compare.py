@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from harness.measure import MemorySampler, cpu_snapshot, cpu_usage, sample_memory
+from harness.measure import MemorySampler, cpu_snapshot, cpu_usage, process_stats, process_tree, sample_memory
 from harness.options import APPS, URL_PATH, Config, check_setup, parse_args
 from harness.process import (free_port, gunicorn_flags, log_excerpt, start_server, stop_on_term, stop_server,
                              wait_ready)
 from harness.report import RunResult, machine_info, progress_line, summary_markdown, write_csv
+from harness.syscalls import SyscallCounter, SyscallRate, parse_request_count, perf_available, rate
 from harness.wrk import parse_wrk, run_wrk, wrk_command
 
 
@@ -111,11 +112,29 @@ def run_one(config: Config, command: ServerCommand, round_no: int) -> RunResult:
         if proc.poll() is not None:
             result.status = "crashed"
             result.detail = f"server exited with code {proc.returncode} during the run\n{log_excerpt(log_path)}"
+        elif config.syscall_probe:
+            result.syscalls = probe_syscalls(config, command.port, proc.pid, stem)
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
         result.status, result.detail = "load failed", f"{e}\n{log_excerpt(log_path)}"
     finally:
         stop_server(proc)
     return result
+
+
+def probe_syscalls(config: Config, port: int, root: int, stem: str) -> SyscallRate | None:
+    """System calls per request in a short load run of its own (harness/syscalls.py); None without perf."""
+    perf = perf_available()
+    if perf is None:
+        return None
+    tree = process_tree(root, process_stats())
+    counter = SyscallCounter(perf, [[root], [pid for pid in tree if pid != root]])
+    counter.start()
+    try:
+        probe = load(config, port, config.syscall_probe)
+        output = run_wrk(probe, config.syscall_probe, config.out / "wrk" / f"{stem}.syscalls.txt")
+    finally:
+        counts = counter.stop()
+    return rate(counts, parse_request_count(output))
 
 
 def main(argv: Sequence[str]) -> int:

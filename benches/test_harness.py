@@ -23,6 +23,8 @@ from harness.process import start_server, stop_server  # noqa: E402
 from harness.measure import CpuUsage  # noqa: E402
 from harness.report import RunResult, ratios, summarize  # noqa: E402
 from harness.restarts import gunicorn_worker_pids, parse_restarts  # noqa: E402
+from harness.syscalls import (SyscallCounter, parse_perf_count, parse_request_count, perf_available,  # noqa: E402
+                              rate)
 from harness.wrk import WrkResult, parse_wrk  # noqa: E402
 
 WRK_OK = """\
@@ -155,6 +157,52 @@ class RoundsTest(unittest.TestCase):
         from harness.measure import context_switches
         self.assertGreater(context_switches(os.getpid()), 0)
         self.assertEqual(context_switches(2 ** 22 + 1), 0)  # no such pid
+
+
+class SyscallsTest(unittest.TestCase):
+    def test_perf_csv_gives_the_count_or_none(self) -> None:
+        self.assertEqual(parse_perf_count("Events disabled\nEvents enabled\n"
+                                          "20026,,raw_syscalls:sys_enter,80701569,100.00,,\n"), 20026)
+        # No counted thread ran: none of them made a call.
+        self.assertEqual(parse_perf_count("<not counted>,,raw_syscalls:sys_enter,0,100.00,,\n"), 0)
+        self.assertIsNone(parse_perf_count("<not supported>,,raw_syscalls:sys_enter,0,100.00,,\n"))
+        self.assertIsNone(parse_perf_count("Error:\nNo permission to enable raw_syscalls:sys_enter event.\n"))
+
+    def test_per_request_needs_every_count_and_the_request_count(self) -> None:
+        self.assertEqual(parse_request_count(WRK_OK), 5211)
+        self.assertIsNone(parse_request_count("Requests/sec: 1.0\n"))
+        calls = rate([5211, 3 * 5211], 5211)
+        self.assertEqual((calls.first, calls.rest), (1.0, 3.0))
+        self.assertIsNone(rate([5211, None], 5211))
+        self.assertIsNone(rate([5211, 0], None))
+
+    @unittest.skipUnless(perf_available(), "no perf on this machine")
+    def test_counts_exactly_the_calls_made_between_start_and_stop(self) -> None:
+        # A child that makes N stat calls per line it reads: 5,000 before counting starts,
+        # 20,000 while it counts; perf must see the 20,000 and a few of the loop's own.
+        code = "import os, sys\nfor line in sys.stdin:\n    [os.stat('/') for _ in range(int(line))]\n" \
+               "    print('done', flush=True)\n"
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        try:
+            def calls(n: int) -> None:
+                child.stdin.write(f"{n}\n")
+                child.stdin.flush()
+                self.assertEqual(child.stdout.readline().strip(), "done")
+
+            counter = SyscallCounter(perf_available(), [[child.pid], []])
+            calls(5_000)
+            counter.start()
+            calls(20_000)
+            counted, empty = counter.stop()
+        finally:
+            child.stdin.close()
+            child.wait(timeout=10)
+        if counted is None:
+            self.skipTest("perf cannot count raw_syscalls:sys_enter here (permissions or tracefs)")
+        self.assertEqual(empty, 0)
+        self.assertGreaterEqual(counted, 20_000)
+        self.assertLess(counted, 20_500)
 
 
 class ProcessTest(unittest.TestCase):

@@ -6,6 +6,7 @@
               smaps_rollup (PSS, USS) and exact run time (schedstat)
 - masterlog.py ferrocorn's master log lines (`Booting worker with pid: N`, `Worker (pid:N) is ready`) with their timestamps
 - wrk.py      the wrk command line and the parser of its output
+- syscalls.py system calls per request of a process tree: perf stat on the sys_enter tracepoint
 - paced.py    a paced keep-alive HTTP load (same requests at the same times for every server)
 - restarts.py workers replaced: ferrocorn's /metrics restart counters, gunicorn's boot log lines
 - report.py   one RunResult per server x app; ratios, CSV and the Markdown summary; machine facts

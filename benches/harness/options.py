@@ -39,6 +39,7 @@ class Config:
     ready_timeout: float
     wrk: str
     server_session: str = "own"
+    syscall_probe: int = 3
 
     def venv_bin(self, name: str) -> Path:
         return self.venv / "bin" / name
@@ -77,21 +78,25 @@ def parse_args(argv: Sequence[str]) -> Config:
                    help="each server in a session of its own (as started from another terminal), or in "
                    "this script's, with wrk (one autogroup: wrk does not preempt the server as another "
                    "scheduling group); see harness/process.py")
+    p.add_argument("--syscall-probe", type=int, default=3,
+                   help="seconds of an extra wrk run after the measured one, in which `perf stat` counts the "
+                   "server's system calls per request (0: none; skipped without perf); its own run, since "
+                   "the counting slows every system call on the machine")
     a = p.parse_args(argv)
     servers = split_choices(p, "--servers", a.servers, SERVERS)
     apps = split_choices(p, "--apps", a.apps, tuple(APPS))
     for name in ("duration", "rounds", "connections", "wrk_threads", "workers", "gthread_threads", "ferrocorn_threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if a.warmup < 0 or a.ready_timeout <= 0:
-        p.error("--warmup must be 0 or more and --ready-timeout more than 0")
+    if a.warmup < 0 or a.ready_timeout <= 0 or a.syscall_probe < 0:
+        p.error("--warmup and --syscall-probe must be 0 or more and --ready-timeout more than 0")
     out = a.out or REPO_ROOT / "bench-results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     return Config(
         duration=a.duration, warmup=a.warmup, rounds=a.rounds, connections=a.connections, wrk_threads=a.wrk_threads,
         workers=a.workers, gthread_threads=a.gthread_threads, ferrocorn_threads=a.ferrocorn_threads,
         servers=servers, apps=apps, out=out.resolve(), ferrocorn=a.ferrocorn.resolve(),
         venv=a.venv.absolute(), apps_dir=a.apps_dir.resolve(), ready_timeout=a.ready_timeout, wrk=a.wrk,
-        server_session=a.server_session,
+        server_session=a.server_session, syscall_probe=a.syscall_probe,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from .measure import SAMPLE_INTERVAL_S, CpuUsage, MemoryUsage
 from .options import APPS, URL_PATH, Config
 from .process import command_output
+from .syscalls import SyscallRate
 from .wrk import WrkResult, wrk_command
 
 
@@ -34,6 +35,7 @@ class RunResult:
     cpu: Optional[CpuUsage] = None
     detail: str = ""
     round: int = 1
+    syscalls: Optional[SyscallRate] = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ CSV_FIELDS = ("app", "server", "round", "status", "requests_per_s", "p50_ms", "p
               "server_cpu_cores", "top_process_cpu_cores", "wrk_cpu_cores", "other_cpu_cores",
               "server_cpu_us_per_request", "top_process_cpu_us_per_request",
               "top_process_switches_per_request", "rest_switches_per_request",
+              "top_process_syscalls_per_request", "rest_syscalls_per_request",
               "workers", "duration_s", "connections", "wrk_threads", "server_command", "wrk_command", "detail")
 
 
@@ -122,6 +125,8 @@ def csv_row(config: Config, r: RunResult) -> dict[str, object]:
         "top_process_cpu_us_per_request": f"{per_request[1]:.1f}" if per_request else "",
         "top_process_switches_per_request": f"{switches[0]:.2f}" if switches else "",
         "rest_switches_per_request": f"{switches[1]:.2f}" if switches else "",
+        "top_process_syscalls_per_request": f"{r.syscalls.first:.2f}" if r.syscalls else "",
+        "rest_syscalls_per_request": f"{r.syscalls.rest:.2f}" if r.syscalls else "",
         "other_cpu_cores": f"{c.other_cores:.2f}" if c else "",
         "workers": config.workers, "duration_s": config.duration, "connections": config.connections,
         "wrk_threads": config.wrk_threads, "server_command": r.command, "wrk_command": r.wrk_command,
@@ -178,8 +183,9 @@ def mib(kib: Optional[int]) -> str:
 def results_table(rows: Sequence[Summary]) -> list[str]:
     lines = ["| server | status | req/s | req/s over the rounds | p50 ms | p99 ms | errors (non-2xx + socket) | "
              "peak RSS MiB | peak PSS MiB | idle RSS MiB | processes | server CPU | CPU µs/request | "
-             "of it, first process | switches/request (first process + rest) | wrk CPU | other CPU |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "of it, first process | switches/request (first process + rest) | "
+             "syscalls/request (first process + rest) | wrk CPU | other CPU |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for summary in rows:
         r = summary.median
         w, m, c = r.wrk, r.memory, r.cpu
@@ -193,10 +199,12 @@ def results_table(rows: Sequence[Summary]) -> list[str]:
         if c and w:
             total_us, top_us = c.per_request_us(w.requests_per_s)
             top_sw, rest_sw = c.switches_per_request(w.requests_per_s)
+            calls = r.syscalls
             cells += [f"{c.server_cores:.2f}", f"{total_us:.0f}", f"{top_us:.0f}",
-                      f"{top_sw:.2f} + {rest_sw:.2f}", f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"]
+                      f"{top_sw:.2f} + {rest_sw:.2f}", f"{calls.first:.2f} + {calls.rest:.2f}" if calls else "",
+                      f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"]
         else:
-            cells += [""] * 6
+            cells += [""] * 7
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -219,6 +227,11 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
              "the benchmark started (ferrocorn's master, gunicorn's arbiter, Granian's main process). "
              "*switches/request*: voluntary + involuntary context switches of every thread, per request "
              "served, in that first process and in the rest of the tree. "
+             + (f"*syscalls/request*: system calls per request in the same two parts, counted by `perf stat` "
+                f"(raw_syscalls:sys_enter) in a {config.syscall_probe}s wrk run of their own after the measured one "
+                "(the counting slows every system call, so it stays out of the other figures); empty without perf. "
+                if config.syscall_probe else "")
+             + 
              f"Each server x app ran {config.rounds} time(s), interleaved; every row is its median run "
              "by req/s, ratios included.", "",
              "## Machine", ""]
@@ -253,9 +266,10 @@ def progress_line(r: RunResult) -> str:
     w, m, c = r.wrk, r.memory, r.cpu
     memory = f" peak RSS {mib(m.peak_rss_kib)} MiB" if m else ""
     cpu = f"  CPU {c.per_request_us(w.requests_per_s)[0]:.0f} µs/req" if c else ""
+    calls = f"  syscalls {r.syscalls.first:.2f} + {r.syscalls.rest:.2f}/req" if r.syscalls else ""
     status = "" if r.status == "ok" else f" [{r.status}]"
     return (f"{r.app:6} {r.server:17} {w.requests_per_s:9,.0f} req/s  p50 {w.p50_ms:6.2f} ms  "
-            f"p99 {w.p99_ms:6.2f} ms  errors {w.errors}{cpu}{memory}{status}")
+            f"p99 {w.p99_ms:6.2f} ms  errors {w.errors}{cpu}{memory}{calls}{status}")
 
 
 def source_revision(repo: Path, binary: Path) -> str:
