@@ -231,7 +231,7 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
                 f"(raw_syscalls:sys_enter) in a {config.syscall_probe}s wrk run of their own after the measured one "
                 "(the counting slows every system call, so it stays out of the other figures); empty without perf. "
                 if config.syscall_probe else "")
-             + 
+             +
              f"Each server x app ran {config.rounds} time(s), interleaved; every row is its median run "
              "by req/s, ratios included.", "",
              "## Machine", ""]

@@ -97,35 +97,27 @@ impl Scanner {
                             continue;
                         }
                     }
+                    // Nearly every head arrives whole in one read and is
+                    // judged where it lies; only a head split over reads is
+                    // gathered in `line`.
                     let held = self.line.len();
-                    if held == 0 {
-                        // Nearly every head arrives whole in one read: judge
-                        // it where it lies, with no copy.
-                        if let Some(end) = head_end(bytes, 0) {
-                            let (state, rewritten) = judge_head(&bytes[..end], &self.verdicts);
-                            self.state = state;
-                            if let Some(rewritten) = rewritten {
-                                out.replace(pos, pos + end);
-                                out.emit(&rewritten);
-                            }
-                            pos += end;
-                            continue;
-                        }
+                    if held > 0 {
+                        self.line.extend_from_slice(bytes);
                     }
-                    self.line.extend_from_slice(bytes);
-                    match head_end(&self.line, held) {
+                    let buf: &[u8] = if held > 0 { &self.line } else { bytes };
+                    match head_end(buf, held) {
                         Some(end) => {
-                            let (state, rewritten) = judge_head(&self.line[..end], &self.verdicts);
+                            let (state, rewritten) = judge_head(&buf[..end], &self.verdicts);
                             self.state = state;
                             let taken = end - held;
                             if held > 0 || rewritten.is_some() {
                                 out.replace(pos, pos + taken);
-                                out.emit(rewritten.as_deref().unwrap_or(&self.line[..end]));
+                                out.emit(rewritten.as_deref().unwrap_or(&buf[..end]));
                             }
                             self.line.clear();
                             pos += taken;
                         }
-                        None if self.line.len() > MAX_HEAD => {
+                        None if held + bytes.len() > MAX_HEAD => {
                             // Give up: hyper gets everything, as read.
                             self.line.truncate(held);
                             out.replace(pos, pos);
@@ -134,6 +126,9 @@ impl Scanner {
                             self.state = State::Lost;
                         }
                         None => {
+                            if held == 0 {
+                                self.line.extend_from_slice(bytes);
+                            }
                             out.replace(pos, input.len());
                             pos = input.len();
                         }
