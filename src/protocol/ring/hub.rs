@@ -16,7 +16,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,23 @@ use super::{lock, Ring};
 /// The longest a lost doorbell can delay a response or a request.
 pub const LOST_WAKEUP_BOUND: Duration = Duration::from_millis(2);
 
-/// The shortest nap the pump learns.
+/// The shortest ceiling `FERROCORN_MASTER_NAP` may set; below it the pump
+/// never naps.
 const MIN_NAP: Duration = Duration::from_micros(10);
+
+/// The shortest nap worth its timer (or the ceiling, if that is shorter).
+/// Arming a timerfd and disarming it when a request cuts the nap short
+/// cost the master microseconds, far more in a VM, where programming the
+/// timer exits to the hypervisor: on this 2-core KVM guest `timerfd_settime`
+/// was 7% of the master's time on plain WSGI, whose workers empty their
+/// queues in microseconds. A nap shorter than this saves fewer doorbells
+/// than it costs, so once the learnt nap falls below it the pump sleeps on
+/// the doorbell instead (docs/design/hop.md, "Session 12").
+const NAP_FLOOR: Duration = Duration::from_micros(40);
+
+/// While naps are off, one chance to nap in this many takes a nap at the
+/// floor anyway, to learn whether the workers' queues last longer again.
+const PROBE_EVERY: u32 = 16;
 
 /// The longest nap, by default (`FERROCORN_MASTER_NAP`). The nap learns
 /// how long the workers' queues last, so the ceiling matters only where
@@ -79,8 +94,10 @@ pub struct Hub {
     naps: AtomicU64,
     /// The current nap, in ns, learnt: halved when a worker slept during
     /// one (it ran out of requests: the nap was too long), grown by an
-    /// eighth when none did.
+    /// eighth when none did; 0 while naps are off (learnt below the floor).
     nap_ns: AtomicU64,
+    /// Chances to nap so far (a worker waited on had requests queued).
+    nap_chances: AtomicU32,
 }
 
 impl Hub {
@@ -124,6 +141,7 @@ impl Hub {
             napping: AtomicBool::new(false),
             naps: AtomicU64::new(0),
             nap_ns: AtomicU64::new(nap.map_or(0, |n| n.as_nanos() as u64 / 4)),
+            nap_chances: AtomicU32::new(0),
         });
         tokio::spawn(pump(Arc::downgrade(&hub), waiter, timer));
         Ok(hub)
@@ -346,11 +364,10 @@ async fn pump(weak: Weak<Hub>, bell: AsyncFd<OwnedFd>, timer: Option<Timer>) {
     }
 }
 
-/// Naps: waits on the timer for the learnt nap, with the sleep word left
-/// awake so that workers answering meanwhile ring no doorbell; a request
-/// published meanwhile cuts it short. [`Hub::may_nap`] said it may.
-async fn hub_nap(hub: &Hub, timer: &Timer, max: Duration) {
-    let nap = Duration::from_nanos(hub.nap_ns.load(Ordering::Relaxed));
+/// Naps: waits on the timer for `nap`, with the sleep word left awake so
+/// that workers answering meanwhile ring no doorbell; a request published
+/// meanwhile cuts it short. [`Hub::may_nap`] said it may.
+async fn hub_nap(hub: &Hub, timer: &Timer, nap: Duration, max: Duration) {
     hub.napping.store(true, Ordering::SeqCst);
     // A request published before the flag was seen did not kick.
     if !hub.bells_due.load(Ordering::SeqCst) {
@@ -368,13 +385,33 @@ async fn hub_nap(hub: &Hub, timer: &Timer, max: Duration) {
 }
 
 /// The nap after a whole one of `nap`: a quarter shorter if a worker ran
-/// out of requests during it (it slept), else a sixteenth longer, within
-/// [`MIN_NAP`] and `max`. So it settles just short of how long the
-/// workers' queued requests last: the master wakes about when they would
-/// need it, and they never ring it.
+/// out of requests during it (it slept), else a sixteenth longer, at most
+/// `max`. So it settles just short of how long the workers' queued
+/// requests last: the master wakes about when they would need it, and they
+/// never ring it. Shorter than the floor ([`nap_floor`]) it is zero: naps
+/// are off.
 fn next_nap(nap: Duration, dried: bool, max: Duration) -> Duration {
-    let next = if dried { nap * 3 / 4 } else { nap + nap / 16 };
-    next.clamp(MIN_NAP, max.max(MIN_NAP))
+    let floor = nap_floor(max);
+    if dried {
+        let next = nap * 3 / 4;
+        return if next < floor { Duration::ZERO } else { next };
+    }
+    (nap + nap / 16).clamp(floor, max.max(floor))
+}
+
+/// The shortest nap taken: [`NAP_FLOOR`], or the ceiling if lower.
+fn nap_floor(max: Duration) -> Duration {
+    NAP_FLOOR.min(max)
+}
+
+/// The nap to take at the `chance`-th chance to nap, given the learnt one:
+/// that one, or while naps are off (zero) the floor once every
+/// [`PROBE_EVERY`] chances; None: sleep on the doorbell.
+fn nap_to_take(learnt: Duration, max: Duration, chance: u32) -> Option<Duration> {
+    if !learnt.is_zero() {
+        return Some(learnt);
+    }
+    (chance % PROBE_EVERY == 0).then(|| nap_floor(max))
 }
 
 /// Declares sleep, looks once more, and waits for the doorbell (bounded
@@ -382,8 +419,12 @@ fn next_nap(nap: Duration, dried: bool, max: Duration) -> Duration {
 async fn hub_sleep(hub: &Hub, bell: &AsyncFd<OwnedFd>, timer: Option<&Timer>) {
     if let (Some(max), Some(timer)) = (hub.nap, timer) {
         if hub.may_nap() {
-            hub_nap(hub, timer, max).await;
-            return;
+            let learnt = Duration::from_nanos(hub.nap_ns.load(Ordering::Relaxed));
+            let chance = hub.nap_chances.fetch_add(1, Ordering::Relaxed);
+            if let Some(nap) = nap_to_take(learnt, max, chance) {
+                hub_nap(hub, timer, nap, max).await;
+                return;
+            }
         }
     }
     let waiter = hub.set_sleep(true);
@@ -490,10 +531,58 @@ mod tests {
         assert_eq!(next_nap(160 * US, false, max), 170 * US);
         assert_eq!(next_nap(490 * US, false, max), max, "never past the bound");
         assert_eq!(
-            next_nap(11 * US, true, max),
-            MIN_NAP,
-            "never below the floor"
+            next_nap(52 * US, true, max),
+            Duration::ZERO,
+            "below the floor: off"
         );
+        assert_eq!(
+            next_nap(56 * US, true, max),
+            42 * US,
+            "at the floor or above: kept"
+        );
+    }
+
+    #[test]
+    fn a_ceiling_below_the_floor_is_the_floor() {
+        let max = 20 * US;
+        assert_eq!(next_nap(20 * US, false, max), max);
+        assert_eq!(next_nap(20 * US, true, max), Duration::ZERO);
+        assert_eq!(nap_to_take(Duration::ZERO, max, 0), Some(max));
+    }
+
+    #[test]
+    fn while_naps_are_off_one_chance_in_sixteen_probes_at_the_floor() {
+        let max = 500 * US;
+        assert_eq!(
+            nap_to_take(120 * US, max, 5),
+            Some(120 * US),
+            "on: the learnt nap"
+        );
+        let probes: Vec<u32> = (0..48)
+            .filter(|&chance| nap_to_take(Duration::ZERO, max, chance).is_some())
+            .collect();
+        assert_eq!(probes, [0, 16, 32]);
+        assert_eq!(nap_to_take(Duration::ZERO, max, 16), Some(NAP_FLOOR));
+        // A probe that finds the queues lasting turns naps back on; one
+        // during which a worker ran dry leaves them off.
+        assert_eq!(next_nap(NAP_FLOOR, false, max), NAP_FLOOR + NAP_FLOOR / 16);
+        assert_eq!(next_nap(NAP_FLOOR, true, max), Duration::ZERO);
+    }
+
+    #[test]
+    fn workers_faster_than_the_floor_turn_naps_off_for_good_but_the_probes() {
+        // Queues that last 15 µs: every nap finds a worker asleep.
+        let (max, lasts) = (DEFAULT_MAX_NAP, 15 * US);
+        let mut learnt = max / 4;
+        let mut naps = 0;
+        for chance in 0..1000 {
+            if let Some(nap) = nap_to_take(learnt, max, chance) {
+                naps += 1;
+                learnt = next_nap(nap, nap > lasts, max);
+            }
+        }
+        assert!(learnt.is_zero());
+        assert!(naps < 1000 / PROBE_EVERY + 20, "{naps} naps");
     }
 
     #[test]
