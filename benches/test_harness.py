@@ -145,6 +145,19 @@ class RoundsTest(unittest.TestCase):
         self.assertAlmostEqual(top, 30.0)
         self.assertEqual(cpu.per_request_us(0), (0.0, 0.0))
 
+    def test_steal_is_counted_apart_from_other_work(self) -> None:
+        from harness.measure import CpuSnapshot, cpu_usage
+        before = CpuSnapshot(wall_s=100.0, machine_busy_s=1000.0, server_s=10.0, top_s=2.0, children_s=1.0,
+                             self_s=0.5, steal_s=40.0)
+        # 2 s of wall clock: the machine was busy 3.6 s, of it 0.8 s stolen, 2 s server, 0.4 s wrk, 0.1 s us.
+        after = CpuSnapshot(wall_s=102.0, machine_busy_s=1003.6, server_s=12.0, top_s=2.5, children_s=1.4,
+                            self_s=0.6, steal_s=40.8)
+        cpu = cpu_usage(before, after)
+        self.assertAlmostEqual(cpu.steal_cores, 0.4)
+        self.assertAlmostEqual(cpu.other_cores, 0.15)
+        self.assertAlmostEqual(cpu.server_cores, 1.0)
+        self.assertAlmostEqual(cpu.wrk_cores, 0.2)
+
     def test_switches_per_request_split_the_first_process_from_the_rest(self) -> None:
         cpu = CpuUsage(server_cores=1.0, wrk_cores=0.1, other_cores=0.0, top_cores=0.2,
                        server_switches_per_s=30_000, top_switches_per_s=10_000)

@@ -51,6 +51,8 @@ class CpuSnapshot:
     # Context switches (voluntary + involuntary) of every thread of the tree, and of the first process's threads.
     server_switches: int = 0
     top_switches: int = 0
+    # The machine's steal time: its vCPUs wanted to run and the hypervisor ran another guest.
+    steal_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class CpuUsage:
     # Context switches per second of the whole tree and of the first process (all their threads).
     server_switches_per_s: float = 0.0
     top_switches_per_s: float = 0.0
+    # Cores' worth of time the hypervisor took away (steal), kept out of other_cores: a run
+    # with a high figure was slowed from outside this machine.
+    steal_cores: float = 0.0
 
     def per_request_us(self, requests_per_s: float) -> tuple[float, float]:
         """CPU microseconds per request: (whole server tree, its first process)."""
@@ -207,6 +212,7 @@ def cpu_snapshot(root: int) -> CpuSnapshot:
         self_s=own.ru_utime + own.ru_stime,
         server_switches=sum(context_switches(pid) for pid in tree),
         top_switches=context_switches(root),
+        steal_s=jiffies[7] / ticks,
     )
 
 
@@ -216,8 +222,10 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
     server = after.server_s - before.server_s
     wrk = after.children_s - before.children_s
     own = after.self_s - before.self_s
-    other = after.machine_busy_s - before.machine_busy_s - server - wrk - own
+    steal = max(after.steal_s - before.steal_s, 0.0)
+    other = after.machine_busy_s - before.machine_busy_s - steal - server - wrk - own
     return CpuUsage(server_cores=server / wall, wrk_cores=wrk / wall, other_cores=max(other, 0.0) / wall,
+                    steal_cores=steal / wall,
                     top_cores=(after.top_s - before.top_s) / wall,
                     server_switches_per_s=max(after.server_switches - before.server_switches, 0) / wall,
                     top_switches_per_s=max(after.top_switches - before.top_switches, 0) / wall)

@@ -101,6 +101,7 @@ def ratios(results: Sequence[RunResult]) -> list[Ratio]:
 CSV_FIELDS = ("app", "server", "round", "status", "requests_per_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors",
               "errors", "idle_rss_kib", "peak_rss_kib", "peak_pss_kib", "processes", "memory_samples",
               "server_cpu_cores", "top_process_cpu_cores", "wrk_cpu_cores", "other_cpu_cores",
+              "stolen_cpu_cores",
               "server_cpu_us_per_request", "top_process_cpu_us_per_request",
               "top_process_switches_per_request", "rest_switches_per_request",
               "top_process_syscalls_per_request", "rest_syscalls_per_request",
@@ -128,6 +129,7 @@ def csv_row(config: Config, r: RunResult) -> dict[str, object]:
         "top_process_syscalls_per_request": f"{r.syscalls.first:.2f}" if r.syscalls else "",
         "rest_syscalls_per_request": f"{r.syscalls.rest:.2f}" if r.syscalls else "",
         "other_cpu_cores": f"{c.other_cores:.2f}" if c else "",
+        "stolen_cpu_cores": f"{c.steal_cores:.2f}" if c else "",
         "workers": config.workers, "duration_s": config.duration, "connections": config.connections,
         "wrk_threads": config.wrk_threads, "server_command": r.command, "wrk_command": r.wrk_command,
         "detail": r.detail,
@@ -184,8 +186,8 @@ def results_table(rows: Sequence[Summary]) -> list[str]:
     lines = ["| server | status | req/s | req/s over the rounds | p50 ms | p99 ms | errors (non-2xx + socket) | "
              "peak RSS MiB | peak PSS MiB | idle RSS MiB | processes | server CPU | CPU µs/request | "
              "of it, first process | switches/request (first process + rest) | "
-             "syscalls/request (first process + rest) | wrk CPU | other CPU |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "syscalls/request (first process + rest) | wrk CPU | other CPU | stolen CPU |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for summary in rows:
         r = summary.median
         w, m, c = r.wrk, r.memory, r.cpu
@@ -202,9 +204,9 @@ def results_table(rows: Sequence[Summary]) -> list[str]:
             calls = r.syscalls
             cells += [f"{c.server_cores:.2f}", f"{total_us:.0f}", f"{top_us:.0f}",
                       f"{top_sw:.2f} + {rest_sw:.2f}", f"{calls.first:.2f} + {calls.rest:.2f}" if calls else "",
-                      f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}"]
+                      f"{c.wrk_cores:.2f}", f"{c.other_cores:.2f}", f"{c.steal_cores:.2f}"]
         else:
-            cells += [""] * 7
+            cells += [""] * 8
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -222,7 +224,9 @@ def summary_markdown(config: Config, argv: Sequence[str], machine: dict[str, str
              + "Memory: sum over the server's process tree (master + workers), "
              f"sampled every {SAMPLE_INTERVAL_S}s from /proc during the measured run. CPU columns: "
              "average cores busy during the measured run (server tree, wrk, everything else on the machine); "
-             "a high *other CPU* means the figures were disturbed. *CPU µs/request*: the server tree's CPU "
+             "a high *other CPU* means the figures were disturbed; *stolen CPU* is the steal time of "
+             "/proc/stat, cores' worth of time the hypervisor gave to other guests while this one had work to "
+             "run (a run with a high figure was slowed from outside the machine). *CPU µs/request*: the server tree's CPU "
              "time divided by the requests served; *of it, first process*: the part spent in the process "
              "the benchmark started (ferrocorn's master, gunicorn's arbiter, Granian's main process). "
              "*switches/request*: voluntary + involuntary context switches of every thread, per request "
