@@ -273,7 +273,12 @@ impl TestServer {
                 "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
             ) {
                 Ok(resp) if resp.status != 503 => Ok(()),
-                Ok(resp) => Err(format!("status {}", resp.status)),
+                // 503 until a worker is ready: if none ever is, its boot says why.
+                Ok(resp) => Err(format!(
+                    "status {}; stderr so far:\n{}",
+                    resp.status,
+                    self.stderr()
+                )),
                 Err(err) => Err(format!("{err}; stderr so far:\n{}", self.stderr())),
             }
         });
