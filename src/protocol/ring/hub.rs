@@ -92,9 +92,10 @@ pub struct Hub {
     /// request published meanwhile cuts the nap short.
     napping: AtomicBool,
     naps: AtomicU64,
-    /// The current nap, in ns, learnt: halved when a worker slept during
-    /// one (it ran out of requests: the nap was too long), grown by an
-    /// eighth when none did; 0 while naps are off (learnt below the floor).
+    /// The current nap, in ns, learnt ([`next_nap`]): a quarter shorter
+    /// when a worker slept during one (it ran out of requests: the nap was
+    /// too long), a sixteenth longer when none did; 0 while naps are off
+    /// (learnt below the floor).
     nap_ns: AtomicU64,
     /// Chances to nap so far (a worker waited on had requests queued).
     nap_chances: AtomicU32,
@@ -396,7 +397,8 @@ fn next_nap(nap: Duration, dried: bool, max: Duration) -> Duration {
         let next = nap * 3 / 4;
         return if next < floor { Duration::ZERO } else { next };
     }
-    (nap + nap / 16).clamp(floor, max.max(floor))
+    // The floor is never above the ceiling (nap_floor).
+    (nap + nap / 16).clamp(floor, max)
 }
 
 /// The shortest nap taken: [`NAP_FLOOR`], or the ceiling if lower.
