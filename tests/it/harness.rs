@@ -458,6 +458,32 @@ pub fn kill_process(pid: u32) {
     assert!(status.success());
 }
 
+/// Waits until every thread of `pid` is stopped (state `T`): `kill -STOP`
+/// returns once the signal is queued, and the target may run on, even read
+/// a request, until it next handles its signals.
+pub fn wait_until_stopped(pid: u32) {
+    let state = |stat: &str| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+    };
+    wait_until("the process stopped", DEADLINE, || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
+        let states: Vec<Option<char>> = tasks
+            .flatten()
+            .map(|task| {
+                std::fs::read_to_string(task.path().join("stat"))
+                    .ok()
+                    .and_then(|s| state(&s))
+            })
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| *s == Some('T')) {
+            Ok(())
+        } else {
+            Err(format!("thread states {states:?}"))
+        }
+    });
+}
+
 /// Whether `pid` is a fork server (its /proc comm is `fc-forkserver`).
 pub fn is_fork_server(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "fc-forkserver")

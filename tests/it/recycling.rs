@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::harness::{free_port, http_get, kill_process, metric, wait_until, TestServer, DEADLINE};
+use crate::harness::{
+    free_port, http_get, kill_process, metric, wait_until, wait_until_stopped, TestServer, DEADLINE,
+};
 
 /// `total` GETs of `path` from `clients` threads; (status, body) of each.
 fn load(server: &TestServer, path: &str, total: usize, clients: usize) -> Vec<(u16, String)> {
@@ -189,8 +191,9 @@ fn rss(pid: u32) -> Option<u64> {
 /// A request written to a worker that dies before reading it never ran:
 /// it goes to another worker instead of failing with 502 (seen as a 502 in
 /// one of three `kill -9`s in the boot benchmark, in the ~2 ms before the
-/// master learns of the death). The worker is stopped first, so the request
-/// surely sits unread in its socket when it is killed.
+/// master learns of the death). The worker is stopped first, and seen
+/// stopped in /proc before the request is sent, so the request surely sits
+/// unread in its lane when it is killed.
 #[test]
 fn a_request_the_dying_worker_never_read_is_served_by_its_replacement() {
     let metrics = format!("127.0.0.1:{}", free_port());
@@ -214,6 +217,7 @@ fn a_request_the_dying_worker_never_read_is_served_by_its_replacement() {
         assert!(status.success());
     };
     signal("-STOP", worker);
+    wait_until_stopped(worker);
     let resp = std::thread::scope(|s| {
         let request = s.spawn(|| server.get("/pid"));
         wait_until("the request in flight", DEADLINE, || {
