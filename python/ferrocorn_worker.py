@@ -2534,9 +2534,10 @@ class ForkServer:
 
     def double_fork(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0) -> int:
         """Fork the worker through a middle process; return the worker's pid."""
+        fork, waitpid = fork_server_process_calls()
         read_end, write_end = os.pipe()
         try:
-            middle = os.fork()
+            middle = fork()
         except OSError:
             os.close(read_end)
             os.close(write_end)
@@ -2544,7 +2545,7 @@ class ForkServer:
         if middle == 0:
             try:
                 os.close(read_end)
-                worker = os.fork()
+                worker = fork()
                 if worker:
                     os.write(write_end, PID.pack(worker))
             except BaseException:
@@ -2563,10 +2564,34 @@ class ForkServer:
                 data += chunk
         finally:
             os.close(read_end)
-            os.waitpid(middle, 0)
+            try:
+                waitpid(middle, 0)
+            except ChildProcessError:
+                pass  # reaped already: by a SIGCHLD handler of the user's, say
         if len(data) != PID.size:
             raise OSError("the middle process died before it forked the worker")
         return PID.unpack(data)[0]
+
+
+def fork_server_process_calls() -> tuple:
+    """The fork and waitpid the fork server forks workers with.
+
+    Under gevent's patching (-k gevent --preload patches the fork server)
+    os.fork is gevent's fork_and_watch and os.waitpid waits for its libev
+    child watcher. The fork server has no hub until that first fork makes
+    one, and libev only then installs its SIGCHLD handler: a middle process
+    that exits first sends its SIGCHLD to no handler, and the waitpid never
+    returns (seen as no worker ever ready, 503 until the test's deadline).
+    So, under gevent: its fork without the watcher (the child still
+    re-initialises any hub it inherits) and the kernel's waitpid, which reaps
+    the middle process whenever it exits; the hub's loop never runs in
+    between, so libev cannot reap it first."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("os"):
+        return os.fork, os.waitpid
+    from gevent.os import fork_gevent
+
+    return fork_gevent, monkey.get_original("os", "waitpid")
 
 
 def set_proc_title(role: str, env: Any) -> None:
