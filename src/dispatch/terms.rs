@@ -88,7 +88,7 @@ impl Tally {
 
     /// Whether the worker may be given `more` requests beyond those it has.
     pub fn has_room(&self, more: u64) -> bool {
-        self.request_cap.map_or(true, |cap| self.taken + more < cap)
+        self.request_cap.is_none_or(|cap| self.taken + more < cap)
     }
 
     /// Whether it has been given its request limit or the last count

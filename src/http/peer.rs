@@ -78,11 +78,11 @@ impl PeerRules {
 
     /// Whether this peer's forwarding headers count; `None` is a Unix socket.
     pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        peer.map_or(true, |ip| allows(&self.forwarded_allow, ip))
+        peer.is_none_or(|ip| allows(&self.forwarded_allow, ip))
     }
 
     fn may_send_proxy(&self, peer: Option<IpAddr>) -> bool {
-        peer.map_or(true, |ip| allows(&self.proxy_allow, ip))
+        peer.is_none_or(|ip| allows(&self.proxy_allow, ip))
     }
 }
 

@@ -88,7 +88,7 @@ impl Environment {
         let watchdog_pid = get("WATCHDOG_PID");
         let for_us = watchdog_pid
             .as_deref()
-            .map_or(true, |p| p.trim() == pid.to_string());
+            .is_none_or(|p| p.trim() == pid.to_string());
         if let (Some(text), true) = (get("WATCHDOG_USEC"), for_us) {
             match text.trim().parse::<u64>() {
                 Ok(usec) if usec > 0 => env.watchdog = Some(Duration::from_micros(usec)),

@@ -151,7 +151,7 @@ impl Arbiter {
         let leaving = |id: WorkerId| {
             workers
                 .get(&id)
-                .map_or(true, |e| !e.is_serving() || e.due.is_some())
+                .is_none_or(|e| !e.is_serving() || e.due.is_some())
         };
         let verdicts = match readings {
             [(worker, bytes)] if !full_round => self.memory.observe_one(*worker, *bytes, &leaving),

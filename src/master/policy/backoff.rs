@@ -51,7 +51,7 @@ impl Steps {
     /// A worker spawned at `spawned_at` died at `now`. Returns the step it
     /// belongs to and whether it started a new one (log once per step).
     pub fn failed(&mut self, spawned_at: Instant, now: Instant) -> (u32, bool) {
-        let new_round = self.since.map_or(true, |since| spawned_at > since);
+        let new_round = self.since.is_none_or(|since| spawned_at > since);
         if new_round {
             self.step += 1;
             self.since = Some(now);

@@ -205,7 +205,7 @@ impl MemoryWatch {
 
     /// The soft rule for one worker that is not leaving.
     fn judge_soft(&mut self, worker: WorkerId, bytes: u64, needed: u32) -> Option<MemoryVerdict> {
-        if !self.limits.soft.is_some_and(|soft| bytes > soft) {
+        if self.limits.soft.is_none_or(|soft| bytes <= soft) {
             self.soft_streaks.remove(&worker);
             return None;
         }

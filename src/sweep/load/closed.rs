@@ -110,7 +110,7 @@ async fn user(
     phase.enter();
     let mut done = 0u64;
     let mut next = pace.map(|pace| Instant::now() + pace.mul_f64(rng.random::<f64>()));
-    while !stop.load(Ordering::Relaxed) && loops.map_or(true, |l| done < l) {
+    while !stop.load(Ordering::Relaxed) && loops.is_none_or(|l| done < l) {
         if let (Some(at), Some(pace)) = (next, pace) {
             if !pause_until(at, stop).await {
                 break;

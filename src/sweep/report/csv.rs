@@ -240,7 +240,7 @@ fn union(result: &SweepResult, keys: impl Fn(&CellResult) -> Vec<String>) -> Vec
 }
 
 fn blanks(n: usize) -> impl Iterator<Item = String> {
-    std::iter::repeat(String::new()).take(n)
+    std::iter::repeat_n(String::new(), n)
 }
 
 fn finish(writer: ::csv::Writer<Vec<u8>>) -> Result<String, ::csv::Error> {
