@@ -143,7 +143,7 @@ fn serve(loaded: Loaded) -> Result<(), (Exit, String)> {
         let notifier = ferrocorn::systemd::Notifier::from_env(&systemd);
         master::run(loaded, listeners, metrics, logging, notifier, origin)
             .await
-            .map_err(|e| (Exit::Runtime, format!("cannot listen for signals: {e}")))
+            .map_err(|e| (Exit::Runtime, e.to_string()))
     })?;
     // Workers die with the master (parent-death signal); don't wait for
     // tasks stuck on their sockets.

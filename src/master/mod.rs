@@ -157,11 +157,17 @@ pub async fn run(
             let _ = quiesced_tx.send(Event::Quiesced);
         },
     );
-    let mut signals = signals::listen()?;
+    let mut signals = signals::listen().map_err(|e| named(e, "cannot listen for signals"))?;
     // Workers forked by the fork server are orphaned on purpose and must
     // become the master's children; the reaper collects every child.
-    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
-    let reaper = crate::worker::reap::Reaper::start()?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
+        named(
+            e.into(),
+            "cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER)",
+        )
+    })?;
+    let reaper = crate::worker::reap::Reaper::start()
+        .map_err(|e| named(e, "cannot start the child reaper"))?;
     let derived = Derived::from_loaded(&loaded);
     let mut shell = shell::Shell::new(
         shell::ShellParts {
@@ -369,4 +375,10 @@ fn raise_file_limit(settings: &Settings) {
         ),
         Err(err) => warn!(error = %err, "cannot read or raise the open-file limit"),
     }
+}
+
+/// `err` with what the master was doing when it failed, so the message at
+/// exit names the step (they are all one `io::Error` to main).
+fn named(err: std::io::Error, doing: &str) -> std::io::Error {
+    std::io::Error::new(err.kind(), format!("{doing}: {err}"))
 }
