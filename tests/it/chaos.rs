@@ -8,17 +8,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{exchange_raw, http_get, wait_until, TestServer, DEADLINE};
+use crate::harness::{exchange_raw, http_get, proc_state, wait_until, TestServer, DEADLINE};
 
 /// Whether `pid` runs and is not a zombie.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-            Some(state != 'Z')
-        })
-        .unwrap_or(false)
+    proc_state(format!("/proc/{pid}/stat")).is_some_and(|state| state != 'Z')
 }
 
 const VALID: &[&str] = &[

@@ -458,23 +458,24 @@ pub fn kill_process(pid: u32) {
     assert!(status.success());
 }
 
+/// The state letter (R, S, T, Z...) in a `/proc/.../stat` file, for a
+/// process (`/proc/PID/stat`) or one of its threads
+/// (`/proc/PID/task/TID/stat`); None once it is gone. The comm may hold
+/// spaces and parentheses, so the state is read after the last ')'.
+pub fn proc_state(stat_file: impl AsRef<Path>) -> Option<char> {
+    let stat = std::fs::read_to_string(stat_file).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// Waits until every thread of `pid` is stopped (state `T`): `kill -STOP`
 /// returns once the signal is queued, and the target may run on, even read
 /// a request, until it next handles its signals.
 pub fn wait_until_stopped(pid: u32) {
-    let state = |stat: &str| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-    };
     wait_until("the process stopped", DEADLINE, || {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
         let states: Vec<Option<char>> = tasks
             .flatten()
-            .map(|task| {
-                std::fs::read_to_string(task.path().join("stat"))
-                    .ok()
-                    .and_then(|s| state(&s))
-            })
+            .map(|task| proc_state(task.path().join("stat")))
             .collect();
         if !states.is_empty() && states.iter().all(|s| *s == Some('T')) {
             Ok(())

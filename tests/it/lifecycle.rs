@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{command, free_port, http_get, wait_until, TestServer, DEADLINE};
+use crate::harness::{command, free_port, http_get, proc_state, wait_until, TestServer, DEADLINE};
 
 #[test]
 fn term_lets_the_request_in_flight_finish_then_exits_0() {
@@ -55,10 +55,7 @@ fn workers_die_with_a_killed_master() {
     wait_until("the workers to die", DEADLINE, || {
         let alive: Vec<_> = pids
             .iter()
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .is_ok_and(|s| !s.contains(") Z "))
-            })
+            .filter(|p| proc_state(format!("/proc/{p}/stat")).is_some_and(|state| state != 'Z'))
             .collect();
         if alive.is_empty() {
             Ok(())

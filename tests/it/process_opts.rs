@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::harness::{command, free_port, http_get, metric, wait_until, TestServer, DEADLINE};
+use crate::harness::{
+    command, free_port, http_get, metric, proc_state, wait_until, TestServer, DEADLINE,
+};
 
 /// `/` answers the module's VERSION; `/print` print()s a marker first.
 fn app_source(version: &str) -> String {
@@ -71,13 +73,7 @@ impl Drop for Server {
 
 fn is_gone(pid: u32) -> bool {
     // Reparented to init (or a subreaper), it may linger as a zombie.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
+    proc_state(format!("/proc/{pid}/stat")).is_none_or(|state| state == 'Z')
 }
 
 /// The title a process shows in `ps -o args`: its cmdline up to the first NUL.
