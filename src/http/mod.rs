@@ -5,6 +5,7 @@
 pub mod body;
 pub mod exchange;
 pub mod framing;
+pub mod graceful;
 mod guarded;
 pub mod inherited;
 pub mod listener;

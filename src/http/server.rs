@@ -1,8 +1,8 @@
 //! Accepting connections and serving them with hyper's HTTP/1 engine:
 //! keep-alive, pipelining, chunked bodies, `Expect: 100-continue`, header
 //! limits and timeouts. A stop closes the listeners at once; a graceful stop
-//! lets open connections finish their requests first (hyper-util's
-//! graceful watcher) and then says so. A pause (WINCH after a binary
+//! lets open connections finish their requests first (`graceful.rs`) and
+//! then says so. A pause (WINCH after a binary
 //! upgrade) stops accepting but keeps the listeners open, and lets the open
 //! connections finish the same way; a resume accepts again. With `--proxy-protocol`, a
 //! connection's PROXY header is read (`peer.rs`) before hyper sees a byte.
@@ -14,13 +14,13 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::framing::Verdicts;
+use super::graceful::{GracefulShutdown, Stoppable};
 use super::guarded::Guarded;
 use super::listener::Listener;
 use super::peer::{read_proxy_header, PeerRules, Rewound};
@@ -277,7 +277,7 @@ fn connection<I>(
     io: I,
     info: ConnInfo,
     ctx: Arc<ServiceCtx>,
-) -> impl GracefulConnection<Error = hyper::Error> + Send
+) -> impl Stoppable<Output = Result<(), hyper::Error>> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
