@@ -39,6 +39,8 @@ pub(super) struct State {
     pub(super) stranded: Vec<(LaneId, Waiting)>,
     pub(super) pipelined: u64,
     pub(super) redispatched: u64,
+    /// Whether the task that expires queued requests runs (`Dispatcher::reap`).
+    pub(super) reaping: bool,
 }
 
 #[derive(Debug)]
@@ -170,7 +172,11 @@ impl State {
     /// What becomes of a request that arrives now: an idle lane serves it
     /// ([`State::pick`]), or it waits in the queue, or it is refused (the
     /// server is stopping, or the queue is full: 503).
-    pub(super) fn admit(&mut self, request: Bytes) -> Result<Admission, DispatchError> {
+    pub(super) fn admit(
+        &mut self,
+        request: Bytes,
+        now: Instant,
+    ) -> Result<Admission, DispatchError> {
         if self.closed {
             return Err(DispatchError::ShuttingDown);
         }
@@ -178,7 +184,7 @@ impl State {
             return Ok(Admission::Lend(worker, lane));
         }
         self.queue
-            .push(request)
+            .push(request, now)
             .map(Admission::Queued)
             .map_err(|_| DispatchError::QueueFull)
     }
@@ -270,6 +276,7 @@ mod tests {
             stranded: Vec::new(),
             pipelined: 0,
             redispatched: 0,
+            reaping: false,
         }
     }
 
@@ -299,25 +306,25 @@ mod tests {
         let (mut state, _keep) = with_idle_lanes(pool(t0, &[], MS), 1);
         state.queue = WaitQueue::new(1);
         assert!(matches!(
-            state.admit(Bytes::new()),
+            state.admit(Bytes::new(), t0),
             Ok(Admission::Lend(WorkerId(1), _))
         ));
-        let queued = state.admit(Bytes::new());
+        let queued = state.admit(Bytes::new(), t0);
         assert!(matches!(queued, Ok(Admission::Queued(_))));
         assert_eq!(
-            state.admit(Bytes::new()).err(),
+            state.admit(Bytes::new(), t0).err(),
             Some(DispatchError::QueueFull),
             "the queue holds one"
         );
         // A waiter that gave up frees its place.
         drop(queued);
         assert!(matches!(
-            state.admit(Bytes::new()),
+            state.admit(Bytes::new(), t0),
             Ok(Admission::Queued(_))
         ));
         state.closed = true;
         assert_eq!(
-            state.admit(Bytes::new()).err(),
+            state.admit(Bytes::new(), t0).err(),
             Some(DispatchError::ShuttingDown)
         );
     }
@@ -328,7 +335,7 @@ mod tests {
         let (mut excluded, _keep) = with_idle_lanes(pool(t0, &[], MS), 2);
         excluded.slots[0].standing = Standing::Excluded;
         assert!(matches!(
-            excluded.admit(Bytes::new()),
+            excluded.admit(Bytes::new(), t0),
             Ok(Admission::Queued(_))
         ));
         let (mut capped, _keep) = with_idle_lanes(pool(t0, &[], MS), 2);
@@ -337,12 +344,12 @@ mod tests {
             ..WorkerTerms::default()
         });
         assert!(matches!(
-            capped.admit(Bytes::new()),
+            capped.admit(Bytes::new(), t0),
             Ok(Admission::Lend(..))
         ));
         capped.slots[0].tally.taken = 1;
         assert!(matches!(
-            capped.admit(Bytes::new()),
+            capped.admit(Bytes::new(), t0),
             Ok(Admission::Queued(_))
         ));
     }

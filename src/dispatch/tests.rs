@@ -78,6 +78,36 @@ async fn queue_timeout_and_full_queue_refuse() {
     assert_eq!(waiting.await.unwrap(), Err(DispatchError::QueueTimeout));
 }
 
+#[tokio::test(start_paused = true)]
+async fn each_queued_request_expires_its_own_timeout_after_admission_and_the_reaper_comes_back() {
+    let (d, _) = dispatcher(8);
+    let (a, _keep) = lanes(1);
+    d.add_worker(WorkerId(1), a, WorkerTerms::default());
+    let _busy = d.acquire(Bytes::new()).await.unwrap();
+    let queue = |d: &Dispatcher| {
+        let d = d.clone();
+        tokio::spawn(async move { d.acquire(Bytes::new()).await.map(|l| l.worker()) })
+    };
+    let first = queue(&d);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = queue(&d);
+    tokio::time::sleep(Duration::from_millis(2_100)).await; // 5.1 s, 2.1 s
+    assert!(first.is_finished(), "past its 5 s");
+    assert_eq!(first.await.unwrap(), Err(DispatchError::QueueTimeout));
+    assert!(!second.is_finished(), "3 s younger: still waiting");
+    assert_eq!(d.stats().queued, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(second.await.unwrap(), Err(DispatchError::QueueTimeout));
+    assert_eq!(d.stats().queued, 0);
+    // The queue ran empty and the reaper stopped; the next queued request
+    // starts it again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let third = queue(&d);
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    assert!(third.is_finished());
+    assert_eq!(third.await.unwrap(), Err(DispatchError::QueueTimeout));
+}
+
 #[tokio::test]
 async fn retiring_worker_gets_nothing_and_reports_drained() {
     let (d, mut drained) = dispatcher(8);

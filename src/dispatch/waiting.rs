@@ -32,6 +32,8 @@ pub(super) enum Delivery {
     Moved(oneshot::Receiver<Delivery>),
     /// Its worker died and it may have started: it failed with it.
     Lost,
+    /// It waited in the queue past the queue timeout.
+    Expired,
 }
 
 /// A request waiting in a lane: where to send its lane, and its bytes in
@@ -155,7 +157,7 @@ pub(super) fn settle(
         .await
         .unwrap_or(u64::MAX);
         drop(lane);
-        let now = std::time::Instant::now();
+        let now = super::clock();
         let mut state = dispatcher.state();
         let mut handoffs = Vec::new();
         let mut again = Vec::new();

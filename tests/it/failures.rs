@@ -1,9 +1,9 @@
 //! What goes wrong: app exceptions, dying workers, bad apps and configs,
-//! a full queue.
+//! a full queue, a queue wait past its timeout.
 
 use std::time::Duration;
 
-use crate::harness::{children_of, command, wait_until, TestServer, DEADLINE};
+use crate::harness::{children_of, command, free_port, metric, wait_until, TestServer, DEADLINE};
 
 #[test]
 fn app_exception_is_500_with_traceback_and_the_worker_keeps_serving() {
@@ -117,6 +117,53 @@ fn full_queue_gets_503_with_retry_after() {
         assert_eq!(busy.join().unwrap().status, 200);
         assert_eq!(queued.join().unwrap().status, 200);
     });
+}
+
+/// `--queue-timeout`: a request that waited that long for the one busy
+/// worker gets 503, no sooner, while the busy one finishes; twice, since
+/// the queue's one timer stops when the queue empties and the next queued
+/// request starts it again.
+#[test]
+fn a_request_queued_past_the_queue_timeout_gets_503_and_the_busy_one_finishes() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = TestServer::start(&[
+        "-w",
+        "1",
+        "--queue-timeout",
+        "1",
+        "--metrics-bind",
+        &metrics,
+        "examples.flask_app:app",
+    ]);
+    let gauge = |series: &str, at_least: f64| {
+        wait_until(series, DEADLINE, || match metric(&metrics, series) {
+            Some(n) if n >= at_least => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    };
+    for round in 1..=2 {
+        std::thread::scope(|s| {
+            let busy = s.spawn(|| server.get("/io?ms=4000"));
+            gauge("ferrocorn_requests_in_flight", 1.0);
+            let sent = std::time::Instant::now();
+            let queued = s.spawn(|| server.get("/hello"));
+            gauge("ferrocorn_queue_length", 1.0);
+            let refused = queued.join().unwrap();
+            let waited = sent.elapsed();
+            assert_eq!(refused.status, 503, "round {round}");
+            assert!(
+                waited >= Duration::from_secs(1),
+                "round {round}: 503 after {waited:?}"
+            );
+            assert_eq!(
+                metric(&metrics, "ferrocorn_requests_in_flight"),
+                Some(1.0),
+                "round {round}: the busy request still runs"
+            );
+            assert_eq!(busy.join().unwrap().status, 200, "round {round}");
+        });
+    }
+    assert_eq!(server.get("/hello").status, 200);
 }
 
 #[test]
