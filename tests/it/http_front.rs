@@ -104,6 +104,56 @@ fn silent_connection_is_closed_by_the_header_timeout() {
     assert_eq!(server.get("/hello").status, 200);
 }
 
+/// `--keep-alive 1` next to `--header-timeout 10`: requests paced 0.6 s
+/// apart on one connection are all served, though together they outlast
+/// the keep-alive (each head gets its own second), and once the client
+/// falls silent the connection is closed after the keep-alive, not the
+/// header timeout.
+#[test]
+fn a_kept_alive_connection_gets_the_keep_alive_for_each_head_and_closes_after_it() {
+    let server = TestServer::start(&[
+        "--keep-alive",
+        "1",
+        "--header-timeout",
+        "10",
+        "examples.flask_app:app",
+    ]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..4 {
+        if i > 0 {
+            // The client's pace, which is what is tested: not a wait for the server.
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let resp = loop {
+            if let Ok((resp, rest)) = parse_response(&buf) {
+                let used = buf.len() - rest.len();
+                buf.drain(..used);
+                break resp;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "request {i}: closed early");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert_eq!(resp.status, 200, "request {i}");
+    }
+    let silent = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let idle = silent.elapsed();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+    assert!(
+        idle < Duration::from_secs(9),
+        "closed after {idle:?}: the header timeout, not the keep-alive"
+    );
+}
+
 /// Sends `bytes`, half-closes the write side if `half_close`, and reads
 /// until the server closes or `wait` passes (then whatever came so far).
 fn exchange_with(bytes: &[u8], addr: &str, half_close: bool, wait: Duration) -> Vec<u8> {
