@@ -590,11 +590,9 @@ async fn reap(shared: Weak<Shared>) {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let mut state = shared
-                .state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let timeout = shared.queue_timeout;
+            let dispatcher = Dispatcher { shared };
+            let mut state = dispatcher.state();
+            let timeout = dispatcher.shared.queue_timeout;
             if let Some(cutoff) = clock().checked_sub(timeout) {
                 for waiter in state.queue.expire(cutoff) {
                     let _ = waiter.send(Delivery::Expired);

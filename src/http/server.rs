@@ -220,7 +220,10 @@ fn serve<I>(
 {
     let ctx = ctx.clone();
     let mut builder = builder.clone();
-    builder.timer(KeepAliveTimer::new(options.keep_alive));
+    builder.timer(KeepAliveTimer::new(
+        options.header_timeout,
+        options.keep_alive,
+    ));
     if rules.proxy_protocol == ProxyProtocol::Off {
         let conn = graceful.watch(connection(&builder, io, info, ctx));
         tokio::spawn(async move {

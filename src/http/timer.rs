@@ -29,6 +29,8 @@ use hyper_util::rt::TokioTimer;
 pub struct KeepAliveTimer {
     /// For any other sleep hyper asks for (none, on a server, today).
     inner: TokioTimer,
+    /// hyper's header-read timeout: what it adds to its clock reading.
+    header_timeout: Duration,
     keep_alive: Duration,
     first_head_seen: AtomicBool,
     armed: Arc<Armed>,
@@ -38,10 +40,11 @@ pub struct KeepAliveTimer {
 type Armed = Mutex<Option<Pin<Box<tokio::time::Sleep>>>>;
 
 impl KeepAliveTimer {
-    /// A timer for one new connection.
-    pub fn new(keep_alive: Duration) -> KeepAliveTimer {
+    /// A timer for one new connection whose hyper has `header_timeout`.
+    pub fn new(header_timeout: Duration, keep_alive: Duration) -> KeepAliveTimer {
         KeepAliveTimer {
             inner: TokioTimer::new(),
+            header_timeout,
             keep_alive,
             first_head_seen: AtomicBool::new(false),
             armed: Arc::default(),
@@ -62,9 +65,12 @@ impl Timer for KeepAliveTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        // hyper asks for a fresh sleep before each request head.
+        // hyper asks for a fresh sleep before each request head, due at
+        // its clock reading plus the header timeout; a later head's is
+        // that reading plus the keep-alive (no second reading).
         if self.first_head_seen.swap(true, Ordering::Relaxed) {
-            self.head_sleep(self.now() + self.keep_alive)
+            let asked_at = deadline.checked_sub(self.header_timeout);
+            self.head_sleep(asked_at.unwrap_or_else(|| self.now()) + self.keep_alive)
         } else {
             self.head_sleep(deadline)
         }
@@ -133,7 +139,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_first_head_gets_hypers_deadline_and_later_ones_the_keep_alive() {
-        let timer = KeepAliveTimer::new(2 * SECOND);
+        let timer = KeepAliveTimer::new(10 * SECOND, 2 * SECOND);
         let mut first = timer.sleep_until(timer.now() + 10 * SECOND);
         assert!(!ready(&mut first));
         tokio::time::advance(9 * SECOND).await;
@@ -152,16 +158,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_read_in_time_leaves_the_next_head_its_whole_keep_alive() {
-        let timer = KeepAliveTimer::new(2 * SECOND);
-        drop(timer.sleep_until(timer.now() + 10 * SECOND)); // first head: read at once
-                                                            // Head 2 awaited at 0 s (deadline 2 s), read at 1.5 s; head 3
-                                                            // awaited from then (deadline 3.5 s). The sleep armed for 2 s
-                                                            // goes off on the way and must not end head 3's wait.
-        let mut head2 = timer.sleep_until(timer.now());
+        let timer = KeepAliveTimer::new(10 * SECOND, 2 * SECOND);
+        // The first head, read at once.
+        drop(timer.sleep_until(timer.now() + 10 * SECOND));
+        // Head 2 awaited at 0 s (deadline 2 s), read at 1.5 s; head 3
+        // awaited from then (deadline 3.5 s). The sleep armed for 2 s
+        // goes off on the way and must not end head 3's wait.
+        let mut head2 = timer.sleep_until(timer.now() + 10 * SECOND);
         assert!(!ready(&mut head2));
         tokio::time::advance(SECOND * 3 / 2).await;
         drop(head2);
-        let mut head3 = timer.sleep_until(timer.now());
+        let mut head3 = timer.sleep_until(timer.now() + 10 * SECOND);
         assert!(!ready(&mut head3));
         tokio::time::advance(SECOND).await; // 2.5 s: past head 2's deadline
         assert!(!ready(&mut head3), "head 2's deadline is not head 3's");
@@ -173,11 +180,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_moves_the_armed_sleep_and_reset_moves_a_heads() {
-        let timer = KeepAliveTimer::new(SECOND);
+        let timer = KeepAliveTimer::new(10 * SECOND, SECOND);
         let mut first = timer.sleep_until(timer.now() + 10 * SECOND);
         assert!(!ready(&mut first)); // armed for 10 s
         drop(first);
-        let mut second = timer.sleep_until(timer.now()); // 1 s: earlier
+        let mut second = timer.sleep_until(timer.now() + 10 * SECOND); // keep-alive 1 s: earlier
         tokio::time::advance(SECOND / 2).await;
         assert!(!ready(&mut second));
         tokio::time::advance(SECOND).await;

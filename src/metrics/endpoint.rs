@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::graceful::GracefulShutdown;
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -24,6 +23,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tracing::{debug, warn};
 
 use super::Metrics;
+use crate::http::graceful::GracefulShutdown;
 
 /// The content type prometheus-client's examples serve its text encoding with.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
