@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{children_of, command, free_port, metric, wait_until, TestServer, DEADLINE};
+use crate::harness::{
+    children_of, command, free_port, metric, wait_for_metric, wait_until, TestServer, DEADLINE,
+};
 
 #[test]
 fn app_exception_is_500_with_traceback_and_the_worker_keeps_serving() {
@@ -135,19 +137,13 @@ fn a_request_queued_past_the_queue_timeout_gets_503_and_the_busy_one_finishes() 
         &metrics,
         "examples.flask_app:app",
     ]);
-    let gauge = |series: &str, at_least: f64| {
-        wait_until(series, DEADLINE, || match metric(&metrics, series) {
-            Some(n) if n >= at_least => Ok(()),
-            other => Err(format!("{other:?}")),
-        })
-    };
     for round in 1..=2 {
         std::thread::scope(|s| {
             let busy = s.spawn(|| server.get("/io?ms=4000"));
-            gauge("ferrocorn_requests_in_flight", 1.0);
+            wait_for_metric(&metrics, "ferrocorn_requests_in_flight", 1.0);
             let sent = std::time::Instant::now();
             let queued = s.spawn(|| server.get("/hello"));
-            gauge("ferrocorn_queue_length", 1.0);
+            wait_for_metric(&metrics, "ferrocorn_queue_length", 1.0);
             let refused = queued.join().unwrap();
             let waited = sent.elapsed();
             assert_eq!(refused.status, 503, "round {round}");
@@ -211,14 +207,7 @@ fn a_timeout_with_threads_fails_only_the_request_that_timed_out() {
     let before = server.get("/pid").text();
     let (slow, others) = std::thread::scope(|s| {
         let slow = s.spawn(|| server.get("/io?ms=6000"));
-        wait_until(
-            "the slow request in flight",
-            DEADLINE,
-            || match crate::harness::metric(&metrics, "ferrocorn_requests_in_flight") {
-                Some(n) if n >= 1.0 => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
-        );
+        wait_for_metric(&metrics, "ferrocorn_requests_in_flight", 1.0);
         // These start about a second later and still run when the slow one
         // times out (at 3 s); each ends well within its own timeout.
         std::thread::sleep(Duration::from_millis(1000));

@@ -551,6 +551,14 @@ pub fn metric(metrics_addr: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Waits until `series` on the metrics endpoint reads at least `at_least`.
+pub fn wait_for_metric(metrics_addr: &str, series: &str, at_least: f64) {
+    wait_until(series, DEADLINE, || match metric(metrics_addr, series) {
+        Some(n) if n >= at_least => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -160,14 +160,7 @@ fn term_ends_within_the_graceful_timeout_even_with_a_long_request_in_flight() {
     ]);
     let addr = server.addr.clone();
     let slow = std::thread::spawn(move || http_get(&addr, "/io?ms=8000"));
-    wait_until(
-        "the slow request in flight",
-        DEADLINE,
-        || match crate::harness::metric(&metrics, "ferrocorn_requests_in_flight") {
-            Some(n) if n >= 1.0 => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    crate::harness::wait_for_metric(&metrics, "ferrocorn_requests_in_flight", 1.0);
     let addr = server.addr.clone();
     let queued = std::thread::spawn(move || http_get(&addr, "/hello"));
     wait_until(

@@ -233,12 +233,7 @@ fn reload_restarts_a_worker_on_fresh_code_when_the_app_file_changes() {
     server.wait_for_body(|body| body == "the third");
     // Replaced as a reload, not as a crash.
     let series = |reason: &str| format!(r#"ferrocorn_worker_restarts_total{{reason="{reason}"}}"#);
-    wait_until("the reload restart counted", DEADLINE, || {
-        match metric(&metrics, &series("reload")) {
-            Some(n) if n >= 2.0 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    crate::harness::wait_for_metric(&metrics, &series("reload"), 2.0);
     assert_eq!(metric(&metrics, &series("crash")), Some(0.0));
 }
 

@@ -220,12 +220,7 @@ fn a_request_the_dying_worker_never_read_is_served_by_its_replacement() {
     wait_until_stopped(worker);
     let resp = std::thread::scope(|s| {
         let request = s.spawn(|| server.get("/pid"));
-        wait_until("the request in flight", DEADLINE, || {
-            match metric(&metrics, "ferrocorn_requests_in_flight") {
-                Some(n) if n >= 1.0 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
+        crate::harness::wait_for_metric(&metrics, "ferrocorn_requests_in_flight", 1.0);
         kill_process(worker);
         request.join().unwrap()
     });
