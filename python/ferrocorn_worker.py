@@ -2292,6 +2292,7 @@ def main(
             raise BootError(f"FERROCORN_WORKER_CONTROL_FD={control_fd!r} is not a socket: {exc}") from None
         config = Config(env)
         set_sched_policy(env)
+        pin_to_cpu(env)
         patch_for_gevent(env)
         set_process_name("fc-worker")
         set_proc_title("worker", env)
@@ -2364,12 +2365,13 @@ class BecomeWorker(BaseException):
     worker runs at the top of the stack and exits through sys.exit (atexit
     handlers and stdio flushing included), as gunicorn's forked workers do."""
 
-    def __init__(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0) -> None:
+    def __init__(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0, cpu: Optional[int] = None) -> None:
         super().__init__(worker_id)
         self.worker_id = worker_id
         self.fds = fds
         self.lanes = lanes or len(fds) - 1
         self.ring_size = ring_size
+        self.cpu = cpu
 
 
 class ForkServer:
@@ -2505,6 +2507,8 @@ class ForkServer:
             worker_id = int(request["worker"])
             lanes = int(request["lanes"])
             ring_size = int(request.get("ring_size") or 0)
+            cpu = request.get("cpu")
+            cpu = None if cpu is None else int(cpu)
             # control, lanes..., and with rings: master bell, then memfd, bell per lane
             want = 1 + lanes + (1 + 2 * lanes if ring_size > 0 else 0)
             if len(fds) != want:
@@ -2517,7 +2521,7 @@ class ForkServer:
             self.hook_server.worker_class = cfg.worker_class
             if self.hooks.pre_fork is not None:
                 self.hooks.call("pre_fork", self.hook_server, HookWorker(worker_id, self.hook_server.cfg, self.master_pid))
-            pid = self.double_fork(worker_id, fds, lanes, max(ring_size, 0))
+            pid = self.double_fork(worker_id, fds, lanes, max(ring_size, 0), cpu)
         except BecomeWorker:
             raise
         except Exception as exc:
@@ -2532,7 +2536,7 @@ class ForkServer:
         if pid is not None:
             self.send(FORKED, 0, json.dumps({"worker": worker_id, "pid": pid}).encode())
 
-    def double_fork(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0) -> int:
+    def double_fork(self, worker_id: int, fds: list, lanes: int = 0, ring_size: int = 0, cpu: Optional[int] = None) -> int:
         """Fork the worker through a middle process; return the worker's pid."""
         fork, waitpid = fork_server_process_calls()
         read_end, write_end = os.pipe()
@@ -2553,7 +2557,7 @@ class ForkServer:
             if worker:
                 os._exit(EXIT_OK)
             os.close(write_end)
-            raise BecomeWorker(worker_id, fds, lanes, ring_size)
+            raise BecomeWorker(worker_id, fds, lanes, ring_size, cpu)
         os.close(write_end)
         try:
             data = b""
@@ -2766,6 +2770,22 @@ def set_sched_policy(env: Any) -> None:
         log.debug("cannot switch to SCHED_BATCH: %s", exc)
 
 
+def pin_to_cpu(env: Any) -> None:
+    """Pin this process to the CPU the master chose (FERROCORN_WORKER_CPU,
+    set when ``worker_cpu_affinity`` spreads the workers): one worker per
+    core, so the kernel cannot pile two workers and the master onto one core
+    while another idles. Called before the worker starts a thread, so every
+    thread inherits it. A CPU that cannot be used (a cpuset narrowed since
+    the master read its own) leaves the worker unpinned, with a warning."""
+    cpu = env.get("FERROCORN_WORKER_CPU", "")
+    if not cpu or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {int(cpu)})
+    except (ValueError, OSError) as exc:
+        log.warning("cannot pin the worker to CPU %s: %s", cpu, exc)
+
+
 def adopt_and_guard(master_pid: Optional[int], libc: Any) -> None:
     """In a forked worker: wait until the master has adopted it, then ask for
     SIGKILL when the master dies (set before adoption, the middle process's
@@ -2863,6 +2883,7 @@ def run_forked_worker(server: ForkServer, become: BecomeWorker) -> int:
         "FERROCORN_WORKER_RING_SIZE": "",
         "FERROCORN_WORKER_MASTER_BELL_FD": "",
         "FERROCORN_WORKER_RING_FDS": "",
+        "FERROCORN_WORKER_CPU": "" if become.cpu is None else str(become.cpu),
     }
     if become.ring_size > 0:
         rings = fds[2 + become.lanes :]

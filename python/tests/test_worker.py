@@ -13,6 +13,7 @@ Every socket has a timeout, so a broken worker fails a test instead of hanging i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -1903,6 +1904,52 @@ class SchedPolicyTest(unittest.TestCase):
 
     def test_normal_keeps_the_policy_started_with(self) -> None:
         self.assertEqual(self.policy_after({"FERROCORN_WORKER_SCHED": "normal"}), os.sched_getscheduler(0))
+
+
+@unittest.skipUnless(hasattr(os, "sched_setaffinity"), "no sched_setaffinity here")
+class PinToCpuTest(unittest.TestCase):
+    def affinity_after(self, env: dict) -> tuple:
+        """The CPUs a forked child may run on after pin_to_cpu(env), and
+        those of a thread it starts after that (the lane threads start later)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with self.assertLogs(W.log, "WARNING") if env.get("expect_warning") else contextlib.nullcontext():
+                    W.pin_to_cpu(env)
+                seen = []
+                thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+                thread.start()
+                thread.join()
+                os.write(write_end, json.dumps([sorted(os.sched_getaffinity(0)), seen[0]]).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            data = b""
+            while chunk := os.read(read_end, 4096):
+                data += chunk
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+        main, thread = json.loads(data)
+        self.assertEqual(main, thread, "a later thread inherits the pin")
+        return tuple(main)
+
+    def test_the_cpu_named_is_the_only_one(self) -> None:
+        last = max(os.sched_getaffinity(0))
+        self.assertEqual(self.affinity_after({"FERROCORN_WORKER_CPU": str(last)}), (last,))
+
+    def test_no_cpu_named_leaves_the_affinity_as_it_was(self) -> None:
+        ours = tuple(sorted(os.sched_getaffinity(0)))
+        self.assertEqual(self.affinity_after({}), ours)
+        self.assertEqual(self.affinity_after({"FERROCORN_WORKER_CPU": ""}), ours)
+
+    def test_a_cpu_that_cannot_be_used_warns_and_leaves_the_affinity_as_it_was(self) -> None:
+        ours = tuple(sorted(os.sched_getaffinity(0)))
+        for bad in ("100000", "seven"):
+            env = {"FERROCORN_WORKER_CPU": bad, "expect_warning": "1"}
+            self.assertEqual(self.affinity_after(env), ours, bad)
 
 
 if __name__ == "__main__":

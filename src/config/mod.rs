@@ -25,6 +25,7 @@ pub use render::render_effective;
 pub use table::{Section, SettingSpec, SETTINGS};
 pub use types::{
     AppSpec, BindAddr, ByteSize, HeaderMapping, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
+    WorkerCpuAffinity,
 };
 pub use validate::Settings;
 

@@ -25,6 +25,7 @@ use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::statsd::StatsdAddr;
 use super::types::{
     AppSpec, BindAddr, ByteSize, HeaderMapping, LogLevel, MemoryMetric, ReloadEngine, WorkerClass,
+    WorkerCpuAffinity,
 };
 use super::validate::SettingValue;
 use std::path::PathBuf;
@@ -93,6 +94,10 @@ macro_rules! with_settings {
             pipeline_depth: usize = ["16"] {
                 doc: "Most requests a lane holds under --pipeline-below: the running one and those written behind it, so a busy worker finds its next request already there even when the master was off its core for a while; 1 turns waiting in lanes off",
                 section: Workers, long: "pipeline-depth", min: 1, restart: true,
+            },
+            worker_cpu_affinity: WorkerCpuAffinity = ["auto"] {
+                doc: "Pin each worker to one CPU of those the master may run on, the one the fewest live workers hold (a replacement takes the CPU of the worker it replaces): spread, off, or auto, which spreads when there are at least as many workers (at start) as such CPUs and at least 2 of them. Pinned, the workers cannot pile up on one core while another idles; the master and its threads stay unpinned",
+                section: Workers, long: "worker-cpu-affinity", restart: true,
             },
             worker_class: WorkerClass = ["sync"] {
                 doc: "Worker type: sync, gthread, or gevent (worker-connections requests at once per worker, each in a greenlet; needs gevent in the workers' Python)",

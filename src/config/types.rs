@@ -519,6 +519,21 @@ impl Default for HeaderMapping {
 }
 
 keyword_enum!(
+    /// Whether each worker is pinned to a CPU of its own (`worker_cpu_affinity`).
+    WorkerCpuAffinity, "MODE", "expected auto, spread or off",
+    unknown: ValueError::Invalid,
+    {
+        /// Spread when there are at least as many workers as CPUs the master
+        /// may run on (and at least 2 of those); else off.
+        Auto = "auto",
+        /// Always pin each worker to the CPU the fewest live workers hold.
+        Spread = "spread",
+        /// Leave the workers where the kernel puts them (gunicorn's way).
+        Off = "off",
+    }
+);
+
+keyword_enum!(
     /// How `reload` watches files (gunicorn's `reload_engine`).
     ReloadEngine, "STRING", "expected auto or poll (ferrocorn's reloader polls every second; gunicorn's inotify engine needs the inotify package, which the standard-library worker does not use)",
     unknown: ValueError::Invalid,

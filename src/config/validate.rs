@@ -17,7 +17,7 @@ use super::proxy::{FieldName, IpRange, ProxyProtocol, SchemeHeader};
 use super::statsd::StatsdAddr;
 use super::table::{Kind, SettingSpec, TomlKind, SETTINGS};
 use super::types::{AppSpec, BindAddr, ByteSize, LogLevel, MemoryMetric, Scalar};
-use super::types::{HeaderMapping, ReloadEngine, ValueError, WorkerClass};
+use super::types::{HeaderMapping, ReloadEngine, ValueError, WorkerClass, WorkerCpuAffinity};
 use super::{ConfigError, Mode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -206,6 +206,7 @@ impl ForkServer {
             "worker": worker.0,
             "lanes": ends.lanes.len(),
             "ring_size": ends.ring_size(),
+            "cpu": ends.cpu,
         });
         let mut message = BytesMut::new();
         frame::put_frame(&mut message, Kind::Fork, 0, request.to_string().as_bytes());

@@ -25,6 +25,8 @@ pub enum Action {
     Spawn {
         /// Its new id.
         worker: WorkerId,
+        /// The worker it will replace once ready, if any (its CPU passes on).
+        replaces: Option<WorkerId>,
     },
     /// Hand the ready worker's lanes to the dispatcher.
     Admit {
@@ -35,6 +37,9 @@ pub enum Action {
         /// Requests it may be given at most, even while its replacement
         /// boots (`max_requests + max_requests_jitter`).
         request_cap: Option<u64>,
+        /// The worker it takes over from, if any: a spare started before
+        /// anyone knew whom it would replace moves to that one's CPU.
+        replaces: Option<WorkerId>,
     },
     /// How much the worker may serve: Reserve or Excluded while its
     /// replacement boots, Normal again if its replacement is called off.

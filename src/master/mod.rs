@@ -113,6 +113,7 @@ pub async fn run(
     info!("Listening at: {} ({})", urls.join(","), std::process::id());
     info!("Using worker: {}", settings.effective_worker_class());
     info!("Master threads: {}", settings.effective_master_threads());
+    let worker_cpus = worker_cpus(&settings);
     raise_file_limit(&settings);
     let ctx = Arc::new(ServiceCtx {
         exchange: ExchangeCtx {
@@ -185,6 +186,7 @@ pub async fn run(
                 pidfile_name: origin.pidfile_name,
             },
             transport,
+            worker_cpus,
         },
         dispatcher,
         http,
@@ -351,6 +353,22 @@ fn start_statsd(
 /// Raises the open-file limit to what `--workers` x `--worker-connections`
 /// client connections and the workers' sockets need, and warns when the
 /// hard limit does not allow it.
+/// The CPUs to pin workers to (`worker_cpu_affinity`), logged when there
+/// are any; empty: the workers are not pinned.
+fn worker_cpus(settings: &Settings) -> Vec<usize> {
+    let allowed = crate::worker::cpu::allowed_cpus();
+    if !crate::worker::cpu::spreads(
+        settings.worker_cpu_affinity,
+        settings.workers,
+        allowed.len(),
+    ) {
+        return Vec::new();
+    }
+    let list: Vec<String> = allowed.iter().map(usize::to_string).collect();
+    info!("Pinning each worker to one of CPUs {}", list.join(","));
+    allowed
+}
+
 fn raise_file_limit(settings: &Settings) {
     use crate::process::files;
     let connections = settings.worker_connections.saturating_mul(settings.workers);

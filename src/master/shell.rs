@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::action::{Action, WorkerSignal};
 use super::event::{Event, ExitStatus, WorkerSample};
@@ -29,7 +29,7 @@ use crate::worker::boot::handshake;
 use crate::worker::memory::RssProbe;
 use crate::worker::reap::Reaper;
 use crate::worker::spawn::{sockets, LaneLink, SpawnSpec, Transport};
-use crate::worker::{memory, WorkerId};
+use crate::worker::{cpu, memory, WorkerId};
 
 mod upkeep;
 
@@ -57,6 +57,9 @@ struct Handle {
     ring_bytes: u64,
     /// Told to stop: a control socket arriving late is closed at once.
     stopping: bool,
+    /// The CPU it is pinned to, while it holds it: a worker told to retire
+    /// or stop leaves it to the next.
+    cpu: Option<usize>,
 }
 
 /// The shell's settings-derived parts.
@@ -77,6 +80,8 @@ pub struct ShellParts {
     pub upgrader: Upgrader,
     /// How lanes carry their bytes.
     pub transport: Transport,
+    /// The CPUs workers are pinned to, one each (`worker::cpu`); empty: none.
+    pub worker_cpus: Vec<usize>,
 }
 
 /// What the shell needs to act.
@@ -115,6 +120,7 @@ pub struct Shell {
     hook_news: HookNews,
     upgrader: Upgrader,
     transport: Transport,
+    worker_cpus: Vec<usize>,
 }
 
 impl Shell {
@@ -150,6 +156,7 @@ impl Shell {
             hook_news: HookNews::default(),
             upgrader: parts.upgrader,
             transport: parts.transport,
+            worker_cpus: parts.worker_cpus,
         }
     }
 
@@ -157,12 +164,14 @@ impl Shell {
     pub fn apply(&mut self, action: &Action) {
         self.collect_reports();
         match *action {
-            Action::Spawn { worker } => self.spawn(worker),
+            Action::Spawn { worker, replaces } => self.spawn(worker, replaces),
             Action::Admit {
                 worker,
                 request_limit,
                 request_cap,
+                replaces,
             } => {
+                self.take_over_cpu(worker, replaces);
                 if let Some(handle) = self.workers.get_mut(&worker) {
                     let lanes = handle.lanes.drain(..).map(LaneLink::into_lane).collect();
                     let rss_watch = self.memory.rss_threshold.and_then(|threshold| {
@@ -188,9 +197,15 @@ impl Shell {
             Action::SetStanding { worker, standing } => {
                 self.dispatcher.set_standing(worker, standing)
             }
-            Action::Retire { worker, .. } => self.dispatcher.retire(worker),
+            Action::Retire { worker, .. } => {
+                if let Some(handle) = self.workers.get_mut(&worker) {
+                    handle.cpu = None;
+                }
+                self.dispatcher.retire(worker)
+            }
             Action::Stop { worker } => {
                 if let Some(handle) = self.workers.get_mut(&worker) {
+                    handle.cpu = None;
                     handle.control = None;
                     handle.lanes.clear();
                     handle.stopping = true;
@@ -335,9 +350,34 @@ impl Shell {
         }
     }
 
-    fn spawn(&mut self, worker: WorkerId) {
+    /// A worker that takes over from `replaces` moves to its CPU, if it has
+    /// one and they differ: a spare was placed when it started, before
+    /// anyone knew whom it would replace. It is booted and idle, so its
+    /// threads are pinned from here (`cpu::pin_threads`).
+    fn take_over_cpu(&mut self, worker: WorkerId, replaces: Option<WorkerId>) {
+        let Some(cpu) = replaces
+            .and_then(|old| self.workers.get_mut(&old))
+            .and_then(|old| old.cpu.take())
+        else {
+            return;
+        };
+        let Some(handle) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if handle.cpu == Some(cpu) {
+            return;
+        }
+        handle.cpu = Some(cpu);
+        if let Some(pid) = handle.pid {
+            if let Err(err) = cpu::pin_threads(pid, cpu) {
+                warn!(worker = %worker, pid, cpu, error = %err, "cannot move the worker to the CPU of the one it replaces");
+            }
+        }
+    }
+
+    fn spawn(&mut self, worker: WorkerId, replaces: Option<WorkerId>) {
         let muxed = self.spawn.worker_class == WorkerClass::Gevent;
-        let (ours, ends) = match sockets(self.spawn.lanes, &self.transport, muxed) {
+        let (ours, mut ends) = match sockets(self.spawn.lanes, &self.transport, muxed) {
             Ok(pair) => pair,
             Err(err) => {
                 let _ = self.events.send(Event::SpawnFailed {
@@ -347,6 +387,12 @@ impl Shell {
                 return;
             }
         };
+        // The predecessor's CPU passes on: it leaves once this one is ready.
+        let replaced = replaces
+            .and_then(|old| self.workers.get_mut(&old))
+            .and_then(|old| old.cpu.take());
+        let held: Vec<usize> = self.workers.values().filter_map(|h| h.cpu).collect();
+        ends.cpu = cpu::place(&self.worker_cpus, &held, replaced);
         self.workers.insert(
             worker,
             Handle {
@@ -361,6 +407,7 @@ impl Shell {
                     .sum(),
                 lanes: ours.lanes,
                 stopping: false,
+                cpu: ends.cpu,
             },
         );
         let launcher = self.launcher.clone();

@@ -1,10 +1,12 @@
 //! Python worker processes: their sockets and how a fresh interpreter is
 //! started ([`spawn`]; the fork server in `forkserver` starts most), how one
-//! proves it is ready ([`boot`]), how its exit is reaped ([`reap`]), which
-//! states it moves through ([`state`]), how much memory it uses
-//! ([`memory`]), and the embedded worker program ([`script`]).
+//! proves it is ready ([`boot`]), which CPU it is pinned to ([`cpu`]), how
+//! its exit is reaped ([`reap`]), which states it moves through
+//! ([`state`]), how much memory it uses ([`memory`]), and the embedded
+//! worker program ([`script`]).
 
 pub mod boot;
+pub mod cpu;
 pub mod memory;
 pub mod reap;
 pub mod script;

@@ -270,6 +270,8 @@ pub struct WorkerEnds {
     pub lanes: Vec<OwnedFd>,
     /// Its rings, on ring lanes.
     pub rings: Option<WorkerRings>,
+    /// The CPU it pins itself to before it starts a thread (`worker::cpu`).
+    pub cpu: Option<usize>,
 }
 
 impl WorkerEnds {
@@ -316,6 +318,9 @@ impl WorkerEnds {
                 fds[lanes + 1].to_string(),
             ));
             env.push(("FERROCORN_WORKER_RING_FDS", pairs.join(",")));
+        }
+        if let Some(cpu) = self.cpu {
+            env.push(("FERROCORN_WORKER_CPU", cpu.to_string()));
         }
         env
     }
@@ -453,6 +458,7 @@ pub fn sockets(
                 control: control_end,
                 lanes: vec![end],
                 rings: None,
+                cpu: None,
             },
         ));
     }
@@ -488,6 +494,7 @@ pub fn sockets(
             control: control_end,
             lanes: lane_ends,
             rings,
+            cpu: None,
         },
     ))
 }

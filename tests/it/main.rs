@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod affinity;
 mod chaos;
 mod corpus;
 mod failures;

@@ -424,7 +424,7 @@ impl Arbiter {
                 abort_when_drained: false,
             },
         );
-        actions.push(Action::Spawn { worker });
+        actions.push(Action::Spawn { worker, replaces });
         worker
     }
 

@@ -85,6 +85,7 @@ impl Arbiter {
                 worker: spare,
                 request_limit: entry.request_limit,
                 request_cap,
+                replaces: Some(old),
             });
             self.replaced(old, now, actions);
         } else {

@@ -21,7 +21,7 @@ pub(super) fn spawned(actions: &[Action]) -> Vec<WorkerId> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Spawn { worker } => Some(*worker),
+            Action::Spawn { worker, .. } => Some(*worker),
             _ => None,
         })
         .collect()

@@ -40,12 +40,14 @@ impl Arbiter {
                 }
                 let pid = Pid(entry.pid);
                 info!(worker = %worker, pid = entry.pid, "Worker (pid:{pid}) is ready");
+                let replaces = entry.replaces.take();
                 actions.push(Action::Admit {
                     worker,
                     request_limit: entry.request_limit,
                     request_cap: self.config.request_cap(),
+                    replaces,
                 });
-                if let Some(old) = entry.replaces.take() {
+                if let Some(old) = replaces {
                     self.replaced(old, now, actions);
                     // Its turn under the stagger cap is over: the next may start.
                     self.advance_due(now, actions);

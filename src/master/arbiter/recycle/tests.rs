@@ -479,6 +479,7 @@ fn a_ready_spare_replaces_a_due_worker_at_once_and_the_next_spare_boots() {
                 _ => None,
             }),
             request_cap: Some(15),
+            replaces: Some(ids[0]),
         }),
         "admitted with the cap max_requests + jitter: {actions:?}"
     );
