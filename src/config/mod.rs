@@ -372,6 +372,7 @@ mod tests {
         ("worker_connections", "50"),
         ("pipeline_below", "5ms"),
         ("pipeline_depth", "4"),
+        ("worker_cpu_affinity", "spread"),
         ("worker_class", "gthread"),
         ("python", "/usr/bin/python3.12"),
         ("worker_tmp_dir", "/tmp"),
