@@ -528,7 +528,7 @@ keyword_enum!(
         Auto = "auto",
         /// Always pin each worker to the CPU the fewest live workers hold.
         Spread = "spread",
-        /// Leave the workers where the kernel puts them (gunicorn's way).
+        /// Leave the workers where the kernel puts them (gunicorn's way; the default).
         Off = "off",
     }
 );

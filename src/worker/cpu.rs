@@ -5,7 +5,8 @@
 //! moments at a time (a waker's core is where a woken task lands when that
 //! core looks about to free up). A worker pinned to a core of its own
 //! cannot join such a pile; the master stays unpinned and takes whichever
-//! core is free (docs/design/hop.md, "Session 15").
+//! core is free. That gains a trivial app 5-12% on 2 cores and costs Flask
+//! about 6%, so it is off unless asked for (docs/design/hop.md, "Session 15").
 //!
 //! The choice is a pure function of the CPUs allowed and the ones live
 //! workers hold ([`place`]); the shell reads the master's affinity once

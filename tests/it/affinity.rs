@@ -3,9 +3,8 @@
 //! held when it started, a worker that dies leaves its CPU to its
 //! replacement, a worker recycled after max-requests hands its CPU to the
 //! one replacing it (a spare moves there when it takes over), and the
-//! master is never pinned; `off` pins nothing,
-//! `auto` (the default) spreads when there are at least as many workers as
-//! CPUs; an unknown mode stops the start. The CPUs are read from
+//! master is never pinned; `off` (the default) pins nothing, `auto`
+//! spreads when there are at least as many workers as CPUs; an unknown mode stops the start. The CPUs are read from
 //! `/proc/PID/task/TID/status`; what "every CPU" means is this test's own
 //! affinity, which the master inherits.
 
@@ -243,24 +242,34 @@ fn a_spare_that_takes_over_moves_to_the_cpu_of_the_worker_it_replaces() {
 }
 
 #[test]
-fn off_pins_nothing_and_auto_spreads_with_a_worker_for_every_cpu() {
+fn off_by_default_pins_nothing_and_auto_spreads_with_a_worker_for_every_cpu() {
     let ours = our_cpus();
-    let off = start(&[
-        "-w",
-        "2",
-        "--worker-cpu-affinity",
-        "off",
-        "examples.flask_app:app",
-    ]);
-    for (pid, cpus) in workers_and_cpus(&off, 2, 1, &[]) {
-        assert_eq!(cpus, ours, "worker {pid}");
+    for args in [
+        &[
+            "-w",
+            "2",
+            "--worker-cpu-affinity",
+            "off",
+            "examples.flask_app:app",
+        ][..],
+        &["-w", "2", "examples.flask_app:app"][..],
+    ] {
+        let server = start(args);
+        for (pid, cpus) in workers_and_cpus(&server, 2, 1, &[]) {
+            assert_eq!(cpus, ours, "{args:?}: worker {pid}");
+        }
     }
-    drop(off);
-    // The default: as many workers as CPUs spreads them (on a single CPU
-    // there is nothing to spread).
+    // As many workers as CPUs spreads them (on a single CPU there is
+    // nothing to spread; past 8 CPUs this starts fewer workers than CPUs).
     let workers = ours.len().clamp(1, 8);
     let count = workers.to_string();
-    let auto = start(&["-w", &count, "examples.flask_app:app"]);
+    let auto = start(&[
+        "-w",
+        &count,
+        "--worker-cpu-affinity",
+        "auto",
+        "examples.flask_app:app",
+    ]);
     let each = workers_and_cpus(&auto, workers, 1, &[]);
     if ours.len() >= 2 && ours.len() <= 8 {
         assert_spread(&each);
