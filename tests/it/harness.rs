@@ -448,7 +448,6 @@ impl Drop for TestServer {
     }
 }
 
-/// Children of `pid`, read from /proc.
 /// SIGKILL to one process this test started (a worker or a fork server).
 pub fn kill_process(pid: u32) {
     let status = Command::new("kill")
@@ -490,6 +489,7 @@ pub fn is_fork_server(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "fc-forkserver")
 }
 
+/// Children of `pid`, read from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut all: Vec<u32> = Vec::new();
     // Children may be listed under any of the master's threads.
