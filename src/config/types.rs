@@ -520,16 +520,16 @@ impl Default for HeaderMapping {
 
 keyword_enum!(
     /// Whether each worker is pinned to a CPU of its own (`worker_cpu_affinity`).
-    WorkerCpuAffinity, "MODE", "expected auto, spread or off",
+    WorkerCpuAffinity, "MODE", "expected off, spread or auto",
     unknown: ValueError::Invalid,
     {
+        /// Leave the workers where the kernel puts them (gunicorn's way; the default).
+        Off = "off",
+        /// Always pin each worker to the CPU the fewest live workers hold.
+        Spread = "spread",
         /// Spread when there are at least as many workers as CPUs the master
         /// may run on (and at least 2 of those); else off.
         Auto = "auto",
-        /// Always pin each worker to the CPU the fewest live workers hold.
-        Spread = "spread",
-        /// Leave the workers where the kernel puts them (gunicorn's way; the default).
-        Off = "off",
     }
 );
 

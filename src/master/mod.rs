@@ -350,9 +350,6 @@ fn start_statsd(
     })
 }
 
-/// Raises the open-file limit to what `--workers` x `--worker-connections`
-/// client connections and the workers' sockets need, and warns when the
-/// hard limit does not allow it.
 /// The CPUs to pin workers to (`worker_cpu_affinity`), logged when there
 /// are any; empty: the workers are not pinned.
 fn worker_cpus(settings: &Settings) -> Vec<usize> {
@@ -369,6 +366,9 @@ fn worker_cpus(settings: &Settings) -> Vec<usize> {
     allowed
 }
 
+/// Raises the open-file limit to what `--workers` x `--worker-connections`
+/// client connections and the workers' sockets need, and warns when the
+/// hard limit does not allow it.
 fn raise_file_limit(settings: &Settings) {
     use crate::process::files;
     let connections = settings.worker_connections.saturating_mul(settings.workers);

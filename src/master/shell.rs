@@ -198,14 +198,12 @@ impl Shell {
                 self.dispatcher.set_standing(worker, standing)
             }
             Action::Retire { worker, .. } => {
-                if let Some(handle) = self.workers.get_mut(&worker) {
-                    handle.cpu = None;
-                }
+                self.take_cpu(worker);
                 self.dispatcher.retire(worker)
             }
             Action::Stop { worker } => {
+                self.take_cpu(worker);
                 if let Some(handle) = self.workers.get_mut(&worker) {
-                    handle.cpu = None;
                     handle.control = None;
                     handle.lanes.clear();
                     handle.stopping = true;
@@ -350,15 +348,18 @@ impl Shell {
         }
     }
 
+    /// Ends `worker`'s claim on its CPU, which it leaves to the next worker
+    /// (it retires, stops or is being replaced); the CPU, if it held one.
+    fn take_cpu(&mut self, worker: WorkerId) -> Option<usize> {
+        self.workers.get_mut(&worker).and_then(|h| h.cpu.take())
+    }
+
     /// A worker that takes over from `replaces` moves to its CPU, if it has
     /// one and they differ: a spare was placed when it started, before
     /// anyone knew whom it would replace. It is booted and idle, so its
     /// threads are pinned from here (`cpu::pin_threads`).
     fn take_over_cpu(&mut self, worker: WorkerId, replaces: Option<WorkerId>) {
-        let Some(cpu) = replaces
-            .and_then(|old| self.workers.get_mut(&old))
-            .and_then(|old| old.cpu.take())
-        else {
+        let Some(cpu) = replaces.and_then(|old| self.take_cpu(old)) else {
             return;
         };
         let Some(handle) = self.workers.get_mut(&worker) else {
@@ -388,9 +389,7 @@ impl Shell {
             }
         };
         // The predecessor's CPU passes on: it leaves once this one is ready.
-        let replaced = replaces
-            .and_then(|old| self.workers.get_mut(&old))
-            .and_then(|old| old.cpu.take());
+        let replaced = replaces.and_then(|old| self.take_cpu(old));
         let held: Vec<usize> = self.workers.values().filter_map(|h| h.cpu).collect();
         ends.cpu = cpu::place(&self.worker_cpus, &held, replaced);
         self.workers.insert(

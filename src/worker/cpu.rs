@@ -70,6 +70,7 @@ pub fn pin_threads(pid: u32, cpu: usize) -> std::io::Result<()> {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
     unsafe { libc::CPU_SET(cpu, &mut set) };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
     let mut pinned = std::collections::HashSet::new();
     loop {
         let mut found = false;
@@ -85,7 +86,6 @@ pub fn pin_threads(pid: u32, cpu: usize) -> std::io::Result<()> {
                 continue;
             }
             found = true;
-            let size = std::mem::size_of::<libc::cpu_set_t>();
             // SAFETY: a plain syscall on a live set.
             if unsafe { libc::sched_setaffinity(tid, size, &set) } != 0 {
                 let err = std::io::Error::last_os_error();

@@ -4,7 +4,8 @@
 //! replacement, a worker recycled after max-requests hands its CPU to the
 //! one replacing it (a spare moves there when it takes over), and the
 //! master is never pinned; `off` (the default) pins nothing, `auto`
-//! spreads when there are at least as many workers as CPUs; an unknown mode stops the start. The CPUs are read from
+//! spreads when there are at least as many workers as CPUs; an unknown
+//! mode stops the start. The CPUs are read from
 //! `/proc/PID/task/TID/status`; what "every CPU" means is this test's own
 //! affinity, which the master inherits.
 
