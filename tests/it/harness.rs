@@ -123,7 +123,7 @@ pub fn command(args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
-    // FERROCORN_TEST_LANE_TRANSPORT=ring runs every test on ring lanes.
+    // FERROCORN_TEST_LANE_TRANSPORT=socket runs every test on socket lanes.
     if let Ok(transport) = std::env::var("FERROCORN_TEST_LANE_TRANSPORT") {
         cmd.env("FERROCORN_LANE_TRANSPORT", transport);
     }
