@@ -268,6 +268,13 @@ impl TestServer {
 
     fn wait_until_answering(&self) {
         wait_until("the server to answer", DEADLINE, || {
+            // An exited master is a zombie until dropped: say why at once.
+            if proc_state(format!("/proc/{}/stat", self.pid())) == Some('Z') {
+                panic!(
+                    "the server exited before it answered; stderr:\n{}",
+                    self.stderr()
+                );
+            }
             match try_request(
                 &self.addr,
                 "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
@@ -559,12 +566,49 @@ pub fn wait_for_metric(metrics_addr: &str, series: &str, at_least: f64) {
     });
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, for a server to bind
+/// itself (`--metrics-bind`, `-b`). It comes from below the kernel's
+/// ephemeral range, so no test's client connection and no `bind(:0)` can
+/// take it before the server binds it, and from a counter, so no two tests
+/// of this run get the same one; the start depends on the pid, so two runs
+/// on one machine rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = ephemeral_port_range();
+    let (first, span) = if low > 1024 + PORT_WINDOW {
+        (low - PORT_WINDOW, PORT_WINDOW)
+    } else if high < 65535 - PORT_WINDOW {
+        (high + 1, PORT_WINDOW)
+    } else {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral port")
+            .port();
+    };
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(first + offset).expect("a port below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {first}..{}", first + span);
+}
+
+/// How many ports [`free_port`] hands out from.
+const PORT_WINDOW: u32 = 8000;
+
+/// The kernel's range for ephemeral ports (Linux's default if unreadable).
+fn ephemeral_port_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut ends = text.split_whitespace().map(str::parse::<u32>);
+            Some((ends.next()?.ok()?, ends.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 fn try_request(addr: &str, request: &str) -> Result<Response, String> {
